@@ -1,0 +1,51 @@
+"""Deterministic EDM samplers as plain functions over (denoiser, x, sigmas), k-diffusion style."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from skipsearch.errors import UserError
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _d(denoiser: Denoiser, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """dx/dsigma of the probability-flow ODE: (x - D(x, sigma)) / sigma."""
+    return (x - denoiser(x, sigma.to(x.dtype))) / sigma.to(x.dtype)
+
+
+@torch.no_grad()
+def sample_euler(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Euler's method on the probability-flow ODE; NFE = len(sigmas) - 1."""
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+        x = x + (sigma_next - sigma).to(x.dtype) * _d(denoiser, x, sigma)
+    return x
+
+
+@torch.no_grad()
+def sample_heun(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """Algorithm 1 of Karras et al. 2022 (Heun, no churn); NFE = 2 (len(sigmas) - 1) - 1."""
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:]):
+        dt = (sigma_next - sigma).to(x.dtype)
+        d = _d(denoiser, x, sigma)
+        x_next = x + dt * d
+        if sigma_next > 0:
+            x_next = x + dt * 0.5 * (d + _d(denoiser, x_next, sigma_next))
+        x = x_next
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"euler": sample_euler, "heun": sample_heun}
+
+
+def nfe(sampler: str, steps: int) -> int:
+    """Network evaluations for ``steps`` time steps (t_0..t_{steps-1}, then 0)."""
+    return 2 * steps - 1 if sampler == "heun" else steps
+
+
+def get_sampler(name: str) -> Callable[..., torch.Tensor]:
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler {name!r}; valid: {', '.join(sorted(SAMPLERS))}")
+    return SAMPLERS[name]
