@@ -1,0 +1,108 @@
+"""FID and KID from torch-fidelity's own functions, with reference statistics cached by content hash.
+
+Statistics are split from distance (as in edm's fid.py): features -> (mu, sigma) -> FID. torch-fidelity's
+own cache keys by input name only, so skipsearch keys its cache by the reference pixels' content hash,
+the extractor (name and weights) and the feature layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch_fidelity
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+from torch_fidelity.utils import create_feature_extractor
+from tqdm.auto import tqdm
+
+from skipsearch import extractor as digits_extractor
+from skipsearch.data import content_hash
+from skipsearch.errors import UserError
+
+EXTRACTORS = {digits_extractor.DIGITS_EXTRACTOR: digits_extractor.DIGITS_FEATURE}
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("SKIPSEARCH_CACHE", Path.home() / ".cache" / "skipsearch"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def extractor_fingerprint(name: str) -> str:
+    """Name plus what defines its weights; two fingerprints that differ never share statistics."""
+    if name == digits_extractor.DIGITS_EXTRACTOR:
+        weights = resources.files("skipsearch.weights") / digits_extractor.DIGITS_WEIGHTS
+        return f"{name}:{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
+    return f"{name}:torch-fidelity-{torch_fidelity.__version__}"
+
+
+class FeatureExtractor:
+    """A torch-fidelity extractor fed uint8 batches directly (its generator wrapper breaks on NumPy 2)."""
+
+    def __init__(self, name: str, feature: str | None = None, device: str = "cpu"):
+        digits_extractor.register()
+        if name not in EXTRACTORS:
+            raise UserError(f"unknown feature extractor {name!r}; valid: {', '.join(sorted(EXTRACTORS))}")
+        self.name, self.feature = name, feature or EXTRACTORS[name]
+        self.device = torch.device(device)
+        self.net = create_feature_extractor(name, [self.feature], cuda=False, verbose=False).to(self.device)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor, batch_size: int = 500, progress: bool = False) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise TypeError("feature extraction takes uint8 images")
+        out = []
+        for start in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress, leave=False):
+            batch = images[start : start + batch_size].to(self.device)
+            if batch.shape[1] == 1:
+                batch = batch.expand(-1, 3, -1, -1)
+            out.append(self.net(batch)[0].to("cpu", torch.float64))
+        return torch.cat(out)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Reference features and their FID statistics, with the hash that names them."""
+
+    key: str
+    features: torch.Tensor
+    stats: dict[str, np.ndarray]
+
+
+def reference(images: torch.Tensor, extractor: FeatureExtractor, *, cache: bool = True) -> Reference:
+    """Features of the reference images, from the disk cache when the same pixels were seen before."""
+    raw = f"{content_hash(images)}|{extractor_fingerprint(extractor.name)}|{extractor.feature}"
+    key = hashlib.sha256(raw.encode()).hexdigest()[:16]
+    path = cache_dir() / f"ref-{extractor.name}-{key}.npz"
+    if cache and path.exists():
+        feats = torch.from_numpy(np.load(path)["features"])
+    else:
+        feats = extractor(images, progress=True)
+        if cache:
+            tmp = path.with_suffix(".tmp.npz")
+            np.savez(tmp, features=feats.numpy())
+            os.replace(tmp, path)
+    return Reference(key, feats, statistics(feats))
+
+
+def statistics(features: torch.Tensor) -> dict[str, np.ndarray]:
+    return fid_features_to_statistics(features.to(torch.float64))
+
+
+def fid_from_stats(stats_1: dict[str, np.ndarray], stats_2: dict[str, np.ndarray]) -> float:
+    return float(fid_statistics_to_metric(stats_1, stats_2, verbose=False)[KEY_METRIC_FID])
+
+
+def kid(features_1: torch.Tensor, features_2: torch.Tensor, subset_size: int = 100,
+        subsets: int = 100, seed: int = 2020) -> tuple[float, float]:
+    """Unbiased KID (mean, std over subsets); the subset size is capped by the smaller set."""
+    size = min(subset_size, len(features_1), len(features_2))
+    out = kid_features_to_metric(features_1, features_2, kid_subsets=subsets, kid_subset_size=size,
+                                 rng_seed=seed, verbose=False)
+    return float(out[KEY_METRIC_KID_MEAN]), float(out[KEY_METRIC_KID_STD])

@@ -1,0 +1,97 @@
+"""FID/KID through torch-fidelity, checked against an independent computation; the reference cache."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from skipsearch import data, metrics
+from skipsearch.extractor import DIGITS_EXTRACTOR, DigitsFeatureExtractor, load_classifier, prepare
+from skipsearch.metrics import FeatureExtractor, fid_from_stats, kid, reference, statistics
+
+
+def independent_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance with SciPy's matrix square root (the pytorch-fid formulation)."""
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
+
+
+def test_fid_matches_independent_computation():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(400, 16))
+    b = rng.normal(size=(300, 16)) @ rng.normal(size=(16, 16)) * 0.3 + 0.5
+    ours = fid_from_stats(statistics(torch.from_numpy(a)), statistics(torch.from_numpy(b)))
+    assert ours == pytest.approx(independent_fid(a, b), rel=1e-6)
+    assert fid_from_stats(statistics(torch.from_numpy(a)), statistics(torch.from_numpy(a))) == pytest.approx(0, abs=1e-6)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
+    rng = np.random.default_rng(1)
+    same = kid(torch.from_numpy(rng.normal(size=(300, 8))), torch.from_numpy(rng.normal(size=(300, 8))), 100)
+    apart = kid(torch.from_numpy(rng.normal(size=(300, 8))), torch.from_numpy(rng.normal(1, 1, size=(300, 8))), 100)
+    assert abs(same[0]) < 0.05 < apart[0]
+
+
+def test_extractor_is_registered_with_torch_fidelity():
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    fx = FeatureExtractor(DIGITS_EXTRACTOR)
+    assert FEATURE_EXTRACTORS_REGISTRY[DIGITS_EXTRACTOR] is DigitsFeatureExtractor
+    images = data.digits(16)[:10]
+    feats = fx(images)
+    assert feats.shape == (10, 128) and feats.dtype == torch.float64
+    # 1-channel and 3-channel uint8 inputs give the same features
+    assert torch.equal(feats, fx(images.expand(-1, 3, -1, -1).contiguous()))
+
+
+def test_shipped_classifier_recognises_digits():
+    net = load_classifier()
+    with torch.no_grad():
+        pred = net(prepare(data.digits(16))).argmax(1)
+    assert (pred == data.digit_labels()).float().mean() > 0.97
+
+
+def test_reference_cache_is_keyed_by_content(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKIPSEARCH_CACHE", str(tmp_path))
+    fx = FeatureExtractor(DIGITS_EXTRACTOR)
+    calls = []
+    original = fx.__call__
+
+    class Counting:
+        name, feature = fx.name, fx.feature
+
+        def __call__(self, images, **kw):
+            calls.append(len(images))
+            return original(images, **kw)
+
+    counting = Counting()
+    images = data.digits(16)[:200]
+    first = reference(images, counting)
+    again = reference(images.clone(), counting)
+    assert calls == [200] and again.key == first.key
+    np.testing.assert_array_equal(again.stats["mu"], first.stats["mu"])
+
+    changed = images.clone()
+    changed[0, 0, 5, 5] ^= 0xFF  # one pixel differs: the cache must not be reused
+    other = reference(changed, counting)
+    assert calls == [200, 200] and other.key != first.key
+    assert not np.array_equal(other.stats["mu"], first.stats["mu"])
+    assert len(list(tmp_path.glob("ref-*.npz"))) == 2
+
+
+def test_content_hash_sees_shape_and_pixels():
+    a = data.digits(16)[:5]
+    assert data.content_hash(a) == data.content_hash(a.clone())
+    assert data.content_hash(a) != data.content_hash(a[:4])
+    assert data.content_hash(a) != data.content_hash(a.reshape(5, 1, 8, 32))
+
+
+def test_unknown_extractor_lists_valid_ones():
+    from skipsearch.errors import UserError
+
+    with pytest.raises(UserError, match="skipsearch-digits"):
+        metrics.FeatureExtractor("inception-v9")
