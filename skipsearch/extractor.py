@@ -20,10 +20,15 @@ INPUT_RESOLUTION = 16
 
 
 class DigitClassifier(nn.Module):
-    """Three convs and two linear layers; ``features`` is the 128-d layer before the class head."""
+    """Three convs and two linear layers; ``features`` is the 128-d layer before the class head.
+
+    ``feature_scale`` (the RMS of the features over the digits data, set after training) divides the
+    extracted features, so KID's cubic polynomial kernel sees values of order one, as with Inception.
+    """
 
     def __init__(self):
         super().__init__()
+        self.register_buffer("feature_scale", torch.tensor(1.0))
         self.convs = nn.Sequential(
             nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
@@ -78,8 +83,8 @@ class DigitsFeatureExtractor(FeatureExtractorBase):
         return torch.zeros(1, 3, INPUT_RESOLUTION, INPUT_RESOLUTION, dtype=torch.uint8)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        feats = self.classifier.features(prepare(images))
-        out = {DIGITS_FEATURE: feats, "logits": self.classifier.head(F.relu(feats))}
+        raw = self.classifier.features(prepare(images))
+        out = {DIGITS_FEATURE: raw / self.classifier.feature_scale, "logits": self.classifier.head(F.relu(raw))}
         return tuple(out[name] for name in self.features_list)
 
 

@@ -58,7 +58,8 @@ class FeatureExtractor:
         if images.dtype != torch.uint8:
             raise TypeError("feature extraction takes uint8 images")
         out = []
-        for start in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress, leave=False):
+        steps = range(0, len(images), batch_size)
+        for start in tqdm(steps, desc="features", disable=None if progress else True, leave=False):
             batch = images[start : start + batch_size].to(self.device)
             if batch.shape[1] == 1:
                 batch = batch.expand(-1, 3, -1, -1)

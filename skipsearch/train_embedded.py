@@ -46,7 +46,9 @@ def train_classifier(steps: int = 3000, seed: int = SEED) -> tuple[DigitClassifi
     net.eval()
     with torch.no_grad():
         acc = (net(images[test]).argmax(1) == labels[test]).float().mean().item()
-    print(f"classifier held-out accuracy {acc:.4f} on {len(test)} images", flush=True)
+        net.feature_scale.fill_(net.features(images).pow(2).mean().sqrt().item())
+    print(f"classifier held-out accuracy {acc:.4f} on {len(test)} images; "
+          f"feature scale {net.feature_scale.item():.4f}", flush=True)
     return net, acc
 
 
