@@ -1,0 +1,55 @@
+"""The public verbs: run, best, export, apply, verify, trials. The CLI is a thin layer over these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from skipsearch import exporting as _export
+from skipsearch import study as _study
+from skipsearch.spec import Spec, load_spec
+from skipsearch.storage import Store
+
+
+@dataclass
+class RunResult:
+    study: str
+    storage: str  # password masked
+    trials: pd.DataFrame
+    confirmation: pd.DataFrame
+
+    @property
+    def winner(self) -> int | None:
+        rest = self.confirmation[self.confirmation.role != "baseline"] if not self.confirmation.empty else None
+        return None if rest is None or rest.empty else int(rest.sort_values("heldout_fid").trial_number.iloc[0])
+
+
+def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None = None) -> RunResult:
+    """Search (continuing a study of the same name), then confirm the top-k on held-out seeds."""
+    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    ctx = _study.open_study(spec, storage)
+    _study.search(ctx, trials or spec.search.trials)
+    conf = _study.confirm(ctx)
+    return RunResult(spec.name, ctx.store.shown_url, ctx.store.trials_frame(spec.name), conf)
+
+
+def trials(storage: str, study: str) -> pd.DataFrame:
+    """skipsearch's table of a study's trials, as a DataFrame."""
+    return Store(storage).trials_frame(study)
+
+
+def best(storage: str, study: str) -> dict:
+    """The confirmed winner (else the best search trial), with its coefficients and provenance."""
+    store = Store(storage)
+    row = _export.chosen_trial(store, study)
+    return _export.provenance(store, study, row) | {"coefficients": _study.coefficients_of(row).model_dump()}
+
+
+def export(storage: str, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:
+    return _export.export(Store(storage), study, path, fmt, trial)
+
+
+apply = _export.apply
+verify = _export.verify

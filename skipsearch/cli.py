@@ -1,0 +1,143 @@
+"""Command line: parses arguments and calls the public API; user mistakes exit 2 with one clear message."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from skipsearch.errors import UserError
+from skipsearch.spec import DEFAULT_STORAGE
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Search Skip-Tuning coefficients that lower a diffusion model's FID.")
+STORAGE = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy database URL (SQLite file or PostgreSQL).")
+
+
+def friendly(fn):
+    """Turn user mistakes into 'error: ...' and exit code 2; an interrupt keeps what was recorded."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: every completed trial is saved; run the same command again to continue.",
+                       err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.command()
+@friendly
+def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/demo-skip.yaml."),
+        storage: Optional[str] = typer.Option(None, help="Database URL; overrides the spec's storage."),
+        trials: Optional[int] = typer.Option(None, min=1,
+                                             help="Trial budget (baseline included); overrides the spec.")):
+    """Run (or continue) a study, then confirm the best trials on held-out seeds.
+
+    Example: skipsearch run studies/demo-skip.yaml --storage sqlite:///skipsearch.db --trials 40
+    """
+    from skipsearch import api, report
+    from skipsearch.spec import load_spec
+
+    loaded = load_spec(spec)
+    from skipsearch.storage import safe_url
+
+    typer.echo(f"study {loaded.name}: results go to {safe_url(storage or loaded.storage)} "
+               f"(Optuna storage and skipsearch tables)")
+    result = api.run(loaded, storage, trials)
+    s = loaded.sampler
+    header = (f"Study {result.study}: model {loaded.model.name}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
+              f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
+    report.print_summary(header, result.trials, result.confirmation)
+    typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
+               f"{result.storage} --format yaml -o {result.study}.yaml")
+
+
+@app.command()
+@friendly
+def best(study: str = typer.Argument(..., help="Study name."), storage: str = STORAGE,
+         as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON.")):
+    """Show a study's winner (confirmed on held-out seeds if it was), with provenance.
+
+    Example: skipsearch best demo-skip --storage sqlite:///skipsearch.db
+    """
+    from skipsearch import api
+    from skipsearch.report import describe
+
+    rec = api.best(storage, study)
+    if as_json:
+        typer.echo(json.dumps(rec, indent=2))
+        return
+    s, c = rec["search"], rec["confirmation"]
+    typer.echo(f"study {study}: trial {rec['trial']} ({rec['role']}) "
+               f"{describe(json.dumps(rec['coefficients']))}")
+    typer.echo(f"  search  N={s['n']}: FID {s['fid']:.4f} (dFID {s['delta_fid']:+.4f}), KID {s['kid']:.5f} "
+               f"[{rec['metric']['extractor']}]")
+    if c:
+        typer.echo(f"  held-out N={c['n']} x {len(c['seed_sets'])} seed sets: FID {c['heldout_fid']:.4f}, "
+                   f"dFID {c['delta_fid']:+.4f} ± {c['delta_fid_std']:.4f}")
+    else:
+        typer.echo("  not confirmed on held-out seeds yet")
+
+
+@app.command()
+@friendly
+def export(study: str = typer.Argument(..., help="Study name."), storage: str = STORAGE,
+           fmt: Optional[str] = typer.Option(None, "--format", help="yaml, json or toml (default: from -o)."),
+           output: Path = typer.Option(..., "-o", "--output", help="File to write."),
+           trial: Optional[int] = typer.Option(None, help="Export this trial instead of the winner.")):
+    """Write the winning coefficients, with provenance, to a YAML/JSON/TOML file.
+
+    Example: skipsearch export demo-skip --storage sqlite:///skipsearch.db --format toml -o best.toml
+    """
+    from skipsearch import api
+
+    typer.echo(f"wrote {api.export(storage, study, output, fmt, trial)}")
+
+
+@app.command()
+@friendly
+def verify(file: Path = typer.Argument(..., help="A coefficient file written by export."),
+           device: str = typer.Option("cpu", help="cpu or cuda.")):
+    """Re-sample with a coefficient file applied and compare with the FID it records.
+
+    Example: skipsearch verify best.yaml
+    """
+    from skipsearch import api
+
+    r = api.verify(file, device)
+    typer.echo(f"recorded FID {r['recorded_fid']:.8f}, reproduced {r['reproduced_fid']:.8f} "
+               f"(|diff| {abs(r['recorded_fid'] - r['reproduced_fid']):.2e})")
+    if not r["reference_hash_match"]:
+        typer.echo("warning: the reference data changed since the FID was recorded", err=True)
+
+
+@app.command()
+@friendly
+def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec whose trial is timed."),
+          trials: int = typer.Option(3, min=1, help="Timed trials (after one warm-up).")):
+    """Time one trial and the share spent in network forward passes and feature extraction.
+
+    Example: skipsearch bench --trials 3
+    """
+    from skipsearch.bench import bench_trial
+
+    bench_trial(spec, trials)
+
+
+def main() -> None:
+    app(prog_name="skipsearch")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The tables a user reads at the end of a run and from ``skipsearch best``."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+
+def describe(coefficients_json: str) -> str:
+    c = json.loads(coefficients_json)
+    family = c.pop("family")
+    parts = [f"{k}={tuple(round(x, 3) for x in v)}" if isinstance(v, list) else f"{k}={v:.4g}" for k, v in c.items()]
+    return f"{family}: " + " ".join(parts)
+
+
+def search_table(trials: pd.DataFrame, top: int = 5) -> Table:
+    done = trials[trials.state == "COMPLETE"]
+    shown = pd.concat([done[done.role == "baseline"], done[done.role == "search"].sort_values("fid").head(top)])
+    n_fail = int((trials.state == "FAIL").sum())
+    table = Table(title=f"Search: {len(done)} completed, {n_fail} failed trials "
+                        f"(N={int(done.n.iloc[0]) if len(done) else 0}, same seeds for every trial)")
+    for col in ("trial", "role", "coefficients", "FID", "dFID vs baseline", "KID"):
+        table.add_column(col, justify="left" if col in ("role", "coefficients") else "right")
+    for r in shown.itertuples():
+        delta = "" if pd.isna(r.delta_fid) else f"{r.delta_fid:+.4f}"
+        table.add_row(str(r.trial_number), r.role, describe(r.coefficients_json), f"{r.fid:.4f}", delta, f"{r.kid:.5f}")
+    return table
+
+
+def confirmation_table(conf: pd.DataFrame) -> Table:
+    sets, n = int(conf.seed_sets.max()), int(conf.n.iloc[0])
+    table = Table(title=f"Held-out confirmation: N={n} on {sets} disjoint seed sets never used in the search")
+    columns = ("trial", "role", "coefficients", "search FID", "held-out FID (mean ± sd)", "dFID (paired, mean ± sd)",
+               "KID")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("role", "coefficients") else "right")
+    for r in conf.itertuples():
+        table.add_row(str(r.trial_number), r.role, describe(r.coefficients), f"{r.search_fid:.4f}",
+                      f"{r.heldout_fid:.4f} ± {r.heldout_fid_std:.4f}", f"{r.delta_fid:+.4f} ± {r.delta_fid_std:.4f}",
+                      f"{r.heldout_kid:.5f}")
+    return table
+
+
+def verdict(conf: pd.DataFrame) -> str:
+    """One honest sentence: is the winner better than the baseline on held-out seeds, beyond the noise?"""
+    base = conf[conf.role == "baseline"]
+    rest = conf[conf.role != "baseline"].sort_values("heldout_fid")
+    if base.empty or rest.empty:
+        return "No confirmed search trial to compare with the baseline."
+    w, b = rest.iloc[0], base.iloc[0]
+    noise = b.heldout_fid_std
+    if w.delta_fid < 0 and abs(w.delta_fid) > w.delta_fid_std:
+        word = "lower than the baseline"
+    elif w.delta_fid < 0:
+        word = "lower than the baseline, but within the paired spread"
+    else:
+        word = "NOT lower than the baseline"
+    return (f"Winner: trial {int(w.trial_number)} ({describe(w.coefficients)}). "
+            f"Held-out FID {w.heldout_fid:.4f} vs baseline {b.heldout_fid:.4f}: "
+            f"dFID {w.delta_fid:+.4f} ± {w.delta_fid_std:.4f} (paired sd over {int(w.seed_sets)} seed sets, "
+            f"lower on {int(w.lower_on)} of them) is {word}; the baseline's own FID varies by sd {noise:.4f} "
+            f"across seed sets.")
+
+
+def print_summary(header: str, trials: pd.DataFrame, conf: pd.DataFrame, console: Console | None = None) -> None:
+    console = console or Console(width=160)
+    console.print(header)
+    if not trials.empty:
+        console.print(search_table(trials))
+    if not conf.empty:
+        console.print(confirmation_table(conf))
+        console.print(verdict(conf))

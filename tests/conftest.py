@@ -1,0 +1,48 @@
+"""Shared fixtures: a private cache directory per session, a tiny spec, the embedded model."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("SKIPSEARCH_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                                                       f"skipsearch-test-cache-{os.getpid()}"))
+
+
+def tiny_spec_dict(name: str = "tiny", **overrides) -> dict:
+    """A spec small enough to run a whole study in seconds on a CPU."""
+    spec = {
+        "name": name,
+        "device": "cpu",
+        "sampler": {"name": "heun", "steps": 3},
+        "metric": {"n": 64, "seed": 0, "batch_size": 64, "kid_subset_size": 32},
+        "search": {"family": "linear", "trials": 4, "rho_range": [0.5, 1.5], "sampler": "random", "seed": 1},
+        "confirm": {"top_k": 1, "n": 96, "seed_sets": 2, "seed": 10_000},
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            spec[key] = {**spec.get(key, {}), **value}
+        else:
+            spec[key] = value
+    return spec
+
+
+@pytest.fixture(scope="session")
+def digits_model():
+    from skipsearch.models import load_model
+
+    return load_model("embedded-digits")
+
+
+@pytest.fixture
+def fresh_model():
+    from skipsearch.models import load_model
+
+    return load_model("embedded-digits")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,24 @@
+"""`skipsearch bench` runs end to end and reports a consistent breakdown (no timing thresholds here)."""
+
+from __future__ import annotations
+
+import yaml
+from conftest import tiny_spec_dict
+from test_spec import cli
+
+
+def test_bench_prints_breakdown(tmp_path):
+    spec = tmp_path / "b.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec_dict("b")))
+    proc = cli("bench", "--spec", str(spec), "--trials", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    values = {}
+    for line in proc.stdout.splitlines():
+        label, _, rest = line.strip().partition("  ")
+        if rest.strip():
+            values[label] = rest.split()[0]
+    wall, net, feat = (float(values[k]) for k in ("trial wall time", "network forward passes", "feature extraction"))
+    ratio = float(values["(network + features)/wall"])
+    assert 0.0 < net + feat <= wall
+    assert abs(ratio - (net + feat) / wall) < 0.02  # printed values are rounded to 1 ms
+    assert not list(tmp_path.glob("*.db"))  # the benchmark leaves no database behind
