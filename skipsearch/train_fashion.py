@@ -20,19 +20,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import gzip
 import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from skipsearch.data import FASHION_DATA, FASHION_FILES, read_idx_images
 from skipsearch.networks import EDMPrecond, SkipUNet, edm_loss
 
 SEED = 20260102
-FASHION_DATA = Path("/usr/share/datasets/fashion-mnist")
-FASHION_IMAGES = "train-images-idx3-ubyte.gz"
+FASHION_IMAGES = FASHION_FILES["train"]
 FASHION_UNET_WEIGHTS = "fashion_unet.pt"
 FASHION_UNET_LOG = "fashion_unet_log.txt"
 FASHION_SAMPLES = "fashion_samples.png"
@@ -51,19 +49,6 @@ FASHION_UNET_CONFIG = {
 def build_fashion_unet() -> EDMPrecond:
     cfg = FASHION_UNET_CONFIG
     return EDMPrecond(SkipUNet(img_channels=1, channels=cfg["channels"], emb_channels=cfg["emb_channels"]))
-
-
-def read_idx_images(path: Path) -> np.ndarray:
-    """uint8 array (count, rows, cols) from a gzip idx3 file (big-endian header: 2051, count, rows, cols)."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    magic, count, rows, cols = np.frombuffer(raw, dtype=">i4", count=4)
-    if magic != 2051:
-        raise ValueError(f"{path}: not an idx3 image file (magic {magic})")
-    pixels = np.frombuffer(raw, dtype=np.uint8, offset=16)
-    if pixels.size != count * rows * cols:
-        raise ValueError(f"{path}: expected {count * rows * cols} pixels, found {pixels.size}")
-    return pixels.reshape(count, rows, cols)
 
 
 def load_fashion(data_dir: Path, resolution: int = 32) -> torch.Tensor:

