@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from skipsearch import confirm as _confirm
 from skipsearch import exporting as _export
 from skipsearch import study as _study
 from skipsearch.spec import Spec, load_spec
 from skipsearch.storage import Store
+from skipsearch.tune import Placement
 
 
 @dataclass
@@ -26,12 +28,23 @@ class RunResult:
         return None if rest is None or rest.empty else int(rest.sort_values("heldout_fid").trial_number.iloc[0])
 
 
-def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None = None) -> RunResult:
-    """Search (continuing a study of the same name), then confirm the top-k on held-out seeds."""
+def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None = None,
+        placement: Placement | None = None) -> RunResult:
+    """Search (continuing a study of the same name), then confirm the top-k on held-out seeds.
+
+    With a ``Placement`` the trials run on Ray workers (a local Ray, or the cluster at its address);
+    without one they run in this process. Both use the same evaluate().
+    """
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     ctx = _study.open_study(spec, storage)
-    _study.search(ctx, trials or spec.search.trials)
-    conf = _study.confirm(ctx)
+    budget = trials or spec.search.trials
+    if placement is None:
+        _study.search(ctx, budget)
+    else:
+        from skipsearch.tune import search_on_ray
+
+        search_on_ray(ctx, budget, placement)
+    conf = _confirm.confirm(ctx)
     return RunResult(spec.name, ctx.store.shown_url, ctx.store.trials_frame(spec.name), conf)
 
 
@@ -44,7 +57,7 @@ def best(storage: str, study: str) -> dict:
     """The confirmed winner (else the best search trial), with its coefficients and provenance."""
     store = Store(storage)
     row = _export.chosen_trial(store, study)
-    return _export.provenance(store, study, row) | {"coefficients": _study.coefficients_of(row).model_dump()}
+    return _export.provenance(store, study, row) | {"coefficients": _confirm.coefficients_of(row).model_dump()}
 
 
 def export(storage: str, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:

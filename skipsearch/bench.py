@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from skipsearch import study as _study
+from skipsearch.evaluate import resolve_device
 from skipsearch.spec import load_spec
 
 
@@ -22,16 +23,17 @@ def bench_trial(spec_path: Path, n_trials: int = 3) -> dict:
         rows = []
         for _ in range(n_trials):
             start = time.perf_counter()
-            _, result, reason = _study.run_trial(ctx)
+            _, state, result, reason = _study.run_trial(ctx)
             wall = time.perf_counter() - start
             if result is None:
                 raise RuntimeError(f"benchmark trial failed: {reason}")
-            rows.append((wall, result.timings.get("network", 0.0), result.timings.get("features", 0.0)))
+            rows.append((wall, result["timings"].get("network", 0.0), result["timings"].get("features", 0.0)))
         ctx.store.close()
     wall, net, feat = (statistics.median(col) for col in zip(*rows))
     other = wall - net - feat
     print(f"trial benchmark: {spec.model.name}, {spec.sampler.name} {spec.sampler.steps} steps "
-          f"({spec.sampler.config().nfe} NFE), N={spec.metric.n}, device {ctx.device}, median of {n_trials} trials")
+          f"({spec.sampler.config().nfe} NFE), N={spec.metric.n}, device {resolve_device(spec.device)}, "
+          f"median of {n_trials} trials")
     print(f"  trial wall time            {wall:8.3f} s")
     print(f"  network forward passes     {net:8.3f} s")
     print(f"  feature extraction         {feat:8.3f} s")
@@ -40,3 +42,48 @@ def bench_trial(spec_path: Path, n_trials: int = 3) -> dict:
     verdict = "met" if other / wall < 0.10 else "MISSED"
     print(f"  everything else / wall     {other / wall:8.3f}  target < 0.10: {verdict}")
     return {"wall_s": wall, "network_s": net, "features_s": feat, "other_fraction": other / wall}
+
+
+def bench_ray(spec_path: Path, m: int = 8) -> dict[str, float]:
+    """The same M trials in-process and on a local Ray with 1 and 2 workers (1 CPU, so 1 thread, each)."""
+    import ray
+    import torch
+
+    from skipsearch.evaluate import evaluator
+    from skipsearch.tune import Placement, search_on_ray
+
+    spec = load_spec(spec_path)
+    spec = spec.model_copy(update={"search": spec.search.model_copy(update={"trials": m})})
+    quiet = lambda line: None  # noqa: E731
+    walls: dict[str, float] = {}
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory() as tmp:
+        def study(name: str) -> _study.StudyContext:
+            return _study.open_study(spec.model_copy(update={"name": name}), f"sqlite:///{Path(tmp) / name}.db")
+
+        for n_threads in (1, threads):
+            torch.set_num_threads(n_threads)
+            evaluator.cache_clear()  # each run loads the model once, as each Ray worker does
+            ctx, start = study(f"inproc{n_threads}"), time.perf_counter()
+            _study.search(ctx, m, echo=quiet)
+            walls[f"in-process, {n_threads} thread(s)"] = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        start = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray_start = time.perf_counter() - start
+        try:
+            for workers in (1, 2):
+                ctx, start = study(f"ray{workers}"), time.perf_counter()
+                search_on_ray(ctx, m, Placement(workers=workers, cpus_per_trial=1.0), echo=quiet)
+                walls[f"Ray, {workers} worker(s) x 1 CPU"] = time.perf_counter() - start
+        finally:
+            ray.shutdown()
+    one, inproc1 = walls["Ray, 1 worker(s) x 1 CPU"], walls["in-process, 1 thread(s)"]
+    print(f"Ray benchmark: {m} trials of {spec.name} ({spec.sampler.name} {spec.sampler.steps} steps, "
+          f"N={spec.metric.n}) on this machine; Ray's own start ({ray_start:.1f} s) is not counted")
+    for name, wall in walls.items():
+        print(f"  {name:32s} {wall:8.1f} s")
+    print(f"  Ray 1 worker / in-process (1 thread each)  {one / inproc1:6.3f}   target <= 1.15")
+    print(f"  Ray 1 worker / 2 workers (speed-up)         {one / walls['Ray, 2 worker(s) x 1 CPU']:6.3f}"
+          f"   target >= 1.6")
+    return walls

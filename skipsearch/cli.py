@@ -41,20 +41,32 @@ def friendly(fn):
 def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/demo-skip.yaml."),
         storage: Optional[str] = typer.Option(None, help="Database URL; overrides the spec's storage."),
         trials: Optional[int] = typer.Option(None, min=1,
-                                             help="Trial budget (baseline included); overrides the spec.")):
+                                             help="Trial budget (baseline included); overrides the spec."),
+        workers: Optional[int] = typer.Option(None, min=1, help="Run K trials at a time on Ray workers."),
+        address: Optional[str] = typer.Option(None, help="Join this Ray cluster (e.g. 10.0.0.5:6379) "
+                                                         "instead of starting a local one."),
+        cpus_per_trial: float = typer.Option(1.0, min=0.01, help="CPUs Ray reserves per trial."),
+        gpus_per_trial: float = typer.Option(0.0, min=0.0, help="GPUs per trial; fractions share a GPU."),
+        max_failures: int = typer.Option(2, min=0, help="Retries of a trial whose Ray worker was lost.")):
     """Run (or continue) a study, then confirm the best trials on held-out seeds.
 
-    Example: skipsearch run studies/demo-skip.yaml --storage sqlite:///skipsearch.db --trials 40
+    In this process by default; on Ray with --workers or --address.
+
+    Example: skipsearch run studies/demo-skip.yaml --trials 40 --workers 2
     """
     from skipsearch import api, report
     from skipsearch.spec import load_spec
+    from skipsearch.storage import safe_url
+    from skipsearch.tune import Placement
 
     loaded = load_spec(spec)
-    from skipsearch.storage import safe_url
-
-    typer.echo(f"study {loaded.name}: results go to {safe_url(storage or loaded.storage)} "
+    placement = None
+    if workers is not None or address is not None:
+        placement = Placement(workers or 2, address, cpus_per_trial, gpus_per_trial, max_failures)
+    where = "in this process" if placement is None else f"on Ray, {placement.workers} trial(s) at a time"
+    typer.echo(f"study {loaded.name}: {where}; results go to {safe_url(storage or loaded.storage)} "
                f"(Optuna storage and skipsearch tables)")
-    result = api.run(loaded, storage, trials)
+    result = api.run(loaded, storage, trials, placement)
     s = loaded.sampler
     header = (f"Study {result.study}: model {loaded.model.name}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
@@ -125,14 +137,20 @@ def verify(file: Path = typer.Argument(..., help="A coefficient file written by 
 @app.command()
 @friendly
 def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec whose trial is timed."),
-          trials: int = typer.Option(3, min=1, help="Timed trials (after one warm-up).")):
+          trials: int = typer.Option(3, min=1, help="Timed trials (after one warm-up)."),
+          use_ray: bool = typer.Option(False, "--ray", help="Compare in-process with Ray at 1 and 2 workers.")):
     """Time one trial and the share spent in network forward passes and feature extraction.
 
-    Example: skipsearch bench --trials 3
-    """
-    from skipsearch.bench import bench_trial
+    With --ray: the same trials in-process and on a local Ray with 1 and 2 workers, with the ratios.
 
-    bench_trial(spec, trials)
+    Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8
+    """
+    from skipsearch.bench import bench_ray, bench_trial
+
+    if use_ray:
+        bench_ray(spec, trials)
+    else:
+        bench_trial(spec, trials)
 
 
 def main() -> None:

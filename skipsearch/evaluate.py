@@ -1,19 +1,25 @@
-"""evaluate(): coefficients in, numbers out. The one code path for in-process and distributed trials.
+"""evaluate(): coefficients in, numbers out. The one code path for in-process and Ray trials.
 
-A worker loads the model, the extractor and the reference statistics once (``evaluator``), then each
-call applies the coefficients in a scoped way, samples with fixed seeds and scores FID/KID.
+A worker loads the model, the extractor and the reference statistics once (``evaluator``). Each call
+applies the coefficients in a scoped way, samples with fixed seeds and scores FID/KID. With a ladder of
+sample counts (multi-fidelity), the images of rung j are reused by rung j+1: seeds are drawn in order,
+and chunk boundaries depend only on the ladder and the batch size, so a rung's FID is bit-identical
+wherever and however it is computed.
 """
 
 from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
 
 from skipsearch import data
 from skipsearch.adapters import apply_coefficients
+from skipsearch.errors import UserError
 from skipsearch.generate import SamplerConfig, generate
 from skipsearch.metrics import FeatureExtractor, Reference, fid_from_stats, kid, reference, statistics
 from skipsearch.models import LoadedModel, load_model
@@ -23,6 +29,11 @@ from skipsearch.timing import Stopwatch
 
 class SampleError(RuntimeError):
     """The sampled images are unusable (NaN, or all one value): the trial fails with this reason."""
+
+
+# Errors raised by a trial itself (NaN samples, out of memory, a bad coefficient): recorded as FAIL with
+# their text, never retried. Anything else (a lost worker) is the machine's fault and is retried by Ray.
+TRIAL_ERRORS = (RuntimeError, FloatingPointError, ValueError)
 
 
 @dataclass(frozen=True)
@@ -38,10 +49,18 @@ class EvalTask:
     batch_size: int = 500
     kid_subset_size: int = 100
     device: str = "cpu"
+    rungs: tuple[int, ...] = ()  # smaller sample counts reported before n (multi-fidelity)
 
     @property
-    def seeds(self) -> range:
-        return range(self.seed_start, self.seed_start + self.n)
+    def ladder(self) -> tuple[int, ...]:
+        return tuple(sorted({*self.rungs, self.n}))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EvalTask:
+        return cls(**{**d, "sampler": SamplerConfig(**d["sampler"]), "rungs": tuple(d.get("rungs", ()))})
 
 
 @dataclass(frozen=True)
@@ -70,28 +89,40 @@ class Evaluator:
     reference: Reference
     device: torch.device
 
-    def __call__(self, task: EvalTask, coefficients: _Schedule, progress: bool = False) -> EvalResult:
-        start, watch = time.perf_counter(), Stopwatch()
-        with apply_coefficients(self.loaded.denoiser, coefficients):
-            images = self.sample(task, watch, progress)
-        return self.score(images, task, watch, start)
+    def ladder(self, task: EvalTask, coefficients: _Schedule | None,
+               progress: bool = False) -> Iterator[EvalResult]:
+        """One result per rung; closing the generator early (a pruned trial) removes the hooks.
 
-    def sample(self, task: EvalTask, watch: Stopwatch, progress: bool = False) -> torch.Tensor:
-        """Images for the task's seeds from the model as it is now (with whatever coefficients are applied)."""
+        ``coefficients=None`` samples the model as it is, for callers that applied coefficients themselves.
+        """
+        start, watch, feats, done = time.perf_counter(), Stopwatch(), [], 0
+        scope = apply_coefficients(self.loaded.denoiser, coefficients) if coefficients is not None else nullcontext()
+        with scope:
+            for n in task.ladder:
+                images = self.sample(task, range(task.seed_start + done, task.seed_start + n), watch, progress)
+                with watch.measure("features", self.device):
+                    feats.append(self.extractor(images, batch_size=task.batch_size))
+                done = n
+                yield self.score(torch.cat(feats), task, n, watch, start)
+
+    def __call__(self, task: EvalTask, coefficients: _Schedule, progress: bool = False) -> EvalResult:
+        *_, last = self.ladder(task, coefficients, progress)
+        return last
+
+    def sample(self, task: EvalTask, seeds: range, watch: Stopwatch, progress: bool = False) -> torch.Tensor:
+        """Images for the seeds from the model as it is now (with whatever coefficients are applied)."""
         info = self.loaded.info
         denoiser = watch.timed(self.loaded.denoiser, "network", self.device)
-        images = generate(denoiser, task.seeds, (info.img_channels, info.resolution, info.resolution),
-                          task.sampler, batch_size=task.batch_size, device=self.device, progress=progress)
+        images = generate(denoiser, seeds, (info.img_channels, info.resolution, info.resolution), task.sampler,
+                          batch_size=task.batch_size, device=self.device, progress=progress)
         check_images(images)
         return images
 
-    def score(self, images: torch.Tensor, task: EvalTask, watch: Stopwatch, start: float) -> EvalResult:
-        with watch.measure("features", self.device):
-            feats = self.extractor(images, batch_size=task.batch_size)
+    def score(self, feats: torch.Tensor, task: EvalTask, n: int, watch: Stopwatch, start: float) -> EvalResult:
         fid = fid_from_stats(statistics(feats), self.reference.stats)
         kid_mean, kid_std = kid(feats, self.reference.features, task.kid_subset_size)
         info = self.loaded.info
-        return EvalResult(fid, kid_mean, kid_std, task.n, task.seed_start, task.sampler.nfe, self.extractor.name,
+        return EvalResult(fid, kid_mean, kid_std, n, task.seed_start, task.sampler.nfe, self.extractor.name,
                           self.reference.key, info.model_id, info.weights_hash, time.perf_counter() - start,
                           dict(watch.seconds))
 
@@ -102,12 +133,21 @@ def check_images(images: torch.Tensor) -> None:
         raise SampleError("more than half of the sampled images are a single flat value (diverged sampler?)")
 
 
+def resolve_device(device: str) -> str:
+    """'auto' means CUDA where a device is visible (as Ray arranges per trial), else the CPU."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for, but no CUDA device is visible (use cpu or auto)")
+    return device
+
+
 def build_evaluator(model: str, extractor: str, dataset: str, device: str = "cpu") -> Evaluator:
     """A fresh model copy with its extractor and reference; ``evaluator`` caches one per worker."""
-    dev = torch.device(device)
+    dev = torch.device(resolve_device(device))
     loaded = load_model(model)
     loaded.denoiser.to(dev)
-    feats = FeatureExtractor(extractor, device=device)
+    feats = FeatureExtractor(extractor, device=str(dev))
     ref = reference(data.load(dataset, resolution=loaded.info.resolution), feats)
     return Evaluator(loaded, feats, ref, dev)
 
@@ -117,3 +157,7 @@ evaluator = functools.lru_cache(maxsize=4)(build_evaluator)
 
 def evaluate(task: EvalTask, coefficients: _Schedule, progress: bool = False) -> EvalResult:
     return evaluator(task.model, task.extractor, task.dataset, task.device)(task, coefficients, progress)
+
+
+def evaluate_ladder(task: EvalTask, coefficients: _Schedule, progress: bool = False) -> Iterator[EvalResult]:
+    return evaluator(task.model, task.extractor, task.dataset, task.device).ladder(task, coefficients, progress)

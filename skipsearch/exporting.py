@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,8 +15,7 @@ from skipsearch.evaluate import EvalTask, build_evaluator
 from skipsearch.generate import SamplerConfig
 from skipsearch.skip import _Schedule
 from skipsearch.storage import Store
-from skipsearch.study import coefficients_of, confirmation_table
-from skipsearch.timing import Stopwatch
+from skipsearch.confirm import coefficients_of, confirmation_table
 
 
 def chosen_trial(store: Store, study: str, trial: int | None = None) -> dict:
@@ -50,6 +48,7 @@ def provenance(store: Store, study: str, row: dict) -> dict:
         "model": {"id": row["model_id"], "hash": row["model_hash"]},
         "sampler": json.loads(row["sampler_json"]), "nfe": row["nfe"],
         "metric": {"extractor": row["extractor"], "reference": spec["metric"]["reference"],
+                   "rungs": spec["metric"].get("rungs", []),
                    "reference_hash": row["ref_hash"], "batch_size": spec["metric"]["batch_size"],
                    "kid_subset_size": spec["metric"]["kid_subset_size"]},
         "search": {"n": row["n"], "seed_start": row["seed_start"], "fid": row["fid"], "kid": row["kid"],
@@ -83,16 +82,15 @@ def verify(path: str | Path, device: str = "cpu") -> dict:
     try:
         sampler, metric, search = SamplerConfig(**p["sampler"]), p["metric"], p["search"]
         task = EvalTask(p["model"]["id"], sampler, metric["extractor"], metric["reference"], search["n"],
-                        search["seed_start"], metric["batch_size"], metric["kid_subset_size"], device)
+                        search["seed_start"], metric["batch_size"], metric["kid_subset_size"], device,
+                        tuple(metric.get("rungs", ())))
     except (KeyError, TypeError) as err:
         raise UserError(f"{path}: provenance lacks what verify needs ({err})") from None
     ev = build_evaluator(task.model, task.extractor, task.dataset, device)
     if ev.loaded.info.weights_hash != p["model"]["hash"]:
         raise UserError(f"{path}: model {task.model} has weights {ev.loaded.info.weights_hash}, "
                         f"the file was recorded with {p['model']['hash']}")
-    watch, start = Stopwatch(), time.perf_counter()
     with apply(ev.loaded.denoiser, path):
-        images = ev.sample(task, watch, progress=True)
-    result = ev.score(images, task, watch, start)
+        *_, result = ev.ladder(task, None, progress=True)
     return {"recorded_fid": search["fid"], "reproduced_fid": result.fid, "recorded_kid": search["kid"],
             "reproduced_kid": result.kid, "reference_hash_match": result.ref_hash == metric["reference_hash"]}

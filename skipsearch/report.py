@@ -19,8 +19,8 @@ def describe(coefficients_json: str) -> str:
 def search_table(trials: pd.DataFrame, top: int = 5) -> Table:
     done = trials[trials.state == "COMPLETE"]
     shown = pd.concat([done[done.role == "baseline"], done[done.role == "search"].sort_values("fid").head(top)])
-    n_fail = int((trials.state == "FAIL").sum())
-    table = Table(title=f"Search: {len(done)} completed, {n_fail} failed trials "
+    n_fail, n_pruned = int((trials.state == "FAIL").sum()), int((trials.state == "PRUNED").sum())
+    table = Table(title=f"Search: {len(done)} completed, {n_pruned} pruned, {n_fail} failed trials "
                         f"(N={int(done.n.iloc[0]) if len(done) else 0}, same seeds for every trial)")
     for col in ("trial", "role", "coefficients", "FID", "dFID vs baseline", "KID"):
         table.add_column(col, justify="left" if col in ("role", "coefficients") else "right")
@@ -65,11 +65,27 @@ def verdict(conf: pd.DataFrame) -> str:
             f"across seed sets.")
 
 
+def pruning_savings(trials: pd.DataFrame) -> str | None:
+    """Sampling time spent, against every trial run to the top rung (pruned ones at the completed mean)."""
+    done, pruned = trials[trials.state == "COMPLETE"], trials[trials.state == "PRUNED"]
+    if pruned.empty or done.empty:
+        return None
+    spent = done.wall_s.sum() + pruned.wall_s.sum()
+    full = done.wall_s.sum() + len(pruned) * done.wall_s.mean()
+    return (f"Early stopping: {len(pruned)} of {len(done) + len(pruned)} trials pruned at a lower rung; sampling "
+            f"and scoring took {spent:.1f} s, against about {full:.1f} s had every trial run to N={done.n.max()} "
+            f"(pruned trials at the completed trials' mean of {done.wall_s.mean():.2f} s): "
+            f"{100 * (1 - spent / full):.0f}% saved.")
+
+
 def print_summary(header: str, trials: pd.DataFrame, conf: pd.DataFrame, console: Console | None = None) -> None:
     console = console or Console(width=160)
     console.print(header)
     if not trials.empty:
         console.print(search_table(trials))
+        savings = pruning_savings(trials)
+        if savings:
+            console.print(savings)
     if not conf.empty:
         console.print(confirmation_table(conf))
         console.print(verdict(conf))

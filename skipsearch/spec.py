@@ -45,9 +45,25 @@ class MetricSpec(_Section):
     extractor: str = "skipsearch-digits"
     reference: str = "digits"
     n: PositiveInt = 500
+    rungs: tuple[PositiveInt, ...] = ()  # smaller N reported first, e.g. [64, 256] below n = 1024
     seed: NonNegativeInt = 0
     batch_size: PositiveInt = 500
     kid_subset_size: PositiveInt = 100
+
+    @model_validator(mode="after")
+    def _ladder(self) -> MetricSpec:
+        ladder = [*self.rungs, self.n]
+        if any(b <= a for a, b in zip(ladder, ladder[1:])):
+            raise ValueError(f"rungs must increase and stay below n: got rungs {list(self.rungs)} with n {self.n}")
+        ratios = {b / a for a, b in zip(ladder, ladder[1:])}
+        if len(ratios) > 1 or any(r != int(r) for r in ratios):
+            raise ValueError(f"rungs and n must grow by one constant whole factor (as ASHA's milestones do), "
+                             f"got {ladder}")
+        return self
+
+    @property
+    def reduction_factor(self) -> int | None:
+        return self.n // self.rungs[-1] if self.rungs else None
 
 
 class SearchSpec(_Section):

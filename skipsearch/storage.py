@@ -50,6 +50,17 @@ trials = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("study_name", "trial_number"),
 )
+rungs = Table(
+    "skipsearch_rungs", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_name", String(256), nullable=False),
+    Column("trial_number", Integer, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("fid", Float, nullable=False), Column("kid", Float),
+    Column("wall_s", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("study_name", "trial_number", "n"),
+)
 confirmations = Table(
     "skipsearch_confirmations", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
@@ -148,6 +159,19 @@ class Store:
             q = select(trials).where(trials.c.study_name == study, trials.c.trial_number == number)
             row = conn.execute(q).mappings().first()
         return dict(row) if row else None
+
+    def fill_missing_deltas(self, study: str, baseline_fid: float) -> None:
+        """Set dFID on completed trials that were recorded before the baseline finished."""
+        where = (trials.c.study_name == study, trials.c.state == "COMPLETE", trials.c.delta_fid.is_(None))
+        with self.begin() as conn:
+            conn.execute(update(trials).where(*where).values(delta_fid=trials.c.fid - baseline_fid))
+
+    def record_rung(self, **values) -> None:
+        with self.begin() as conn:
+            conn.execute(rungs.insert().values(created_at=_now(), **values))
+
+    def rungs_frame(self, study: str) -> pd.DataFrame:
+        return self._frame(select(rungs).where(rungs.c.study_name == study).order_by(rungs.c.trial_number, rungs.c.n))
 
     def record_confirmation(self, **values) -> None:
         with self.begin() as conn:

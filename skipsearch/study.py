@@ -1,34 +1,31 @@
-"""The study driver: Optuna ask -> evaluate() -> record, then held-out confirmation of the top-k.
+"""The study driver: Optuna ask -> evaluate() -> record. The only database writer.
 
-The driver is the only database writer. A trial's row in skipsearch's table is written (one transaction)
-before Optuna is told, so a driver killed in between leaves a RUNNING trial whose result is recovered on
-resume; a RUNNING trial with no recorded result is marked FAIL with a reason.
+A trial's row in skipsearch's table is written (one transaction) before Optuna is told, so a driver killed
+in between leaves a RUNNING trial whose result is recovered on resume; a RUNNING trial with no recorded
+result is marked FAIL with a reason. With a ladder of sample counts, each rung is reported to Optuna at
+step = N; a trial stopped early is PRUNED, and only a trial that reached the top rung is COMPLETE.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from dataclasses import dataclass
 
 import optuna
-import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from skipsearch.errors import UserError
-from skipsearch.evaluate import EvalResult, EvalTask, SampleError, evaluate, evaluator
+from skipsearch.evaluate import TRIAL_ERRORS, EvalTask, evaluate_ladder, evaluator
 from skipsearch.provenance import versions
 from skipsearch.skip import _Schedule
 from skipsearch.space import baseline_params, make_sampler, suggest
 from skipsearch.spec import Spec
 from skipsearch.storage import Store, engine_kwargs
 
-log = logging.getLogger("skipsearch")
 SCIENCE_FIELDS = ("kind", "model", "sampler", "metric", "search.family", "search.rho_range", "search.sigma_range")
 STALE_REASON = "the driver stopped before this trial finished; marked FAIL on resume"
-TRIAL_ERRORS = (SampleError, FloatingPointError, RuntimeError, ValueError)
+State = optuna.trial.TrialState
 
 
 @dataclass
@@ -37,29 +34,20 @@ class StudyContext:
     store: Store
     study: optuna.Study
     storage: optuna.storages.RDBStorage
-    device: str
 
-    def task(self, n: int, seed_start: int) -> EvalTask:
+    def task(self, n: int, seed_start: int, rungs: tuple[int, ...] = ()) -> EvalTask:
         m = self.spec.metric
         return EvalTask(self.spec.model.name, self.spec.sampler.config(), m.extractor, m.reference, n, seed_start,
-                        m.batch_size, m.kid_subset_size, self.device)
+                        m.batch_size, m.kid_subset_size, self.spec.device, rungs)
 
     @property
     def search_task(self) -> EvalTask:
-        return self.task(self.spec.metric.n, self.spec.metric.seed)
+        return self.task(self.spec.metric.n, self.spec.metric.seed, tuple(self.spec.metric.rungs))
 
     @property
     def n_skips(self) -> int:
         t = self.search_task
         return evaluator(t.model, t.extractor, t.dataset, t.device).loaded.info.n_skips
-
-
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("the spec asks for device: cuda, but no CUDA device is visible (use cpu or auto)")
-    return device
 
 
 def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
@@ -80,43 +68,100 @@ def check_same_science(name: str, first: dict, now: dict) -> None:
                         f"comparable. Use a new study name, or restore the original values.")
 
 
+def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
+    """In-process multi-fidelity: successive halving on the same rungs that ASHA uses under Ray."""
+    m = spec.metric
+    if not m.rungs:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=m.rungs[0], reduction_factor=m.reduction_factor,
+                                                  min_early_stopping_rate=0)
+
+
 def open_study(spec: Spec, storage: str | None = None) -> StudyContext:
     url = storage or spec.storage
     store = Store(url)
     first = store.save_study(spec.name, spec.model_dump(mode="json"))
     check_same_science(spec.name, first, spec.model_dump(mode="json"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage_obj = open_optuna_storage(url)
-    study = optuna.create_study(study_name=spec.name, storage=storage_obj, direction="minimize",
-                                sampler=make_sampler(spec.search), load_if_exists=True)
-    return StudyContext(spec, store, study, storage_obj, resolve_device(spec.device))
+    rdb = open_optuna_storage(url)
+    study = optuna.create_study(study_name=spec.name, storage=rdb, direction="minimize",
+                                sampler=make_sampler(spec.search), pruner=make_pruner(spec), load_if_exists=True)
+    return StudyContext(spec, store, study, rdb)
+
+
+def _row(ctx: StudyContext, number: int, role: str, coefficients_json: str) -> dict:
+    task = ctx.search_task
+    return dict(study_name=ctx.spec.name, trial_number=number, role=role, coefficients_json=coefficients_json,
+                n=task.n, seed_start=task.seed_start, sampler_json=json.dumps(ctx.spec.sampler.model_dump()),
+                nfe=task.sampler.nfe, model_id=task.model, extractor=task.extractor,
+                versions_json=json.dumps(versions()))
+
+
+def _trial_id(ctx: StudyContext, number: int) -> int:
+    study_id = ctx.storage.get_study_id_from_name(ctx.spec.name)
+    return ctx.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def record_rung(ctx: StudyContext, trial: optuna.trial.Trial, result: dict) -> None:
+    """An intermediate FID at step = N, in Optuna and in skipsearch's rung table."""
+    trial.report(result["fid"], step=result["n"])
+    ctx.store.record_rung(study_name=ctx.spec.name, trial_number=trial.number, n=result["n"], fid=result["fid"],
+                          kid=result["kid"], wall_s=result["wall_s"])
+
+
+def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: str, result: dict) -> str:
+    """COMPLETE if the top rung was reached, else PRUNED (its last rung's numbers, at that N)."""
+    state = "COMPLETE" if result["n"] >= ctx.spec.metric.n else "PRUNED"
+    base = result["fid"] if role == "baseline" else baseline_fid(ctx)
+    delta = None if base is None or state != "COMPLETE" else result["fid"] - base
+    row = _row(ctx, number, role, coefficients_json) | {"n": result["n"]}
+    ctx.store.record_trial(**row, state=state, fid=result["fid"], kid=result["kid"], kid_std=result["kid_std"],
+                           delta_fid=delta, model_hash=result["model_hash"], ref_hash=result["ref_hash"],
+                           wall_s=result["wall_s"])
+    if state == "COMPLETE":
+        ctx.storage.set_trial_user_attr(_trial_id(ctx, number), "delta_fid", delta)
+        ctx.study.tell(number, result["fid"])
+        if role == "baseline":  # trials that finished before the baseline (in parallel) get their dFID now;
+            ctx.store.fill_missing_deltas(ctx.spec.name, result["fid"])  # finished Optuna trials are read-only
+    else:
+        ctx.study.tell(number, state=State.PRUNED)
+    return state
+
+
+def record_failure(ctx: StudyContext, number: int, role: str, coefficients_json: str, reason: str,
+                   evaluated: bool = True) -> None:
+    """FAIL with its reason. ``evaluated=False`` (killed or interrupted) keeps it out of the trial budget."""
+    ctx.store.record_trial(**_row(ctx, number, role, coefficients_json), state="FAIL", error=reason)
+    ctx.storage.set_trial_user_attr(_trial_id(ctx, number), "fail_reason", reason)
+    ctx.storage.set_trial_user_attr(_trial_id(ctx, number), "evaluated", evaluated)
+    ctx.study.tell(number, state=State.FAIL)
 
 
 def recover_stale(ctx: StudyContext) -> list[int]:
-    """Finish every RUNNING trial a killed driver left: from its recorded result, else as FAIL."""
+    """Finish every RUNNING trial a killed driver left: from its recorded row, else as FAIL."""
     touched = []
-    for t in ctx.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        row = ctx.store.trial(ctx.spec.name, t.number)
-        if row is not None and row["state"] == "COMPLETE":
-            ctx.study.tell(t.number, row["fid"])
-            continue
-        if row is None:
-            values = _row(ctx, t.number, t.user_attrs.get("role", "search"), None, ctx.search_task)
-            try:
-                coeffs = suggest(optuna.trial.FixedTrial(t.params), ctx.spec.search, ctx.n_skips)
-                values["coefficients_json"] = coeffs.model_dump_json()
-            except ValueError:  # killed before its parameters were all drawn
-                values["coefficients_json"] = json.dumps({"incomplete_params": t.params})
-            ctx.store.record_trial(**values, state="FAIL", error=STALE_REASON)
-        ctx.storage.set_trial_user_attr(t._trial_id, "fail_reason", STALE_REASON)
-        ctx.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    for t in ctx.study.get_trials(deepcopy=False, states=(State.RUNNING,)):
         touched.append(t.number)
+        row = ctx.store.trial(ctx.spec.name, t.number)
+        if row is not None:
+            if row["state"] == "COMPLETE":
+                ctx.study.tell(t.number, row["fid"])
+            else:
+                ctx.study.tell(t.number, state=State[row["state"]])
+            continue
+        try:
+            coefficients_json = suggest(optuna.trial.FixedTrial(t.params), ctx.spec.search,
+                                        ctx.n_skips).model_dump_json()
+        except ValueError:  # killed before its parameters were all drawn
+            coefficients_json = json.dumps({"incomplete_params": t.params})
+        record_failure(ctx, t.number, t.user_attrs.get("role", "search"), coefficients_json, STALE_REASON,
+                       evaluated=False)
     return touched
 
 
 def _baseline_trial(ctx: StudyContext) -> optuna.trial.FrozenTrial | None:
     for t in ctx.study.get_trials(deepcopy=False):
-        if t.user_attrs.get("role") == "baseline" and t.state != optuna.trial.TrialState.FAIL:
+        if t.user_attrs.get("role") == "baseline" and t.state not in (State.FAIL, State.PRUNED):
             return t
     return None
 
@@ -133,51 +178,51 @@ def baseline_fid(ctx: StudyContext) -> float | None:
     return row["fid"] if row and row["state"] == "COMPLETE" else None
 
 
-def _row(ctx: StudyContext, number: int, role: str, coeffs: _Schedule | None, task: EvalTask) -> dict:
-    coefficients_json = coeffs.model_dump_json() if coeffs is not None else "{}"
-    return dict(study_name=ctx.spec.name, trial_number=number, role=role, coefficients_json=coefficients_json,
-                n=task.n, seed_start=task.seed_start, sampler_json=json.dumps(ctx.spec.sampler.model_dump()),
-                nfe=task.sampler.nfe, model_id=task.model, extractor=task.extractor,
-                versions_json=json.dumps(versions()))
-
-
-def run_trial(ctx: StudyContext, progress: bool = False) -> tuple[int, EvalResult | None, str | None]:
+def ask(ctx: StudyContext) -> tuple[optuna.trial.Trial, str, _Schedule]:
     trial = ctx.study.ask()
-    role = trial.user_attrs.get("role", "search")
-    task = ctx.search_task
-    coeffs = suggest(trial, ctx.spec.search, ctx.n_skips)
-    row = _row(ctx, trial.number, role, coeffs, task)
+    return trial, trial.user_attrs.get("role", "search"), suggest(trial, ctx.spec.search, ctx.n_skips)
+
+
+def run_trial(ctx: StudyContext, progress: bool = False) -> tuple[int, str, dict | None, str | None]:
+    """One in-process trial: (number, state, last result, failure reason)."""
+    trial, role, coeffs = ask(ctx)
+    cj, result = coeffs.model_dump_json(), None
+    ladder = evaluate_ladder(ctx.search_task, coeffs, progress=progress)
     try:
-        result = evaluate(task, coeffs, progress=progress)
+        for r in ladder:
+            result = r.to_dict()
+            record_rung(ctx, trial, result)
+            if role != "baseline" and trial.should_prune():
+                break
     except TRIAL_ERRORS as err:
-        reason = f"{type(err).__name__}: {err}"
-        ctx.store.record_trial(**row, state="FAIL", error=reason)
-        trial.set_user_attr("fail_reason", reason)
-        ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return trial.number, None, reason
+        record_failure(ctx, trial.number, role, cj, f"{type(err).__name__}: {err}")
+        return trial.number, "FAIL", None, f"{type(err).__name__}: {err}"
     except BaseException as err:  # interrupted: record why, then let the interrupt through
-        reason = f"interrupted ({type(err).__name__}) before the trial finished"
-        ctx.store.record_trial(**row, state="FAIL", error=reason)
-        trial.set_user_attr("fail_reason", reason)
-        ctx.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        record_failure(ctx, trial.number, role, cj, f"interrupted ({type(err).__name__}) before the trial finished",
+                       evaluated=False)
         raise
-    base = result.fid if role == "baseline" else baseline_fid(ctx)
-    delta = None if base is None else result.fid - base
-    ctx.store.record_trial(**row, state="COMPLETE", fid=result.fid, kid=result.kid, kid_std=result.kid_std,
-                           delta_fid=delta, model_hash=result.model_hash, ref_hash=result.ref_hash,
-                           wall_s=result.wall_s)
-    trial.set_user_attr("delta_fid", delta)
-    trial.set_user_attr("extractor", result.extractor)
-    ctx.study.tell(trial, result.fid)
-    return trial.number, result, None
+    finally:
+        ladder.close()
+    return trial.number, record_result(ctx, trial.number, role, cj, result), result, None
 
 
 def finished_count(ctx: StudyContext) -> int:
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-    return len(ctx.study.get_trials(deepcopy=False, states=done))
+    """Trials that count towards the budget: evaluated ones, failed or not (a killed run's do not)."""
+    trials = ctx.study.get_trials(deepcopy=False, states=(State.COMPLETE, State.FAIL, State.PRUNED))
+    return sum(t.user_attrs.get("evaluated", True) for t in trials)
 
 
-def search(ctx: StudyContext, budget: int, echo=tqdm.write) -> None:
+def trial_line(ctx: StudyContext, number: int, state: str, result: dict | None, reason: str | None) -> str:
+    if state == "FAIL":
+        return f"trial {number:3d}  FAIL      {reason}"
+    base = baseline_fid(ctx)
+    delta = f"{result['fid'] - base:+8.4f}" if base is not None and state == "COMPLETE" else "        "
+    return (f"trial {number:3d}  {state:8s}  N={result['n']:<6d} FID {result['fid']:8.4f}  dFID {delta}  "
+            f"KID {result['kid']:.5f}  {result['wall_s']:5.1f}s")
+
+
+def prepare(ctx: StudyContext, budget: int, echo=tqdm.write) -> int:
+    """Recover what a stopped run left, enqueue the baseline; return how many trials are still to run."""
     recovered = recover_stale(ctx)
     if recovered:
         echo(f"recovered {len(recovered)} trial(s) a stopped run left RUNNING: {recovered}")
@@ -185,81 +230,14 @@ def search(ctx: StudyContext, budget: int, echo=tqdm.write) -> None:
     todo = max(0, budget - finished_count(ctx))
     if todo == 0:
         echo(f"trial budget reached ({finished_count(ctx)}/{budget}); pass --trials to extend the search")
+    return todo
+
+
+def search(ctx: StudyContext, budget: int, echo=tqdm.write) -> None:
+    todo = prepare(ctx, budget, echo)
     bar = tqdm(total=todo, desc=f"study {ctx.spec.name}", unit="trial", file=sys.stderr, disable=None)
     for _ in range(todo):
-        number, result, reason = run_trial(ctx, progress=not bar.disable)
+        number, state, result, reason = run_trial(ctx, progress=not bar.disable)
         bar.update()
-        if result is None:
-            echo(f"trial {number:3d}  FAIL  {reason}")
-            continue
-        base = baseline_fid(ctx)
-        delta = f"{result.fid - base:+8.4f}" if base is not None else "     n/a"
-        echo(f"trial {number:3d}  FID {result.fid:8.4f}  dFID {delta}  KID {result.kid:.5f}  {result.wall_s:5.1f}s")
+        echo(trial_line(ctx, number, state, result, reason))
     bar.close()
-
-
-def candidates(ctx: StudyContext) -> list[int]:
-    """The baseline and the top-k completed search trials by search FID."""
-    frame = ctx.store.trials_frame(ctx.spec.name)
-    done = frame[frame.state == "COMPLETE"]
-    base = done[done.role == "baseline"].trial_number.tolist()
-    top = done[done.role == "search"].sort_values("fid").head(ctx.spec.confirm.top_k).trial_number.tolist()
-    return base[:1] + top
-
-
-def confirm(ctx: StudyContext) -> pd.DataFrame:
-    """Re-evaluate the candidates at the larger N on held-out seed sets; already stored runs are reused."""
-    c = ctx.spec.confirm
-    have = ctx.store.confirmations_frame(ctx.spec.name)
-    have = have[have.n == c.n]
-    todo = [(num, j) for num in candidates(ctx) for j in range(c.seed_sets)
-            if have[(have.trial_number == num) & (have.seed_set == j)].empty]
-    for num, j in tqdm(todo, desc="held-out confirmation", unit="eval", file=sys.stderr, disable=None):
-        row = ctx.store.trial(ctx.spec.name, num)
-        coeffs = coefficients_of(row)
-        task = ctx.task(c.n, c.seed + j * c.n)
-        result = evaluate(task, coeffs)
-        ctx.store.record_confirmation(study_name=ctx.spec.name, trial_number=num, seed_set=j,
-                                      seed_start=task.seed_start, n=c.n, fid=result.fid, kid=result.kid,
-                                      kid_std=result.kid_std, extractor=result.extractor, ref_hash=result.ref_hash,
-                                      wall_s=result.wall_s)
-    table = confirmation_table(ctx.store, ctx.spec.name, c.n)
-    if not table.empty:
-        winner = table[table.role != "baseline"].sort_values("heldout_fid").head(1)
-        if not winner.empty:
-            ctx.store.set_winner(ctx.spec.name, int(winner.trial_number.iloc[0]))
-    return table
-
-
-def coefficients_of(row: dict) -> _Schedule:
-    from pydantic import TypeAdapter
-
-    from skipsearch.skip import SkipSchedule
-
-    return TypeAdapter(SkipSchedule).validate_json(row["coefficients_json"])
-
-
-def confirmation_table(store: Store, study: str, n: int | None = None) -> pd.DataFrame:
-    """One row per confirmed trial: mean held-out FID, and dFID against the baseline paired by seed set."""
-    conf, trials = store.confirmations_frame(study), store.trials_frame(study)
-    if n is not None:
-        conf = conf[conf.n == n]
-    if conf.empty or trials.empty:
-        return pd.DataFrame()
-    roles = trials.set_index("trial_number").role
-    base_nums = [t for t in conf.trial_number.unique() if roles.get(t) == "baseline"]
-    if not base_nums:
-        return pd.DataFrame()
-    base = conf[conf.trial_number == base_nums[0]].set_index("seed_set").fid
-    rows = []
-    for num, group in conf.groupby("trial_number"):
-        g = group.set_index("seed_set")
-        delta = (g.fid - base.reindex(g.index)).dropna()
-        search = trials[trials.trial_number == num].iloc[0]
-        rows.append(dict(trial_number=int(num), role=roles.get(num), search_fid=search.fid, search_kid=search.kid,
-                         heldout_fid=g.fid.mean(), heldout_fid_std=g.fid.std(ddof=1) if len(g) > 1 else 0.0,
-                         heldout_kid=g.kid.mean(), delta_fid=delta.mean(),
-                         delta_fid_std=delta.std(ddof=1) if len(delta) > 1 else 0.0, lower_on=int((delta < 0).sum()),
-                         seed_sets=len(g),
-                         n=int(g.n.iloc[0]), coefficients=search.coefficients_json))
-    return pd.DataFrame(rows).sort_values(["role", "heldout_fid"]).reset_index(drop=True)

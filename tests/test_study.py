@@ -103,7 +103,8 @@ def test_killed_driver_trials_are_recovered_or_failed_on_resume(tmp_path):
     assert study.trials[orphan.number].user_attrs["fail_reason"] == STALE_REASON
     failed = result.trials[result.trials.trial_number == orphan.number].iloc[0]
     assert failed.state == "FAIL" and failed.error == STALE_REASON
-    assert sum(s == optuna.trial.TrialState.COMPLETE for s in states.values()) == 3
+    # the killed trial does not count towards the budget: 4 evaluated trials, plus the FAIL one
+    assert sum(s == optuna.trial.TrialState.COMPLETE for s in states.values()) == 4 and len(states) == 5
 
 
 def test_changed_science_on_an_existing_study_is_refused(tmp_path):
@@ -127,3 +128,29 @@ def test_cli_run_best_export(tmp_path):
     assert proc.returncode == 0 and out.exists(), proc.stderr
     proc = cli("best", "nosuch", "--storage", url)
     assert proc.returncode == 2 and "no study named 'nosuch'" in proc.stderr
+
+
+def test_in_process_rungs_prune_with_successive_halving(tmp_path):
+    url = f"sqlite:///{tmp_path / 'rungs.db'}"
+    spec = parse_spec(tiny_spec_dict("rungs", metric={"n": 128, "rungs": [32], "batch_size": 128},
+                                     search={"trials": 8, "seed": 2}, confirm={"top_k": 0}))
+    result = skipsearch.run(spec, storage=url)
+    study = optuna.load_study(study_name="rungs", storage=url)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert pruned and done and len(pruned) + len(done) == 8
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE  # the baseline is never stopped
+    assert all(sorted(t.intermediate_values) == [32] for t in pruned)
+    assert all(sorted(t.intermediate_values) == [32, 128] for t in done)
+    frame = result.trials.set_index("trial_number")
+    assert (frame[frame.state == "PRUNED"].n == 32).all() and (frame[frame.state == "COMPLETE"].n == 128).all()
+
+
+def test_prune_savings_line_reports_measured_time(tmp_path):
+    from skipsearch.report import pruning_savings
+
+    url = f"sqlite:///{tmp_path / 'save.db'}"
+    spec = parse_spec(tiny_spec_dict("save", metric={"n": 128, "rungs": [32], "batch_size": 128},
+                                     search={"trials": 6, "seed": 2}, confirm={"top_k": 0}))
+    line = pruning_savings(skipsearch.run(spec, storage=url).trials)
+    assert line is not None and "% saved" in line

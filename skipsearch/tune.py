@@ -1,0 +1,211 @@
+"""Ray Tune placement: the same trials as the in-process driver, run on Ray workers.
+
+Workers only compute: they run ``evaluate_ladder`` and report one result per rung. The driver's
+``StudySearcher`` (Optuna ask/tell; not Ray's OptunaSearch, whose semantics lose PRUNED and FAIL states)
+is the only database writer. ASHA stops weak trials at the rungs; those become PRUNED in Optuna with
+their intermediate values at step = N.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # skipsearch prints its own per-trial lines
+
+from skipsearch.study import (StudyContext, ask, prepare, record_failure, record_result, record_rung,
+                              trial_line)
+
+
+@dataclass(frozen=True)
+class Placement:
+    workers: int = 2
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
+
+
+def worker_trial(config: dict) -> None:
+    """Runs on a Ray worker: evaluate the ladder and report each rung; never touches the database."""
+    import torch
+    from ray import tune
+
+    from skipsearch.evaluate import TRIAL_ERRORS, EvalTask, evaluate_ladder
+    from skipsearch.skip import parse_coefficients
+
+    task = EvalTask.from_dict(config["task"])
+    started = time.time()
+    where = {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+             "torch_threads": torch.get_num_threads(), "started": started}
+    n = task.ladder[0]
+    try:
+        for r in evaluate_ladder(task, parse_coefficients(config["coefficients"])):
+            n = r.n
+            tune.report({**r.to_dict(), **where, "samples": r.n, "finished": time.time()})
+    except TRIAL_ERRORS as err:  # the trial's own fault: report it, so it is recorded as FAIL, not retried
+        tune.report({"fid": float("inf"), "samples": n, "failed": f"{type(err).__name__}: {err}", **where,
+                     "finished": time.time()})
+
+
+def _searcher_class():
+    from ray.tune.search import Searcher
+
+    class StudySearcher(Searcher):
+        """Optuna ask/tell in the driver, with skipsearch's bookkeeping for each Ray trial."""
+
+        def __init__(self, ctx: StudyContext, todo: int, echo):
+            super().__init__(metric="fid", mode="min")
+            self.ctx, self.remaining, self.echo = ctx, todo, echo
+            self.live: dict[str, tuple] = {}
+            self.results: list[dict] = []
+            self.bar = tqdm(total=todo, desc=f"study {ctx.spec.name}", unit="trial", file=sys.stderr,
+                            disable=None)
+
+        def __getstate__(self) -> dict:
+            """Tune pickles its searcher for Tuner.restore, which skipsearch never uses (it resumes by study
+            name from the database); the live driver state stays out of that pickle."""
+            return {k: v for k, v in self.__dict__.items() if k not in ("ctx", "bar", "echo", "live")}
+
+        def save(self, checkpoint_path: str) -> None:  # resume is by study name, never Tuner.restore
+            pass
+
+        def restore(self, checkpoint_path: str) -> None:
+            pass
+
+        def suggest(self, trial_id: str):
+            if self.remaining <= 0:
+                return Searcher.FINISHED
+            self.remaining -= 1
+            trial, role, coeffs = ask(self.ctx)
+            self.live[trial_id] = (trial, role, coeffs.model_dump_json(), None)
+            return {"task": self.ctx.search_task.to_dict(), "coefficients": coeffs.model_dump_json(),
+                    "number": trial.number, "role": role}
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            trial, role, cj, last = self.live[trial_id]
+            self.live[trial_id] = (trial, role, cj, result)
+            if "failed" not in result and (last is None or last["n"] != result["n"]):
+                record_rung(self.ctx, trial, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            if error:
+                return  # finished by fail(), once Ray's error text is known (the callback below)
+            if result and "fid" in result:  # a result that stopped the trial reaches only this call
+                self.on_trial_result(trial_id, result)
+            trial, role, cj, last = self.live.pop(trial_id)
+            if last is None or "failed" in last:
+                reason = last["failed"] if last else "the trial ended without reporting a result"
+                self.fail_number(trial.number, role, cj, reason)
+                return
+            state = record_result(self.ctx, trial.number, role, cj, last)
+            self.results.append(last | {"state": state, "number": trial.number})
+            self._done(trial_line(self.ctx, trial.number, state, last, None))
+
+        def fail(self, trial_id: str, reason: str, evaluated: bool = True) -> None:
+            if trial_id in self.live:
+                trial, role, cj, _ = self.live.pop(trial_id)
+                self.fail_number(trial.number, role, cj, reason, evaluated)
+
+        def fail_number(self, number: int, role: str, cj: str, reason: str, evaluated: bool = True) -> None:
+            record_failure(self.ctx, number, role, cj, reason, evaluated)
+            self._done(trial_line(self.ctx, number, "FAIL", None, reason))
+
+        def _done(self, line: str) -> None:
+            self.bar.update()
+            self.echo(line)
+
+    return StudySearcher
+
+
+def _error_callback(searcher):
+    from ray.tune import Callback
+
+    class RecordErrors(Callback):
+        """A trial that errored past its retries: record Ray's error text as the FAIL reason."""
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            text = trial.get_error() or "the trial's worker failed (no error text from Ray)"
+            lines = [line for line in str(text).strip().splitlines() if line.strip()]
+            searcher.fail(trial.trial_id, lines[-1] if lines else str(text))
+
+    return RecordErrors()
+
+
+def _scheduler(ctx: StudyContext):
+    """ASHA on the spec's rungs (time attribute: samples so far), except that the baseline always finishes:
+    every trial's dFID is measured against it at the top rung."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+    m = ctx.spec.metric
+    if not m.rungs:
+        return FIFOScheduler()
+
+    class BaselineKeepingASHA(ASHAScheduler):
+        def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+            action = super().on_trial_result(tune_controller, trial, result)
+            if trial.config.get("role") == "baseline" and result.get("samples", 0) < m.n:
+                return TrialScheduler.CONTINUE
+            return action
+
+    return BaselineKeepingASHA(time_attr="samples", max_t=m.n, grace_period=m.rungs[0],
+                               reduction_factor=m.reduction_factor)
+
+
+def _init_ray(placement: Placement) -> bool:
+    """Join a cluster, reuse a running local Ray, or start one; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    if placement.address:
+        ray.init(address=placement.address, **kwargs)
+    else:
+        ray.init(num_cpus=max(os.cpu_count() or 1, int(placement.workers * placement.cpus_per_trial + 0.999)),
+                 **kwargs)
+    return True
+
+
+def _trial_dirname(trial) -> str:
+    return f"trial-{trial.config.get('number', trial.trial_id)}"
+
+
+def search_on_ray(ctx: StudyContext, budget: int, placement: Placement, echo=tqdm.write) -> list[dict]:
+    """Run the remaining trials of the budget on Ray; returns the finished trials' last results."""
+    import ray
+    from ray import tune
+
+    todo = prepare(ctx, budget, echo)
+    if todo == 0:
+        return []
+    started = _init_ray(placement)
+    scheduler = _scheduler(ctx)
+    searcher = _searcher_class()(ctx, todo, echo)
+    workdir = tempfile.mkdtemp(prefix="skipsearch-ray-")
+    resources = {"cpu": placement.cpus_per_trial, "gpu": placement.gpus_per_trial}
+    tuner = tune.Tuner(
+        tune.with_resources(worker_trial, resources),
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric="fid", mode="min",
+                                    num_samples=todo, max_concurrent_trials=placement.workers, reuse_actors=True,
+                                    trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),
+        run_config=tune.RunConfig(name=ctx.spec.name, storage_path=workdir, verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=placement.max_failures),
+                                  callbacks=[_error_callback(searcher)]),
+    )
+    try:
+        tuner.fit()
+    finally:
+        for trial_id in list(searcher.live):
+            searcher.fail(trial_id, "the trial did not finish before the Ray run ended", evaluated=False)
+        searcher.bar.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+        if started:
+            ray.shutdown()
+    return searcher.results
