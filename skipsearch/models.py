@@ -55,7 +55,23 @@ def _embedded_digits() -> LoadedModel:
     return LoadedModel(denoiser, info)
 
 
-MODELS: dict[str, Callable[[], LoadedModel]] = {"embedded-digits": _embedded_digits}
+def _fashion_mnist_unet() -> LoadedModel:
+    """The 6.5 M-parameter UNet trained on Fashion-MNIST at 32x32 (skipsearch/train_fashion.py), fp16 on disk."""
+    from skipsearch.train_fashion import FASHION_UNET_CONFIG, FASHION_UNET_WEIGHTS, build_fashion_unet
+
+    denoiser = build_fashion_unet()
+    with resources.as_file(resources.files("skipsearch.weights") / FASHION_UNET_WEIGHTS) as path:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        digest = file_hash(path)
+    denoiser.net.load_state_dict({k: v.float() for k, v in state.items()})
+    denoiser.eval().requires_grad_(False)
+    info = ModelInfo("fashion-mnist-unet", digest, 1, FASHION_UNET_CONFIG["resolution"],
+                     len(FASHION_UNET_CONFIG["channels"]), "fashion-mnist")
+    return LoadedModel(denoiser, info)
+
+
+MODELS: dict[str, Callable[[], LoadedModel]] = {"embedded-digits": _embedded_digits,
+                                               "fashion-mnist-unet": _fashion_mnist_unet}
 
 
 def load_model(name: str) -> LoadedModel:

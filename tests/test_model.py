@@ -40,3 +40,17 @@ def test_noise_depends_on_seed_only_not_on_batching(digits_model):
     # different batch shapes may round differently in the last bit, never by more than one grey level
     assert (whole.int() - split.int()).abs().max() <= 1
     assert (whole == split).float().mean() > 0.99
+
+
+def test_fashion_model_loads_safely_and_its_skips_are_found():
+    from skipsearch import apply
+    from skipsearch.models import load_model
+    from skipsearch.skip import LinearSkip
+
+    loaded = load_model("fashion-mnist-unet")
+    assert loaded.info.resolution == 32 and loaded.info.n_skips == 3 and loaded.info.reference == "fashion-mnist"
+    x, sigma = torch.randn(2, 1, 32, 32), torch.tensor([0.5, 5.0])
+    plain = loaded.denoiser(x, sigma)
+    assert torch.isfinite(plain).all()
+    with apply(loaded.denoiser, LinearSkip()):
+        assert torch.equal(loaded.denoiser(x, sigma), plain)
