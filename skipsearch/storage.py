@@ -115,8 +115,10 @@ class Store:
                 if conn.execute(select(schema.c.version)).first() is None:
                     conn.execute(schema.insert().values(version=SCHEMA_VERSION))
         except (SQLAlchemyError, ImportError) as err:
+            hint = (" (install the database driver, e.g. pip install 'psycopg[binary]' for PostgreSQL)"
+                    if isinstance(err, ImportError) else "")
             raise StorageError(f"cannot open the database {self.shown_url}: {type(err).__name__}: "
-                               f"{str(err).splitlines()[0]}") from None
+                               f"{str(err).splitlines()[0]}{hint}") from None
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -154,3 +155,11 @@ def test_prune_savings_line_reports_measured_time(tmp_path):
                                      search={"trials": 6, "seed": 2}, confirm={"top_k": 0}))
     line = pruning_savings(skipsearch.run(spec, storage=url).trials)
     assert line is not None and "% saved" in line
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path):
+    proc = cli("run", "studies/demo-skip.yaml", "--storage", "postgresql://alice:s3cret@127.0.0.1:1/db",
+               cwd=Path(__file__).parents[1])
+    assert proc.returncode == 2 and "cannot open the database" in proc.stderr
+    assert "s3cret" not in proc.stdout + proc.stderr and "alice:***@" in proc.stderr
+    assert "Traceback" not in proc.stderr
