@@ -16,15 +16,7 @@ import torch
 from skipsearch import data
 from skipsearch.generate import SamplerConfig, generate
 from skipsearch.metrics import FeatureExtractor, fid_from_stats, kid, reference, statistics
-from skipsearch.train_fashion import FASHION_UNET_WEIGHTS, build_fashion_unet
-
-
-def load_fashion_model(device: str) -> torch.nn.Module:
-    model = build_fashion_unet()
-    path = Path(__file__).parents[1] / "skipsearch" / "weights" / FASHION_UNET_WEIGHTS
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model.net.load_state_dict({k: v.float() for k, v in state.items()})
-    return model.eval().requires_grad_(False).to(device)
+from skipsearch.models import load_model
 
 
 def main() -> None:
@@ -34,7 +26,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--data", type=Path, default=data.FASHION_DATA)
     args = parser.parse_args()
-    model, fx = load_fashion_model(args.device), FeatureExtractor("inception-v3-compat", device=args.device)
+    model = load_model("fashion-mnist-unet").denoiser.to(args.device)
+    fx = FeatureExtractor("inception-v3-compat", device=args.device)
     ref = reference(data.fashion_mnist("test", 32, args.data), fx)
     print(f"reference: Fashion-MNIST test, {len(ref.features)} images, key {ref.key}; extractor {fx.name}")
     print("steps  NFE   N       FID        KID        sample s  feature s")

@@ -44,30 +44,27 @@ def build_digits_unet() -> EDMPrecond:
     return EDMPrecond(SkipUNet(1, cfg["channels"], cfg["emb_channels"]))
 
 
-def _embedded_digits() -> LoadedModel:
-    denoiser = build_digits_unet()
-    with resources.as_file(resources.files("skipsearch.weights") / DIGITS_UNET_WEIGHTS) as path:
-        denoiser.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+def _shipped(model_id: str, denoiser: EDMPrecond, weights: str, config: dict, reference: str) -> LoadedModel:
+    """Load weights shipped in skipsearch/weights (fp32 or fp16 on disk) safely, with their hash."""
+    with resources.as_file(resources.files("skipsearch.weights") / weights) as path:
+        state = torch.load(path, map_location="cpu", weights_only=True)
         digest = file_hash(path)
+    denoiser.net.load_state_dict({k: v.float() for k, v in state.items()})
     denoiser.eval().requires_grad_(False)
-    info = ModelInfo("embedded-digits", digest, 1, DIGITS_UNET_CONFIG["resolution"],
-                     len(DIGITS_UNET_CONFIG["channels"]), "digits")
+    info = ModelInfo(model_id, digest, 1, config["resolution"], len(config["channels"]), reference)
     return LoadedModel(denoiser, info)
+
+
+def _embedded_digits() -> LoadedModel:
+    return _shipped("embedded-digits", build_digits_unet(), DIGITS_UNET_WEIGHTS, DIGITS_UNET_CONFIG, "digits")
 
 
 def _fashion_mnist_unet() -> LoadedModel:
     """The 6.5 M-parameter UNet trained on Fashion-MNIST at 32x32 (skipsearch/train_fashion.py), fp16 on disk."""
     from skipsearch.train_fashion import FASHION_UNET_CONFIG, FASHION_UNET_WEIGHTS, build_fashion_unet
 
-    denoiser = build_fashion_unet()
-    with resources.as_file(resources.files("skipsearch.weights") / FASHION_UNET_WEIGHTS) as path:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        digest = file_hash(path)
-    denoiser.net.load_state_dict({k: v.float() for k, v in state.items()})
-    denoiser.eval().requires_grad_(False)
-    info = ModelInfo("fashion-mnist-unet", digest, 1, FASHION_UNET_CONFIG["resolution"],
-                     len(FASHION_UNET_CONFIG["channels"]), "fashion-mnist")
-    return LoadedModel(denoiser, info)
+    return _shipped("fashion-mnist-unet", build_fashion_unet(), FASHION_UNET_WEIGHTS, FASHION_UNET_CONFIG,
+                    "fashion-mnist")
 
 
 MODELS: dict[str, Callable[[], LoadedModel]] = {"embedded-digits": _embedded_digits,
