@@ -10,6 +10,7 @@ import pandas as pd
 from skipsearch import confirm as _confirm
 from skipsearch import exporting as _export
 from skipsearch import study as _study
+from skipsearch.errors import UserError
 from skipsearch.spec import Spec, load_spec
 from skipsearch.storage import Store
 from skipsearch.tune import Placement
@@ -21,6 +22,7 @@ class RunResult:
     storage: str  # password masked
     trials: pd.DataFrame
     confirmation: pd.DataFrame
+    pareto: pd.DataFrame | None = None  # multi-objective Diff-Tuning studies: the non-dominated trials
 
     @property
     def winner(self) -> int | None:
@@ -38,6 +40,8 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     ctx = _study.open_study(spec, storage)
     budget = trials or spec.search.trials
+    if placement is not None and ctx.diff_tuning:
+        raise UserError("diff_tuning studies run in this process for now; drop --workers/--address")
     if placement is None:
         _study.search(ctx, budget)
     else:
@@ -45,7 +49,9 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
 
         search_on_ray(ctx, budget, placement)
     conf = _confirm.confirm(ctx)
-    return RunResult(spec.name, ctx.store.shown_url, ctx.store.trials_frame(spec.name), conf)
+    frame = ctx.store.trials_frame(spec.name)
+    front = _confirm.pareto_front(frame) if ctx.multi_objective else None
+    return RunResult(spec.name, ctx.store.shown_url, frame, conf, front)
 
 
 def trials(storage: str, study: str) -> pd.DataFrame:
@@ -54,10 +60,23 @@ def trials(storage: str, study: str) -> pd.DataFrame:
 
 
 def best(storage: str, study: str) -> dict:
-    """The confirmed winner (else the best search trial), with its coefficients and provenance."""
+    """The confirmed winner (else the best search trial), with its coefficients and provenance; a
+    multi-objective study adds its Pareto front (target FID, source FID)."""
     store = Store(storage)
     row = _export.chosen_trial(store, study)
-    return _export.provenance(store, study, row) | {"coefficients": _confirm.coefficients_of(row).model_dump()}
+    rec = _export.provenance(store, study, row) | {"coefficients": _confirm.coefficients_of(row).model_dump()}
+    objectives = (store.study_spec(study).get("search") or {}).get("objectives") or []
+    if len(objectives) > 1:
+        rec["pareto_front"] = [{"trial": int(r.trial_number), "target_fid": float(r.fid),
+                                "source_fid": float(r.source_fid),
+                                "coefficients": _confirm.coefficients_of(r._asdict()).model_dump()}
+                               for r in pareto(storage, study).itertuples()]
+    return rec
+
+
+def pareto(storage: str, study: str) -> pd.DataFrame:
+    """Completed trials on the (target FID, source FID) Pareto front, best target FID first."""
+    return _confirm.pareto_front(Store(storage).trials_frame(study))
 
 
 def export(storage: str, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:

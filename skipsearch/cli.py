@@ -70,7 +70,12 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
     s = loaded.sampler
     header = (f"Study {result.study}: model {loaded.model.name}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
-    report.print_summary(header, result.trials, result.confirmation)
+    if loaded.kind == "diff_tuning":
+        f = loaded.finetune
+        header += (f"\nDiff-Tuning: fine-tuned on {f.n_images or 'all'} images of {f.data}; the baseline is plain "
+                   f"fine-tuning (s = 0, r = 0) for {f.steps} steps at lr {f.lr:g}; source FID vs "
+                   f"{f.source_reference} measures forgetting")
+    report.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
     typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
                f"{result.storage} --format yaml -o {result.study}.yaml")
 
@@ -100,6 +105,16 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = ST
                    f"dFID {c['delta_fid']:+.4f} ± {c['delta_fid_std']:.4f}")
     else:
         typer.echo("  not confirmed on held-out seeds yet")
+    if rec.get("source"):
+        typer.echo(f"  source FID (forgetting, vs {rec['source']['reference']}): {rec['source']['fid']:.4f}")
+    if rec.get("weights"):
+        typer.echo(f"  fine-tuned weights: {rec['weights']['path']} (sha256 {rec['weights']['sha256_16']})")
+    if rec.get("pareto_front"):
+        from rich.console import Console
+
+        from skipsearch.report import pareto_table
+
+        Console(width=180).print(pareto_table(api.pareto(storage, study)))
 
 
 @app.command()
@@ -142,12 +157,20 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     """Time one trial and the share spent in network forward passes and feature extraction.
 
     With --ray: the same trials in-process and on a local Ray with 1 and 2 workers, with the ratios.
+    With a diff_tuning spec: fine-tuning steps/s of a trial against a bare training loop, and the
+    knowledge bank's share of the first trial.
 
-    Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8
+    Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
+    skipsearch bench --spec studies/demo-difftuning.yaml
     """
-    from skipsearch.bench import bench_ray, bench_trial
+    from skipsearch.bench import bench_difftuning, bench_ray, bench_trial
+    from skipsearch.spec import load_spec
 
-    if use_ray:
+    if load_spec(spec).kind == "diff_tuning":
+        if use_ray:
+            raise UserError("--ray benchmarks Skip-Tuning trials; diff_tuning studies run in-process")
+        bench_difftuning(spec)
+    elif use_ray:
         bench_ray(spec, trials)
     else:
         bench_trial(spec, trials)

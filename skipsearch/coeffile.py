@@ -12,19 +12,18 @@ from pathlib import Path
 
 import tomli_w
 import yaml
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from skipsearch import coefficients as _coefficients
 from skipsearch.errors import UserError
-from skipsearch.skip import SkipSchedule, _Schedule
 
 FORMAT = "skipsearch-coefficients/1"
 FORMATS = ("yaml", "json", "toml")
-_SCHEDULE = TypeAdapter(SkipSchedule)
 
 
 @dataclass(frozen=True)
 class CoefficientFile:
-    coefficients: _Schedule
+    coefficients: BaseModel  # a Skip-Tuning schedule, or Diff-Tuning weights (provenance names their file)
     provenance: dict = field(default_factory=dict)
 
 
@@ -47,8 +46,8 @@ def format_of(path: Path, fmt: str | None = None) -> str:
 
 def write(cf: CoefficientFile, path: str | Path, fmt: str | None = None) -> Path:
     path = Path(path)
-    doc = _drop_none({"format": FORMAT, "kind": "skip_tuning", "coefficients": cf.coefficients.model_dump(mode="json"),
-                      "provenance": cf.provenance})
+    doc = _drop_none({"format": FORMAT, "kind": _coefficients.kind_of(cf.coefficients),
+                      "coefficients": cf.coefficients.model_dump(mode="json"), "provenance": cf.provenance})
     text = {"yaml": lambda d: yaml.safe_dump(d, sort_keys=False), "json": lambda d: json.dumps(d, indent=2) + "\n",
             "toml": tomli_w.dumps}[format_of(path, fmt)](doc)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,7 +68,7 @@ def read(path: str | Path) -> CoefficientFile:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(f"{path}: not a skipsearch coefficient file (expected format: {FORMAT})")
     try:
-        coefficients = _SCHEDULE.validate_python(doc.get("coefficients"))
+        coefficients = _coefficients.ADAPTER.validate_python(doc.get("coefficients"))
     except ValidationError as err:
         raise UserError(f"{path}: invalid coefficients: {err.errors()[0]['msg']}") from None
     return CoefficientFile(coefficients, doc.get("provenance", {}))

@@ -1,4 +1,9 @@
-"""Held-out confirmation: the baseline and the top-k re-evaluated at a larger N on unseen seed sets."""
+"""Held-out confirmation: the baseline and the top-k re-evaluated at a larger N on unseen seed sets.
+
+A Diff-Tuning candidate is fine-tuned again for each seed set, with a new training seed as well as new
+sampling seeds: its weights were chosen on one training run, which a search can overfit just as it
+overfits sampling seeds.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +12,49 @@ import sys
 import pandas as pd
 from tqdm.auto import tqdm
 
+from pydantic import BaseModel
+
+from skipsearch import coefficients
 from skipsearch.evaluate import evaluate
-from skipsearch.skip import _Schedule, parse_coefficients
 from skipsearch.storage import Store
 from skipsearch.study import StudyContext
 
 
+def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials that no other completed trial beats on both target and source FID."""
+    done = frame[(frame.state == "COMPLETE") & frame.source_fid.notna()]
+    keep = [not ((done.fid <= r.fid) & (done.source_fid <= r.source_fid) &
+                 ((done.fid < r.fid) | (done.source_fid < r.source_fid))).any() for r in done.itertuples()]
+    return done[keep].sort_values("fid")
+
+
 def candidates(ctx: StudyContext) -> list[int]:
-    """The baseline and the top-k completed search trials by search FID."""
+    """The baseline and the top-k completed search trials by search FID (on the Pareto front when the study
+    has two objectives)."""
     frame = ctx.store.trials_frame(ctx.spec.name)
     done = frame[frame.state == "COMPLETE"]
     base = done[done.role == "baseline"].trial_number.tolist()
-    top = done[done.role == "search"].sort_values("fid").head(ctx.spec.confirm.top_k).trial_number.tolist()
+    pool = pareto_front(done) if ctx.multi_objective else done
+    top = pool[pool.role == "search"].sort_values("fid").head(ctx.spec.confirm.top_k).trial_number.tolist()
     return base[:1] + top
+
+
+def evaluate_heldout(ctx: StudyContext, row: dict, seed_set: int) -> dict:
+    """One candidate on one held-out seed set: target FID (and, for Diff-Tuning, source FID)."""
+    c = ctx.spec.confirm
+    seed_start = c.seed + seed_set * c.n
+    coeffs = coefficients_of(row)
+    if not ctx.diff_tuning:
+        r = evaluate(ctx.task(c.n, seed_start), coeffs)
+        return dict(seed_start=seed_start, fid=r.fid, kid=r.kid, kid_std=r.kid_std, extractor=r.extractor,
+                    ref_hash=r.ref_hash, wall_s=r.wall_s)
+    from skipsearch.finetuning import finetune_ladder
+
+    train_seed = ctx.spec.finetune.seed + 1 + seed_set
+    *_, r = finetune_ladder(ctx.finetune_task(c.n, seed_start, train_seed), coeffs)
+    return dict(seed_start=seed_start, fid=r["fid"], kid=r["kid"], kid_std=r["kid_std"], extractor=r["extractor"],
+                ref_hash=r["ref_hash"], wall_s=r["wall_s"], source_fid=r["source_fid"],
+                source_kid=r["source_kid"], train_seed=train_seed)
 
 
 def confirm(ctx: StudyContext) -> pd.DataFrame:
@@ -30,14 +65,8 @@ def confirm(ctx: StudyContext) -> pd.DataFrame:
     todo = [(num, j) for num in candidates(ctx) for j in range(c.seed_sets)
             if have[(have.trial_number == num) & (have.seed_set == j)].empty]
     for num, j in tqdm(todo, desc="held-out confirmation", unit="eval", file=sys.stderr, disable=None):
-        row = ctx.store.trial(ctx.spec.name, num)
-        coeffs = coefficients_of(row)
-        task = ctx.task(c.n, c.seed + j * c.n)
-        result = evaluate(task, coeffs)
-        ctx.store.record_confirmation(study_name=ctx.spec.name, trial_number=num, seed_set=j,
-                                      seed_start=task.seed_start, n=c.n, fid=result.fid, kid=result.kid,
-                                      kid_std=result.kid_std, extractor=result.extractor, ref_hash=result.ref_hash,
-                                      wall_s=result.wall_s)
+        values = evaluate_heldout(ctx, ctx.store.trial(ctx.spec.name, num), j)
+        ctx.store.record_confirmation(study_name=ctx.spec.name, trial_number=num, seed_set=j, n=c.n, **values)
     table = confirmation_table(ctx.store, ctx.spec.name, c.n)
     if not table.empty:
         winner = table[table.role != "baseline"].sort_values("heldout_fid").head(1)
@@ -46,8 +75,9 @@ def confirm(ctx: StudyContext) -> pd.DataFrame:
     return table
 
 
-def coefficients_of(row: dict) -> _Schedule:
-    return parse_coefficients(row["coefficients_json"])
+def coefficients_of(row: dict) -> BaseModel:
+    """A stored trial's coefficients: a Skip-Tuning schedule or Diff-Tuning weights."""
+    return coefficients.parse(row["coefficients_json"])
 
 
 def confirmation_table(store: Store, study: str, n: int | None = None) -> pd.DataFrame:
@@ -62,12 +92,17 @@ def confirmation_table(store: Store, study: str, n: int | None = None) -> pd.Dat
     if not base_nums:
         return pd.DataFrame()
     base = conf[conf.trial_number == base_nums[0]].set_index("seed_set").fid
+    base_source = conf[conf.trial_number == base_nums[0]].set_index("seed_set").source_fid
     rows = []
     for num, group in conf.groupby("trial_number"):
         g = group.set_index("seed_set")
         delta = (g.fid - base.reindex(g.index)).dropna()
         search = trials[trials.trial_number == num].iloc[0]
+        source = (g.source_fid - base_source.reindex(g.index)).dropna()
         rows.append(dict(trial_number=int(num), role=roles.get(num), search_fid=search.fid, search_kid=search.kid,
+                         search_source_fid=search.source_fid, heldout_source_fid=g.source_fid.mean(),
+                         heldout_source_fid_std=g.source_fid.std(ddof=1) if len(g) > 1 else 0.0,
+                         delta_source_fid=source.mean() if len(source) else None,
                          heldout_fid=g.fid.mean(), heldout_fid_std=g.fid.std(ddof=1) if len(g) > 1 else 0.0,
                          heldout_kid=g.kid.mean(), delta_fid=delta.mean(),
                          delta_fid_std=delta.std(ddof=1) if len(delta) > 1 else 0.0, lower_on=int((delta < 0).sum()),

@@ -10,6 +10,11 @@ sampler's range in ln sigma:
 and draws u with density proportional to u^s (downstream) or (1-u)^s' (bank), by inverse CDF:
 u = v^(1/(s+1)) and u = 1 - v^(1/(s'+1)) with v uniform. s = s' = 0 is uniform in ln sigma (plain
 fine-tuning's baseline when the bank fraction is 0 too).
+
+One step trains on a mixed batch: a fraction r of bank images (rounded to whole images), the rest from
+the new domain, and minimises mean(L_down) + lambda mean(L_bank) with EDM's per-sample loss. The
+embedded models are unconditional, so the bank is trained exactly as the new data is; a conditional
+model would feed bank images with its null label.
 """
 
 from __future__ import annotations
@@ -18,13 +23,39 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
 
 from skipsearch.generate import SamplerConfig, generate
 from skipsearch.models import LoadedModel
+from skipsearch.networks import EDMPrecond, denoising_error
+
+
+class DiffTuningWeights(BaseModel):
+    """One trial's fine-tuning recipe. s = 0 and r = 0 is plain fine-tuning (the study's baseline)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    family: Literal["diff_tuning"] = "diff_tuning"
+    s: NonNegativeFloat = 1.0  # reconsolidation exponent: new-domain batch draws u ~ u^s
+    s_prime: NonNegativeFloat = 1.0  # retention exponent: bank batch draws u ~ (1-u)^s'
+    r: float = Field(0.2, ge=0.0, lt=1.0)  # bank fraction of each batch
+    lam: NonNegativeFloat = 0.1  # retention weight
+    lr: PositiveFloat = 1e-4
+    steps: PositiveInt = 1000
+
+    def is_plain(self) -> bool:
+        return self.s == 0 and self.r == 0
+
+    def bank_count(self, batch_size: int) -> int:
+        return min(batch_size - 1, round(self.r * batch_size))
+
+
+PLAIN = dict(s=0.0, s_prime=0.0, r=0.0, lam=0.0)
 
 
 def reconsolidation_quantiles(n: int, s: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -69,3 +100,44 @@ def knowledge_bank(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed
     np.savez(tmp, images=images.numpy())
     os.replace(tmp, path)
     return images
+
+
+def diff_tuning_loss(denoiser: EDMPrecond, x_new: torch.Tensor, x_bank: torch.Tensor, w: DiffTuningWeights,
+                     sigma_range: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
+    """mean(L_down) + lambda mean(L_bank), one forward pass over the mixed batch."""
+    u = torch.cat([reconsolidation_quantiles(len(x_new), w.s, generator),
+                   retention_quantiles(len(x_bank), w.s_prime, generator)])
+    sigma = quantile_to_sigma(u, *sigma_range).to(x_new.device, torch.float32)
+    per_sample = denoising_error(denoiser, torch.cat([x_new, x_bank]), sigma, generator)
+    loss = per_sample[: len(x_new)].mean()
+    if len(x_bank):
+        loss = loss + w.lam * per_sample[len(x_new):].mean()
+    return loss
+
+
+def finetune(denoiser: EDMPrecond, new_images: torch.Tensor, bank: torch.Tensor | None, w: DiffTuningWeights,
+             *, batch_size: int, sigma_range: tuple[float, float], seed: int,
+             report_at: tuple[int, ...] = ()) -> Iterator[int]:
+    """Train ``denoiser`` in place; yields the step count at each of ``report_at`` and at the end, with the
+    network in eval mode (sample from it there), then trains on. Inputs are float images in [-1, 1] on
+    the model's device; batches are drawn with replacement from a generator seeded by ``seed``."""
+    n_bank = w.bank_count(batch_size) if bank is not None and len(bank) else 0
+    n_new = batch_size - n_bank
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(denoiser.net.parameters(), lr=w.lr)
+    denoiser.requires_grad_(True)
+    stops = sorted({s for s in report_at if s < w.steps} | {w.steps})
+    for step in range(1, w.steps + 1):
+        denoiser.train()
+        x_new = new_images[torch.randint(len(new_images), (n_new,), generator=g)]
+        x_bank = bank[torch.randint(len(bank), (n_bank,), generator=g)] if n_bank else new_images[:0]
+        loss = diff_tuning_loss(denoiser, x_new, x_bank, w, sigma_range, g)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"fine-tuning loss is {loss.item()} at step {step} (lr {w.lr:.3g} too high?)")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step in stops:
+            denoiser.eval().requires_grad_(False)
+            yield step
+            denoiser.requires_grad_(True)

@@ -6,16 +6,19 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+from pydantic import BaseModel
 from torch import nn
 
 from skipsearch import coeffile
 from skipsearch.adapters import Applied, apply_coefficients
+from skipsearch.confirm import coefficients_of, confirmation_table
+from skipsearch.difftuning import DiffTuningWeights
 from skipsearch.errors import UserError
 from skipsearch.evaluate import EvalTask, build_evaluator
 from skipsearch.generate import SamplerConfig
-from skipsearch.skip import _Schedule
+from skipsearch.models import file_hash
 from skipsearch.storage import Store
-from skipsearch.confirm import coefficients_of, confirmation_table
 
 
 def chosen_trial(store: Store, study: str, trial: int | None = None) -> dict:
@@ -59,7 +62,17 @@ def provenance(store: Store, study: str, row: dict) -> dict:
             "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)} for r in conf.itertuples()]},
         "versions": json.loads(row["versions_json"]),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    } | (_diff_tuning_provenance(spec, row, mine) if spec.get("kind") == "diff_tuning" else {})
+
+
+def _diff_tuning_provenance(spec: dict, row: dict, mine) -> dict:
+    """The fine-tuned weights (path and hash), the recipe's data and budget, and the forgetting (source) FID."""
+    weights = None if not row.get("weights_path") else {
+        "path": str(Path(row["weights_path"]).resolve()), "sha256_16": row["weights_hash"]}
+    return {"weights": weights, "finetune": spec["finetune"],
+            "source": {"reference": spec["finetune"]["source_reference"], "fid": row["source_fid"],
+                       "kid": row["source_kid"],
+                       "heldout_fid": None if mine.empty else float(mine.heldout_source_fid.iloc[0])}}
 
 
 def export(store: Store, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:
@@ -68,10 +81,48 @@ def export(store: Store, study: str, path: str | Path, fmt: str | None = None, t
     return coeffile.write(cf, path, fmt)
 
 
-def apply(model: nn.Module, coefficients: str | Path | _Schedule) -> Applied:
-    """Put coefficients (or a coefficient file's) on a model; use as ``with apply(model, f):`` or ``.remove()``."""
+class LoadedWeights:
+    """Fine-tuned weights loaded into a model; ``remove()`` (or leaving ``with``) puts the old ones back."""
+
+    def __init__(self, model: nn.Module, path: Path, expected_hash: str | None):
+        if not path.is_file():
+            raise UserError(f"fine-tuned weights not found: {path} (the coefficient file names it)")
+        if expected_hash and file_hash(path) != expected_hash:
+            raise UserError(f"{path}: its hash {file_hash(path)} differs from the recorded {expected_hash}")
+        net = getattr(model, "net", model)
+        self.model, self._old = net, {k: v.detach().clone() for k, v in net.state_dict().items()}
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as err:
+            raise UserError(f"{path} does not fit this model: {str(err).splitlines()[0]}") from None
+
+    def remove(self) -> None:
+        if self._old is not None:
+            self.model.load_state_dict(self._old)
+            self._old = None
+
+    def __enter__(self) -> LoadedWeights:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def apply(model: nn.Module, coefficients: str | Path | BaseModel) -> Applied | LoadedWeights:
+    """Put coefficients (or a coefficient file's) on a model; use as ``with apply(model, f):`` or ``.remove()``.
+
+    A Diff-Tuning file loads its fine-tuned weights (``weights_only=True``, hash checked) instead.
+    """
+    provenance = {}
     if isinstance(coefficients, (str, Path)):
-        coefficients = coeffile.read(coefficients).coefficients
+        cf = coeffile.read(coefficients)
+        coefficients, provenance = cf.coefficients, cf.provenance
+    if isinstance(coefficients, DiffTuningWeights):
+        weights = provenance.get("weights") or {}
+        if not weights.get("path"):
+            raise UserError("Diff-Tuning weights are applied from a coefficient file that names its weights file")
+        return LoadedWeights(model, Path(weights["path"]), weights.get("sha256_16"))
     return apply_coefficients(model, coefficients)
 
 
@@ -87,7 +138,7 @@ def verify(path: str | Path, device: str = "cpu") -> dict:
     except (KeyError, TypeError) as err:
         raise UserError(f"{path}: provenance lacks what verify needs ({err})") from None
     ev = build_evaluator(task.model, task.extractor, task.dataset, device)
-    if ev.loaded.info.weights_hash != p["model"]["hash"]:
+    if ev.loaded.info.weights_hash != p["model"]["hash"]:  # the pre-trained weights, for Diff-Tuning
         raise UserError(f"{path}: model {task.model} has weights {ev.loaded.info.weights_hash}, "
                         f"the file was recorded with {p['model']['hash']}")
     with apply(ev.loaded.denoiser, path):

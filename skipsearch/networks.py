@@ -120,12 +120,18 @@ class EDMPrecond(nn.Module):
         return c_skip * x + c_out * self.net(c_in * x, c_noise)
 
 
-def edm_loss(denoiser: EDMPrecond, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """EDM training loss: ln sigma ~ N(-1.2, 1.2^2), weight (sigma^2 + sigma_d^2) / (sigma sigma_d)^2."""
+def denoising_error(denoiser: EDMPrecond, x0: torch.Tensor, sigma: torch.Tensor,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Per-sample EDM loss at given sigmas: weight (sigma^2 + sigma_d^2) / (sigma sigma_d)^2 times the squared
+    error, averaged over pixels. The weight makes the network's own target unit-weighted at every sigma."""
     sd = denoiser.sigma_data
-    ln_sigma = torch.randn(x0.shape[0], generator=generator, device=x0.device) * 1.2 - 1.2
-    sigma = ln_sigma.exp()
-    s = sigma[:, None, None, None]
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device) * s
+    s = sigma.to(x0.dtype)[:, None, None, None]
+    noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else None)
     weight = (s**2 + sd**2) / (s * sd) ** 2
-    return (weight * (denoiser(x0 + noise, sigma) - x0) ** 2).mean()
+    return (weight * (denoiser(x0 + noise.to(x0.device) * s, s.flatten()) - x0) ** 2).flatten(1).mean(1)
+
+
+def edm_loss(denoiser: EDMPrecond, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """EDM training loss: ln sigma ~ N(-1.2, 1.2^2)."""
+    ln_sigma = torch.randn(x0.shape[0], generator=generator, device=x0.device) * 1.2 - 1.2
+    return denoising_error(denoiser, x0, ln_sigma.exp(), generator).mean()

@@ -16,31 +16,42 @@ def describe(coefficients_json: str) -> str:
     return f"{family}: " + " ".join(parts)
 
 
-def search_table(trials: pd.DataFrame, top: int = 5) -> Table:
+def _has_source(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and frame[column].notna().any()
+
+
+def search_table(trials: pd.DataFrame, top: int = 5, title: str = "Search") -> Table:
     done = trials[trials.state == "COMPLETE"]
     shown = pd.concat([done[done.role == "baseline"], done[done.role == "search"].sort_values("fid").head(top)])
     n_fail, n_pruned = int((trials.state == "FAIL").sum()), int((trials.state == "PRUNED").sum())
-    table = Table(title=f"Search: {len(done)} completed, {n_pruned} pruned, {n_fail} failed trials "
+    table = Table(title=f"{title}: {len(done)} completed, {n_pruned} pruned, {n_fail} failed trials "
                         f"(N={int(done.n.iloc[0]) if len(done) else 0}, same seeds for every trial)")
-    for col in ("trial", "role", "coefficients", "FID", "dFID vs baseline", "KID"):
+    source = _has_source(done, "source_fid")
+    columns = ("trial", "role", "coefficients", "FID", "dFID vs baseline", "KID") + (("source FID",) if source else ())
+    for col in columns:
         table.add_column(col, justify="left" if col in ("role", "coefficients") else "right")
     for r in shown.itertuples():
         delta = "" if pd.isna(r.delta_fid) else f"{r.delta_fid:+.4f}"
-        table.add_row(str(r.trial_number), r.role, describe(r.coefficients_json), f"{r.fid:.4f}", delta, f"{r.kid:.5f}")
+        extra = (f"{r.source_fid:.4f}",) if source else ()
+        table.add_row(str(r.trial_number), r.role, describe(r.coefficients_json), f"{r.fid:.4f}", delta,
+                      f"{r.kid:.5f}", *extra)
     return table
 
 
 def confirmation_table(conf: pd.DataFrame) -> Table:
     sets, n = int(conf.seed_sets.max()), int(conf.n.iloc[0])
     table = Table(title=f"Held-out confirmation: N={n} on {sets} disjoint seed sets never used in the search")
+    source = _has_source(conf, "heldout_source_fid")
     columns = ("trial", "role", "coefficients", "search FID", "held-out FID (mean ± sd)", "dFID (paired, mean ± sd)",
-               "KID")
+               "KID") + (("held-out source FID (mean ± sd)", "d source FID") if source else ())
     for col in columns:
         table.add_column(col, justify="left" if col in ("role", "coefficients") else "right")
     for r in conf.itertuples():
+        extra = (f"{r.heldout_source_fid:.4f} ± {r.heldout_source_fid_std:.4f}",
+                 f"{r.delta_source_fid:+.4f}") if source else ()
         table.add_row(str(r.trial_number), r.role, describe(r.coefficients), f"{r.search_fid:.4f}",
                       f"{r.heldout_fid:.4f} ± {r.heldout_fid_std:.4f}", f"{r.delta_fid:+.4f} ± {r.delta_fid_std:.4f}",
-                      f"{r.heldout_kid:.5f}")
+                      f"{r.heldout_kid:.5f}", *extra)
     return table
 
 
@@ -58,11 +69,15 @@ def verdict(conf: pd.DataFrame) -> str:
         word = "lower than the baseline, but within the paired spread"
     else:
         word = "NOT lower than the baseline"
+    source = ""
+    if "heldout_source_fid" in w and pd.notna(w.heldout_source_fid):
+        source = (f" Source-domain FID (forgetting): {w.heldout_source_fid:.4f} vs baseline "
+                  f"{b.heldout_source_fid:.4f} ({w.delta_source_fid:+.4f}).")
     return (f"Winner: trial {int(w.trial_number)} ({describe(w.coefficients)}). "
             f"Held-out FID {w.heldout_fid:.4f} vs baseline {b.heldout_fid:.4f}: "
             f"dFID {w.delta_fid:+.4f} ± {w.delta_fid_std:.4f} (paired sd over {int(w.seed_sets)} seed sets, "
             f"lower on {int(w.lower_on)} of them) is {word}; the baseline's own FID varies by sd {noise:.4f} "
-            f"across seed sets.")
+            f"across seed sets.{source}")
 
 
 def pruning_savings(trials: pd.DataFrame) -> str | None:
@@ -72,17 +87,30 @@ def pruning_savings(trials: pd.DataFrame) -> str | None:
         return None
     spent = done.wall_s.sum() + pruned.wall_s.sum()
     full = done.wall_s.sum() + len(pruned) * done.wall_s.mean()
-    return (f"Early stopping: {len(pruned)} of {len(done) + len(pruned)} trials pruned at a lower rung; sampling "
-            f"and scoring took {spent:.1f} s, against about {full:.1f} s had every trial run to N={done.n.max()} "
+    top = "its last fine-tuning step" if _has_source(done, "source_fid") else f"N={done.n.max()}"
+    return (f"Early stopping: {len(pruned)} of {len(done) + len(pruned)} trials pruned at a lower rung; the "
+            f"trials took {spent:.1f} s, against about {full:.1f} s had every trial run to {top} "
             f"(pruned trials at the completed trials' mean of {done.wall_s.mean():.2f} s): "
             f"{100 * (1 - spent / full):.0f}% saved.")
 
 
-def print_summary(header: str, trials: pd.DataFrame, conf: pd.DataFrame, console: Console | None = None) -> None:
-    console = console or Console(width=160)
+def pareto_table(front: pd.DataFrame) -> Table:
+    table = Table(title=f"Pareto front (target FID vs source FID, both lower is better): {len(front)} trials")
+    for col in ("trial", "role", "coefficients", "target FID", "source FID"):
+        table.add_column(col, justify="left" if col in ("role", "coefficients") else "right")
+    for r in front.itertuples():
+        table.add_row(str(r.trial_number), r.role, describe(r.coefficients_json), f"{r.fid:.4f}", f"{r.source_fid:.4f}")
+    return table
+
+
+def print_summary(header: str, trials: pd.DataFrame, conf: pd.DataFrame, console: Console | None = None,
+                  pareto: pd.DataFrame | None = None) -> None:
+    console = console or Console(width=180)
     console.print(header)
     if not trials.empty:
         console.print(search_table(trials))
+        if pareto is not None and not pareto.empty:
+            console.print(pareto_table(pareto))
         savings = pruning_savings(trials)
         if savings:
             console.print(savings)

@@ -14,13 +14,13 @@ from datetime import datetime, timezone
 
 import pandas as pd
 from sqlalchemy import (Column, DateTime, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
-                        create_engine, event, select, update)
+                        create_engine, event, inspect, select, text, update)
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from skipsearch.errors import StorageError, UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Diff-Tuning columns (source FID, weights, training seed) and the steps table
 SQLITE_TIMEOUT_S = 60
 
 metadata = MetaData()
@@ -48,7 +48,21 @@ trials = Table(
     Column("versions_json", Text, nullable=False),
     Column("wall_s", Float), Column("error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("source_fid", Float), Column("source_kid", Float),  # Diff-Tuning: FID on the pre-training domain
+    Column("weights_path", Text), Column("weights_hash", String(64)),  # Diff-Tuning: the fine-tuned state dict
     UniqueConstraint("study_name", "trial_number"),
+)
+steps = Table(  # Diff-Tuning's multi-fidelity: target FID at intermediate fine-tuning steps
+    "skipsearch_steps", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_name", String(256), nullable=False),
+    Column("trial_number", Integer, nullable=False),
+    Column("step", Integer, nullable=False), Column("n", Integer, nullable=False),
+    Column("fid", Float, nullable=False), Column("kid", Float),
+    Column("source_fid", Float), Column("source_kid", Float),
+    Column("wall_s", Float),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("study_name", "trial_number", "step"),
 )
 rungs = Table(
     "skipsearch_rungs", metadata,
@@ -72,6 +86,7 @@ confirmations = Table(
     Column("extractor", String(128), nullable=False), Column("ref_hash", String(64)),
     Column("wall_s", Float),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("source_fid", Float), Column("source_kid", Float), Column("train_seed", Integer),
     UniqueConstraint("study_name", "trial_number", "seed_set", "n"),
 )
 
@@ -99,6 +114,18 @@ def _sqlite_wal(engine: Engine) -> None:
         cur.close()
 
 
+def _add_missing_columns(conn: Connection) -> None:
+    """Upgrade a database made by an older skipsearch: add the nullable columns it lacks, keep every row."""
+    inspector = inspect(conn)
+    for table in (trials, confirmations):
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+    conn.execute(update(schema).values(version=SCHEMA_VERSION))
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -112,8 +139,11 @@ class Store:
                 _sqlite_wal(self.engine)
             with self.begin() as conn:
                 metadata.create_all(conn)
-                if conn.execute(select(schema.c.version)).first() is None:
+                row = conn.execute(select(schema.c.version)).first()
+                if row is None:
                     conn.execute(schema.insert().values(version=SCHEMA_VERSION))
+                elif row[0] < SCHEMA_VERSION:
+                    _add_missing_columns(conn)
         except (SQLAlchemyError, ImportError) as err:
             hint = (" (install the database driver, e.g. pip install 'psycopg[binary]' for PostgreSQL)"
                     if isinstance(err, ImportError) else "")
@@ -174,6 +204,14 @@ class Store:
 
     def rungs_frame(self, study: str) -> pd.DataFrame:
         return self._frame(select(rungs).where(rungs.c.study_name == study).order_by(rungs.c.trial_number, rungs.c.n))
+
+    def record_step(self, **values) -> None:
+        with self.begin() as conn:
+            conn.execute(steps.insert().values(created_at=_now(), **values))
+
+    def steps_frame(self, study: str) -> pd.DataFrame:
+        return self._frame(select(steps).where(steps.c.study_name == study).order_by(steps.c.trial_number,
+                                                                                      steps.c.step))
 
     def record_confirmation(self, **values) -> None:
         with self.begin() as conn:

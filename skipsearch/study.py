@@ -10,20 +10,26 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
+from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from skipsearch.errors import UserError
 from skipsearch.evaluate import TRIAL_ERRORS, EvalTask, evaluate_ladder, evaluator
 from skipsearch.provenance import versions
-from skipsearch.skip import _Schedule
 from skipsearch.space import baseline_params, make_sampler, suggest
-from skipsearch.spec import Spec
+from skipsearch.spec import DiffTuningSpec, Spec
 from skipsearch.storage import Store, engine_kwargs
 
-SCIENCE_FIELDS = ("kind", "model", "sampler", "metric", "search.family", "search.rho_range", "search.sigma_range")
+SCIENCE_FIELDS = ("kind", "model", "sampler", "metric", "search.family", "search.rho_range", "search.sigma_range",
+                  "search.s_range", "search.s_prime_range", "search.r_range", "search.lam_range", "search.lr_range",
+                  "search.steps_range", "search.objectives", *(f"finetune.{f}" for f in (
+                      "data", "n_images", "data_seed", "source_reference", "steps", "lr", "batch_size",
+                      "eval_steps", "bank_size", "bank_seed", "seed")))
 STALE_REASON = "the driver stopped before this trial finished; marked FAIL on resume"
 State = optuna.trial.TrialState
 
@@ -45,9 +51,54 @@ class StudyContext:
         return self.task(self.spec.metric.n, self.spec.metric.seed, tuple(self.spec.metric.rungs))
 
     @property
+    def diff_tuning(self) -> bool:
+        return isinstance(self.spec, DiffTuningSpec)
+
+    @property
+    def multi_objective(self) -> bool:
+        return self.diff_tuning and self.spec.search.multi_objective
+
+    def finetune_task(self, n: int, seed_start: int, train_seed: int, eval_steps: tuple[int, ...] = ()):
+        from skipsearch.finetuning import FinetuneTask
+
+        m, f = self.spec.metric, self.spec.finetune
+        return FinetuneTask(self.spec.model.name, self.spec.sampler.config(), m.extractor, m.reference,
+                            f.source_reference, n, seed_start, m.batch_size, m.kid_subset_size, self.spec.device,
+                            f.data, f.n_images, f.data_seed, f.batch_size, f.bank_size, f.bank_seed, train_seed,
+                            eval_steps)
+
+    def weights_file(self, number: int) -> Path:
+        """Absolute, so the database's reference holds from any working directory."""
+        return (Path(self.spec.finetune.weights_dir) / self.spec.name / f"trial-{number:04d}.pt").resolve()
+
+    def values(self, fid: float, source_fid: float | None) -> float | list[float]:
+        """What Optuna is told: target FID, or (target FID, source FID) in a multi-objective study."""
+        return [fid, source_fid] if self.multi_objective else fid
+
+    def ladder(self, coefficients: BaseModel, number: int, progress: bool = False) -> Iterator:
+        """A trial's results, one per rung: sample counts (Skip-Tuning) or fine-tuning steps (Diff-Tuning)."""
+        if not self.diff_tuning:
+            return _as_dicts(evaluate_ladder(self.search_task, coefficients, progress=progress))
+        from skipsearch.finetuning import finetune_ladder
+
+        f = self.spec.finetune
+        task = self.finetune_task(self.spec.metric.n, self.spec.metric.seed, f.seed, f.eval_steps)
+        return finetune_ladder(task, coefficients, self.weights_file(number), progress)
+
+    @property
     def n_skips(self) -> int:
+        if self.diff_tuning:
+            return 0
         t = self.search_task
         return evaluator(t.model, t.extractor, t.dataset, t.device).loaded.info.n_skips
+
+
+def _as_dicts(ladder: Iterator) -> Iterator[dict]:
+    try:
+        for result in ladder:
+            yield result.to_dict()
+    finally:
+        ladder.close()  # a pruned trial's hooks come off now
 
 
 def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
@@ -69,7 +120,13 @@ def check_same_science(name: str, first: dict, now: dict) -> None:
 
 
 def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
-    """In-process multi-fidelity: successive halving on the same rungs that ASHA uses under Ray."""
+    """In-process multi-fidelity: successive halving on the same rungs that ASHA uses under Ray. Diff-Tuning
+    prunes a trial whose target FID at an evaluation step is worse than the median of earlier trials there
+    (Optuna cannot prune multi-objective studies)."""
+    if isinstance(spec, DiffTuningSpec):
+        if not spec.finetune.eval_steps or spec.search.multi_objective:
+            return optuna.pruners.NopPruner()
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
     m = spec.metric
     if not m.rungs:
         return optuna.pruners.NopPruner()
@@ -84,7 +141,8 @@ def open_study(spec: Spec, storage: str | None = None) -> StudyContext:
     check_same_science(spec.name, first, spec.model_dump(mode="json"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rdb = open_optuna_storage(url)
-    study = optuna.create_study(study_name=spec.name, storage=rdb, direction="minimize",
+    n_obj = len(spec.search.objectives) if isinstance(spec, DiffTuningSpec) else 1
+    study = optuna.create_study(study_name=spec.name, storage=rdb, directions=["minimize"] * n_obj,
                                 sampler=make_sampler(spec.search), pruner=make_pruner(spec), load_if_exists=True)
     return StudyContext(spec, store, study, rdb)
 
@@ -103,24 +161,36 @@ def _trial_id(ctx: StudyContext, number: int) -> int:
 
 
 def record_rung(ctx: StudyContext, trial: optuna.trial.Trial, result: dict) -> None:
-    """An intermediate FID at step = N, in Optuna and in skipsearch's rung table."""
-    trial.report(result["fid"], step=result["n"])
-    ctx.store.record_rung(study_name=ctx.spec.name, trial_number=trial.number, n=result["n"], fid=result["fid"],
-                          kid=result["kid"], wall_s=result["wall_s"])
+    """An intermediate FID at step = N (or at the fine-tuning step), in Optuna and in skipsearch's tables."""
+    if "step" not in result:
+        trial.report(result["fid"], step=result["n"])
+        ctx.store.record_rung(study_name=ctx.spec.name, trial_number=trial.number, n=result["n"],
+                              fid=result["fid"], kid=result["kid"], wall_s=result["wall_s"])
+        return
+    if not ctx.multi_objective:  # Optuna keeps no intermediate values for multi-objective trials
+        trial.report(result["fid"], step=result["step"])
+    ctx.store.record_step(study_name=ctx.spec.name, trial_number=trial.number, step=result["step"], n=result["n"],
+                          fid=result["fid"], kid=result["kid"], source_fid=result.get("source_fid"),
+                          source_kid=result.get("source_kid"), wall_s=result["wall_s"])
+
+
+DIFF_TUNING_COLUMNS = ("source_fid", "source_kid", "weights_path", "weights_hash")
 
 
 def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: str, result: dict) -> str:
     """COMPLETE if the top rung was reached, else PRUNED (its last rung's numbers, at that N)."""
-    state = "COMPLETE" if result["n"] >= ctx.spec.metric.n else "PRUNED"
+    state = "COMPLETE" if result.get("final", result["n"] >= ctx.spec.metric.n) else "PRUNED"
     base = result["fid"] if role == "baseline" else baseline_fid(ctx)
     delta = None if base is None or state != "COMPLETE" else result["fid"] - base
     row = _row(ctx, number, role, coefficients_json) | {"n": result["n"]}
     ctx.store.record_trial(**row, state=state, fid=result["fid"], kid=result["kid"], kid_std=result["kid_std"],
                            delta_fid=delta, model_hash=result["model_hash"], ref_hash=result["ref_hash"],
-                           wall_s=result["wall_s"])
+                           wall_s=result["wall_s"], **{k: result.get(k) for k in DIFF_TUNING_COLUMNS})
     if state == "COMPLETE":
         ctx.storage.set_trial_user_attr(_trial_id(ctx, number), "delta_fid", delta)
-        ctx.study.tell(number, result["fid"])
+        if result.get("weights_path"):
+            ctx.storage.set_trial_user_attr(_trial_id(ctx, number), "weights_path", result["weights_path"])
+        ctx.study.tell(number, ctx.values(result["fid"], result.get("source_fid")))
         if role == "baseline":  # trials that finished before the baseline (in parallel) get their dFID now;
             ctx.store.fill_missing_deltas(ctx.spec.name, result["fid"])  # finished Optuna trials are read-only
     else:
@@ -145,12 +215,12 @@ def recover_stale(ctx: StudyContext) -> list[int]:
         row = ctx.store.trial(ctx.spec.name, t.number)
         if row is not None:
             if row["state"] == "COMPLETE":
-                ctx.study.tell(t.number, row["fid"])
+                ctx.study.tell(t.number, ctx.values(row["fid"], row["source_fid"]))
             else:
                 ctx.study.tell(t.number, state=State[row["state"]])
             continue
         try:
-            coefficients_json = suggest(optuna.trial.FixedTrial(t.params), ctx.spec.search,
+            coefficients_json = suggest(optuna.trial.FixedTrial(t.params), ctx.spec,
                                         ctx.n_skips).model_dump_json()
         except ValueError:  # killed before its parameters were all drawn
             coefficients_json = json.dumps({"incomplete_params": t.params})
@@ -168,7 +238,7 @@ def _baseline_trial(ctx: StudyContext) -> optuna.trial.FrozenTrial | None:
 
 def ensure_baseline(ctx: StudyContext) -> None:
     if _baseline_trial(ctx) is None:
-        ctx.study.enqueue_trial(baseline_params(ctx.spec.search, ctx.n_skips), user_attrs={"role": "baseline"},
+        ctx.study.enqueue_trial(baseline_params(ctx.spec, ctx.n_skips), user_attrs={"role": "baseline"},
                                 skip_if_exists=False)
 
 
@@ -178,21 +248,20 @@ def baseline_fid(ctx: StudyContext) -> float | None:
     return row["fid"] if row and row["state"] == "COMPLETE" else None
 
 
-def ask(ctx: StudyContext) -> tuple[optuna.trial.Trial, str, _Schedule]:
+def ask(ctx: StudyContext) -> tuple[optuna.trial.Trial, str, BaseModel]:
     trial = ctx.study.ask()
-    return trial, trial.user_attrs.get("role", "search"), suggest(trial, ctx.spec.search, ctx.n_skips)
+    return trial, trial.user_attrs.get("role", "search"), suggest(trial, ctx.spec, ctx.n_skips)
 
 
 def run_trial(ctx: StudyContext, progress: bool = False) -> tuple[int, str, dict | None, str | None]:
     """One in-process trial: (number, state, last result, failure reason)."""
     trial, role, coeffs = ask(ctx)
     cj, result = coeffs.model_dump_json(), None
-    ladder = evaluate_ladder(ctx.search_task, coeffs, progress=progress)
+    ladder = ctx.ladder(coeffs, trial.number, progress=progress)
     try:
-        for r in ladder:
-            result = r.to_dict()
+        for result in ladder:
             record_rung(ctx, trial, result)
-            if role != "baseline" and trial.should_prune():
+            if role != "baseline" and not ctx.multi_objective and trial.should_prune():
                 break
     except TRIAL_ERRORS as err:
         record_failure(ctx, trial.number, role, cj, f"{type(err).__name__}: {err}")
@@ -217,8 +286,10 @@ def trial_line(ctx: StudyContext, number: int, state: str, result: dict | None, 
         return f"trial {number:3d}  FAIL      {reason}"
     base = baseline_fid(ctx)
     delta = f"{result['fid'] - base:+8.4f}" if base is not None and state == "COMPLETE" else "        "
-    return (f"trial {number:3d}  {state:8s}  N={result['n']:<6d} FID {result['fid']:8.4f}  dFID {delta}  "
-            f"KID {result['kid']:.5f}  {result['wall_s']:5.1f}s")
+    at = f"step {result['step']:<5d}" if "step" in result else ""
+    source = f"  source FID {result['source_fid']:8.4f}" if result.get("source_fid") is not None else ""
+    return (f"trial {number:3d}  {state:8s}  {at}N={result['n']:<6d} FID {result['fid']:8.4f}  dFID {delta}  "
+            f"KID {result['kid']:.5f}{source}  {result['wall_s']:5.1f}s")
 
 
 def prepare(ctx: StudyContext, budget: int, echo=tqdm.write) -> int:
