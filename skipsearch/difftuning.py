@@ -12,9 +12,9 @@ u = v^(1/(s+1)) and u = 1 - v^(1/(s'+1)) with v uniform. s = s' = 0 is uniform i
 fine-tuning's baseline when the bank fraction is 0 too).
 
 One step trains on a mixed batch: a fraction r of bank images (rounded to whole images), the rest from
-the new domain, and minimises mean(L_down) + lambda mean(L_bank) with EDM's per-sample loss. The
-embedded models are unconditional, so the bank is trained exactly as the new data is; a conditional
-model would feed bank images with its null label.
+the new domain, and minimises mean(L_down) + lambda mean(L_bank) with EDM's per-sample loss. With a
+class-conditional model, the new images keep their labels and bank images are trained under the null
+label (unconditionally), as in the official code; with an unconditional model both are unlabelled.
 """
 
 from __future__ import annotations
@@ -103,12 +103,13 @@ def knowledge_bank(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed
 
 
 def diff_tuning_loss(denoiser: EDMPrecond, x_new: torch.Tensor, x_bank: torch.Tensor, w: DiffTuningWeights,
-                     sigma_range: tuple[float, float], generator: torch.Generator) -> torch.Tensor:
-    """mean(L_down) + lambda mean(L_bank), one forward pass over the mixed batch."""
+                     sigma_range: tuple[float, float], generator: torch.Generator,
+                     class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    """mean(L_down) + lambda mean(L_bank), one forward pass over the mixed batch (labels: new, then bank)."""
     u = torch.cat([reconsolidation_quantiles(len(x_new), w.s, generator),
                    retention_quantiles(len(x_bank), w.s_prime, generator)])
     sigma = quantile_to_sigma(u, *sigma_range).to(x_new.device, torch.float32)
-    per_sample = denoising_error(denoiser, torch.cat([x_new, x_bank]), sigma, generator)
+    per_sample = denoising_error(denoiser, torch.cat([x_new, x_bank]), sigma, generator, class_labels)
     loss = per_sample[: len(x_new)].mean()
     if len(x_bank):
         loss = loss + w.lam * per_sample[len(x_new):].mean()
@@ -117,21 +118,30 @@ def diff_tuning_loss(denoiser: EDMPrecond, x_new: torch.Tensor, x_bank: torch.Te
 
 def finetune(denoiser: EDMPrecond, new_images: torch.Tensor, bank: torch.Tensor | None, w: DiffTuningWeights,
              *, batch_size: int, sigma_range: tuple[float, float], seed: int,
-             report_at: tuple[int, ...] = ()) -> Iterator[int]:
+             report_at: tuple[int, ...] = (), new_labels: torch.Tensor | None = None) -> Iterator[int]:
     """Train ``denoiser`` in place; yields the step count at each of ``report_at`` and at the end, with the
     network in eval mode (sample from it there), then trains on. Inputs are float images in [-1, 1] on
-    the model's device; batches are drawn with replacement from a generator seeded by ``seed``."""
+    the model's device; batches are drawn with replacement from a generator seeded by ``seed``. A
+    class-conditional network (``net.num_classes`` > 0) gets ``new_labels`` for the new images (the null
+    label where None) and the null label for the bank."""
     n_bank = w.bank_count(batch_size) if bank is not None and len(bank) else 0
     n_new = batch_size - n_bank
+    null = getattr(denoiser.net, "num_classes", 0)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(denoiser.net.parameters(), lr=w.lr)
     denoiser.requires_grad_(True)
     stops = sorted({s for s in report_at if s < w.steps} | {w.steps})
     for step in range(1, w.steps + 1):
         denoiser.train()
-        x_new = new_images[torch.randint(len(new_images), (n_new,), generator=g)]
+        idx = torch.randint(len(new_images), (n_new,), generator=g)
+        x_new = new_images[idx]
         x_bank = bank[torch.randint(len(bank), (n_bank,), generator=g)] if n_bank else new_images[:0]
-        loss = diff_tuning_loss(denoiser, x_new, x_bank, w, sigma_range, g)
+        labels = None
+        if null:
+            labels = torch.full((batch_size,), null, dtype=torch.long)
+            if new_labels is not None:
+                labels[:n_new] = new_labels[idx]
+        loss = diff_tuning_loss(denoiser, x_new, x_bank, w, sigma_range, g, labels)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"fine-tuning loss is {loss.item()} at step {step} (lr {w.lr:.3g} too high?)")
         opt.zero_grad(set_to_none=True)

@@ -50,6 +50,10 @@ class EvalTask:
     kid_subset_size: int = 100
     device: str = "cpu"
     rungs: tuple[int, ...] = ()  # smaller sample counts reported before n (multi-fidelity)
+    classes: tuple[int, ...] = ()  # class-conditional sampling: seed s draws label classes[s % len(classes)]
+
+    def labels(self, seeds: range) -> list[int] | None:
+        return [self.classes[s % len(self.classes)] for s in seeds] if self.classes else None
 
     @property
     def ladder(self) -> tuple[int, ...]:
@@ -60,7 +64,8 @@ class EvalTask:
 
     @classmethod
     def from_dict(cls, d: dict) -> EvalTask:
-        return cls(**{**d, "sampler": SamplerConfig(**d["sampler"]), "rungs": tuple(d.get("rungs", ()))})
+        return cls(**{**d, "sampler": SamplerConfig(**d["sampler"]), "rungs": tuple(d.get("rungs", ())),
+                      "classes": tuple(d.get("classes", ()))})
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ class Evaluator:
         info = self.loaded.info
         denoiser = watch.timed(self.loaded.denoiser, "network", self.device)
         images = generate(denoiser, seeds, (info.img_channels, info.resolution, info.resolution), task.sampler,
-                          batch_size=task.batch_size, device=self.device, progress=progress)
+                          batch_size=task.batch_size, device=self.device, progress=progress,
+                          labels=task.labels(seeds))
         check_images(images)
         return images
 

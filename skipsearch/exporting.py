@@ -66,10 +66,16 @@ def provenance(store: Store, study: str, row: dict) -> dict:
 
 
 def _diff_tuning_provenance(spec: dict, row: dict, mine) -> dict:
-    """The fine-tuned weights (path and hash), the recipe's data and budget, and the forgetting (source) FID."""
+    """The fine-tuned weights (path and hash), the recipe's data and budget, the labels FIDs were sampled
+    with (class-conditional models), and the forgetting (source) FID."""
+    from skipsearch.finetuning import class_plan
+    from skipsearch.models import load_model
+
+    target_classes, source_classes = class_plan(load_model(row["model_id"]).info, spec["finetune"]["data"])
     weights = None if not row.get("weights_path") else {
         "path": str(Path(row["weights_path"]).resolve()), "sha256_16": row["weights_hash"]}
     return {"weights": weights, "finetune": spec["finetune"],
+            "sampling_classes": {"target": list(target_classes), "source": list(source_classes)},
             "source": {"reference": spec["finetune"]["source_reference"], "fid": row["source_fid"],
                        "kid": row["source_kid"],
                        "heldout_fid": None if mine.empty else float(mine.heldout_source_fid.iloc[0])}}
@@ -134,7 +140,7 @@ def verify(path: str | Path, device: str = "cpu") -> dict:
         sampler, metric, search = SamplerConfig(**p["sampler"]), p["metric"], p["search"]
         task = EvalTask(p["model"]["id"], sampler, metric["extractor"], metric["reference"], search["n"],
                         search["seed_start"], metric["batch_size"], metric["kid_subset_size"], device,
-                        tuple(metric.get("rungs", ())))
+                        tuple(metric.get("rungs", ())), tuple((p.get("sampling_classes") or {}).get("target", ())))
     except (KeyError, TypeError) as err:
         raise UserError(f"{path}: provenance lacks what verify needs ({err})") from None
     ev = build_evaluator(task.model, task.extractor, task.dataset, device)

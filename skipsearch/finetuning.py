@@ -23,6 +23,7 @@ from skipsearch.difftuning import DiffTuningWeights, finetune, knowledge_bank
 from skipsearch.errors import UserError
 from skipsearch.evaluate import EvalTask, Evaluator, evaluator
 from skipsearch.generate import SamplerConfig
+from skipsearch.models import ModelInfo
 from skipsearch.timing import Stopwatch
 
 
@@ -49,19 +50,34 @@ class FinetuneTask:
     train_seed: int
     eval_steps: tuple[int, ...] = ()
 
-    def eval_task(self, dataset: str) -> EvalTask:
+    def eval_task(self, dataset: str, classes: tuple[int, ...] = ()) -> EvalTask:
         return EvalTask(self.model, self.sampler, self.extractor, dataset, self.n, self.seed_start,
-                        self.batch_size, self.kid_subset_size, self.device)
+                        self.batch_size, self.kid_subset_size, self.device, classes=classes)
+
+
+def downstream(name: str, n_images: int | None, seed: int, resolution: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The new domain's training set: a seeded random subset of ``n_images`` (uint8), and its labels
+    where the data set has them."""
+    images, labels = data.load(name, resolution=resolution), data.load_labels(name)
+    if n_images is None:
+        return images, labels
+    if n_images > len(images):
+        raise UserError(f"finetune.n_images is {n_images}, but {name} has only {len(images)} images")
+    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n_images]
+    return images[keep], None if labels is None else labels[keep]
 
 
 def downstream_images(name: str, n_images: int | None, seed: int, resolution: int) -> torch.Tensor:
-    """The new domain's training set: a seeded random subset of ``n_images`` (uint8)."""
-    images = data.load(name, resolution=resolution)
-    if n_images is None:
-        return images
-    if n_images > len(images):
-        raise UserError(f"finetune.n_images is {n_images}, but {name} has only {len(images)} images")
-    return images[torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n_images]]
+    return downstream(name, n_images, seed, resolution)[0]
+
+
+def class_plan(info: ModelInfo, data_name: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Labels to sample with for (target FID, source FID): a class-conditional model draws the new data's
+    classes and its pre-training classes; an unconditional one (or unlabelled data) draws none."""
+    if not info.num_classes:
+        return (), ()
+    labels = data.load_labels(data_name)
+    return (() if labels is None else tuple(sorted(set(labels.tolist())))), tuple(info.classes)
 
 
 def save_weights(state: dict[str, torch.Tensor], path: Path) -> str:
@@ -86,23 +102,26 @@ def finetune_ladder(task: FinetuneTask, w: DiffTuningWeights, save_to: Path | No
             bank = knowledge_bank(pre, task.sampler, task.bank_size, task.bank_seed, task.batch_size, str(dev))
         bank = data.to_model_range(bank).to(dev)
     info = pre.info
-    new = data.to_model_range(downstream_images(task.data, task.n_images, task.data_seed, info.resolution)).to(dev)
+    images, labels = downstream(task.data, task.n_images, task.data_seed, info.resolution)
+    new = data.to_model_range(images).to(dev)
+    target_classes, source_classes = class_plan(info, task.data)
     tuned = copy.deepcopy(pre)
     on_target = Evaluator(tuned, ev_t.extractor, ev_t.reference, dev)
     on_source = Evaluator(tuned, ev_s.extractor, ev_s.reference, dev)
     sigma_range = (task.sampler.sigma_min, task.sampler.sigma_max)
     steps = finetune(tuned.denoiser, new, bank, w, batch_size=task.train_batch, sigma_range=sigma_range,
-                     seed=task.train_seed, report_at=task.eval_steps)
+                     seed=task.train_seed, report_at=task.eval_steps,
+                     new_labels=labels if info.num_classes else None)
     while True:
         with watch.measure("train", dev):
             step = next(steps, None)
         if step is None:
             return
         with watch.measure("evaluation", dev):
-            out = on_target(task.eval_task(task.target), None, progress).to_dict()
+            out = on_target(task.eval_task(task.target, target_classes), None, progress).to_dict()
             out |= {"step": step, "final": step == w.steps}
             if out["final"]:
-                source = on_source(task.eval_task(task.source), None, progress)
+                source = on_source(task.eval_task(task.source, source_classes), None, progress)
                 out |= {"source_fid": source.fid, "source_kid": source.kid}
         if out["final"] and save_to is not None:
             digest = save_weights(tuned.denoiser.net.state_dict(), save_to)

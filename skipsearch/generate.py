@@ -6,6 +6,7 @@ of a study sees the same noise (common random numbers).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,17 +39,23 @@ def latents(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-def generate(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seeds: Sequence[int],
+def generate(denoiser: Callable[..., torch.Tensor], seeds: Sequence[int],
              shape: tuple[int, ...], sampler: SamplerConfig, *, batch_size: int = 500,
-             device: torch.device | str = "cpu", progress: bool = False) -> torch.Tensor:
-    """uint8 images (N, C, H, W) for the given seeds."""
+             device: torch.device | str = "cpu", progress: bool = False,
+             labels: Sequence[int] | None = None) -> torch.Tensor:
+    """uint8 images (N, C, H, W) for the given seeds; ``labels`` (one per seed) for a class-conditional
+    model, else its null label (the unconditional model)."""
     device = torch.device(device)
     sigmas, fn = sampler.sigmas(), get_sampler(sampler.name)
     out = []
     steps = range(0, len(seeds), batch_size)
     for start in tqdm(steps, desc="sampling", disable=None if progress else True, leave=False):
         x = latents(seeds[start : start + batch_size], shape).to(device) * float(sigmas[0])
-        x = fn(denoiser, x, sigmas.to(device))
+        net = denoiser
+        if labels is not None:
+            y = torch.as_tensor(list(labels[start : start + batch_size]), dtype=torch.long, device=device)
+            net = functools.partial(denoiser, class_labels=y)
+        x = fn(net, x, sigmas.to(device))
         if not torch.isfinite(x).all():
             raise FloatingPointError(f"non-finite values in samples {start}..{start + len(x) - 1} (NaN or inf)")
         out.append(to_uint8(x).cpu())

@@ -18,7 +18,7 @@ DIGITS_UNET_CONFIG = {"channels": (16, 32, 64), "emb_channels": 64, "resolution"
 # The Diff-Tuning demo's pre-trained model: the same UNet trained on digits 0-4 only; 5-9 are its new domain.
 SOURCE_CLASSES, TARGET_CLASSES = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
 SOURCE_UNET_WEIGHTS = "digits04_unet.pt"
-SOURCE_UNET_CONFIG = DIGITS_UNET_CONFIG | {"train_steps": 5000}
+SOURCE_UNET_CONFIG = DIGITS_UNET_CONFIG | {"train_steps": 5000, "num_classes": 10, "label_dropout": 0.1}
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,8 @@ class ModelInfo:
     resolution: int
     n_skips: int
     reference: str  # the data set the model was trained on, the FID reference by default
+    num_classes: int = 0  # > 0: class-conditional, with label num_classes as the null (unconditional) label
+    classes: tuple[int, ...] = ()  # the labels it was trained on (a conditional model's source classes)
 
 
 @dataclass
@@ -43,19 +45,21 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
 
 
-def build_digits_unet() -> EDMPrecond:
+def build_digits_unet(num_classes: int = 0) -> EDMPrecond:
     cfg = DIGITS_UNET_CONFIG
-    return EDMPrecond(SkipUNet(1, cfg["channels"], cfg["emb_channels"]))
+    return EDMPrecond(SkipUNet(1, cfg["channels"], cfg["emb_channels"], num_classes))
 
 
-def _shipped(model_id: str, denoiser: EDMPrecond, weights: str, config: dict, reference: str) -> LoadedModel:
+def _shipped(model_id: str, denoiser: EDMPrecond, weights: str, config: dict, reference: str,
+             classes: tuple[int, ...] = ()) -> LoadedModel:
     """Load weights shipped in skipsearch/weights (fp32 or fp16 on disk) safely, with their hash."""
     with resources.as_file(resources.files("skipsearch.weights") / weights) as path:
         state = torch.load(path, map_location="cpu", weights_only=True)
         digest = file_hash(path)
     denoiser.net.load_state_dict({k: v.float() for k, v in state.items()})
     denoiser.eval().requires_grad_(False)
-    info = ModelInfo(model_id, digest, 1, config["resolution"], len(config["channels"]), reference)
+    info = ModelInfo(model_id, digest, 1, config["resolution"], len(config["channels"]), reference,
+                     config.get("num_classes", 0), classes)
     return LoadedModel(denoiser, info)
 
 
@@ -64,8 +68,10 @@ def _embedded_digits() -> LoadedModel:
 
 
 def _digits_0to4() -> LoadedModel:
-    """The Diff-Tuning demo's pre-trained model: the embedded UNet trained on digits 0-4 only."""
-    return _shipped("digits-0to4", build_digits_unet(), SOURCE_UNET_WEIGHTS, SOURCE_UNET_CONFIG, "digits-0to4")
+    """The Diff-Tuning demo's pre-trained model: the embedded UNet, class-conditional over the 10 digit labels
+    (plus the null label), trained on digits 0-4 only; labels 5-9 are untrained until fine-tuning."""
+    return _shipped("digits-0to4", build_digits_unet(SOURCE_UNET_CONFIG["num_classes"]), SOURCE_UNET_WEIGHTS,
+                    SOURCE_UNET_CONFIG, "digits-0to4", SOURCE_CLASSES)
 
 
 def _fashion_mnist_unet() -> LoadedModel:

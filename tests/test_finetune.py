@@ -10,7 +10,7 @@ import torch
 
 from skipsearch import data
 from skipsearch.difftuning import DiffTuningWeights, diff_tuning_loss, finetune, quantile_to_sigma
-from skipsearch.finetuning import downstream_images
+from skipsearch.finetuning import downstream, downstream_images
 
 SIGMAS = (0.002, 80.0)
 
@@ -99,3 +99,42 @@ def test_downstream_subset_is_seeded_and_checked():
 
     with pytest.raises(UserError, match="has only 896 images"):
         downstream_images("digits-5to9", 5000, 0, 16)
+
+
+def test_conditional_model_trains_new_images_with_their_labels_and_the_bank_with_the_null_label(source_model):
+    model = copy.deepcopy(source_model.denoiser)
+    assert model.net.num_classes == 10 and source_model.info.classes == (0, 1, 2, 3, 4)
+    images, labels = downstream("digits-5to9", 40, 0, 16)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[2].clone()))
+    w = DiffTuningWeights(s=1, s_prime=1, r=0.25, lam=0.1, lr=1e-6, steps=4)
+    list(finetune(model, data.to_model_range(images), data.to_model_range(images), w, batch_size=16,
+                  sigma_range=SIGMAS, seed=0, new_labels=labels))
+    for y in seen:
+        assert set(y[:12].tolist()) <= {5, 6, 7, 8, 9} and (y[12:] == 10).all()
+
+
+def test_unconditional_model_gets_no_labels(new_images):
+    from skipsearch.models import load_model
+
+    model = copy.deepcopy(load_model("embedded-digits").denoiser)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(args[2]))
+    w = DiffTuningWeights(s=1, s_prime=1, r=0.25, lam=0.1, lr=1e-6, steps=2)
+    list(finetune(model, new_images, new_images, w, batch_size=8, sigma_range=SIGMAS, seed=0,
+                  new_labels=torch.zeros(len(new_images), dtype=torch.long)))
+    assert seen == [None, None] and model.net.num_classes == 0
+
+
+def test_sampling_labels_follow_the_seed(source_model):
+    from skipsearch.evaluate import EvalTask
+    from skipsearch.generate import SamplerConfig, generate
+
+    task = EvalTask("digits-0to4", SamplerConfig("euler", 3), "skipsearch-digits", "digits-5to9", 8, 100,
+                    classes=(5, 6, 7, 8, 9))
+    assert task.labels(range(100, 104)) == [5, 6, 7, 8]  # seed s draws classes[s % 5]
+    shape = (1, 16, 16)
+    as_five = generate(source_model.denoiser, [7, 8], shape, SamplerConfig("euler", 3), labels=[0, 0])
+    as_null = generate(source_model.denoiser, [7, 8], shape, SamplerConfig("euler", 3))
+    again = generate(source_model.denoiser, [7, 8], shape, SamplerConfig("euler", 3), labels=[0, 0])
+    assert torch.equal(as_five, again) and not torch.equal(as_five, as_null)
