@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
 import torch
 from pydantic import BaseModel
 from torch import nn
@@ -59,7 +60,10 @@ def provenance(store: Store, study: str, row: dict) -> dict:
         "confirmation": None if mine.empty else {
             "n": int(mine.n.iloc[0]), "heldout_fid": float(mine.heldout_fid.iloc[0]),
             "delta_fid": float(mine.delta_fid.iloc[0]), "delta_fid_std": float(mine.delta_fid_std.iloc[0]),
-            "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)} for r in conf.itertuples()]},
+            "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)}
+                          | ({} if pd.isna(r.train_seed) else {"train_seed": int(r.train_seed),
+                                                                "source_fid": float(r.source_fid)})
+                          for r in conf.itertuples()]},
         "versions": json.loads(row["versions_json"]),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     } | (_diff_tuning_provenance(spec, row, mine) if spec.get("kind") == "diff_tuning" else {})
