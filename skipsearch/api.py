@@ -10,7 +10,6 @@ import pandas as pd
 from skipsearch import confirm as _confirm
 from skipsearch import exporting as _export
 from skipsearch import study as _study
-from skipsearch.errors import UserError
 from skipsearch.spec import Spec, load_spec
 from skipsearch.storage import Store
 from skipsearch.tune import Placement
@@ -40,8 +39,6 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     ctx = _study.open_study(spec, storage)
     budget = trials or spec.search.trials
-    if placement is not None and ctx.diff_tuning:
-        raise UserError("diff_tuning studies run in this process for now; drop --workers/--address")
     if placement is None:
         _study.search(ctx, budget)
     else:

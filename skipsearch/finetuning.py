@@ -13,7 +13,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -49,6 +49,13 @@ class FinetuneTask:
     bank_seed: int
     train_seed: int
     eval_steps: tuple[int, ...] = ()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FinetuneTask:
+        return cls(**{**d, "sampler": SamplerConfig(**d["sampler"]), "eval_steps": tuple(d["eval_steps"])})
 
     def eval_task(self, dataset: str, classes: tuple[int, ...] = ()) -> EvalTask:
         return EvalTask(self.model, self.sampler, self.extractor, dataset, self.n, self.seed_start,

@@ -81,9 +81,12 @@ class StudyContext:
             return _as_dicts(evaluate_ladder(self.search_task, coefficients, progress=progress))
         from skipsearch.finetuning import finetune_ladder
 
+        return finetune_ladder(self.search_finetune_task, coefficients, self.weights_file(number), progress)
+
+    @property
+    def search_finetune_task(self):
         f = self.spec.finetune
-        task = self.finetune_task(self.spec.metric.n, self.spec.metric.seed, f.seed, f.eval_steps)
-        return finetune_ladder(task, coefficients, self.weights_file(number), progress)
+        return self.finetune_task(self.spec.metric.n, self.spec.metric.seed, f.seed, f.eval_steps)
 
     @property
     def n_skips(self) -> int:

@@ -33,25 +33,43 @@ class Placement:
 
 
 def worker_trial(config: dict) -> None:
-    """Runs on a Ray worker: evaluate the ladder and report each rung; never touches the database."""
+    """Runs on a Ray worker: evaluate the ladder and report each rung; never touches the database.
+
+    The rung is ``samples`` (N) for Skip-Tuning and ``step`` (fine-tuning steps) for Diff-Tuning; both are
+    reported under ``progress``, the scheduler's time attribute. A Diff-Tuning worker writes its fine-tuned
+    weights to the path the driver chose (a filesystem the driver can read: local Ray or a shared disk).
+    """
     import torch
     from ray import tune
 
     from skipsearch.evaluate import TRIAL_ERRORS, EvalTask, evaluate_ladder
-    from skipsearch.skip import parse_coefficients
 
-    task = EvalTask.from_dict(config["task"])
     started = time.time()
     where = {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
              "torch_threads": torch.get_num_threads(), "started": started}
-    n = task.ladder[0]
+    if config.get("kind") == "diff_tuning":
+        from pathlib import Path
+
+        from skipsearch.difftuning import DiffTuningWeights
+        from skipsearch.finetuning import FinetuneTask, finetune_ladder
+
+        task = FinetuneTask.from_dict(config["task"])
+        ladder = finetune_ladder(task, DiffTuningWeights.model_validate_json(config["coefficients"]),
+                                 Path(config["weights_path"]))
+        progress = 0
+    else:
+        from skipsearch.skip import parse_coefficients
+
+        task = EvalTask.from_dict(config["task"])
+        ladder = (r.to_dict() for r in evaluate_ladder(task, parse_coefficients(config["coefficients"])))
+        progress = task.ladder[0]
     try:
-        for r in evaluate_ladder(task, parse_coefficients(config["coefficients"])):
-            n = r.n
-            tune.report({**r.to_dict(), **where, "samples": r.n, "finished": time.time()})
+        for r in ladder:
+            progress = r.get("step", r["n"])
+            tune.report({**r, **where, "samples": r["n"], "progress": progress, "finished": time.time()})
     except TRIAL_ERRORS as err:  # the trial's own fault: report it, so it is recorded as FAIL, not retried
-        tune.report({"fid": float("inf"), "samples": n, "failed": f"{type(err).__name__}: {err}", **where,
-                     "finished": time.time()})
+        tune.report({"fid": float("inf"), "samples": progress, "progress": progress,
+                     "failed": f"{type(err).__name__}: {err}", **where, "finished": time.time()})
 
 
 def _searcher_class():
@@ -85,13 +103,17 @@ def _searcher_class():
             self.remaining -= 1
             trial, role, coeffs = ask(self.ctx)
             self.live[trial_id] = (trial, role, coeffs.model_dump_json(), None)
-            return {"task": self.ctx.search_task.to_dict(), "coefficients": coeffs.model_dump_json(),
-                    "number": trial.number, "role": role}
+            config = {"task": self.ctx.search_task.to_dict(), "coefficients": coeffs.model_dump_json(),
+                      "number": trial.number, "role": role, "kind": self.ctx.spec.kind}
+            if self.ctx.diff_tuning:
+                config |= {"task": self.ctx.search_finetune_task.to_dict(),
+                           "weights_path": str(self.ctx.weights_file(trial.number))}
+            return config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             trial, role, cj, last = self.live[trial_id]
             self.live[trial_id] = (trial, role, cj, result)
-            if "failed" not in result and (last is None or last["n"] != result["n"]):
+            if "failed" not in result and (last is None or last["progress"] != result["progress"]):
                 record_rung(self.ctx, trial, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -138,24 +160,36 @@ def _error_callback(searcher):
     return RecordErrors()
 
 
-def _scheduler(ctx: StudyContext):
-    """ASHA on the spec's rungs (time attribute: samples so far), except that the baseline always finishes:
-    every trial's dFID is measured against it at the top rung."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+def _keeping_baseline(scheduler_class, top: int):
+    """The baseline always finishes: every trial's dFID is measured against it at the top rung."""
+    from ray.tune.schedulers import TrialScheduler
 
-    m = ctx.spec.metric
-    if not m.rungs:
-        return FIFOScheduler()
-
-    class BaselineKeepingASHA(ASHAScheduler):
+    class BaselineKeeping(scheduler_class):
         def on_trial_result(self, tune_controller, trial, result: dict) -> str:
             action = super().on_trial_result(tune_controller, trial, result)
-            if trial.config.get("role") == "baseline" and result.get("samples", 0) < m.n:
+            if trial.config.get("role") == "baseline" and result.get("progress", 0) < top:
                 return TrialScheduler.CONTINUE
             return action
 
-    return BaselineKeepingASHA(time_attr="samples", max_t=m.n, grace_period=m.rungs[0],
-                               reduction_factor=m.reduction_factor)
+    return BaselineKeeping
+
+
+def _scheduler(ctx: StudyContext):
+    """ASHA on the spec's sample rungs (time attribute: samples so far) for Skip-Tuning. For Diff-Tuning,
+    the median stopping rule on fine-tuning steps, as the in-process MedianPruner; none with two objectives."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    if ctx.diff_tuning:
+        f = ctx.spec.finetune
+        if not f.eval_steps or ctx.multi_objective:
+            return FIFOScheduler()
+        return _keeping_baseline(MedianStoppingRule, f.steps)(time_attr="progress", grace_period=f.eval_steps[0],
+                                                              min_samples_required=5, hard_stop=True)
+    m = ctx.spec.metric
+    if not m.rungs:
+        return FIFOScheduler()
+    return _keeping_baseline(ASHAScheduler, m.n)(time_attr="progress", max_t=m.n, grace_period=m.rungs[0],
+                                                 reduction_factor=m.reduction_factor)
 
 
 def _init_ray(placement: Placement) -> bool:

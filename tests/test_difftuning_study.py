@@ -135,13 +135,6 @@ def test_multi_objective_study_shows_the_pareto_front(tmp_path):
     assert [p["trial"] for p in front] == list(result.pareto.trial_number)
 
 
-def test_ray_placement_is_refused_with_a_message(tmp_path):
-    path = tmp_path / "dt.yaml"
-    path.write_text(yaml.safe_dump(tiny_dt_spec_dict("dtray")))
-    proc = cli("run", str(path), "--storage", f"sqlite:///{tmp_path / 'x.db'}", "--workers", "2", cwd=tmp_path)
-    assert proc.returncode == 2 and "run in this process" in proc.stderr and "Traceback" not in proc.stderr
-
-
 BAD = [
     ({"search": {"r_range": [0.0, 1.5]}}, "search", "bank fraction must stay below 1"),
     ({"search": {"s_range": [0.5, 2.0]}}, "search", "must start at 0"),

@@ -98,3 +98,26 @@ def test_kill_minus_9_then_resume_loses_no_completed_trial(tmp_path, ray_address
     assert summary["evaluated"] == 8  # the budget counts evaluated trials, not ones killed in flight
     for r in rounds:  # every trial completed at any kill is still there, with the same value
         assert all(summary["values"].get(n) == v for n, v in r["values"].items())
+
+
+def test_diff_tuning_trials_run_on_ray_workers(tmp_path):
+    """Fine-tuning trials on 2 workers: weights written where the driver said, every state consistent."""
+    from conftest import tiny_dt_spec_dict
+
+    url = f"sqlite:///{tmp_path / 'dt.db'}"
+    spec = parse_spec(tiny_dt_spec_dict("dtray", weights_dir=str(tmp_path / "w"), search={"trials": 8},
+                                        confirm={"top_k": 1}))
+    result = skipsearch.run(spec, storage=url, placement=Placement(workers=2, cpus_per_trial=1.0))
+    study = optuna.load_study(study_name="dtray", storage=url)
+    ours = result.trials.set_index("trial_number")
+    assert len(study.trials) == 8 and study.trials[0].state == optuna.trial.TrialState.COMPLETE
+    steps = Store(url).steps_frame("dtray")
+    for t in study.trials:
+        assert ours.loc[t.number].state == t.state.name
+        mine = steps[steps.trial_number == t.number]
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert sorted(t.intermediate_values) == [3, 6] and list(mine.step) == [3, 6]
+            assert Path(ours.loc[t.number].weights_path).is_file() and ours.loc[t.number].source_fid > 0
+        else:
+            assert t.state == optuna.trial.TrialState.PRUNED and sorted(t.intermediate_values) == [3]
+    assert result.winner is not None and set(result.confirmation.role) == {"baseline", "search"}
