@@ -96,7 +96,7 @@ def knowledge_bank(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed
     info = loaded.info
     images = generate(loaded.denoiser, range(seed, seed + count), (info.img_channels, info.resolution,
                       info.resolution), sampler, batch_size=batch_size, device=device, progress=True)
-    tmp = path.removesuffix(".npz") + ".tmp.npz"
+    tmp = path.removesuffix(".npz") + f".{os.getpid()}.tmp.npz"  # one per process: Ray workers may race here
     np.savez(tmp, images=images.numpy())
     os.replace(tmp, path)
     return images

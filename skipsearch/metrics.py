@@ -118,7 +118,7 @@ def reference(images: torch.Tensor, extractor: FeatureExtractor, *, cache: bool 
     else:
         feats = extractor(images, progress=True)
         if cache:
-            tmp = path.with_suffix(".tmp.npz")
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # one per process: Ray workers may race here
             np.savez(tmp, features=feats.numpy())
             os.replace(tmp, path)
     return Reference(key, feats, statistics(feats))

@@ -82,6 +82,7 @@ def _searcher_class():
             super().__init__(metric="fid", mode="min")
             self.ctx, self.remaining, self.echo = ctx, todo, echo
             self.live: dict[str, tuple] = {}
+            self.recorded: dict[str, set] = {}  # rungs already written, so a retried trial never writes twice
             self.results: list[dict] = []
             self.bar = tqdm(total=todo, desc=f"study {ctx.spec.name}", unit="trial", file=sys.stderr,
                             disable=None)
@@ -111,9 +112,11 @@ def _searcher_class():
             return config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            trial, role, cj, last = self.live[trial_id]
+            trial, role, cj, _ = self.live[trial_id]
             self.live[trial_id] = (trial, role, cj, result)
-            if "failed" not in result and (last is None or last["progress"] != result["progress"]):
+            done = self.recorded.setdefault(trial_id, set())
+            if "failed" not in result and result["progress"] not in done:
+                done.add(result["progress"])
                 record_rung(self.ctx, trial, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -122,6 +125,7 @@ def _searcher_class():
             if result and "fid" in result:  # a result that stopped the trial reaches only this call
                 self.on_trial_result(trial_id, result)
             trial, role, cj, last = self.live.pop(trial_id)
+            self.recorded.pop(trial_id, None)
             if last is None or "failed" in last:
                 reason = last["failed"] if last else "the trial ended without reporting a result"
                 self.fail_number(trial.number, role, cj, reason)
@@ -151,6 +155,11 @@ def _error_callback(searcher):
 
     class RecordErrors(Callback):
         """A trial that errored past its retries: record Ray's error text as the FAIL reason."""
+
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            text = str(trial.get_error() or "no error text from Ray").strip().splitlines()
+            searcher.echo(f"Ray trial {trial.config.get('number', trial.trial_id)}: its worker failed "
+                          f"({text[-1] if text else ''}); retrying it")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             text = trial.get_error() or "the trial's worker failed (no error text from Ray)"
