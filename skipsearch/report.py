@@ -12,6 +12,8 @@ from rich.table import Table
 def describe(coefficients_json: str) -> str:
     c = json.loads(coefficients_json)
     family = c.pop("family")
+    if family == "diff_tuning" and c["s"] == 0 and c["r"] == 0:  # s' and lambda do nothing without a bank
+        return f"plain fine-tuning: lr={c['lr']:.4g} steps={c['steps']}"
     parts = [f"{k}={tuple(round(x, 3) for x in v)}" if isinstance(v, list) else f"{k}={v:.4g}" for k, v in c.items()]
     return f"{family}: " + " ".join(parts)
 
