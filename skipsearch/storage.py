@@ -32,11 +32,22 @@ studies = Table(
     Column("winner_trial", Integer, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
-trials = Table(
-    "skipsearch_trials", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("study_name", String(256), nullable=False),
-    Column("trial_number", Integer, nullable=False),
+
+
+def _per_trial(name: str, *columns: Column, key: tuple[str, ...] = ()) -> Table:
+    """A table of rows about a study's trials: an id, the study and trial number, the given columns, a
+    creation time, and one row per (study, trial, *key)."""
+    return Table(name, metadata,
+                 Column("id", Integer, primary_key=True, autoincrement=True),
+                 Column("study_name", String(256), nullable=False),
+                 Column("trial_number", Integer, nullable=False),
+                 *columns,
+                 Column("created_at", DateTime(timezone=True), nullable=False),
+                 UniqueConstraint("study_name", "trial_number", *key))
+
+
+trials = _per_trial(
+    "skipsearch_trials",
     Column("role", String(16), nullable=False),
     Column("state", String(16), nullable=False),
     Column("coefficients_json", Text, nullable=False),
@@ -47,47 +58,33 @@ trials = Table(
     Column("extractor", String(128), nullable=False), Column("ref_hash", String(64)),
     Column("versions_json", Text, nullable=False),
     Column("wall_s", Float), Column("error", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
     Column("source_fid", Float), Column("source_kid", Float),  # Diff-Tuning: FID on the pre-training domain
     Column("weights_path", Text), Column("weights_hash", String(64)),  # Diff-Tuning: the fine-tuned state dict
-    UniqueConstraint("study_name", "trial_number"),
 )
-steps = Table(  # Diff-Tuning's multi-fidelity: target FID at intermediate fine-tuning steps
-    "skipsearch_steps", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("study_name", String(256), nullable=False),
-    Column("trial_number", Integer, nullable=False),
+steps = _per_trial(  # Diff-Tuning's multi-fidelity: target FID at intermediate fine-tuning steps
+    "skipsearch_steps",
     Column("step", Integer, nullable=False), Column("n", Integer, nullable=False),
     Column("fid", Float, nullable=False), Column("kid", Float),
     Column("source_fid", Float), Column("source_kid", Float),
     Column("wall_s", Float),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("study_name", "trial_number", "step"),
+    key=("step",),
 )
-rungs = Table(
-    "skipsearch_rungs", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("study_name", String(256), nullable=False),
-    Column("trial_number", Integer, nullable=False),
+rungs = _per_trial(
+    "skipsearch_rungs",
     Column("n", Integer, nullable=False),
     Column("fid", Float, nullable=False), Column("kid", Float),
     Column("wall_s", Float),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    UniqueConstraint("study_name", "trial_number", "n"),
+    key=("n",),
 )
-confirmations = Table(
-    "skipsearch_confirmations", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("study_name", String(256), nullable=False),
-    Column("trial_number", Integer, nullable=False),
+confirmations = _per_trial(
+    "skipsearch_confirmations",
     Column("seed_set", Integer, nullable=False),
     Column("seed_start", Integer, nullable=False), Column("n", Integer, nullable=False),
     Column("fid", Float, nullable=False), Column("kid", Float), Column("kid_std", Float),
     Column("extractor", String(128), nullable=False), Column("ref_hash", String(64)),
     Column("wall_s", Float),
-    Column("created_at", DateTime(timezone=True), nullable=False),
     Column("source_fid", Float), Column("source_kid", Float), Column("train_seed", Integer),
-    UniqueConstraint("study_name", "trial_number", "seed_set", "n"),
+    key=("seed_set", "n"),
 )
 
 
