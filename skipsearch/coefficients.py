@@ -7,10 +7,9 @@ from typing import Annotated, Union
 from pydantic import BaseModel, Field, TypeAdapter
 
 from skipsearch.difftuning import DiffTuningWeights
-from skipsearch.skip import LinearSkip, PerLevelSkip, TimeWindowSkip
+from skipsearch.skip import SkipSchedule
 
-Coefficients = Annotated[Union[LinearSkip, PerLevelSkip, TimeWindowSkip, DiffTuningWeights],
-                         Field(discriminator="family")]
+Coefficients = Annotated[Union[SkipSchedule, DiffTuningWeights], Field(discriminator="family")]
 ADAPTER = TypeAdapter(Coefficients)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
 
 
 class _Schedule(BaseModel):
@@ -95,10 +95,4 @@ class TimeWindowSkip(_Schedule):
 
 
 SkipSchedule = Annotated[Union[LinearSkip, PerLevelSkip, TimeWindowSkip], Field(discriminator="family")]
-FAMILIES = ("linear", "per_level", "time_window")
-_ADAPTER = TypeAdapter(SkipSchedule)
-
-
-def parse_coefficients(text: str) -> _Schedule:
-    """Coefficients from their JSON form (as stored in the database and sent to workers)."""
-    return _ADAPTER.validate_json(text)
+FAMILIES = ("linear", "per_level", "time_window")  # parsing from JSON: skipsearch.coefficients.parse

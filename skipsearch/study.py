@@ -75,18 +75,17 @@ class StudyContext:
         """What Optuna is told: target FID, or (target FID, source FID) in a multi-objective study."""
         return [fid, source_fid] if self.multi_objective else fid
 
-    def ladder(self, coefficients: BaseModel, number: int, progress: bool = False) -> Iterator:
-        """A trial's results, one per rung: sample counts (Skip-Tuning) or fine-tuning steps (Diff-Tuning)."""
-        if not self.diff_tuning:
-            return _as_dicts(evaluate_ladder(self.search_task, coefficients, progress=progress))
-        from skipsearch.finetuning import finetune_ladder
-
-        return finetune_ladder(self.search_finetune_task, coefficients, self.weights_file(number), progress)
-
     @property
-    def search_finetune_task(self):
+    def trial_task(self):
+        """What a search trial runs: an EvalTask (Skip-Tuning) or a FinetuneTask (Diff-Tuning)."""
+        if not self.diff_tuning:
+            return self.search_task
         f = self.spec.finetune
         return self.finetune_task(self.spec.metric.n, self.spec.metric.seed, f.seed, f.eval_steps)
+
+    def weights_path(self, number: int) -> Path | None:
+        """Where trial ``number`` saves fine-tuned weights (Diff-Tuning only)."""
+        return self.weights_file(number) if self.diff_tuning else None
 
     @property
     def n_skips(self) -> int:
@@ -96,7 +95,16 @@ class StudyContext:
         return evaluator(t.model, t.extractor, t.dataset, t.device).loaded.info.n_skips
 
 
-def _as_dicts(ladder: Iterator) -> Iterator[dict]:
+def trial_ladder(task, coefficients: BaseModel, weights_path: Path | None = None,
+                 progress: bool = False) -> Iterator[dict]:
+    """A trial's results as dicts, one per rung: sample counts for an EvalTask (Skip-Tuning), fine-tuning
+    steps for a FinetuneTask (Diff-Tuning). The one path for in-process and Ray trials."""
+    from skipsearch.finetuning import FinetuneTask, finetune_ladder
+
+    if isinstance(task, FinetuneTask):
+        yield from finetune_ladder(task, coefficients, weights_path, progress)
+        return
+    ladder = evaluate_ladder(task, coefficients, progress=progress)
     try:
         for result in ladder:
             yield result.to_dict()
@@ -190,9 +198,10 @@ def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: 
                            delta_fid=delta, model_hash=result["model_hash"], ref_hash=result["ref_hash"],
                            wall_s=result["wall_s"], **{k: result.get(k) for k in DIFF_TUNING_COLUMNS})
     if state == "COMPLETE":
-        ctx.storage.set_trial_user_attr(_trial_id(ctx, number), "delta_fid", delta)
+        trial_id = _trial_id(ctx, number)
+        ctx.storage.set_trial_user_attr(trial_id, "delta_fid", delta)
         if result.get("weights_path"):
-            ctx.storage.set_trial_user_attr(_trial_id(ctx, number), "weights_path", result["weights_path"])
+            ctx.storage.set_trial_user_attr(trial_id, "weights_path", result["weights_path"])
         ctx.study.tell(number, ctx.values(result["fid"], result.get("source_fid")))
         if role == "baseline":  # trials that finished before the baseline (in parallel) get their dFID now;
             ctx.store.fill_missing_deltas(ctx.spec.name, result["fid"])  # finished Optuna trials are read-only
@@ -260,7 +269,7 @@ def run_trial(ctx: StudyContext, progress: bool = False) -> tuple[int, str, dict
     """One in-process trial: (number, state, last result, failure reason)."""
     trial, role, coeffs = ask(ctx)
     cj, result = coeffs.model_dump_json(), None
-    ladder = ctx.ladder(coeffs, trial.number, progress=progress)
+    ladder = trial_ladder(ctx.trial_task, coeffs, ctx.weights_path(trial.number), progress)
     try:
         for result in ladder:
             record_rung(ctx, trial, result)

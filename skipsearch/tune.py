@@ -42,27 +42,21 @@ def worker_trial(config: dict) -> None:
     import torch
     from ray import tune
 
-    from skipsearch.evaluate import TRIAL_ERRORS, EvalTask, evaluate_ladder
+    from pathlib import Path
+
+    from skipsearch import coefficients
+    from skipsearch.evaluate import TRIAL_ERRORS, EvalTask
+    from skipsearch.finetuning import FinetuneTask
+    from skipsearch.study import trial_ladder
 
     started = time.time()
     where = {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
              "torch_threads": torch.get_num_threads(), "started": started}
-    if config.get("kind") == "diff_tuning":
-        from pathlib import Path
-
-        from skipsearch.difftuning import DiffTuningWeights
-        from skipsearch.finetuning import FinetuneTask, finetune_ladder
-
-        task = FinetuneTask.from_dict(config["task"])
-        ladder = finetune_ladder(task, DiffTuningWeights.model_validate_json(config["coefficients"]),
-                                 Path(config["weights_path"]))
-        progress = 0
-    else:
-        from skipsearch.skip import parse_coefficients
-
-        task = EvalTask.from_dict(config["task"])
-        ladder = (r.to_dict() for r in evaluate_ladder(task, parse_coefficients(config["coefficients"])))
-        progress = task.ladder[0]
+    diff_tuning = config.get("kind") == "diff_tuning"
+    task = (FinetuneTask if diff_tuning else EvalTask).from_dict(config["task"])
+    weights_path = Path(config["weights_path"]) if config.get("weights_path") else None
+    ladder = trial_ladder(task, coefficients.parse(config["coefficients"]), weights_path)
+    progress = 0 if diff_tuning else task.ladder[0]
     try:
         for r in ladder:
             progress = r.get("step", r["n"])
@@ -104,12 +98,10 @@ def _searcher_class():
             self.remaining -= 1
             trial, role, coeffs = ask(self.ctx)
             self.live[trial_id] = (trial, role, coeffs.model_dump_json(), None)
-            config = {"task": self.ctx.search_task.to_dict(), "coefficients": coeffs.model_dump_json(),
-                      "number": trial.number, "role": role, "kind": self.ctx.spec.kind}
-            if self.ctx.diff_tuning:
-                config |= {"task": self.ctx.search_finetune_task.to_dict(),
-                           "weights_path": str(self.ctx.weights_file(trial.number))}
-            return config
+            weights_path = self.ctx.weights_path(trial.number)
+            return {"task": self.ctx.trial_task.to_dict(), "coefficients": coeffs.model_dump_json(),
+                    "number": trial.number, "role": role, "kind": self.ctx.spec.kind,
+                    "weights_path": None if weights_path is None else str(weights_path)}
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             trial, role, cj, _ = self.live[trial_id]
