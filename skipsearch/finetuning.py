@@ -117,8 +117,7 @@ def finetune_ladder(task: FinetuneTask, w: DiffTuningWeights, save_to: Path | No
     on_source = Evaluator(tuned, ev_s.extractor, ev_s.reference, dev)
     sigma_range = (task.sampler.sigma_min, task.sampler.sigma_max)
     steps = finetune(tuned.denoiser, new, bank, w, batch_size=task.train_batch, sigma_range=sigma_range,
-                     seed=task.train_seed, report_at=task.eval_steps,
-                     new_labels=labels if info.num_classes else None)
+                     seed=task.train_seed, report_at=task.eval_steps, new_labels=labels)
     while True:
         with watch.measure("train", dev):
             step = next(steps, None)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 
+from skipsearch.data import DIGIT_SUBSETS
 from skipsearch.errors import UserError
 from skipsearch.networks import EDMPrecond, SkipUNet
 
 DIGITS_UNET_WEIGHTS = "digits_unet.pt"
 DIGITS_UNET_CONFIG = {"channels": (16, 32, 64), "emb_channels": 64, "resolution": 16, "train_steps": 12000}
 # The Diff-Tuning demo's pre-trained model: the same UNet trained on digits 0-4 only; 5-9 are its new domain.
-SOURCE_CLASSES, TARGET_CLASSES = (0, 1, 2, 3, 4), (5, 6, 7, 8, 9)
+SOURCE_CLASSES = DIGIT_SUBSETS["digits-0to4"]
 SOURCE_UNET_WEIGHTS = "digits04_unet.pt"
 SOURCE_UNET_CONFIG = DIGITS_UNET_CONFIG | {"train_steps": 5000, "num_classes": 10, "label_dropout": 0.1}
 

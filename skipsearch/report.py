@@ -8,11 +8,13 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from skipsearch.difftuning import DiffTuningWeights
+
 
 def describe(coefficients_json: str) -> str:
     c = json.loads(coefficients_json)
     family = c.pop("family")
-    if family == "diff_tuning" and c["s"] == 0 and c["r"] == 0:  # s' and lambda do nothing without a bank
+    if family == "diff_tuning" and DiffTuningWeights(**c).is_plain():  # s' and lambda do nothing then
         return f"plain fine-tuning: lr={c['lr']:.4g} steps={c['steps']}"
     parts = [f"{k}={tuple(round(x, 3) for x in v)}" if isinstance(v, list) else f"{k}={v:.4g}" for k, v in c.items()]
     return f"{family}: " + " ".join(parts)

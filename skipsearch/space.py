@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 from pydantic import BaseModel
 
-from skipsearch.difftuning import PLAIN, DiffTuningWeights
+from skipsearch.difftuning import DiffTuningWeights
 from skipsearch.skip import LinearSkip, PerLevelSkip, TimeWindowSkip, _Schedule
 from skipsearch.spec import DiffSearchSpec, DiffTuningSpec, SearchSpec, Spec
 
@@ -23,14 +23,18 @@ def suggest(trial: optuna.trial.BaseTrial, spec: Spec, n_skips: int) -> BaseMode
     return suggest_skip(trial, spec.search, n_skips)
 
 
+def _diff_ranges(search: DiffSearchSpec):
+    """(name, (low, high), log, integer) of each weight the spec gives a range; low == high fixes it."""
+    for name, (field, log, integer) in DIFF_PARAMS.items():
+        lo_hi = getattr(search, field)
+        if lo_hi is not None:
+            yield name, lo_hi, log, integer
+
+
 def suggest_diff_tuning(trial: optuna.trial.BaseTrial, spec: DiffTuningSpec) -> DiffTuningWeights:
     """A range whose ends are equal fixes that weight (it is not an Optuna parameter then)."""
     values: dict = {"lr": spec.finetune.lr, "steps": spec.finetune.steps}
-    for name, (field, log, integer) in DIFF_PARAMS.items():
-        lo_hi = getattr(spec.search, field)
-        if lo_hi is None:
-            continue
-        lo, hi = lo_hi
+    for name, (lo, hi), log, integer in _diff_ranges(spec.search):
         if lo == hi:
             values[name] = lo
         elif integer:
@@ -40,16 +44,13 @@ def suggest_diff_tuning(trial: optuna.trial.BaseTrial, spec: DiffTuningSpec) -> 
     return DiffTuningWeights(**values)
 
 
-def diff_baseline_params(search: DiffSearchSpec, spec: DiffTuningSpec) -> dict[str, float]:
-    """Plain fine-tuning: s = 0, r = 0 (s' and lambda then do nothing), the spec's lr and steps."""
-    fixed = PLAIN | {"lam": search.lam_range[0], "s_prime": search.s_prime_range[0], "lr": spec.finetune.lr,
-                     "steps": spec.finetune.steps}
-    params = {}
-    for name, (field, _, _) in DIFF_PARAMS.items():
-        lo_hi = getattr(search, field)
-        if lo_hi is not None and lo_hi[0] != lo_hi[1]:
-            params[name] = fixed[name]
-    return params
+def diff_baseline_params(spec: DiffTuningSpec) -> dict[str, float]:
+    """Plain fine-tuning: s = 0, r = 0, the spec's lr and steps. s' and lambda do nothing without a bank;
+    they take their ranges' low ends, so that a log-scale lambda never sees 0."""
+    search = spec.search
+    plain = {"s": 0.0, "r": 0.0, "s_prime": search.s_prime_range[0], "lam": search.lam_range[0],
+             "lr": spec.finetune.lr, "steps": spec.finetune.steps}
+    return {name: plain[name] for name, (lo, hi), _, _ in _diff_ranges(search) if lo != hi}
 
 
 def suggest_skip(trial: optuna.trial.BaseTrial, search: SearchSpec, n_skips: int) -> _Schedule:
@@ -70,7 +71,7 @@ def suggest_skip(trial: optuna.trial.BaseTrial, search: SearchSpec, n_skips: int
 def baseline_params(spec: Spec, n_skips: int) -> dict[str, float]:
     """Parameters of the baseline: rho = 1 everywhere (the unmodified model), or plain fine-tuning."""
     if isinstance(spec, DiffTuningSpec):
-        return diff_baseline_params(spec.search, spec)
+        return diff_baseline_params(spec)
     search = spec.search
     if search.family == "per_level":
         return {f"rho_{i}": 1.0 for i in range(n_skips)}
