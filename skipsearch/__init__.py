@@ -9,8 +9,9 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "run": "skipsearch.api", "best": "skipsearch.api", "export": "skipsearch.api", "apply": "skipsearch.api",
+    "run": "skipsearch.api", "best": "skipsearch.api", "export": "skipsearch.api", "apply": "skipsearch.applying",
     "verify": "skipsearch.api", "trials": "skipsearch.api", "RunResult": "skipsearch.api",
+    "studies": "skipsearch.api", "delete": "skipsearch.api",
     "UserError": "skipsearch.errors", "load_model": "skipsearch.models",
     "Spec": "skipsearch.spec", "load_spec": "skipsearch.spec",
 }

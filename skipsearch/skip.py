@@ -9,11 +9,18 @@ from __future__ import annotations
 from typing import Annotated, Literal, Union
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from skipsearch.errors import UserError
+
+RHO_MAX = 10.0  # a skip scaled beyond 10x is no longer a tuning; files and specs are refused above it
+SIGMA_LIMIT = 1e4  # noise levels above this are not an EDM-style schedule
+Rho = Annotated[float, Field(gt=0, le=RHO_MAX)]
+Sigma = Annotated[float, Field(gt=0, le=SIGMA_LIMIT)]
 
 
 class _Schedule(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     def depth_profile(self, n_skips: int) -> list[float]:
         raise NotImplementedError
@@ -44,8 +51,8 @@ class LinearSkip(_Schedule):
     """rho_i = rho_top + (i/k)(rho_bottom - rho_top), the paper's schedule, at every noise level."""
 
     family: Literal["linear"] = "linear"
-    rho_top: PositiveFloat = 1.0
-    rho_bottom: PositiveFloat = 1.0
+    rho_top: Rho = 1.0
+    rho_bottom: Rho = 1.0
 
     def depth_profile(self, n_skips: int) -> list[float]:
         return _linear(self.rho_top, self.rho_bottom, n_skips)
@@ -58,11 +65,11 @@ class PerLevelSkip(_Schedule):
     """One free rho per skip, outermost first."""
 
     family: Literal["per_level"] = "per_level"
-    rho: tuple[PositiveFloat, ...]
+    rho: tuple[Rho, ...] = Field(min_length=1, max_length=256)
 
     def depth_profile(self, n_skips: int) -> list[float]:
         if len(self.rho) != n_skips:
-            raise ValueError(f"per_level coefficients give {len(self.rho)} rho values; the model has {n_skips} skips")
+            raise UserError(f"per_level coefficients give {len(self.rho)} rho values; the model has {n_skips} skips")
         return list(self.rho)
 
     def is_identity(self) -> bool:
@@ -73,10 +80,10 @@ class TimeWindowSkip(_Schedule):
     """The linear depth profile inside sigma_lo <= sigma <= sigma_hi, and rho = 1 outside."""
 
     family: Literal["time_window"] = "time_window"
-    rho_top: PositiveFloat = 1.0
-    rho_bottom: PositiveFloat = 1.0
-    sigma_lo: PositiveFloat
-    sigma_hi: PositiveFloat
+    rho_top: Rho = 1.0
+    rho_bottom: Rho = 1.0
+    sigma_lo: Sigma
+    sigma_hi: Sigma
 
     @model_validator(mode="after")
     def _ordered(self) -> TimeWindowSkip:

@@ -1,35 +1,57 @@
-"""Study specs: one YAML file per study, every field validated, every error naming its field."""
+"""Study specs: one YAML file per study, every field validated, every error naming its field.
+
+Numbers have documented bounds (``README.md``, "Study specs"): seeds are 31-bit (they are stored in
+32-bit database columns, and seed + sample count must stay below 2^31), sizes are capped at values no
+study on one GPU reaches, and floats must be finite. A spec names things (model, extractor, data sets,
+device) that ``skipsearch.resolve`` checks before anything is stored.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-import yaml
-from pydantic import (BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                      ValidationError, model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from skipsearch import textfiles
 from skipsearch.errors import UserError
 from skipsearch.generate import SamplerConfig
-from skipsearch.skip import FAMILIES
+from skipsearch.skip import FAMILIES, RHO_MAX, SIGMA_LIMIT
 
 DEFAULT_STORAGE = "sqlite:///skipsearch.db"
+SEED_MAX = 2**31 - 1  # seeds and seed + count stay below this (32-bit database columns)
+N_MAX = 1_000_000  # samples per evaluation
+BATCH_MAX = 65_536
+TRIALS_MAX = 100_000
+STEPS_MAX = 10_000_000  # fine-tuning steps
+TIMEOUT_MAX = 7 * 24 * 3600.0
+
+Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
+Count = Annotated[int, Field(gt=0, le=N_MAX)]
+Batch = Annotated[int, Field(gt=0, le=BATCH_MAX)]
+Rho = Annotated[float, Field(gt=0, le=RHO_MAX)]
+Sigma = Annotated[float, Field(gt=0, le=SIGMA_LIMIT)]
+Exponent = Annotated[float, Field(ge=0, le=100)]  # Diff-Tuning's s and s'
+Fraction = Annotated[float, Field(ge=0, lt=1)]  # the bank's share of a batch
+Weight = Annotated[float, Field(gt=0, le=1000)]  # lambda
+Rate = Annotated[float, Field(gt=0, le=1)]  # learning rate
+Steps = Annotated[int, Field(ge=1, le=STEPS_MAX)]  # fine-tuning steps
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Section):
-    name: str = "embedded-digits"
+    name: str = Field("embedded-digits", min_length=1, max_length=200)
 
 
 class SamplerSpec(_Section):
     name: Literal["heun", "euler"] = "heun"
     steps: int = Field(10, ge=1, le=1000)
-    sigma_min: PositiveFloat = 0.002
-    sigma_max: PositiveFloat = 80.0
-    rho: PositiveFloat = 7.0
+    sigma_min: Sigma = 0.002
+    sigma_max: Sigma = 80.0
+    rho: float = Field(7.0, gt=0, le=100)
 
     @model_validator(mode="after")
     def _range(self) -> SamplerSpec:
@@ -42,13 +64,13 @@ class SamplerSpec(_Section):
 
 
 class MetricSpec(_Section):
-    extractor: str = "skipsearch-digits"
-    reference: str = "digits"
-    n: PositiveInt = 500
-    rungs: tuple[PositiveInt, ...] = ()  # smaller N reported first, e.g. [64, 256] below n = 1024
-    seed: NonNegativeInt = 0
-    batch_size: PositiveInt = 500
-    kid_subset_size: PositiveInt = 100
+    extractor: str = Field("skipsearch-digits", min_length=1, max_length=200)
+    reference: str = Field("digits", min_length=1, max_length=4096)
+    n: Count = 500
+    rungs: tuple[Count, ...] = Field((), max_length=20)  # smaller N reported first, e.g. [64, 256] below n = 1024
+    seed: Seed = 0
+    batch_size: Batch = 500
+    kid_subset_size: int = Field(100, ge=2, le=N_MAX)
 
     @model_validator(mode="after")
     def _ladder(self) -> MetricSpec:
@@ -59,6 +81,11 @@ class MetricSpec(_Section):
         if len(ratios) > 1 or any(r != int(r) for r in ratios):
             raise ValueError(f"rungs and n must grow by one constant whole factor (as ASHA's milestones do), "
                              f"got {ladder}")
+        if self.kid_subset_size > ladder[0]:
+            raise ValueError(f"kid_subset_size ({self.kid_subset_size}) must not exceed the smallest N a trial is "
+                             f"scored at ({ladder[0]}): KID draws subsets of that size from the samples")
+        if self.seed + self.n - 1 > SEED_MAX:
+            raise ValueError(f"seed + n must stay below 2^31 (seeds are 32-bit), got {self.seed} + {self.n}")
         return self
 
     @property
@@ -66,13 +93,17 @@ class MetricSpec(_Section):
         return self.n // self.rungs[-1] if self.rungs else None
 
 
-class SearchSpec(_Section):
-    family: Literal[FAMILIES] = "linear"  # type: ignore[valid-type]
-    trials: PositiveInt = 30
-    rho_range: tuple[PositiveFloat, PositiveFloat] = (0.5, 1.5)
-    sigma_range: tuple[PositiveFloat, PositiveFloat] = (0.002, 80.0)
+class _SearchCommon(_Section):
+    trials: int = Field(30, ge=1, le=TRIALS_MAX)
     sampler: Literal["tpe", "random", "gp"] = "tpe"
-    seed: NonNegativeInt = 0
+    seed: Seed = 0
+    trial_timeout_s: float | None = Field(None, gt=0, le=TIMEOUT_MAX)  # a longer trial is FAIL, reason "timeout"
+
+
+class SearchSpec(_SearchCommon):
+    family: Literal[FAMILIES] = "linear"  # type: ignore[valid-type]
+    rho_range: tuple[Rho, Rho] = (0.5, 1.5)
+    sigma_range: tuple[Sigma, Sigma] = (0.002, 80.0)
 
     @model_validator(mode="after")
     def _ranges(self) -> SearchSpec:
@@ -85,25 +116,30 @@ class SearchSpec(_Section):
 
 
 class ConfirmSpec(_Section):
-    top_k: NonNegativeInt = 3
-    n: PositiveInt = 2000
-    seed_sets: PositiveInt = 3
-    seed: NonNegativeInt = 1_000_000
+    top_k: int = Field(3, ge=0, le=100)
+    n: Count = 2000
+    seed_sets: int = Field(3, ge=1, le=100)
+    seed: Seed = 1_000_000
+
+    @model_validator(mode="after")
+    def _seeds(self) -> ConfirmSpec:
+        if self.seed + self.n * self.seed_sets - 1 > SEED_MAX:
+            raise ValueError(f"seed + n x seed_sets must stay below 2^31 (seeds are 32-bit), got {self.seed} + "
+                             f"{self.n} x {self.seed_sets}")
+        return self
 
 
-class DiffSearchSpec(_Section):
+class DiffSearchSpec(_SearchCommon):
     """Ranges of the Diff-Tuning weights; a range given as one number fixes that weight."""
 
-    trials: PositiveInt = 20
-    s_range: tuple[NonNegativeFloat, NonNegativeFloat] = (0.0, 3.0)  # reconsolidation exponent s
-    s_prime_range: tuple[NonNegativeFloat, NonNegativeFloat] = (0.0, 3.0)  # retention exponent s'
-    r_range: tuple[NonNegativeFloat, float] = (0.0, 0.5)  # bank fraction of each batch
-    lam_range: tuple[PositiveFloat, PositiveFloat] = (0.01, 1.0)  # retention weight (log scale)
-    lr_range: tuple[PositiveFloat, PositiveFloat] | None = None  # None: finetune.lr for every trial
-    steps_range: tuple[PositiveInt, PositiveInt] | None = None  # None: finetune.steps for every trial
+    trials: int = Field(20, ge=1, le=TRIALS_MAX)
+    s_range: tuple[Exponent, Exponent] = (0.0, 3.0)  # reconsolidation exponent s
+    s_prime_range: tuple[Exponent, Exponent] = (0.0, 3.0)  # retention exponent s'
+    r_range: tuple[Fraction, Fraction] = (0.0, 0.5)  # bank fraction of each batch
+    lam_range: tuple[Weight, Weight] = (0.01, 1.0)  # retention weight (log scale)
+    lr_range: tuple[Rate, Rate] | None = None  # None: finetune.lr for every trial
+    steps_range: tuple[Steps, Steps] | None = None  # None: finetune.steps for every trial
     objectives: tuple[Literal["target_fid", "source_fid"], ...] = ("target_fid",)
-    sampler: Literal["tpe", "random", "gp"] = "tpe"
-    seed: NonNegativeInt = 0
 
     @model_validator(mode="after")
     def _ranges(self) -> DiffSearchSpec:
@@ -114,8 +150,6 @@ class DiffSearchSpec(_Section):
         if self.s_range[0] != 0 or self.r_range[0] != 0:
             raise ValueError("s_range and r_range must start at 0, so that the baseline (plain fine-tuning, "
                              "s = 0 and r = 0) lies in the search space")
-        if self.r_range[1] >= 1.0:
-            raise ValueError(f"r_range: the bank fraction must stay below 1, got {list(self.r_range)}")
         if self.objectives not in (("target_fid",), ("target_fid", "source_fid")):
             raise ValueError("objectives must be [target_fid] or [target_fid, source_fid]")
         return self
@@ -128,33 +162,35 @@ class DiffSearchSpec(_Section):
 class FinetuneSpec(_Section):
     """The downstream data, the knowledge bank and the fine-tuning budget of a Diff-Tuning study."""
 
-    data: str = "digits-5to9"  # the new domain's training images (a data set name, as metric.reference)
-    n_images: PositiveInt | None = 100  # a seeded random subset of that many images; None: all of them
-    data_seed: NonNegativeInt = 0
-    source_reference: str = "digits-0to4"  # the pre-training domain, for the forgetting (source) FID
-    steps: PositiveInt = 300  # the baseline's (plain fine-tuning's) budget, and every trial's without steps_range
-    lr: PositiveFloat = 1e-3
-    batch_size: PositiveInt = 64
-    eval_steps: tuple[PositiveInt, ...] = ()  # target FID reported here too, so weak trials can be pruned
-    bank_size: PositiveInt = 500  # images sampled once from the pre-trained model, before any fine-tuning
-    bank_seed: NonNegativeInt = 2_000_000
-    seed: NonNegativeInt = 0  # training noise of the search (held-out confirmation retrains with new seeds)
-    weights_dir: str = "skipsearch-weights"  # fine-tuned state dicts, one file per completed trial
+    data: str = Field("digits-5to9", min_length=1, max_length=4096)  # the new domain's training images
+    n_images: Count | None = 100  # a seeded random subset of that many images; None: all of them
+    data_seed: Seed = 0
+    source_reference: str = Field("digits-0to4", min_length=1, max_length=4096)  # the pre-training domain
+    steps: Steps = 300  # the baseline's (plain fine-tuning's) budget, and every trial's without steps_range
+    lr: Rate = 1e-3
+    batch_size: Batch = 64
+    eval_steps: tuple[Steps, ...] = Field((), max_length=100)  # target FID reported here too, for pruning
+    bank_size: Count = 500  # images sampled once from the pre-trained model, before any fine-tuning
+    bank_seed: Seed = 2_000_000
+    seed: Seed = 0  # training noise of the search (held-out confirmation retrains with new seeds)
+    weights_dir: str = Field("skipsearch-weights", min_length=1, max_length=4096)  # one file per completed trial
 
     @model_validator(mode="after")
     def _steps(self) -> FinetuneSpec:
         if any(b <= a for a, b in zip(self.eval_steps, self.eval_steps[1:])):
             raise ValueError(f"eval_steps must increase, got {list(self.eval_steps)}")
+        if self.bank_seed + self.bank_size - 1 > SEED_MAX:
+            raise ValueError(f"bank_seed + bank_size must stay below 2^31, got {self.bank_seed} + {self.bank_size}")
         return self
 
 
 class Spec(_Section):
     """What every study kind shares; ``SkipTuningSpec`` and ``DiffTuningSpec`` add their search spaces."""
 
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
     kind: str = "skip_tuning"
-    description: str = ""
-    storage: str = DEFAULT_STORAGE
+    description: str = Field("", max_length=10_000)
+    storage: str = Field(DEFAULT_STORAGE, max_length=4096)
     device: Literal["cpu", "cuda", "auto"] = "auto"
     model: ModelSpec = ModelSpec()
     sampler: SamplerSpec = SamplerSpec()
@@ -168,6 +204,9 @@ class Spec(_Section):
         if self.confirm.seed < search_end and self.metric.seed < confirm_end:
             raise ValueError(f"confirm seeds [{self.confirm.seed}, {confirm_end}) overlap the search seeds "
                              f"[{self.metric.seed}, {search_end}); held-out seeds must be new")
+        if self.metric.kid_subset_size > self.confirm.n:
+            raise ValueError(f"metric.kid_subset_size ({self.metric.kid_subset_size}) must not exceed confirm.n "
+                             f"({self.confirm.n})")
         return self
 
 
@@ -191,19 +230,27 @@ class DiffTuningSpec(Spec):
         shortest = self.search.steps_range[0] if self.search.steps_range else self.finetune.steps
         if self.finetune.eval_steps and self.finetune.eval_steps[-1] >= min(shortest, self.finetune.steps):
             raise ValueError(f"finetune.eval_steps must stay below the shortest fine-tuning run ({shortest} steps)")
+        if self.finetune.seed + 1 + self.confirm.seed_sets > SEED_MAX:
+            raise ValueError("finetune.seed + confirm.seed_sets must stay below 2^31 (held-out retraining seeds)")
         return self
 
 
 KINDS: dict[str, type[Spec]] = {"skip_tuning": SkipTuningSpec, "diff_tuning": DiffTuningSpec}
 
 
-def format_validation_error(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid spec"]
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
+    """One line per bad field: its dotted name, the reason, and (shortened) what was given."""
+    lines = [f"{source}: invalid {'spec' if not prefix else prefix.rstrip('.')}"]
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        field = prefix + ".".join(str(p) for p in e["loc"]) if e["loc"] else (prefix.rstrip(".") or "(top level)")
         reason = "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         quiet = e["type"] in ("extra_forbidden", "missing", "value_error")
-        shown = "" if quiet else f" (got {e.get('input')!r})"
+        shown = "" if quiet else f" (got {_shown(e.get('input'))})"
         lines.append(f"  {field}: {reason}{shown}")
     return "\n".join(lines)
 
@@ -212,8 +259,8 @@ def parse_spec(raw: object, source: str = "spec") -> Spec:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: a spec must be a YAML mapping, got {type(raw).__name__}")
     kind = raw.get("kind", "skip_tuning")
-    if kind not in KINDS:
-        raise UserError(f"{source}: invalid spec\n  kind: must be one of {', '.join(KINDS)} (got {kind!r})")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise UserError(f"{source}: invalid spec\n  kind: must be one of {', '.join(KINDS)} (got {_shown(kind)})")
     try:
         return KINDS[kind].model_validate(raw)
     except ValidationError as err:
@@ -221,11 +268,5 @@ def parse_spec(raw: object, source: str = "spec") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"spec file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {err}") from None
-    return parse_spec(raw, str(path))
+    text = textfiles.read_text(path, "spec file")
+    return parse_spec(textfiles.parse(text, "yaml", str(path)), str(path))

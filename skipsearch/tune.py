@@ -19,8 +19,13 @@ from tqdm.auto import tqdm
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # skipsearch prints its own per-trial lines
 
-from skipsearch.study import (StudyContext, ask, prepare, record_failure, record_result, record_rung,
-                              trial_line)
+from skipsearch.errors import UserError
+from skipsearch.study import (POLL_S, WAIT, StudyContext, Waiting, ask, counted, record_failure, record_result,
+                              record_rung, reserve, stop_reason, trial_line)
+
+
+class WorkerBug(RuntimeError):
+    """A bug in skipsearch hit a trial on a Ray worker; the message carries the worker's traceback."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +43,11 @@ def worker_trial(config: dict) -> None:
     The rung is ``samples`` (N) for Skip-Tuning and ``step`` (fine-tuning steps) for Diff-Tuning; both are
     reported under ``progress``, the scheduler's time attribute. A Diff-Tuning worker writes its fine-tuned
     weights to the path the driver chose (a filesystem the driver can read: local Ray or a shared disk).
+    A trial's own failure is reported as ``failed`` (recorded FAIL); a user mistake found here (a data set
+    missing on this machine) as ``stop``, and a bug as ``bug`` with its traceback: both stop the run.
     """
+    import traceback
+
     import torch
     from ray import tune
 
@@ -55,15 +64,23 @@ def worker_trial(config: dict) -> None:
     diff_tuning = config.get("kind") == "diff_tuning"
     task = (FinetuneTask if diff_tuning else EvalTask).from_dict(config["task"])
     weights_path = Path(config["weights_path"]) if config.get("weights_path") else None
-    ladder = trial_ladder(task, coefficients.parse(config["coefficients"]), weights_path)
     progress = 0 if diff_tuning else task.ladder[0]
+    ending = {"fid": float("inf"), **where}
     try:
+        ladder = trial_ladder(task, coefficients.parse(config["coefficients"]), weights_path,
+                              timeout_s=config.get("timeout_s"))
         for r in ladder:
             progress = r.get("step", r["n"])
             tune.report({**r, **where, "samples": r["n"], "progress": progress, "finished": time.time()})
-    except TRIAL_ERRORS as err:  # the trial's own fault: report it, so it is recorded as FAIL, not retried
-        tune.report({"fid": float("inf"), "samples": progress, "progress": progress,
-                     "failed": f"{type(err).__name__}: {err}", **where, "finished": time.time()})
+        return
+    except TRIAL_ERRORS as err:  # the trial's own fault: recorded as FAIL, not retried
+        reason = str(err) if str(err).startswith("timeout") else f"{type(err).__name__}: {err}"
+        ending["failed"] = reason
+    except UserError as err:
+        ending["stop"] = str(err)
+    except Exception as err:  # noqa: BLE001 - a bug: reported with its traceback, so the driver stops and shows it
+        ending["bug"] = "".join(traceback.format_exception(err))
+    tune.report({**ending, "samples": progress, "progress": progress, "finished": time.time()})
 
 
 def _searcher_class():
@@ -72,19 +89,22 @@ def _searcher_class():
     class StudySearcher(Searcher):
         """Optuna ask/tell in the driver, with skipsearch's bookkeeping for each Ray trial."""
 
-        def __init__(self, ctx: StudyContext, todo: int, echo):
+        def __init__(self, ctx: StudyContext, budget: int):
             super().__init__(metric="fid", mode="min")
-            self.ctx, self.remaining, self.echo = ctx, todo, echo
+            self.ctx, self.budget, self.echo = ctx, budget, ctx.echo
             self.live: dict[str, tuple] = {}
             self.recorded: dict[str, set] = {}  # rungs already written, so a retried trial never writes twice
             self.results: list[dict] = []
-            self.bar = tqdm(total=todo, desc=f"study {ctx.spec.name}", unit="trial", file=sys.stderr,
-                            disable=None)
+            self.fatal: tuple[str, str] | None = None  # ("stop" | "bug", text): the run stops after this
+            self.next_look = 0.0
+            self.waiting = Waiting(ctx)
+            self.bar = tqdm(total=max(0, budget - counted(ctx)[0]), desc=f"study {ctx.spec.name}", unit="trial",
+                            file=sys.stderr, disable=None)
 
         def __getstate__(self) -> dict:
             """Tune pickles its searcher for Tuner.restore, which skipsearch never uses (it resumes by study
             name from the database); the live driver state stays out of that pickle."""
-            return {k: v for k, v in self.__dict__.items() if k not in ("ctx", "bar", "echo", "live")}
+            return {k: v for k, v in self.__dict__.items() if k not in ("ctx", "bar", "echo", "live", "waiting")}
 
         def save(self, checkpoint_path: str) -> None:  # resume is by study name, never Tuner.restore
             pass
@@ -93,21 +113,33 @@ def _searcher_class():
             pass
 
         def suggest(self, trial_id: str):
-            if self.remaining <= 0:
+            if self.fatal is not None:
                 return Searcher.FINISHED
-            self.remaining -= 1
-            trial, role, coeffs = ask(self.ctx)
+            if time.monotonic() < self.next_look:
+                return None  # Tune asks again soon; the database is not polled every time
+            self.ctx.driver.check_heartbeat()
+            trial = reserve(self.ctx, self.budget)
+            if trial is None:
+                return Searcher.FINISHED
+            if trial == WAIT:
+                if not self.live:
+                    self.waiting.announce()
+                self.next_look = time.monotonic() + POLL_S
+                return None
+            self.waiting.reset()
+            role, coeffs = ask(self.ctx, trial)
             self.live[trial_id] = (trial, role, coeffs.model_dump_json(), None)
             weights_path = self.ctx.weights_path(trial.number)
             return {"task": self.ctx.trial_task.to_dict(), "coefficients": coeffs.model_dump_json(),
                     "number": trial.number, "role": role, "kind": self.ctx.spec.kind,
+                    "timeout_s": self.ctx.trial_timeout_s,
                     "weights_path": None if weights_path is None else str(weights_path)}
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             trial, role, cj, _ = self.live[trial_id]
             self.live[trial_id] = (trial, role, cj, result)
             done = self.recorded.setdefault(trial_id, set())
-            if "failed" not in result and result["progress"] not in done:
+            if not result.keys() & ENDINGS and result["progress"] not in done:
                 done.add(result["progress"])
                 record_rung(self.ctx, trial, result)
 
@@ -118,6 +150,12 @@ def _searcher_class():
                 self.on_trial_result(trial_id, result)
             trial, role, cj, last = self.live.pop(trial_id)
             self.recorded.pop(trial_id, None)
+            if last is not None and last.keys() & {"stop", "bug"}:
+                kind = "stop" if "stop" in last else "bug"
+                self.fatal = (kind, last[kind])
+                err = UserError(last[kind]) if kind == "stop" else WorkerBug(last[kind].strip().splitlines()[-1])
+                self.fail_number(trial.number, role, cj, stop_reason(err), evaluated=False)
+                return
             if last is None or "failed" in last:
                 reason = last["failed"] if last else "the trial ended without reporting a result"
                 self.fail_number(trial.number, role, cj, reason)
@@ -140,6 +178,24 @@ def _searcher_class():
             self.echo(line)
 
     return StudySearcher
+
+
+ENDINGS = {"failed", "stop", "bug"}
+
+
+def _stopper(searcher):
+    from ray.tune import Stopper
+
+    class StopOnFatal(Stopper):
+        """Every trial stops once a trial reported a bug or a user mistake: the run ends and says why."""
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return bool(result.keys() & {"stop", "bug"})
+
+        def stop_all(self) -> bool:
+            return searcher.fatal is not None
+
+    return StopOnFatal()
 
 
 def _error_callback(searcher):
@@ -212,25 +268,29 @@ def _trial_dirname(trial) -> str:
     return f"trial-{trial.config.get('number', trial.trial_id)}"
 
 
-def search_on_ray(ctx: StudyContext, budget: int, placement: Placement, echo=tqdm.write) -> list[dict]:
-    """Run the remaining trials of the budget on Ray; returns the finished trials' last results."""
+def search_on_ray(ctx: StudyContext, budget: int, placement: Placement) -> list[dict]:
+    """Run trials on Ray until the study holds ``budget`` evaluated trials; returns this run's last results.
+
+    A trial that reported a bug or a user mistake stops the run: every trial is stopped, and the bug is
+    raised with the worker's traceback (exit 1), the mistake as a UserError (exit 2).
+    """
     import ray
     from ray import tune
 
-    todo = prepare(ctx, budget, echo)
-    if todo == 0:
+    used, in_flight = counted(ctx)
+    if used >= budget and not in_flight:
+        ctx.echo(f"trial budget reached ({used}/{budget}); pass --trials to extend the search")
         return []
     started = _init_ray(placement)
-    scheduler = _scheduler(ctx)
-    searcher = _searcher_class()(ctx, todo, echo)
+    searcher = _searcher_class()(ctx, budget)
     workdir = tempfile.mkdtemp(prefix="skipsearch-ray-")
     resources = {"cpu": placement.cpus_per_trial, "gpu": placement.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(worker_trial, resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, metric="fid", mode="min",
-                                    num_samples=todo, max_concurrent_trials=placement.workers, reuse_actors=True,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=_scheduler(ctx), metric="fid", mode="min",
+                                    num_samples=-1, max_concurrent_trials=placement.workers, reuse_actors=True,
                                     trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),
-        run_config=tune.RunConfig(name=ctx.spec.name, storage_path=workdir, verbose=0,
+        run_config=tune.RunConfig(name=ctx.spec.name, storage_path=workdir, verbose=0, stop=_stopper(searcher),
                                   failure_config=tune.FailureConfig(max_failures=placement.max_failures),
                                   callbacks=[_error_callback(searcher)]),
     )
@@ -243,4 +303,9 @@ def search_on_ray(ctx: StudyContext, budget: int, placement: Placement, echo=tqd
         shutil.rmtree(workdir, ignore_errors=True)
         if started:
             ray.shutdown()
+    if searcher.fatal is not None:
+        kind, text = searcher.fatal
+        if kind == "stop":
+            raise UserError(text)
+        raise WorkerBug(f"a trial on a Ray worker hit a bug in skipsearch; the worker's traceback:\n{text}")
     return searcher.results

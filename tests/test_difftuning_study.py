@@ -95,13 +95,13 @@ def test_export_verify_and_apply_the_fine_tuned_weights(finished, fmt):
     url, spec, result, tmp = finished
     path = skipsearch.export(url, spec.name, tmp / f"best.{fmt}")
     cf = coeffile.read(path)
-    row = skipsearch.trials(url, spec.name).set_index("trial_number").loc[cf.provenance["trial"]]
+    row = skipsearch.trials(url, spec.name).set_index("trial_number").loc[cf.provenance.trial]
     assert cf.coefficients.family == "diff_tuning"
     assert cf.coefficients.model_dump_json() == row.coefficients_json
-    assert cf.provenance["weights"]["sha256_16"] == row.weights_hash
-    assert cf.provenance["source"]["fid"] == row.source_fid
+    assert cf.provenance.weights.sha256_16 == row.weights_hash
+    assert cf.provenance.source.fid == row.source_fid
     again = skipsearch.verify(path)
-    assert again["reproduced_fid"] == pytest.approx(row.fid, abs=1e-6)
+    assert again.reproduced_fid == pytest.approx(row.fid, abs=1e-6) and again.ok
     model = skipsearch.load_model("digits-0to4").denoiser
     before = model.net.conv_out.weight.clone()
     with skipsearch.apply(model, path):
@@ -113,7 +113,7 @@ def test_apply_refuses_weights_that_changed(finished, tmp_path):
     url, spec, _, _ = finished
     path = skipsearch.export(url, spec.name, tmp_path / "best.json", trial=0)
     doc = json.loads(path.read_text())
-    doc["provenance"]["weights"]["sha256_16"] = "0" * 16
+    doc["provenance"]["weights"]["sha256_16"] = "0123456789abcdef"
     path.write_text(json.dumps(doc))
     with pytest.raises(UserError, match="differs from the recorded"):
         skipsearch.apply(skipsearch.load_model("digits-0to4").denoiser, path)
@@ -139,7 +139,7 @@ def test_multi_objective_study_shows_the_pareto_front(tmp_path):
 
 
 BAD = [
-    ({"search": {"r_range": [0.0, 1.5]}}, "search", "bank fraction must stay below 1"),
+    ({"search": {"r_range": [0.0, 1.5]}}, "search.r_range", "less than 1"),
     ({"search": {"s_range": [0.5, 2.0]}}, "search", "must start at 0"),
     ({"metric": {"rungs": [32]}}, "(top level)", "use finetune.eval_steps"),
     ({"finetune": {"eval_steps": [6]}}, "(top level)", "eval_steps must stay below"),
@@ -185,7 +185,7 @@ def test_old_database_gains_the_new_columns_and_keeps_its_rows(tmp_path):
     assert len(frame) == 1 and frame.fid.iloc[0] == 1.5 and frame.source_fid.isna().all()
     assert "train_seed" in store.confirmations_frame("old")
     with sqlite3.connect(db) as con:
-        assert con.execute("SELECT version FROM skipsearch_schema").fetchone()[0] == 2
+        assert con.execute("SELECT version FROM skipsearch_schema").fetchone()[0] == 3
 
 
 def test_bench_prints_the_diff_tuning_line(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import zipfile
 
@@ -127,7 +128,7 @@ def test_the_wheel_is_found_without_importing_it():
 
 
 @needs_wheel
-def test_resolution_order(tmp_path, monkeypatch):
+def test_resolution_order(tmp_path, monkeypatch, converted):
     cache, hub_home = tmp_path / "cache", tmp_path / "torch-home"
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     monkeypatch.setenv("TORCH_HOME", str(hub_home))
@@ -136,10 +137,10 @@ def test_resolution_order(tmp_path, monkeypatch):
     hub = inception.torch_hub_weights()
     assert hub == hub_home / "hub" / "checkpoints" / "weights-inception-2015-12-05-6726825d.pth"
     hub.parent.mkdir(parents=True)
-    torch.save({}, hub)
+    shutil.copy(converted, hub)  # a real torch-fidelity state dict: plain tensors are all that is accepted
     assert inception.weights_path(cache) == hub  # 2. torch-fidelity's own file
     given = tmp_path / "mine.pth"
-    torch.save({}, given)
+    shutil.copy(converted, given)
     monkeypatch.setenv(WEIGHTS_ENV, str(given))
     assert inception.weights_path(cache) == given  # 1. the user's file (env var) ...
     assert inception.weights_path(cache, hub) == hub  # ... or argument, which wins over the env var

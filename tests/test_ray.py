@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from conftest import tiny_spec_dict
 
@@ -61,7 +62,12 @@ def test_asha_stops_are_pruned_and_only_top_rung_trials_complete(tmp_path):
 def test_same_spec_and_seeds_give_the_same_fids_under_ray_and_in_process(tmp_path):
     spec = parse_spec(tiny_spec_dict("parity", metric={"rungs": [32]}, search={"trials": 4},
                                      confirm={"top_k": 0}))
-    local = _run(spec, tmp_path / "local.db", None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each Ray worker with 1 CPU: the thread count changes float sums' bits
+    try:
+        local = _run(spec, tmp_path / "local.db", None)
+    finally:
+        torch.set_num_threads(threads)
     remote = _run(spec, tmp_path / "ray.db", Placement(workers=2, cpus_per_trial=1.0))
     trials_local = local.trials_frame("parity").set_index("trial_number")
     trials_remote = remote.trials_frame("parity").set_index("trial_number")

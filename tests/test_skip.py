@@ -96,7 +96,7 @@ def test_skips_found_in_order_innermost_consumed_first(fresh_model):
 def test_linear_profile_matches_paper_formula():
     c = LinearSkip(rho_top=1.0, rho_bottom=0.4)
     assert c.depth_profile(4) == pytest.approx([1.0, 0.8, 0.6, 0.4])
-    with pytest.raises(ValueError, match="3 rho values"):
+    with pytest.raises(UserError, match="3 rho values"):
         PerLevelSkip(rho=(1.0, 1.0, 1.0)).depth_profile(4)
 
 

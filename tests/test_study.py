@@ -69,12 +69,12 @@ def test_export_apply_reproduces_recorded_fid(finished, fmt):
     cf = coeffile.read(path)
     frame = skipsearch.trials(url, spec.name).set_index("trial_number")
     row = frame.loc[result.winner]
-    assert cf.provenance["trial"] == result.winner
+    assert cf.provenance.trial == result.winner
     assert cf.coefficients.model_dump_json() == row.coefficients_json  # exact round trip of the floats
     reproduced = skipsearch.verify(path)
-    assert reproduced["recorded_fid"] == row.fid
-    assert abs(reproduced["reproduced_fid"] - row.fid) <= 1e-6
-    assert reproduced["reference_hash_match"]
+    assert reproduced.recorded_fid == row.fid
+    assert abs(reproduced.reproduced_fid - row.fid) <= 1e-6
+    assert reproduced.reference_hash_match and reproduced.ok
 
 
 def test_resume_continues_instead_of_starting_over(tmp_path):

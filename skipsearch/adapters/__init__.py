@@ -56,9 +56,12 @@ class Applied:
     def __init__(self, model: nn.Module, coefficients: _Schedule):
         if model in _ACTIVE:
             raise UserError("coefficients are already applied to this model; remove them first")
+        if not isinstance(coefficients, _Schedule):
+            raise UserError(f"Skip-Tuning coefficients expected, got {type(coefficients).__name__}")
         self.model, self.coefficients = model, coefficients
         adapter = adapter_for(model)
         points = adapter.skip_points(model)
+        coefficients.depth_profile(len(points))  # a schedule that does not fit raises before any hook is on
         self._sigma: torch.Tensor | None = None
         self._handles = [model.register_forward_pre_hook(self._capture(adapter), with_kwargs=True)]
         self._handles += [p.module.register_forward_pre_hook(self._scale(p, len(points))) for p in points]

@@ -1,0 +1,104 @@
+"""Everything a spec names is found and checked before a study is stored.
+
+A typo must not lock a study name: an unknown model, extractor or data set, a missing weights file, an
+unusable reference set or device is reported here, naming the spec field and the valid choices, before
+``open_study`` writes anything. ``check_names`` is the cheap part (registry lookups only); ``resolve``
+also loads the model, the extractor's weights check and the data sets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from skipsearch import data, metrics
+from skipsearch.errors import UserError
+from skipsearch.evaluate import resolve_device
+from skipsearch.models import MODELS, ModelInfo, load_model
+from skipsearch.spec import DiffTuningSpec, Spec
+
+T = TypeVar("T")
+MIN_REFERENCE = 2  # a covariance needs two images; KID needs kid_subset_size of them
+
+
+@contextmanager
+def field_of(source: str, name: str) -> Iterator[None]:
+    """Re-raise a UserError as an invalid-spec error naming the field."""
+    try:
+        yield
+    except UserError as err:
+        raise UserError(f"{source}: invalid spec\n  {name}: {err}") from None
+
+
+def _named(source: str, name: str, check: Callable[[], T]) -> T:
+    with field_of(source, name):
+        return check()
+
+
+def check_names(spec: Spec, source: str = "spec") -> None:
+    """Registry lookups only: the model, the extractor and every data set name exist."""
+    if spec.model.name not in MODELS:
+        raise UserError(f"{source}: invalid spec\n  model.name: unknown model {spec.model.name!r}; "
+                        f"valid: {', '.join(sorted(MODELS))}")
+    if spec.metric.extractor not in metrics.EXTRACTORS:
+        raise UserError(f"{source}: invalid spec\n  metric.extractor: unknown feature extractor "
+                        f"{spec.metric.extractor!r}; valid: {', '.join(sorted(metrics.EXTRACTORS))}")
+    for name, value in _data_fields(spec):
+        _named(source, name, lambda v=value: data.check_name(v))
+
+
+def _data_fields(spec: Spec) -> list[tuple[str, str]]:
+    fields = [("metric.reference", spec.metric.reference)]
+    if isinstance(spec, DiffTuningSpec):
+        fields += [("finetune.data", spec.finetune.data), ("finetune.source_reference", spec.finetune.source_reference)]
+    return fields
+
+
+@dataclass(frozen=True)
+class Resolved:
+    info: ModelInfo
+    reference_size: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def _reference_size(spec: Spec, name: str, dataset: str, resolution: int) -> int:
+    images = data.load(dataset, resolution=resolution)
+    if len(images) < max(MIN_REFERENCE, spec.metric.kid_subset_size):
+        raise UserError(f"{dataset} has {len(images)} image(s); a reference needs at least "
+                        f"{max(MIN_REFERENCE, spec.metric.kid_subset_size)} (metric.kid_subset_size, and two for a "
+                        f"covariance)")
+    return len(images)
+
+
+def _writable_folder(path: str) -> None:
+    folder = Path(path).expanduser().resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{folder} cannot be created or written ({existing} is not a writable folder)")
+
+
+def resolve(spec: Spec, source: str = "spec") -> Resolved:
+    """Find and check everything the spec names; warnings are returned for the caller to show."""
+    check_names(spec, source)
+    _named(source, "device", lambda: resolve_device(spec.device))
+    info = _named(source, "model.name", lambda: load_model(spec.model.name).info)
+    _named(source, "metric.extractor", lambda: metrics.weights_path(spec.metric.extractor))
+    size = _named(source, "metric.reference",
+                  lambda: _reference_size(spec, "metric.reference", spec.metric.reference, info.resolution))
+    warnings = [f"{what} ({n}) is larger than the {size} reference images of {spec.metric.reference}: FID is "
+                f"then computed from more samples than the reference has"
+                for what, n in (("metric.n", spec.metric.n), ("confirm.n", spec.confirm.n)) if n > size]
+    if isinstance(spec, DiffTuningSpec):
+        f = spec.finetune
+        _named(source, "finetune.source_reference",
+               lambda: _reference_size(spec, "finetune.source_reference", f.source_reference, info.resolution))
+        images = _named(source, "finetune.data", lambda: data.load(f.data, resolution=info.resolution))
+        if f.n_images is not None and f.n_images > len(images):
+            raise UserError(f"{source}: invalid spec\n  finetune.n_images: {f.n_images} images asked for, but "
+                            f"{f.data} has only {len(images)}")
+        _named(source, "finetune.weights_dir", lambda: _writable_folder(f.weights_dir))
+    return Resolved(info, size, warnings)

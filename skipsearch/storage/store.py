@@ -1,0 +1,301 @@
+"""The one place that opens sessions, commits, rolls back and turns database errors into one StorageError.
+
+Callers get plain dicts and DataFrames, never ORM rows. Each write is one transaction, so a killed driver
+loses no recorded trial. ``Store(url, create=False)`` is for readers (``best``, ``export``, ``studies``): it
+never creates a database file or a table, and opens SQLite read-only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+import pandas as pd
+from sqlalchemy import (Table, create_engine, delete, event, func, inspect, select, text, update)
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from skipsearch.errors import StorageError
+from skipsearch.storage import tables as t
+from skipsearch.storage import urls
+
+SCHEMA_ATTEMPTS = 8  # two processes creating a new database at once: the loser retries and finds the tables
+
+
+def _sqlite_wal(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={urls.SQLITE_TIMEOUT_S * 1000}")
+        cur.close()
+
+
+def _add_missing_columns(conn: Connection) -> None:
+    """Upgrade a database made by an older skipsearch: add the nullable columns it lacks, keep every row."""
+    inspector = inspect(conn)
+    for table in (t.trials, t.confirmations):
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+    conn.execute(update(t.schema).values(version=t.SCHEMA_VERSION))
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _aware(value: datetime | str | None) -> datetime | None:
+    """Datetimes read back from SQLite lose their time zone; all of skipsearch's are UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class Store:
+    def __init__(self, url: str, create: bool = True):
+        parsed = urls.parse(url)
+        self.url, self.shown_url = url, urls.shown(parsed)
+        self._secret = urls.password(parsed)
+        self.read_only = not create
+        if not create and parsed.get_backend_name() == "sqlite" and not urls.sqlite_path(parsed).is_file():
+            raise StorageError(f"no database at {urls.sqlite_path(parsed)} ({self.shown_url})")
+        try:
+            self.engine = create_engine(urls.read_only(url) if not create else url, **urls.engine_kwargs(url))
+            if create:
+                if self.engine.dialect.name == "sqlite":
+                    _sqlite_wal(self.engine)
+                self._create_schema()
+            else:
+                self._check_schema()
+        except (SQLAlchemyError, ImportError) as err:
+            hint = (" (install the database driver, e.g. pip install 'psycopg[binary]' for PostgreSQL)"
+                    if isinstance(err, ImportError) else "")
+            raise StorageError(f"cannot open the database {self.shown_url}: {self._describe(err)}{hint}") from None
+
+    def _describe(self, err: BaseException) -> str:
+        """One line about a database error, with any password scrubbed out."""
+        line = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        return line.replace(self._secret, "***") if self._secret else line
+
+    def _create_schema(self) -> None:
+        for attempt in range(SCHEMA_ATTEMPTS):
+            try:
+                with self.engine.begin() as conn:
+                    t.metadata.create_all(conn)
+                    row = conn.execute(select(t.schema.c.version)).first()
+                    if row is None:
+                        conn.execute(t.schema.insert().values(version=t.SCHEMA_VERSION))
+                    elif row[0] < t.SCHEMA_VERSION:
+                        _add_missing_columns(conn)
+                return
+            except SQLAlchemyError:
+                if attempt == SCHEMA_ATTEMPTS - 1:
+                    raise
+                time.sleep(random.uniform(0.05, 0.3))
+
+    def _check_schema(self) -> None:
+        with self.engine.connect() as conn:
+            names = set(inspect(conn).get_table_names())
+            if t.schema.name not in names:
+                raise StorageError(f"{self.shown_url} holds no skipsearch study (no {t.schema.name} table)")
+            version = conn.execute(select(t.schema.c.version)).scalar()
+        if version is None or version < 2:
+            raise StorageError(f"{self.shown_url} was made by an older skipsearch (schema {version}); run "
+                               f"`skipsearch run` on it once to upgrade it")
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as err:
+            if isinstance(err, IntegrityError):
+                raise  # two writers disagree about a row: a bug, not a user mistake (errors.py)
+            raise StorageError(f"database error on {self.shown_url}: {self._describe(err)}") from None
+
+    # --- studies -------------------------------------------------------------------------------------
+
+    def save_study(self, name: str, spec: dict) -> dict:
+        """Register a study; return the spec it was first created with (two drivers may race to create it)."""
+        for _ in range(2):
+            first = self.study_spec(name)
+            if first is not None:
+                return first
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(t.studies.insert().values(study_name=name, spec_json=json.dumps(spec),
+                                                           created_at=_now()))
+                return spec
+            except IntegrityError:
+                continue  # another driver created it first: read theirs
+        raise StorageError(f"study {name!r} could not be registered in {self.shown_url}")
+
+    def study_spec(self, name: str) -> dict | None:
+        with self.begin() as conn:
+            row = conn.execute(select(t.studies.c.spec_json).where(t.studies.c.study_name == name)).first()
+        return json.loads(row[0]) if row else None
+
+    def set_winner(self, name: str, trial_number: int) -> None:
+        with self.begin() as conn:
+            conn.execute(update(t.studies).where(t.studies.c.study_name == name).values(winner_trial=trial_number))
+
+    def winner(self, name: str) -> int | None:
+        with self.begin() as conn:
+            row = conn.execute(select(t.studies.c.winner_trial).where(t.studies.c.study_name == name)).first()
+        return None if row is None else row[0]
+
+    def studies_frame(self) -> pd.DataFrame:
+        """Every study with its creation time and its trials counted by state."""
+        counts = (select(t.trials.c.study_name, t.trials.c.state, func.count().label("n"))
+                  .group_by(t.trials.c.study_name, t.trials.c.state))
+        with self.begin() as conn:
+            names = conn.execute(select(t.studies.c.study_name, t.studies.c.created_at)
+                                 .order_by(t.studies.c.study_name)).all()
+            rows = conn.execute(counts).all()
+        frame = pd.DataFrame([{"study_name": n, "created_at": c} for n, c in names],
+                             columns=["study_name", "created_at"])
+        for state in ("COMPLETE", "PRUNED", "FAIL"):
+            frame[state.lower()] = [sum(r.n for r in rows if r.study_name == n and r.state == state)
+                                    for n in frame.study_name]
+        return frame
+
+    def delete_study(self, name: str) -> int:
+        """Remove every skipsearch row of a study, in one transaction; returns how many rows went."""
+        with self.begin() as conn:
+            return sum(conn.execute(delete(table).where(table.c.study_name == name)).rowcount
+                       for table in t.PER_STUDY)
+
+    # --- per-trial records ---------------------------------------------------------------------------
+
+    def record_trial(self, claim: tuple[str, str] | None = None, **values) -> bool:
+        """A trial's row. With ``claim`` = (item, driver id), only while that driver still holds the claim,
+        checked in the same transaction: False (nothing written) when another driver took it over."""
+        return self._insert_claimed(t.trials, values, claim)
+
+    def trial(self, study: str, number: int) -> dict | None:
+        with self.begin() as conn:
+            q = select(t.trials).where(t.trials.c.study_name == study, t.trials.c.trial_number == number)
+            row = conn.execute(q).mappings().first()
+        return dict(row) if row else None
+
+    def fill_missing_deltas(self, study: str, baseline_fid: float) -> None:
+        """Set dFID on completed trials that were recorded before the baseline finished."""
+        where = (t.trials.c.study_name == study, t.trials.c.state == "COMPLETE", t.trials.c.delta_fid.is_(None))
+        with self.begin() as conn:
+            conn.execute(update(t.trials).where(*where).values(delta_fid=t.trials.c.fid - baseline_fid))
+
+    def record_rung(self, **values) -> None:
+        self._insert(t.rungs, values)
+
+    def rungs_frame(self, study: str) -> pd.DataFrame:
+        return self._frame(select(t.rungs).where(t.rungs.c.study_name == study)
+                           .order_by(t.rungs.c.trial_number, t.rungs.c.n))
+
+    def record_step(self, **values) -> None:
+        self._insert(t.steps, values)
+
+    def steps_frame(self, study: str) -> pd.DataFrame:
+        return self._frame(select(t.steps).where(t.steps.c.study_name == study)
+                           .order_by(t.steps.c.trial_number, t.steps.c.step))
+
+    def record_confirmation(self, claim: tuple[str, str] | None = None, **values) -> bool:
+        return self._insert_claimed(t.confirmations, values, claim)
+
+    def _insert_claimed(self, table: Table, values: dict, claim: tuple[str, str] | None) -> bool:
+        with self.begin() as conn:
+            if claim is not None:
+                item, driver_id = claim
+                held = conn.execute(update(t.claims).where(  # a write: the claim row is locked until commit
+                    t.claims.c.study_name == values["study_name"], t.claims.c.item == item,
+                    t.claims.c.driver_id == driver_id).values(driver_id=driver_id)).rowcount
+                if not held:
+                    return False
+            conn.execute(table.insert().values(created_at=_now(), **values))
+        return True
+
+    def trials_frame(self, study: str) -> pd.DataFrame:
+        return self._frame(select(t.trials).where(t.trials.c.study_name == study).order_by(t.trials.c.trial_number))
+
+    def confirmations_frame(self, study: str) -> pd.DataFrame:
+        q = select(t.confirmations).where(t.confirmations.c.study_name == study)
+        return self._frame(q.order_by(t.confirmations.c.trial_number, t.confirmations.c.seed_set))
+
+    def _insert(self, table: Table, values: dict) -> None:
+        self._insert_claimed(table, values, None)
+
+    def _frame(self, query) -> pd.DataFrame:
+        with self.begin() as conn:
+            rows = conn.execute(query).mappings().all()
+        cols = [c.name for c in query.selected_columns]
+        return pd.DataFrame([dict(r) for r in rows], columns=cols)
+
+    # --- drivers and claims (skipsearch.coordination builds on these) ----------------------------------
+
+    def db_now(self) -> datetime:
+        """The database's clock, which every driver of a shared study reads alike."""
+        with self.begin() as conn:
+            if self.engine.dialect.name == "sqlite":  # SQLite's clock is this machine's, in UTC, as text
+                return _aware(datetime.fromisoformat(conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', "
+                                                                       "'now')")).scalar()))
+            return _aware(conn.execute(select(func.now())).scalar())
+
+    def register_driver(self, **values) -> None:
+        now = self.db_now()
+        self._insert_row(t.drivers, values | {"started_at": now, "heartbeat_at": now})
+
+    def heartbeat(self, driver_id: str) -> None:
+        now = self.db_now()
+        with self.begin() as conn:
+            conn.execute(update(t.drivers).where(t.drivers.c.driver_id == driver_id).values(heartbeat_at=now))
+
+    def stop_driver(self, driver_id: str) -> None:
+        now = self.db_now()
+        with self.begin() as conn:
+            conn.execute(update(t.drivers).where(t.drivers.c.driver_id == driver_id).values(stopped_at=now))
+            conn.execute(delete(t.claims).where(t.claims.c.driver_id == driver_id))
+
+    def drivers(self, study: str) -> list[dict]:
+        with self.begin() as conn:
+            rows = conn.execute(select(t.drivers).where(t.drivers.c.study_name == study)).mappings().all()
+        return [dict(r) | {k: _aware(r[k]) for k in ("started_at", "heartbeat_at", "stopped_at")} for r in rows]
+
+    def try_claim(self, study: str, item: str, driver_id: str, trial_number: int | None = None) -> bool:
+        """Insert a claim; False if another driver holds it (the unique key decides, atomically)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(t.claims.insert().values(study_name=study, item=item, driver_id=driver_id,
+                                                      trial_number=trial_number, claimed_at=_now()))
+            return True
+        except IntegrityError:
+            return False
+        except SQLAlchemyError as err:
+            raise StorageError(f"database error on {self.shown_url}: {self._describe(err)}") from None
+
+    def claims(self, study: str, prefix: str = "") -> list[dict]:
+        q = select(t.claims).where(t.claims.c.study_name == study, t.claims.c.item.startswith(prefix))
+        with self.begin() as conn:
+            return [dict(r) for r in conn.execute(q).mappings().all()]
+
+    def release(self, study: str, item: str, driver_id: str | None = None) -> None:
+        """Drop a claim (only ``driver_id``'s, when given: a claim taken over meanwhile stays)."""
+        where = [t.claims.c.study_name == study, t.claims.c.item == item]
+        if driver_id is not None:
+            where.append(t.claims.c.driver_id == driver_id)
+        with self.begin() as conn:
+            conn.execute(delete(t.claims).where(*where))
+
+    def _insert_row(self, table: Table, values: dict) -> None:
+        with self.begin() as conn:
+            conn.execute(table.insert().values(**values))
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,102 @@
+"""skipsearch's tables, beside Optuna's in the same database. Schema versions are explicit.
+
+- 1: studies, trials, rungs, confirmations;
+- 2: Diff-Tuning columns (source FID, weights, training seed) and the steps table;
+- 3: drivers (one row per ``skipsearch run`` process, with its heartbeat), claims (who holds the study
+  lock, which trial each driver runs, which held-out evaluation each driver computes), and whether a
+  failed trial counts towards the budget (``skipsearch_trials.evaluated``).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text,
+                        UniqueConstraint)
+
+SCHEMA_VERSION = 3
+
+metadata = MetaData()
+schema = Table("skipsearch_schema", metadata, Column("version", Integer, primary_key=True))
+studies = Table(
+    "skipsearch_studies", metadata,
+    Column("study_name", String(256), primary_key=True),
+    Column("spec_json", Text, nullable=False),  # the spec as first stored, its storage URL without password
+    Column("winner_trial", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def _per_trial(name: str, *columns: Column, key: tuple[str, ...] = ()) -> Table:
+    """A table of rows about a study's trials: an id, the study and trial number, the given columns, a
+    creation time, and one row per (study, trial, *key)."""
+    return Table(name, metadata,
+                 Column("id", Integer, primary_key=True, autoincrement=True),
+                 Column("study_name", String(256), nullable=False),
+                 Column("trial_number", Integer, nullable=False),
+                 *columns,
+                 Column("created_at", DateTime(timezone=True), nullable=False),
+                 UniqueConstraint("study_name", "trial_number", *key))
+
+
+trials = _per_trial(
+    "skipsearch_trials",
+    Column("role", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("coefficients_json", Text, nullable=False),
+    Column("fid", Float), Column("kid", Float), Column("kid_std", Float), Column("delta_fid", Float),
+    Column("n", Integer, nullable=False), Column("seed_start", Integer, nullable=False),
+    Column("sampler_json", Text, nullable=False), Column("nfe", Integer, nullable=False),
+    Column("model_id", String(128), nullable=False), Column("model_hash", String(64)),
+    Column("extractor", String(128), nullable=False), Column("ref_hash", String(64)),
+    Column("versions_json", Text, nullable=False),
+    Column("wall_s", Float), Column("error", Text),
+    Column("source_fid", Float), Column("source_kid", Float),  # Diff-Tuning: FID on the pre-training domain
+    Column("weights_path", Text), Column("weights_hash", String(64)),  # Diff-Tuning: the fine-tuned state dict
+    Column("evaluated", Boolean),  # False: killed, interrupted or stopped by a bug (not in the budget); NULL: True
+)
+steps = _per_trial(  # Diff-Tuning's multi-fidelity: target FID at intermediate fine-tuning steps
+    "skipsearch_steps",
+    Column("step", Integer, nullable=False), Column("n", Integer, nullable=False),
+    Column("fid", Float, nullable=False), Column("kid", Float),
+    Column("source_fid", Float), Column("source_kid", Float),
+    Column("wall_s", Float),
+    key=("step",),
+)
+rungs = _per_trial(
+    "skipsearch_rungs",
+    Column("n", Integer, nullable=False),
+    Column("fid", Float, nullable=False), Column("kid", Float),
+    Column("wall_s", Float),
+    key=("n",),
+)
+confirmations = _per_trial(
+    "skipsearch_confirmations",
+    Column("seed_set", Integer, nullable=False),
+    Column("seed_start", Integer, nullable=False), Column("n", Integer, nullable=False),
+    Column("fid", Float, nullable=False), Column("kid", Float), Column("kid_std", Float),
+    Column("extractor", String(128), nullable=False), Column("ref_hash", String(64)),
+    Column("wall_s", Float),
+    Column("source_fid", Float), Column("source_kid", Float), Column("train_seed", Integer),
+    key=("seed_set", "n"),
+)
+drivers = Table(
+    "skipsearch_drivers", metadata,
+    Column("driver_id", String(32), primary_key=True),
+    Column("study_name", String(256), nullable=False),
+    Column("machine", String(512), nullable=False),  # host name, boot id and pid namespace
+    Column("pid", Integer, nullable=False),
+    Column("proc_start", BigInteger),  # the process's start time on its machine (tells a reused pid apart)
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),  # the database's clock
+    Column("stopped_at", DateTime(timezone=True)),
+)
+claims = Table(
+    "skipsearch_claims", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("study_name", String(256), nullable=False),
+    Column("item", String(128), nullable=False),  # "lock", "trial:N" or "confirm:TRIAL:SEED_SET:N"
+    Column("driver_id", String(32), nullable=False),
+    Column("trial_number", Integer),
+    Column("claimed_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("study_name", "item"),
+)
+PER_STUDY = (trials, steps, rungs, confirmations, drivers, claims, studies)  # what deleting a study removes
