@@ -73,6 +73,9 @@ def apply(model: nn.Module, coefficients: str | Path | BaseModel) -> Applied | L
 
     A Diff-Tuning file loads its fine-tuned weights (``weights_only=True``, hash checked) instead.
     """
+    if not isinstance(model, nn.Module):
+        hint = "; pass its .denoiser" if hasattr(model, "denoiser") else ""
+        raise UserError(f"apply takes a torch.nn.Module, got {type(model).__name__}{hint}")
     provenance = None
     if isinstance(coefficients, (str, Path)):
         cf = coeffile.read(coefficients)

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from skipsearch import coefficients
 from skipsearch.coordination import confirm_item
-from skipsearch.evaluate import evaluate
+from skipsearch.evaluate import TRIAL_ERRORS, evaluate
 from skipsearch.storage import Store
 from skipsearch.study import POLL_S, StudyContext
 
@@ -94,9 +94,17 @@ def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
             ctx.store.release(name, item, holder)  # its driver is gone: the next round takes it over
         return False
     try:
-        values = evaluate_heldout(ctx, ctx.store.trial(name, num), seed_set)
+        if ctx.store.has_confirmation(name, num, seed_set, c.n):  # another driver finished it and let go
+            return True
+        try:
+            values = evaluate_heldout(ctx, ctx.store.trial(name, num), seed_set)
+        except TRIAL_ERRORS as err:  # the candidate fails on these seeds: say so, keep the rest of the table
+            ctx.echo(f"held-out  trial {num:3d}  seed set {seed_set}  FAILED: {type(err).__name__}: {err}")
+            return True
         ctx.store.record_confirmation(claim=(item, ctx.driver.id), study_name=name, trial_number=num,
                                       seed_set=seed_set, n=c.n, **values)
+        ctx.echo(f"held-out  trial {num:3d}  seed set {seed_set}  N={c.n:<6d} FID {values['fid']:8.4f}  "
+                 f"{values['wall_s']:5.1f}s")
     finally:
         ctx.store.release(name, item, ctx.driver.id)
     return True

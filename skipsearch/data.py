@@ -176,7 +176,7 @@ def npz_images(path: str | Path, layout: str = "auto", resolution: int | None = 
         raise UserError(f"{file}: unreadable image array: {type(err).__name__}: {str(err)[:200]}") from None
     if array.dtype != np.uint8:
         raise UserError(f"{file}: images must be uint8 (0..255), got {array.dtype}")
-    if array.size == 0 or len(array) == 0:
+    if array.ndim == 0 or array.size == 0:
         raise UserError(f"{file}: the image array is empty (shape {array.shape})")
     return check_resolution(torch.from_numpy(to_nchw(array, layout, str(file)).copy()), resolution, str(file))
 

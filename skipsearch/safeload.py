@@ -38,7 +38,8 @@ def state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
         raise UserError(f"{path}: not a plain file of tensors ({type(err).__name__}: {first}); {what} is loaded "
                         f"with torch.load(weights_only=True), which refuses pickled code") from None
     if not isinstance(state, dict) or not state:
-        raise UserError(f"{path}: {what} must be a non-empty dict of tensors (a state dict), got {type(state).__name__}")
+        raise UserError(f"{path}: {what} must be a non-empty dict of tensors (a state dict), "
+                        f"got {type(state).__name__}")
     bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
     if bad:
         raise UserError(f"{path}: {what} must map names to tensors; {len(bad)} entries do not, e.g. {bad[0]!r}")

@@ -182,10 +182,10 @@ def make_pruner(spec: Spec) -> optuna.pruners.BasePruner:
 def stored_form(spec: Spec) -> dict:
     """The spec as the database keeps it: its storage URL without the password."""
     raw = spec.model_dump(mode="json")
-    with suppress(UserError, ValueError):
+    try:
         raw["storage"] = urls.without_password(urls.parse(spec.storage))
-    if urls.password(spec.storage):
-        raw["storage"] = urls.shown(spec.storage)  # unparsable but secret-bearing: masked
+    except UserError:  # not usable as it stands (another machine's path?): kept, any password masked
+        raw["storage"] = urls.shown(spec.storage)
     return raw
 
 

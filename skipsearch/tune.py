@@ -8,6 +8,7 @@ their intermediate values at step = N.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from tqdm.auto import tqdm
 
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # skipsearch prints its own per-trial lines
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # only the JSON logger (search_on_ray adds it)
 
 from skipsearch.errors import UserError
 from skipsearch.study import (POLL_S, WAIT, StudyContext, Waiting, ask, counted, record_failure, record_result,
@@ -59,6 +61,9 @@ def worker_trial(config: dict) -> None:
     from skipsearch.study import trial_ladder
 
     started = time.time()
+    threads = os.environ.get("OMP_NUM_THREADS", "")  # Ray's share of CPUs for this trial; applied here too,
+    if threads.isdigit() and int(threads) > 0:  # since torch may have sized its pool before Ray set it
+        torch.set_num_threads(int(threads))
     where = {"pid": os.getpid(), "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
              "torch_threads": torch.get_num_threads(), "started": started}
     diff_tuning = config.get("kind") == "diff_tuning"
@@ -205,9 +210,8 @@ def _error_callback(searcher):
         """A trial that errored past its retries: record Ray's error text as the FAIL reason."""
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            text = str(trial.get_error() or "no error text from Ray").strip().splitlines()
-            searcher.echo(f"Ray trial {trial.config.get('number', trial.trial_id)}: its worker failed "
-                          f"({text[-1] if text else ''}); retrying it")
+            searcher.echo(f"trial {trial.config.get('number', trial.trial_id):3d}  its Ray worker was lost "
+                          f"(failure {trial.num_failures}); retrying it")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             text = trial.get_error() or "the trial's worker failed (no error text from Ray)"
@@ -215,6 +219,14 @@ def _error_callback(searcher):
             searcher.fail(trial.trial_id, lines[-1] if lines else str(text))
 
     return RecordErrors()
+
+
+class _QuietTrialFailures(logging.Filter):
+    """Ray logs a lost worker's trial with a traceback of its own internals; skipsearch says it in one line
+    (``on_trial_recover``, and the FAIL reason once the retries are spent)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trial task failed for trial")
 
 
 def _keeping_baseline(scheduler_class, top: int):
@@ -276,6 +288,7 @@ def search_on_ray(ctx: StudyContext, budget: int, placement: Placement) -> list[
     """
     import ray
     from ray import tune
+    from ray.tune.logger import JsonLoggerCallback  # Tune reads its results back; no TensorBoard or CSV files
 
     used, in_flight = counted(ctx)
     if used >= budget and not in_flight:
@@ -292,11 +305,14 @@ def search_on_ray(ctx: StudyContext, budget: int, placement: Placement) -> list[
                                     trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),
         run_config=tune.RunConfig(name=ctx.spec.name, storage_path=workdir, verbose=0, stop=_stopper(searcher),
                                   failure_config=tune.FailureConfig(max_failures=placement.max_failures),
-                                  callbacks=[_error_callback(searcher)]),
+                                  callbacks=[_error_callback(searcher), JsonLoggerCallback()]),
     )
+    quiet, controller_log = _QuietTrialFailures(), logging.getLogger("ray.tune.execution.tune_controller")
+    controller_log.addFilter(quiet)
     try:
         tuner.fit()
     finally:
+        controller_log.removeFilter(quiet)
         for trial_id in list(searcher.live):
             searcher.fail(trial_id, "the trial did not finish before the Ray run ended", evaluated=False)
         searcher.bar.close()

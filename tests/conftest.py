@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # helpers beside the tests (pgserver, chaos)
 
 os.environ.setdefault("SKIPSEARCH_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                        f"skipsearch-test-cache-{os.getpid()}"))
@@ -68,6 +72,30 @@ def _seed():
 def ray_address():
     """One local Ray cluster for the whole suite: 2 CPUs and 2 fake GPUs (enough to test placement)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    import chaos
+
+    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env=chaos.runtime_env())  # workers also know the fault-injecting models (tests/chaos.py)
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One real PostgreSQL server on 127.0.0.1 for the session (skipped, with the reason, where there is none)."""
+    import pgserver
+
+    server = pgserver.start()
+    if isinstance(server, str):
+        pytest.skip(f"no PostgreSQL server: {server}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request, tmp_path):
+    """A fresh, empty database on each backend: the same contract holds on SQLite and PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'study.db'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"t_{abs(hash(request.node.nodeid)) % 10**9}")

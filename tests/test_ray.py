@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 from conftest import tiny_spec_dict
+from threadpoolctl import threadpool_limits
 
 import skipsearch
 from skipsearch.spec import parse_spec
@@ -63,9 +64,10 @@ def test_same_spec_and_seeds_give_the_same_fids_under_ray_and_in_process(tmp_pat
     spec = parse_spec(tiny_spec_dict("parity", metric={"rungs": [32]}, search={"trials": 4},
                                      confirm={"top_k": 0}))
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each Ray worker with 1 CPU: the thread count changes float sums' bits
-    try:
-        local = _run(spec, tmp_path / "local.db", None)
+    torch.set_num_threads(1)  # one thread for torch and BLAS, as a Ray worker with 1 CPU (OMP_NUM_THREADS=1)
+    try:  # has: the thread count changes the order of float sums, hence their last bits
+        with threadpool_limits(limits=1):
+            local = _run(spec, tmp_path / "local.db", None)
     finally:
         torch.set_num_threads(threads)
     remote = _run(spec, tmp_path / "ray.db", Placement(workers=2, cpus_per_trial=1.0))
@@ -81,16 +83,6 @@ def test_same_spec_and_seeds_give_the_same_fids_under_ray_and_in_process(tmp_pat
 def _run(spec, db: Path, placement) -> Store:
     skipsearch.run(spec, storage=f"sqlite:///{db}", placement=placement)
     return Store(f"sqlite:///{db}")
-
-
-def test_failing_trials_are_recorded_as_fail_with_their_error_text(tmp_path):
-    spec = parse_spec(tiny_spec_dict("boom", sampler={"name": "euler", "steps": 2},
-                                     search={"trials": 3, "rho_range": [0.5, 3e38]}, confirm={"top_k": 0}))
-    result = skipsearch.run(spec, storage=f"sqlite:///{tmp_path / 'f.db'}",
-                            placement=Placement(workers=2, cpus_per_trial=1.0))
-    failed = result.trials[result.trials.state == "FAIL"]
-    assert len(failed) >= 1 and len(result.trials) == 3
-    assert failed.error.str.contains("non-finite values").all()
 
 
 def test_kill_minus_9_then_resume_loses_no_completed_trial(tmp_path, ray_address):

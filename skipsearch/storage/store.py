@@ -76,7 +76,7 @@ class Store:
                 self._create_schema()
             else:
                 self._check_schema()
-        except (SQLAlchemyError, ImportError) as err:
+        except (SQLAlchemyError, ImportError, ValueError, OSError) as err:  # the driver's own complaints too
             hint = (" (install the database driver, e.g. pip install 'psycopg[binary]' for PostgreSQL)"
                     if isinstance(err, ImportError) else "")
             raise StorageError(f"cannot open the database {self.shown_url}: {self._describe(err)}{hint}") from None
@@ -221,6 +221,12 @@ class Store:
                     return False
             conn.execute(table.insert().values(created_at=_now(), **values))
         return True
+
+    def has_confirmation(self, study: str, trial: int, seed_set: int, n: int) -> bool:
+        c = t.confirmations.c
+        q = select(c.id).where(c.study_name == study, c.trial_number == trial, c.seed_set == seed_set, c.n == n)
+        with self.begin() as conn:
+            return conn.execute(q).first() is not None
 
     def trials_frame(self, study: str) -> pd.DataFrame:
         return self._frame(select(t.trials).where(t.trials.c.study_name == study).order_by(t.trials.c.trial_number))

@@ -36,6 +36,8 @@ def parse(url: object, field: str = "storage") -> URL:
     """The URL, parsed and checked: a supported database, a usable port, no in-memory SQLite."""
     if not isinstance(url, str) or not url.strip():
         raise UserError(f"{field}: the database URL is empty; e.g. {EXAMPLES}")
+    if any(ord(ch) < 32 for ch in url):
+        raise UserError(f"{field}: the database URL holds a control character (e.g. a NUL byte)")
     try:
         parsed = make_url(url.strip())
     except (ArgumentError, ValueError):
@@ -78,7 +80,7 @@ def shown(url: str | URL) -> str:
 def without_password(url: str | URL) -> str:
     """The URL as it may be stored: no password at all (the user supplies it again to reconnect)."""
     parsed = url if isinstance(url, URL) else make_url(url)
-    return parsed.set(password=None).render_as_string(hide_password=False)
+    return parsed._replace(password=None).render_as_string(hide_password=False)  # URL.set(password=None) keeps it
 
 
 def password(url: str | URL) -> str | None:
