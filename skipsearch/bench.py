@@ -13,6 +13,7 @@ import torch
 
 from skipsearch import data
 from skipsearch import study as _study
+from skipsearch.context import StudyContext
 from skipsearch.difftuning import DiffTuningWeights, finetune, knowledge_bank, quantile_to_sigma
 from skipsearch.errors import UserError
 from skipsearch.evaluate import evaluator, resolve_device
@@ -67,7 +68,7 @@ def bench_ray(spec_path: Path, m: int = 8) -> dict[str, float]:
     walls: dict[str, float] = {}
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        def study(name: str) -> _study.StudyContext:
+        def study(name: str) -> StudyContext:
             return _study.open_study(spec.model_copy(update={"name": name}), f"sqlite:///{Path(tmp) / name}.db",
                                      echo=quiet)
 

@@ -18,7 +18,8 @@ from skipsearch import coefficients
 from skipsearch.coordination import confirm_item
 from skipsearch.evaluate import TRIAL_ERRORS, evaluate
 from skipsearch.storage import Store
-from skipsearch.study import POLL_S, StudyContext
+from skipsearch.context import StudyContext
+from skipsearch.study import POLL_S
 
 
 def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from skipsearch import coeffile, data, metrics
+from skipsearch import coeffile
 from skipsearch.applying import apply
 from skipsearch.confirm import coefficients_of, confirmation_table
 from skipsearch.errors import UserError
 from skipsearch.evaluate import EvalTask, build_evaluator
 from skipsearch.generate import SamplerConfig
-from skipsearch.models import MODELS
 from skipsearch.provenance import Provenance
+from skipsearch.resolve import check_registered
 from skipsearch.storage import Store
 
 DEFAULT_TOLERANCE = 1e-4  # relative: a reproduction on the same kind of device agrees to ~1e-7
@@ -119,16 +119,9 @@ class Verification:
 
 def _names(p: Provenance, path: Path) -> None:
     """What the provenance names exists here: model, extractor, reference data set."""
-    if p.model.id not in MODELS:
-        raise UserError(f"{path}: invalid provenance\n  provenance.model.id: unknown model {p.model.id[:60]!r}; "
-                        f"valid: {', '.join(sorted(MODELS))}")
-    if p.metric.extractor not in metrics.EXTRACTORS:
-        raise UserError(f"{path}: invalid provenance\n  provenance.metric.extractor: unknown feature extractor "
-                        f"{p.metric.extractor[:60]!r}; valid: {', '.join(sorted(metrics.EXTRACTORS))}")
-    try:
-        data.check_name(p.metric.reference)
-    except UserError as err:
-        raise UserError(f"{path}: invalid provenance\n  provenance.metric.reference: {err}") from None
+    check_registered(str(path), "provenance", ("provenance.model.id", p.model.id),
+                     ("provenance.metric.extractor", p.metric.extractor),
+                     [("provenance.metric.reference", p.metric.reference)])
 
 
 def check(path: str | Path) -> tuple[coeffile.CoefficientFile, Provenance]:

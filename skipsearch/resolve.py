@@ -26,12 +26,12 @@ MIN_REFERENCE = 2  # a covariance needs two images; KID needs kid_subset_size of
 
 
 @contextmanager
-def field_of(source: str, name: str) -> Iterator[None]:
-    """Re-raise a UserError as an invalid-spec error naming the field."""
+def field_of(source: str, name: str, heading: str = "spec") -> Iterator[None]:
+    """Re-raise a UserError as an invalid-spec (or -provenance) error naming the field."""
     try:
         yield
     except UserError as err:
-        raise UserError(f"{source}: invalid spec\n  {name}: {err}") from None
+        raise UserError(f"{source}: invalid {heading}\n  {name}: {err}") from None
 
 
 def _named(source: str, name: str, check: Callable[[], T]) -> T:
@@ -39,16 +39,26 @@ def _named(source: str, name: str, check: Callable[[], T]) -> T:
         return check()
 
 
+def check_registered(source: str, heading: str, model: tuple[str, str], extractor: tuple[str, str],
+                     datasets: list[tuple[str, str]]) -> None:
+    """The model, the extractor and the data sets named at these (field, name) pairs exist: registry
+    lookups only. Shared by specs and by the provenance of coefficient files."""
+    (model_field, model_name), (extractor_field, extractor_name) = model, extractor
+    if model_name not in MODELS:
+        raise UserError(f"{source}: invalid {heading}\n  {model_field}: unknown model {model_name[:60]!r}; "
+                        f"valid: {', '.join(sorted(MODELS))}")
+    if extractor_name not in metrics.EXTRACTORS:
+        raise UserError(f"{source}: invalid {heading}\n  {extractor_field}: unknown feature extractor "
+                        f"{extractor_name[:60]!r}; valid: {', '.join(sorted(metrics.EXTRACTORS))}")
+    for name, value in datasets:
+        with field_of(source, name, heading):
+            data.check_name(value)
+
+
 def check_names(spec: Spec, source: str = "spec") -> None:
     """Registry lookups only: the model, the extractor and every data set name exist."""
-    if spec.model.name not in MODELS:
-        raise UserError(f"{source}: invalid spec\n  model.name: unknown model {spec.model.name!r}; "
-                        f"valid: {', '.join(sorted(MODELS))}")
-    if spec.metric.extractor not in metrics.EXTRACTORS:
-        raise UserError(f"{source}: invalid spec\n  metric.extractor: unknown feature extractor "
-                        f"{spec.metric.extractor!r}; valid: {', '.join(sorted(metrics.EXTRACTORS))}")
-    for name, value in _data_fields(spec):
-        _named(source, name, lambda v=value: data.check_name(v))
+    check_registered(source, "spec", ("model.name", spec.model.name), ("metric.extractor", spec.metric.extractor),
+                     _data_fields(spec))
 
 
 def _data_fields(spec: Spec) -> list[tuple[str, str]]:

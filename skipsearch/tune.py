@@ -22,8 +22,9 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # skipsearch prints its own pe
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # only the JSON logger (search_on_ray adds it)
 
 from skipsearch.errors import UserError
-from skipsearch.study import (POLL_S, WAIT, StudyContext, Waiting, ask, counted, record_failure, record_result,
-                              record_rung, reserve, stop_reason, trial_line)
+from skipsearch.context import StudyContext
+from skipsearch.recording import record_failure, record_result, record_rung
+from skipsearch.study import POLL_S, WAIT, Waiting, ask, counted, reserve, stop_reason, trial_line
 
 
 class WorkerBug(RuntimeError):

@@ -23,7 +23,8 @@ from skipsearch.coordination import trial_item
 from skipsearch.spec import parse_spec
 from skipsearch.storage import Store, urls
 from skipsearch.storage import tables as t
-from skipsearch.study import STALE_REASON, counted, open_study, record_result, reserve, run_trial
+from skipsearch.recording import STALE_REASON, record_result
+from skipsearch.study import counted, open_study, reserve, run_trial
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from kill_resume import kill_and_resume  # noqa: E402

@@ -15,7 +15,8 @@ import skipsearch
 from skipsearch import coeffile
 from skipsearch.errors import UserError
 from skipsearch.spec import parse_spec
-from skipsearch.study import STALE_REASON, open_study
+from skipsearch.recording import STALE_REASON
+from skipsearch.study import open_study
 
 
 @pytest.fixture(scope="module")
