@@ -79,11 +79,3 @@ def baseline_params(spec: Spec, n_skips: int) -> dict[str, float]:
     if search.family == "time_window":
         params |= {"sigma_a": search.sigma_range[0], "sigma_b": search.sigma_range[1]}
     return params
-
-
-def make_sampler(search: SearchSpec) -> optuna.samplers.BaseSampler:
-    if search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=search.seed)
-    if search.sampler == "gp":
-        return optuna.samplers.GPSampler(seed=search.seed)
-    return optuna.samplers.TPESampler(seed=search.seed)
