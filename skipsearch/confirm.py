@@ -90,7 +90,7 @@ def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
     c, name = ctx.spec.confirm, ctx.spec.name
     item = confirm_item(num, seed_set, c.n)
     if not ctx.store.try_claim(name, item, ctx.driver.id, num):
-        holder = next((h["driver_id"] for h in ctx.store.claims(name, item) if h["item"] == item), None)
+        holder = ctx.store.holder(name, item)
         if holder is not None and not ctx.driver.alive(holder):
             ctx.store.release(name, item, holder)  # its driver is gone: the next round takes it over
         return False

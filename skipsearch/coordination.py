@@ -137,7 +137,7 @@ def study_lock(driver: Driver) -> Iterator[None]:
     """Hold the study's lock claim for a few database round trips; a dead holder's lock is taken over."""
     store, study = driver.store, driver.study
     while not store.try_claim(study, LOCK, driver.id):
-        holder = next((c["driver_id"] for c in store.claims(study, LOCK) if c["item"] == LOCK), None)
+        holder = store.holder(study, LOCK)
         if holder is not None and not driver.alive(holder):
             store.release(study, LOCK, holder)
             continue

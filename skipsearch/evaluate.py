@@ -19,7 +19,7 @@ import torch
 
 from skipsearch import data
 from skipsearch.adapters import apply_coefficients
-from skipsearch.errors import SampleError, TrialError, UserError
+from skipsearch.errors import SampleError, TrialError, TrialTimeout, UserError
 from skipsearch.generate import SamplerConfig, generate
 from skipsearch.metrics import FeatureExtractor, Reference, fid_from_stats, kid, reference, statistics
 from skipsearch.models import LoadedModel, load_model
@@ -31,6 +31,11 @@ from skipsearch.timing import Stopwatch
 # (non-finite samples, a diverged fine-tuning run, a timeout) and running out of GPU memory. Any other
 # exception is a bug and stops the run (errors.py); a lost Ray worker is the machine's fault and is retried.
 TRIAL_ERRORS = (TrialError, torch.cuda.OutOfMemoryError)
+
+
+def failure_reason(err: BaseException) -> str:
+    """The FAIL reason of a trial error: a timeout says "timeout: ..." itself, others lead with their type."""
+    return str(err) if isinstance(err, TrialTimeout) else f"{type(err).__name__}: {err}"
 
 
 @dataclass(frozen=True)

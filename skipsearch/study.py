@@ -23,7 +23,7 @@ from skipsearch import deadline
 from skipsearch.context import StudyContext
 from skipsearch.coordination import Driver, study_lock, trial_item
 from skipsearch.errors import StorageError, UserError
-from skipsearch.evaluate import TRIAL_ERRORS, evaluate_ladder
+from skipsearch.evaluate import TRIAL_ERRORS, evaluate_ladder, failure_reason
 from skipsearch.recording import (baseline_trial, baseline_fid, record_failure, record_result, record_rung,
                                   recover_stale)
 from skipsearch.resolve import resolve
@@ -69,10 +69,8 @@ def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
         except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
             if attempt == OPTUNA_ATTEMPTS - 1:
-                secret = urls.password(url)
-                text = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
                 raise StorageError(f"cannot open Optuna's storage in {urls.shown(url)}: "
-                                   f"{text.replace(secret, '***') if secret else text}") from None
+                                   f"{urls.error_line(err, url)}") from None
             time.sleep(random.uniform(0.05, 0.3))
     raise AssertionError("unreachable")
 
@@ -184,7 +182,7 @@ def run_trial(ctx: StudyContext, trial: optuna.trial.Trial,
             if role != "baseline" and not ctx.multi_objective and trial.should_prune():
                 break
     except TRIAL_ERRORS as err:
-        reason = str(err) if str(err).startswith("timeout") else f"{type(err).__name__}: {err}"
+        reason = failure_reason(err)
         record_failure(ctx, trial.number, role, cj, reason)
         return trial.number, "FAIL", None, reason
     except BaseException as err:  # interrupted, a user mistake found late, or a bug: record why, then re-raise
@@ -256,4 +254,8 @@ def search(ctx: StudyContext, budget: int) -> None:
         ctx.echo(trial_line(ctx, number, state, result, reason))
     bar.close()
     if ran == 0:
-        ctx.echo(f"trial budget reached ({counted(ctx)[0]}/{budget}); pass --trials to extend the search")
+        say_budget_reached(ctx, counted(ctx)[0], budget)
+
+
+def say_budget_reached(ctx: StudyContext, used: int, budget: int) -> None:
+    ctx.echo(f"trial budget reached ({used}/{budget}); pass --trials to extend the search")

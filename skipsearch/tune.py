@@ -24,7 +24,8 @@ os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")  # only the JSO
 from skipsearch.errors import UserError
 from skipsearch.context import StudyContext
 from skipsearch.recording import record_failure, record_result, record_rung
-from skipsearch.study import POLL_S, WAIT, Waiting, ask, counted, reserve, stop_reason, trial_line
+from skipsearch.study import (POLL_S, WAIT, Waiting, ask, counted, reserve, say_budget_reached, stop_reason,
+                              trial_line)
 
 
 class WorkerBug(RuntimeError):
@@ -57,7 +58,7 @@ def worker_trial(config: dict) -> None:
     from pathlib import Path
 
     from skipsearch import coefficients
-    from skipsearch.evaluate import TRIAL_ERRORS, EvalTask
+    from skipsearch.evaluate import TRIAL_ERRORS, EvalTask, failure_reason
     from skipsearch.finetuning import FinetuneTask
     from skipsearch.study import trial_ladder
 
@@ -80,8 +81,7 @@ def worker_trial(config: dict) -> None:
             tune.report({**r, **where, "samples": r["n"], "progress": progress, "finished": time.time()})
         return
     except TRIAL_ERRORS as err:  # the trial's own fault: recorded as FAIL, not retried
-        reason = str(err) if str(err).startswith("timeout") else f"{type(err).__name__}: {err}"
-        ending["failed"] = reason
+        ending["failed"] = failure_reason(err)
     except UserError as err:
         ending["stop"] = str(err)
     except Exception as err:  # noqa: BLE001 - a bug: reported with its traceback, so the driver stops and shows it
@@ -156,7 +156,7 @@ def _searcher_class():
                 self.on_trial_result(trial_id, result)
             trial, role, cj, last = self.live.pop(trial_id)
             self.recorded.pop(trial_id, None)
-            if last is not None and last.keys() & {"stop", "bug"}:
+            if last is not None and last.keys() & FATAL:
                 kind = "stop" if "stop" in last else "bug"
                 self.fatal = (kind, last[kind])
                 err = UserError(last[kind]) if kind == "stop" else WorkerBug(last[kind].strip().splitlines()[-1])
@@ -186,7 +186,8 @@ def _searcher_class():
     return StudySearcher
 
 
-ENDINGS = {"failed", "stop", "bug"}
+FATAL = {"stop", "bug"}  # what a worker reports that stops the whole run
+ENDINGS = {"failed", *FATAL}  # a worker's last report, not a rung
 
 
 def _stopper(searcher):
@@ -196,7 +197,7 @@ def _stopper(searcher):
         """Every trial stops once a trial reported a bug or a user mistake: the run ends and says why."""
 
         def __call__(self, trial_id: str, result: dict) -> bool:
-            return bool(result.keys() & {"stop", "bug"})
+            return bool(result.keys() & FATAL)
 
         def stop_all(self) -> bool:
             return searcher.fatal is not None
@@ -293,7 +294,7 @@ def search_on_ray(ctx: StudyContext, budget: int, placement: Placement) -> list[
 
     used, in_flight = counted(ctx)
     if used >= budget and not in_flight:
-        ctx.echo(f"trial budget reached ({used}/{budget}); pass --trials to extend the search")
+        say_budget_reached(ctx, used, budget)
         return []
     started = _init_ray(placement)
     searcher = _searcher_class()(ctx, budget)

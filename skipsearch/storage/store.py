@@ -64,7 +64,6 @@ class Store:
     def __init__(self, url: str, create: bool = True):
         parsed = urls.parse(url)
         self.url, self.shown_url = url, urls.shown(parsed)
-        self._secret = urls.password(parsed)
         self.read_only = not create
         if not create and parsed.get_backend_name() == "sqlite" and not urls.sqlite_path(parsed).is_file():
             raise StorageError(f"no database at {urls.sqlite_path(parsed)} ({self.shown_url})")
@@ -79,12 +78,8 @@ class Store:
         except (SQLAlchemyError, ImportError, ValueError, OSError) as err:  # the driver's own complaints too
             hint = (" (install the database driver, e.g. pip install 'psycopg[binary]' for PostgreSQL)"
                     if isinstance(err, ImportError) else "")
-            raise StorageError(f"cannot open the database {self.shown_url}: {self._describe(err)}{hint}") from None
-
-    def _describe(self, err: BaseException) -> str:
-        """One line about a database error, with any password scrubbed out."""
-        line = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
-        return line.replace(self._secret, "***") if self._secret else line
+            raise StorageError(f"cannot open the database {self.shown_url}: "
+                               f"{urls.error_line(err, self.url)}{hint}") from None
 
     def _create_schema(self) -> None:
         for attempt in range(SCHEMA_ATTEMPTS):
@@ -120,7 +115,7 @@ class Store:
         except SQLAlchemyError as err:
             if isinstance(err, IntegrityError):
                 raise  # two writers disagree about a row: a bug, not a user mistake (errors.py)
-            raise StorageError(f"database error on {self.shown_url}: {self._describe(err)}") from None
+            raise StorageError(f"database error on {self.shown_url}: {urls.error_line(err, self.url)}") from None
 
     # --- studies -------------------------------------------------------------------------------------
 
@@ -256,7 +251,8 @@ class Store:
 
     def register_driver(self, **values) -> None:
         now = self.db_now()
-        self._insert_row(t.drivers, values | {"started_at": now, "heartbeat_at": now})
+        with self.begin() as conn:
+            conn.execute(t.drivers.insert().values(**values, started_at=now, heartbeat_at=now))
 
     def heartbeat(self, driver_id: str) -> None:
         now = self.db_now()
@@ -277,14 +273,18 @@ class Store:
     def try_claim(self, study: str, item: str, driver_id: str, trial_number: int | None = None) -> bool:
         """Insert a claim; False if another driver holds it (the unique key decides, atomically)."""
         try:
-            with self.engine.begin() as conn:
+            with self.begin() as conn:  # begin() lets an IntegrityError through as it is
                 conn.execute(t.claims.insert().values(study_name=study, item=item, driver_id=driver_id,
                                                       trial_number=trial_number, claimed_at=_now()))
             return True
         except IntegrityError:
             return False
-        except SQLAlchemyError as err:
-            raise StorageError(f"database error on {self.shown_url}: {self._describe(err)}") from None
+
+    def holder(self, study: str, item: str) -> str | None:
+        """The driver holding a claim, if any."""
+        q = select(t.claims.c.driver_id).where(t.claims.c.study_name == study, t.claims.c.item == item)
+        with self.begin() as conn:
+            return conn.execute(q).scalar()
 
     def claims(self, study: str, prefix: str = "") -> list[dict]:
         q = select(t.claims).where(t.claims.c.study_name == study, t.claims.c.item.startswith(prefix))
@@ -298,10 +298,6 @@ class Store:
             where.append(t.claims.c.driver_id == driver_id)
         with self.begin() as conn:
             conn.execute(delete(t.claims).where(*where))
-
-    def _insert_row(self, table: Table, values: dict) -> None:
-        with self.begin() as conn:
-            conn.execute(table.insert().values(**values))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -32,6 +32,13 @@ def scrub(text: str) -> str:
     return text
 
 
+def error_line(err: BaseException, url: str | URL) -> str:
+    """One line about a database error, with the URL's password (and any other known one) scrubbed out."""
+    line = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+    secret = password(url)
+    return scrub(line.replace(secret, "***") if secret else line)
+
+
 def parse(url: object, field: str = "storage") -> URL:
     """The URL, parsed and checked: a supported database, a usable port, no in-memory SQLite."""
     if not isinstance(url, str) or not url.strip():
