@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from skipsearch import data
-from skipsearch.generate import SamplerConfig, generate
+from skipsearch.diffusion.generation import SamplerConfig, generate
 from skipsearch.metrics import FeatureExtractor, fid_from_stats, kid, reference, statistics
 from skipsearch.models import load_model
 

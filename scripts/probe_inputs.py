@@ -207,8 +207,10 @@ def main() -> None:
     os.environ.setdefault("SKIPSEARCH_CACHE", tempfile.mkdtemp(prefix="probe-cache-"))
     from hostile import COEFFICIENT_FILES, RAW_TEXTS, SPECS
 
-    from skipsearch import data, exporting, inception
-    from skipsearch.applying import LoadedWeights
+    from skipsearch import data
+    from skipsearch.exchange import verify as exporting
+    from skipsearch.metrics import inception
+    from skipsearch.methods.diff_tuning.apply import LoadedWeights
     from skipsearch.models import load_model
     from skipsearch.resolve import check_names
     from skipsearch.spec import load_spec

@@ -1,7 +1,7 @@
-"""skipsearch: black-box search for diffusion-model coefficients (Skip-Tuning) that lower FID.
+"""skipsearch: black-box search for diffusion-model coefficients (Skip-Tuning, Diff-Tuning) that lower FID.
 
-The public verbs are loaded lazily, so ``import skipsearch.networks`` (say, in a training script on a
-machine without Optuna) needs nothing but torch.
+The public verbs are loaded lazily and importing the package does nothing else: ``skipsearch.apply`` (in a
+user's own sampling code) loads torch and pydantic, never Optuna, Ray, SQLAlchemy, typer or pandas.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "run": "skipsearch.api", "best": "skipsearch.api", "export": "skipsearch.api", "apply": "skipsearch.applying",
+    "run": "skipsearch.api", "best": "skipsearch.api", "export": "skipsearch.api", "apply": "skipsearch.exchange.apply",
     "verify": "skipsearch.api", "trials": "skipsearch.api", "RunResult": "skipsearch.api",
     "studies": "skipsearch.api", "delete": "skipsearch.api",
-    "UserError": "skipsearch.errors", "load_model": "skipsearch.models",
+    "UserError": "skipsearch.errors", "load_model": "skipsearch.models", "model_info": "skipsearch.models",
     "Spec": "skipsearch.spec", "load_spec": "skipsearch.spec",
 }
 __all__ = sorted(_EXPORTS)

@@ -9,36 +9,65 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pandas as pd
 from tqdm.auto import tqdm
 
-from skipsearch import confirm as _confirm
-from skipsearch import exporting as _export
-from skipsearch import study as _study
-from skipsearch.applying import apply
-from skipsearch.coordination import live_drivers
 from skipsearch.errors import UserError
+from skipsearch.exchange import export as _export
+from skipsearch.exchange.apply import apply
+from skipsearch.exchange.provenance import Provenance
+from skipsearch.exchange.verify import verify
+from skipsearch.methods import Coefficients, method_for, parse_coefficients
+from skipsearch.search import confirm as _confirm
+from skipsearch.search import driver as _driver
+from skipsearch.search.coordination import live_drivers
+from skipsearch.search.ray_tune import Placement
 from skipsearch.spec import TRIALS_MAX, Spec, load_spec
 from skipsearch.storage import Store, urls
-from skipsearch.tune import Placement
 
-__all__ = ["RunResult", "apply", "best", "delete", "export", "pareto", "run", "studies", "trials", "verify"]
+__all__ = ["BestTrial", "RunResult", "apply", "best", "delete", "export", "pareto", "run", "studies", "trials",
+           "verify"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunResult:
     study: str
     storage: str  # password masked
     trials: pd.DataFrame
     confirmation: pd.DataFrame
-    pareto: pd.DataFrame | None = None  # multi-objective Diff-Tuning studies: the non-dominated trials
+    pareto: pd.DataFrame | None = None  # multi-objective studies: the non-dominated trials
 
     @property
     def winner(self) -> int | None:
-        rest = self.confirmation[self.confirmation.role != "baseline"] if not self.confirmation.empty else None
-        return None if rest is None or rest.empty else int(rest.sort_values("heldout_fid").trial_number.iloc[0])
+        return _confirm.winner(self.confirmation)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParetoPoint:
+    trial: int
+    target_fid: float
+    source_fid: float
+    coefficients: Coefficients
+
+
+@dataclass(frozen=True, kw_only=True)
+class BestTrial:
+    """A study's winner: its coefficients and provenance, and (two objectives) the Pareto front."""
+
+    coefficients: Coefficients
+    provenance: Provenance
+    pareto_front: tuple[ParetoPoint, ...] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form ``skipsearch best --json`` prints: the provenance's fields, the coefficients, the front."""
+        out = self.provenance.model_dump(mode="json") | {"coefficients": self.coefficients.model_dump(mode="json")}
+        if self.pareto_front is not None:
+            out["pareto_front"] = [{"trial": p.trial, "target_fid": p.target_fid, "source_fid": p.source_fid,
+                                    "coefficients": p.coefficients.model_dump(mode="json")} for p in self.pareto_front]
+        return out
 
 
 def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None = None,
@@ -53,19 +82,23 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     if trials is not None and not 1 <= trials <= TRIALS_MAX:
         raise UserError(f"--trials must be between 1 and {TRIALS_MAX}, got {trials}")
-    ctx = _study.open_study(spec, storage, source, echo)
+    if placement is not None:
+        from skipsearch.search.ray_tune import require_ray
+
+        require_ray()
+    ctx = _driver.open_study(spec, storage, source, echo)
     try:
         budget = trials or spec.search.trials
         if placement is None:
-            _study.search(ctx, budget)
+            _driver.search(ctx, budget)
         else:
-            from skipsearch.tune import search_on_ray
+            from skipsearch.search.ray_tune import search_on_ray
 
             search_on_ray(ctx, budget, placement)
         conf = _confirm.confirm(ctx)
         frame = ctx.store.trials_frame(spec.name)
         front = _confirm.pareto_front(frame) if ctx.multi_objective else None
-        return RunResult(spec.name, ctx.store.shown_url, frame, conf, front)
+        return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front)
     finally:
         ctx.close()
 
@@ -79,20 +112,19 @@ def trials(storage: str | None, study: str) -> pd.DataFrame:
     return _reader(storage).trials_frame(study)
 
 
-def best(storage: str | None, study: str) -> dict:
+def best(storage: str | None, study: str) -> BestTrial:
     """The confirmed winner (else the best search trial), with its coefficients and provenance; a
     multi-objective study adds its Pareto front (target FID, source FID)."""
     store = _reader(storage)
     row = _export.chosen_trial(store, study)
-    rec = _export.provenance(store, study, row).model_dump(mode="json") | {
-        "coefficients": _confirm.coefficients_of(row).model_dump()}
-    objectives = (store.study_spec(study).get("search") or {}).get("objectives") or []
-    if len(objectives) > 1:
-        rec["pareto_front"] = [{"trial": int(r.trial_number), "target_fid": float(r.fid),
-                                "source_fid": float(r.source_fid),
-                                "coefficients": _confirm.coefficients_of(r._asdict()).model_dump()}
-                               for r in _confirm.pareto_front(store.trials_frame(study)).itertuples()]
-    return rec
+    spec = _export.stored_spec(store, study)
+    front = None
+    if len(method_for(spec.kind).objectives(spec)) > 1:
+        front = tuple(ParetoPoint(trial=int(r.trial_number), target_fid=float(r.fid), source_fid=float(r.source_fid),
+                                  coefficients=parse_coefficients(r.coefficients_json))
+                      for r in _confirm.pareto_front(store.trials_frame(study)).itertuples())
+    return BestTrial(coefficients=_confirm.coefficients_of(row), provenance=_export.provenance(store, study, row),
+                     pareto_front=front)
 
 
 def pareto(storage: str | None, study: str) -> pd.DataFrame:
@@ -121,12 +153,10 @@ def delete(storage: str | None, study: str) -> int:
     if running:
         raise UserError(f"study {study!r} is being run by {len(running)} driver(s) (pid "
                         f"{', '.join(str(d['pid']) for d in running)}); stop them first")
-    rdb = _study.open_optuna_storage(url)
+    rdb = _driver.open_optuna_storage(url)
     try:
         optuna.delete_study(study_name=study, storage=rdb)
     except KeyError:
         pass  # skipsearch registered it, but the run stopped before Optuna did
     return store.delete_study(study)
 
-
-verify = _export.verify

@@ -1,9 +1,10 @@
-"""Benchmarks measured side by side in one run, printed as ratios so a noisy machine does not mislead."""
+"""Benchmarks measured side by side in one run, printed as ratios so a noisy machine does not mislead.
+
+A method may bring its own (``Method.bench``); these two time any method's trials.
+"""
 
 from __future__ import annotations
 
-import copy
-import os
 import statistics
 import tempfile
 import time
@@ -11,15 +12,10 @@ from pathlib import Path
 
 import torch
 
-from skipsearch import data
-from skipsearch import study as _study
-from skipsearch.context import StudyContext
-from skipsearch.difftuning import DiffTuningWeights, finetune, knowledge_bank, quantile_to_sigma
-from skipsearch.errors import UserError
 from skipsearch.evaluate import evaluator, resolve_device
-from skipsearch.finetuning import downstream_images, finetune_ladder
-from skipsearch.networks import denoising_error
-from skipsearch.spec import DiffTuningSpec, load_spec
+from skipsearch.search import driver as _study
+from skipsearch.search.context import StudyContext
+from skipsearch.spec import load_spec
 
 
 def bench_trial(spec_path: Path, n_trials: int = 3) -> dict:
@@ -34,11 +30,12 @@ def bench_trial(spec_path: Path, n_trials: int = 3) -> dict:
             rows = []
             for _ in range(n_trials):
                 start = time.perf_counter()
-                _, state, result, reason = _study.run_trial(ctx, _study.reserve(ctx, n_trials + 1))
+                done = _study.run_trial(ctx, _study.reserve(ctx, n_trials + 1))
                 wall = time.perf_counter() - start
-                if result is None:
-                    raise RuntimeError(f"benchmark trial failed: {reason}")
-                rows.append((wall, result["timings"].get("network", 0.0), result["timings"].get("features", 0.0)))
+                if done.rung is None:
+                    raise RuntimeError(f"benchmark trial failed: {done.reason}")
+                timings = done.rung.timings
+                rows.append((wall, timings.get("network", 0.0), timings.get("features", 0.0)))
         finally:
             ctx.close()
     wall, net, feat = (statistics.median(col) for col in zip(*rows))
@@ -60,7 +57,7 @@ def bench_ray(spec_path: Path, m: int = 8) -> dict[str, float]:
     """The same M trials in-process and on a local Ray with 1 and 2 workers (1 CPU, so 1 thread, each)."""
     import ray
 
-    from skipsearch.tune import Placement, search_on_ray
+    from skipsearch.search.ray_tune import Placement, search_on_ray
 
     spec = load_spec(spec_path)
     spec = spec.model_copy(update={"search": spec.search.model_copy(update={"trials": m})})
@@ -100,67 +97,3 @@ def bench_ray(spec_path: Path, m: int = 8) -> dict[str, float]:
     print(f"  Ray 1 worker / 2 workers (speed-up)         {one / walls['Ray, 2 worker(s) x 1 CPU']:6.3f}"
           f"   target >= 1.6")
     return walls
-
-
-def _bare_loop(denoiser, images: torch.Tensor, steps: int, batch: int, lr: float,
-               sigma_range: tuple[float, float]) -> float:
-    """The reference: a plain training loop of the same model and batch (uniform ln sigma, no bank)."""
-    g = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(denoiser.net.parameters(), lr=lr)
-    denoiser.train().requires_grad_(True)
-    start = time.perf_counter()
-    for _ in range(steps):
-        x = images[torch.randint(len(images), (batch,), generator=g)]
-        sigma = quantile_to_sigma(torch.rand(batch, generator=g), *sigma_range).to(x.device)
-        loss = denoising_error(denoiser, x, sigma, g).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return time.perf_counter() - start
-
-
-def bench_difftuning(spec_path: Path, steps: int = 100, repeats: int = 3) -> dict[str, float]:
-    """Fine-tuning steps/s of a Diff-Tuning trial against a bare loop (interleaved, medians), and the
-    knowledge bank's share of a study's first trial (the bank is built then, and reused after)."""
-    spec = load_spec(spec_path)
-    if not isinstance(spec, DiffTuningSpec):
-        raise UserError(f"{spec_path} is a {spec.kind} spec; the Diff-Tuning benchmark needs kind: diff_tuning")
-    with tempfile.TemporaryDirectory() as tmp:
-        ctx = _study.open_study(spec.model_copy(update={"name": "bench"}), f"sqlite:///{Path(tmp) / 'b.db'}",
-                                echo=lambda line: None)
-        f, sampler = spec.finetune, spec.sampler.config()
-        task = ctx.finetune_task(spec.metric.n, spec.metric.seed, f.seed)
-        ev = evaluator(task.model, task.extractor, task.target, task.device)
-        evaluator(task.model, task.extractor, task.source, task.device)
-        new = data.to_model_range(downstream_images(f.data, f.n_images, f.data_seed, ev.loaded.info.resolution))
-        new = new.to(ev.device)
-        w = DiffTuningWeights(lr=f.lr, steps=steps)  # the official defaults: s = s' = 1, r = 0.2, lambda = 0.1
-        sigma_range = (sampler.sigma_min, sampler.sigma_max)
-
-        # first trial of a study: bank built from scratch (a private cache), then fine-tuning and scoring
-        os.environ["SKIPSEARCH_CACHE"], old = tmp, os.environ.get("SKIPSEARCH_CACHE")
-        try:
-            *_, first = finetune_ladder(task, w.model_copy(update={"steps": f.steps}))
-            bank = data.to_model_range(knowledge_bank(ev.loaded, sampler, f.bank_size, f.bank_seed)).to(ev.device)
-        finally:
-            os.environ.pop("SKIPSEARCH_CACHE") if old is None else os.environ.__setitem__("SKIPSEARCH_CACHE", old)
-        bare, trial = [], []
-        for _ in range(repeats):
-            bare.append(_bare_loop(copy.deepcopy(ev.loaded.denoiser), new, steps, f.batch_size, f.lr, sigma_range))
-            model, start = copy.deepcopy(ev.loaded.denoiser), time.perf_counter()
-            for _ in finetune(model, new, bank, w, batch_size=f.batch_size, sigma_range=sigma_range, seed=f.seed):
-                pass
-            trial.append(time.perf_counter() - start)
-        ctx.close()
-    bare_rate, trial_rate = steps / statistics.median(bare), steps / statistics.median(trial)
-    share = first["timings"].get("bank", 0.0) / first["wall_s"]
-    print(f"Diff-Tuning benchmark: {spec.model.name}, batch {f.batch_size} (bank fraction {w.r}), {steps} steps, "
-          f"median of {repeats} interleaved runs, device {resolve_device(spec.device)}")
-    print(f"  bare training loop          {bare_rate:8.1f} steps/s")
-    print(f"  Diff-Tuning trial loop      {trial_rate:8.1f} steps/s")
-    verdict = "met" if trial_rate / bare_rate >= 0.9 else "MISSED"
-    print(f"  trial / bare (steps/s)      {trial_rate / bare_rate:8.3f}   target >= 0.9: {verdict}")
-    print(f"  first trial ({f.steps} steps, bank of {f.bank_size} built in it): {first['wall_s']:.1f} s, of which "
-          f"the bank {first['timings'].get('bank', 0.0):.1f} s = share {share:.3f}; later trials reuse it")
-    return {"bare_steps_per_s": bare_rate, "trial_steps_per_s": trial_rate, "ratio": trial_rate / bare_rate,
-            "bank_share": share, "first_trial_s": first["wall_s"]}

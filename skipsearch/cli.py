@@ -19,7 +19,7 @@ from skipsearch.errors import UserError
 from skipsearch.storage import urls
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Search Skip-Tuning coefficients that lower a diffusion model's FID.")
+                  help="Search coefficients (Skip-Tuning, Diff-Tuning) that lower a diffusion model's FID.")
 STORAGE = typer.Option(None, "--storage", show_default=False,
                        help=f"Database URL (SQLite file or PostgreSQL); default ${urls.STORAGE_ENV}, else "
                             f"sqlite:///skipsearch.db. Put a password in ${urls.STORAGE_ENV}, not here.")
@@ -64,8 +64,9 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
     Example: skipsearch run studies/demo-skip.yaml --trials 40 --workers 2
     """
     from skipsearch import api, report
+    from skipsearch.methods import method_for
+    from skipsearch.search.ray_tune import Placement
     from skipsearch.spec import load_spec
-    from skipsearch.tune import Placement
 
     loaded = load_spec(spec)
     url = urls.choose(storage, loaded.storage)
@@ -75,7 +76,8 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
                    err=True)
     placement = None
     if workers is not None or address is not None:
-        placement = Placement(workers or 2, address, cpus_per_trial, gpus_per_trial, max_failures)
+        placement = Placement(workers=workers or 2, address=address, cpus_per_trial=cpus_per_trial,
+                              gpus_per_trial=gpus_per_trial, max_failures=max_failures)
     where = "in this process" if placement is None else f"on Ray, {placement.workers} trial(s) at a time"
     typer.echo(f"study {loaded.name}: {where}; results go to {urls.shown(url)} (Optuna storage and skipsearch "
                f"tables)")
@@ -83,11 +85,8 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
     s = loaded.sampler
     header = (f"Study {result.study}: model {loaded.model.name}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
-    if loaded.kind == "diff_tuning":
-        f = loaded.finetune
-        header += (f"\nDiff-Tuning: fine-tuned on {f.n_images or 'all'} images of {f.data}; the baseline is plain "
-                   f"fine-tuning (s = 0, r = 0) for {f.steps} steps at lr {f.lr:g}; source FID vs "
-                   f"{f.source_reference} measures forgetting")
+    extra = method_for(loaded.kind).header(loaded)
+    header += f"\n{extra}" if extra else ""
     report.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
     typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
                f"{urls.for_command_line(url)} --format yaml -o {result.study}.yaml")
@@ -102,27 +101,26 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: Optional
     Example: skipsearch best demo-skip --storage sqlite:///skipsearch.db
     """
     from skipsearch import api
-    from skipsearch.report import describe
 
-    rec = api.best(storage, study)
+    won = api.best(storage, study)
     if as_json:
-        typer.echo(json.dumps(rec, indent=2))
+        typer.echo(json.dumps(won.to_json(), indent=2))
         return
-    s, c = rec["search"], rec["confirmation"]
-    typer.echo(f"study {study}: trial {rec['trial']} ({rec['role']}) "
-               f"{describe(json.dumps(rec['coefficients']))}")
-    delta = "" if s["delta_fid"] is None else f" (dFID {s['delta_fid']:+.4f})"
-    typer.echo(f"  search  N={s['n']}: FID {s['fid']:.4f}{delta}, KID {s['kid']:.5f} [{rec['metric']['extractor']}]")
+    p = won.provenance
+    s, c = p.search, p.confirmation
+    typer.echo(f"study {study}: trial {p.trial} ({p.role}) {won.coefficients.describe()}")
+    delta = "" if s.delta_fid is None else f" (dFID {s.delta_fid:+.4f})"
+    typer.echo(f"  search  N={s.n}: FID {s.fid:.4f}{delta}, KID {s.kid:.5f} [{p.metric.extractor}]")
     if c:
-        typer.echo(f"  held-out N={c['n']} x {len(c['seed_sets'])} seed sets: FID {c['heldout_fid']:.4f}, "
-                   f"dFID {c['delta_fid']:+.4f} ± {c['delta_fid_std']:.4f}")
+        typer.echo(f"  held-out N={c.n} x {len(c.seed_sets)} seed sets: FID {c.heldout_fid:.4f}, "
+                   f"dFID {c.delta_fid:+.4f} ± {c.delta_fid_std:.4f}")
     else:
         typer.echo("  not confirmed on held-out seeds yet")
-    if rec.get("source"):
-        typer.echo(f"  source FID (forgetting, vs {rec['source']['reference']}): {rec['source']['fid']:.4f}")
-    if rec.get("weights"):
-        typer.echo(f"  fine-tuned weights: {rec['weights']['path']} (sha256 {rec['weights']['sha256_16']})")
-    if rec.get("pareto_front"):
+    if p.source is not None and p.source.fid is not None:
+        typer.echo(f"  source FID (forgetting, vs {p.source.reference}): {p.source.fid:.4f}")
+    if p.weights is not None:
+        typer.echo(f"  fine-tuned weights: {p.weights.path} (sha256 {p.weights.sha256_16})")
+    if won.pareto_front:
         from rich.console import Console
 
         from skipsearch.report import pareto_table
@@ -222,17 +220,10 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
     skipsearch bench --spec studies/demo-difftuning.yaml
     """
-    from skipsearch.bench import bench_difftuning, bench_ray, bench_trial
+    from skipsearch.methods import method_for
     from skipsearch.spec import load_spec
 
-    if load_spec(spec).kind == "diff_tuning":
-        if use_ray:
-            raise UserError("--ray benchmarks Skip-Tuning trials; diff_tuning studies run in-process")
-        bench_difftuning(spec)
-    elif use_ray:
-        bench_ray(spec, trials)
-    else:
-        bench_trial(spec, trials)
+    method_for(load_spec(spec).kind).bench(spec, trials, use_ray)
 
 
 def main() -> None:

@@ -1,7 +1,8 @@
-"""evaluate(): coefficients in, numbers out. The one code path for in-process and Ray trials.
+"""Sample and score: a model as it stands (with whatever a method applied to it) in, FID/KID out.
 
-A worker loads the model, the extractor and the reference statistics once (``evaluator``). Each call
-applies the coefficients in a scoped way, samples with fixed seeds and scores FID/KID. With a ladder of
+The one code path for in-process and Ray trials, for held-out confirmation and for ``verify``. A worker
+loads the model, the extractor and the reference statistics once (``evaluator``). Each call samples with
+fixed seeds and scores FID/KID; the method around it applies and removes its coefficients. With a ladder of
 sample counts (multi-fidelity), the images of rung j are reused by rung j+1: seeds are drawn in order,
 and chunk boundaries depend only on the ladder and the batch size, so a rung's FID is bit-identical
 wherever and however it is computed.
@@ -12,18 +13,16 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from skipsearch import data
-from skipsearch.adapters import apply_coefficients
+from skipsearch.diffusion.generation import SamplerConfig, generate
 from skipsearch.errors import SampleError, TrialError, TrialTimeout, UserError
-from skipsearch.generate import SamplerConfig, generate
+from skipsearch.results import Score
 from skipsearch.metrics import FeatureExtractor, Reference, fid_from_stats, kid, reference, statistics
 from skipsearch.models import LoadedModel, load_model
-from skipsearch.skip import _Schedule
 from skipsearch.timing import Stopwatch
 
 
@@ -38,7 +37,7 @@ def failure_reason(err: BaseException) -> str:
     return str(err) if isinstance(err, TrialTimeout) else f"{type(err).__name__}: {err}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalTask:
     """Everything but the coefficients that determines a trial's numbers."""
 
@@ -61,32 +60,6 @@ class EvalTask:
     def ladder(self) -> tuple[int, ...]:
         return tuple(sorted({*self.rungs, self.n}))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> EvalTask:
-        return cls(**{**d, "sampler": SamplerConfig(**d["sampler"]), "rungs": tuple(d.get("rungs", ())),
-                      "classes": tuple(d.get("classes", ()))})
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    fid: float
-    kid: float
-    kid_std: float
-    n: int
-    seed_start: int
-    nfe: int
-    extractor: str
-    ref_hash: str
-    model_id: str
-    model_hash: str
-    wall_s: float
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
@@ -96,24 +69,18 @@ class Evaluator:
     reference: Reference
     device: torch.device
 
-    def ladder(self, task: EvalTask, coefficients: _Schedule | None,
-               progress: bool = False) -> Iterator[EvalResult]:
-        """One result per rung; closing the generator early (a pruned trial) removes the hooks.
-
-        ``coefficients=None`` samples the model as it is, for callers that applied coefficients themselves.
-        """
+    def ladder(self, task: EvalTask, progress: bool = False) -> Iterator[Score]:
+        """One result per rung, sampling the model as it is now (with whatever coefficients are on it)."""
         start, watch, feats, done = time.perf_counter(), Stopwatch(), [], 0
-        scope = apply_coefficients(self.loaded.denoiser, coefficients) if coefficients is not None else nullcontext()
-        with scope:
-            for n in task.ladder:
-                images = self.sample(task, range(task.seed_start + done, task.seed_start + n), watch, progress)
-                with watch.measure("features", self.device):
-                    feats.append(self.extractor(images, batch_size=task.batch_size))
-                done = n
-                yield self.score(torch.cat(feats), task, n, watch, start)
+        for n in task.ladder:
+            images = self.sample(task, range(task.seed_start + done, task.seed_start + n), watch, progress)
+            with watch.measure("features", self.device):
+                feats.append(self.extractor(images, batch_size=task.batch_size))
+            done = n
+            yield self.score(torch.cat(feats), task, n, watch, start)
 
-    def __call__(self, task: EvalTask, coefficients: _Schedule, progress: bool = False) -> EvalResult:
-        *_, last = self.ladder(task, coefficients, progress)
+    def __call__(self, task: EvalTask, progress: bool = False) -> Score:
+        *_, last = self.ladder(task, progress)
         return last
 
     def sample(self, task: EvalTask, seeds: range, watch: Stopwatch, progress: bool = False) -> torch.Tensor:
@@ -126,13 +93,14 @@ class Evaluator:
         check_images(images)
         return images
 
-    def score(self, feats: torch.Tensor, task: EvalTask, n: int, watch: Stopwatch, start: float) -> EvalResult:
+    def score(self, feats: torch.Tensor, task: EvalTask, n: int, watch: Stopwatch, start: float) -> Score:
         fid = fid_from_stats(statistics(feats), self.reference.stats)
         kid_mean, kid_std = kid(feats, self.reference.features, task.kid_subset_size)
         info = self.loaded.info
-        return EvalResult(fid, kid_mean, kid_std, n, task.seed_start, task.sampler.nfe, self.extractor.name,
-                          self.reference.key, info.model_id, info.weights_hash, time.perf_counter() - start,
-                          dict(watch.seconds))
+        return Score(fid=fid, kid=kid_mean, kid_std=kid_std, n=n, seed_start=task.seed_start,
+                          nfe=task.sampler.nfe, extractor=self.extractor.name, ref_hash=self.reference.key,
+                          model_id=info.model_id, model_hash=info.weights_hash, wall_s=time.perf_counter() - start,
+                          timings=dict(watch.seconds))
 
 
 def check_images(images: torch.Tensor) -> None:
@@ -163,9 +131,6 @@ def build_evaluator(model: str, extractor: str, dataset: str, device: str = "cpu
 evaluator = functools.lru_cache(maxsize=4)(build_evaluator)
 
 
-def evaluate(task: EvalTask, coefficients: _Schedule, progress: bool = False) -> EvalResult:
-    return evaluator(task.model, task.extractor, task.dataset, task.device)(task, coefficients, progress)
-
-
-def evaluate_ladder(task: EvalTask, coefficients: _Schedule, progress: bool = False) -> Iterator[EvalResult]:
-    return evaluator(task.model, task.extractor, task.dataset, task.device).ladder(task, coefficients, progress)
+def evaluator_for(task: EvalTask) -> Evaluator:
+    """This process's cached evaluator for the task's model, extractor, reference and device."""
+    return evaluator(task.model, task.extractor, task.dataset, task.device)

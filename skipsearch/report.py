@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from skipsearch.difftuning import DiffTuningWeights
+from skipsearch.methods import parse_coefficients
+from skipsearch.search.confirm import winner
 
 
 def describe(coefficients_json: str) -> str:
-    c = json.loads(coefficients_json)
-    family = c.pop("family")
-    if family == "diff_tuning" and DiffTuningWeights(**c).is_plain():  # s' and lambda do nothing then
-        return f"plain fine-tuning: lr={c['lr']:.4g} steps={c['steps']}"
-    parts = [f"{k}={tuple(round(x, 3) for x in v)}" if isinstance(v, list) else f"{k}={v:.4g}" for k, v in c.items()]
-    return f"{family}: " + " ".join(parts)
+    """Stored coefficients in one line, as their method writes them."""
+    return parse_coefficients(coefficients_json).describe()
 
 
 def _has_source(frame: pd.DataFrame, column: str) -> bool:
@@ -42,7 +37,7 @@ def search_table(trials: pd.DataFrame, top: int = 5, title: str = "Search") -> T
     return table
 
 
-def confirmation_table(conf: pd.DataFrame) -> Table:
+def heldout_table(conf: pd.DataFrame) -> Table:
     sets, n = int(conf.seed_sets.max()), int(conf.n.iloc[0])
     table = Table(title=f"Held-out confirmation: N={n} on {sets} disjoint seed sets never used in the search")
     source = _has_source(conf, "heldout_source_fid")
@@ -61,11 +56,10 @@ def confirmation_table(conf: pd.DataFrame) -> Table:
 
 def verdict(conf: pd.DataFrame) -> str:
     """One honest sentence: is the winner better than the baseline on held-out seeds, beyond the noise?"""
-    base = conf[conf.role == "baseline"]
-    rest = conf[conf.role != "baseline"].sort_values("heldout_fid")
-    if base.empty or rest.empty:
+    base, best = conf[conf.role == "baseline"], winner(conf)
+    if base.empty or best is None:
         return "No confirmed search trial to compare with the baseline."
-    w, b = rest.iloc[0], base.iloc[0]
+    w, b = conf[conf.trial_number == best].iloc[0], base.iloc[0]
     noise = b.heldout_fid_std
     if w.delta_fid < 0 and abs(w.delta_fid) > w.delta_fid_std:
         word = "lower than the baseline"
@@ -119,5 +113,5 @@ def print_summary(header: str, trials: pd.DataFrame, conf: pd.DataFrame, console
         if savings:
             console.print(savings)
     if not conf.empty:
-        console.print(confirmation_table(conf))
+        console.print(heldout_table(conf))
         console.print(verdict(conf))

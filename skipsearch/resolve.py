@@ -3,7 +3,8 @@
 A typo must not lock a study name: an unknown model, extractor or data set, a missing weights file, an
 unusable reference set or device is reported here, naming the spec field and the valid choices, before
 ``open_study`` writes anything. ``check_names`` is the cheap part (registry lookups only); ``resolve``
-also loads the model, the extractor's weights check and the data sets.
+also gets the model's facts, checks the extractor's weights and loads the data sets; the study's method
+checks what its own sections name.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from skipsearch import data, metrics
+from skipsearch import data
 from skipsearch.errors import UserError
-from skipsearch.evaluate import resolve_device
-from skipsearch.models import MODELS, ModelInfo, load_model
-from skipsearch.spec import DiffTuningSpec, Spec
+from skipsearch.methods import method_for
+from skipsearch.metrics import EXTRACTORS, extractor_weights
+from skipsearch.models import MODELS, ModelInfo, model_info
+from skipsearch.spec import Spec
 
 T = TypeVar("T")
 MIN_REFERENCE = 2  # a covariance needs two images; KID needs kid_subset_size of them
@@ -34,7 +36,8 @@ def field_of(source: str, name: str, heading: str = "spec") -> Iterator[None]:
         raise UserError(f"{source}: invalid {heading}\n  {name}: {err}") from None
 
 
-def _named(source: str, name: str, check: Callable[[], T]) -> T:
+def named(source: str, name: str, check: Callable[[], T]) -> T:
+    """Run a check; its UserError is reported as an invalid spec field ``name``."""
     with field_of(source, name):
         return check()
 
@@ -47,9 +50,9 @@ def check_registered(source: str, heading: str, model: tuple[str, str], extracto
     if model_name not in MODELS:
         raise UserError(f"{source}: invalid {heading}\n  {model_field}: unknown model {model_name[:60]!r}; "
                         f"valid: {', '.join(sorted(MODELS))}")
-    if extractor_name not in metrics.EXTRACTORS:
+    if extractor_name not in EXTRACTORS:
         raise UserError(f"{source}: invalid {heading}\n  {extractor_field}: unknown feature extractor "
-                        f"{extractor_name[:60]!r}; valid: {', '.join(sorted(metrics.EXTRACTORS))}")
+                        f"{extractor_name[:60]!r}; valid: {', '.join(sorted(EXTRACTORS))}")
     for name, value in datasets:
         with field_of(source, name, heading):
             data.check_name(value)
@@ -58,14 +61,7 @@ def check_registered(source: str, heading: str, model: tuple[str, str], extracto
 def check_names(spec: Spec, source: str = "spec") -> None:
     """Registry lookups only: the model, the extractor and every data set name exist."""
     check_registered(source, "spec", ("model.name", spec.model.name), ("metric.extractor", spec.metric.extractor),
-                     _data_fields(spec))
-
-
-def _data_fields(spec: Spec) -> list[tuple[str, str]]:
-    fields = [("metric.reference", spec.metric.reference)]
-    if isinstance(spec, DiffTuningSpec):
-        fields += [("finetune.data", spec.finetune.data), ("finetune.source_reference", spec.finetune.source_reference)]
-    return fields
+                     method_for(spec.kind).named_data(spec))
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,8 @@ class Resolved:
     warnings: list[str] = field(default_factory=list)
 
 
-def _reference_size(spec: Spec, name: str, dataset: str, resolution: int) -> int:
+def reference_size(spec: Spec, dataset: str, resolution: int) -> int:
+    """How many images a reference holds; too few for a covariance or a KID subset is a UserError."""
     images = data.load(dataset, resolution=resolution)
     if len(images) < max(MIN_REFERENCE, spec.metric.kid_subset_size):
         raise UserError(f"{dataset} has {len(images)} image(s); a reference needs at least "
@@ -84,7 +81,7 @@ def _reference_size(spec: Spec, name: str, dataset: str, resolution: int) -> int
     return len(images)
 
 
-def _writable_folder(path: str) -> None:
+def writable_folder(path: str) -> None:
     folder = Path(path).expanduser().resolve()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
@@ -93,22 +90,15 @@ def _writable_folder(path: str) -> None:
 
 def resolve(spec: Spec, source: str = "spec") -> Resolved:
     """Find and check everything the spec names; warnings are returned for the caller to show."""
+    from skipsearch.evaluate import resolve_device
+
     check_names(spec, source)
-    _named(source, "device", lambda: resolve_device(spec.device))
-    info = _named(source, "model.name", lambda: load_model(spec.model.name).info)
-    _named(source, "metric.extractor", lambda: metrics.weights_path(spec.metric.extractor))
-    size = _named(source, "metric.reference",
-                  lambda: _reference_size(spec, "metric.reference", spec.metric.reference, info.resolution))
+    named(source, "device", lambda: resolve_device(spec.device))
+    info = named(source, "model.name", lambda: model_info(spec.model.name))
+    named(source, "metric.extractor", lambda: extractor_weights(spec.metric.extractor))
+    size = named(source, "metric.reference", lambda: reference_size(spec, spec.metric.reference, info.resolution))
     warnings = [f"{what} ({n}) is larger than the {size} reference images of {spec.metric.reference}: FID is "
                 f"then computed from more samples than the reference has"
                 for what, n in (("metric.n", spec.metric.n), ("confirm.n", spec.confirm.n)) if n > size]
-    if isinstance(spec, DiffTuningSpec):
-        f = spec.finetune
-        _named(source, "finetune.source_reference",
-               lambda: _reference_size(spec, "finetune.source_reference", f.source_reference, info.resolution))
-        images = _named(source, "finetune.data", lambda: data.load(f.data, resolution=info.resolution))
-        if f.n_images is not None and f.n_images > len(images):
-            raise UserError(f"{source}: invalid spec\n  finetune.n_images: {f.n_images} images asked for, but "
-                            f"{f.data} has only {len(images)}")
-        _named(source, "finetune.weights_dir", lambda: _writable_folder(f.weights_dir))
+    warnings += method_for(spec.kind).check(spec, info, source)
     return Resolved(info, size, warnings)

@@ -1,5 +1,8 @@
 """Study specs: one YAML file per study, every field validated, every error naming its field.
 
+This module holds the sections every study shares; each method adds its own (``methods/*/spec.py``) and
+``parse_spec`` picks the method's spec class by ``kind`` from the method registry.
+
 Numbers have documented bounds (``README.md``, "Study specs"): seeds are 31-bit (they are stored in
 32-bit database columns, and seed + sample count must stay below 2^31), sizes are capped at values no
 study on one GPU reaches, and floats must be finite. A spec names things (model, extractor, data sets,
@@ -9,14 +12,13 @@ device) that ``skipsearch.resolve`` checks before anything is stored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from skipsearch import textfiles
+from skipsearch.diffusion.generation import SamplerConfig
 from skipsearch.errors import UserError
-from skipsearch.generate import SamplerConfig
-from skipsearch.skip import FAMILIES, RHO_MAX, SIGMA_LIMIT
 
 DEFAULT_STORAGE = "sqlite:///skipsearch.db"
 SEED_MAX = 2**31 - 1  # seeds and seed + count stay below this (32-bit database columns)
@@ -26,27 +28,34 @@ TRIALS_MAX = 100_000
 STEPS_MAX = 10_000_000  # fine-tuning steps
 TIMEOUT_MAX = 7 * 24 * 3600.0
 
+SIGMA_LIMIT = 1e4  # noise levels above this are not an EDM-style schedule
+RHO_MAX = 10.0  # a skip scaled beyond 10x is no longer a tuning; files and specs are refused above it
+
 Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
 Count = Annotated[int, Field(gt=0, le=N_MAX)]
 Batch = Annotated[int, Field(gt=0, le=BATCH_MAX)]
 Rho = Annotated[float, Field(gt=0, le=RHO_MAX)]
 Sigma = Annotated[float, Field(gt=0, le=SIGMA_LIMIT)]
-Exponent = Annotated[float, Field(ge=0, le=100)]  # Diff-Tuning's s and s'
-Fraction = Annotated[float, Field(ge=0, lt=1)]  # the bank's share of a batch
-Weight = Annotated[float, Field(gt=0, le=1000)]  # lambda
 Rate = Annotated[float, Field(gt=0, le=1)]  # learning rate
-Steps = Annotated[int, Field(ge=1, le=STEPS_MAX)]  # fine-tuning steps
+Steps = Annotated[int, Field(ge=1, le=STEPS_MAX)]  # training steps
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A spec section. ``operational`` names its fields that do not change a trial's numbers (budgets,
+    seeds of the proposals, names, where things are stored); every other field decides the numbers, so a
+    study refuses to change it (``science``). A new field is therefore checked unless declared here."""
+
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    operational: ClassVar[frozenset[str]] = frozenset()
 
 
-class ModelSpec(_Section):
+
+
+class ModelSpec(Section):
     name: str = Field("embedded-digits", min_length=1, max_length=200)
 
 
-class SamplerSpec(_Section):
+class SamplerSpec(Section):
     name: Literal["heun", "euler"] = "heun"
     steps: int = Field(10, ge=1, le=1000)
     sigma_min: Sigma = 0.002
@@ -63,7 +72,7 @@ class SamplerSpec(_Section):
         return SamplerConfig(self.name, self.steps, self.sigma_min, self.sigma_max, self.rho)
 
 
-class MetricSpec(_Section):
+class MetricSpec(Section):
     extractor: str = Field("skipsearch-digits", min_length=1, max_length=200)
     reference: str = Field("digits", min_length=1, max_length=4096)
     n: Count = 500
@@ -93,29 +102,20 @@ class MetricSpec(_Section):
         return self.n // self.rungs[-1] if self.rungs else None
 
 
-class _SearchCommon(_Section):
+class SearchCommon(Section):
+    """What every method's ``search`` section shares: the budget and the Optuna sampler proposing points."""
+
+    operational: ClassVar[frozenset[str]] = frozenset({"trials", "sampler", "seed", "trial_timeout_s"})
     trials: int = Field(30, ge=1, le=TRIALS_MAX)
     sampler: Literal["tpe", "random", "gp"] = "tpe"
     seed: Seed = 0
     trial_timeout_s: float | None = Field(None, gt=0, le=TIMEOUT_MAX)  # a longer trial is FAIL, reason "timeout"
 
 
-class SearchSpec(_SearchCommon):
-    family: Literal[FAMILIES] = "linear"  # type: ignore[valid-type]
-    rho_range: tuple[Rho, Rho] = (0.5, 1.5)
-    sigma_range: tuple[Sigma, Sigma] = (0.002, 80.0)
+class ConfirmSpec(Section):
+    """Held-out confirmation happens after the search; it never changes a search trial's numbers."""
 
-    @model_validator(mode="after")
-    def _ranges(self) -> SearchSpec:
-        lo, hi = self.rho_range
-        if not lo < 1.0 < hi:
-            raise ValueError(f"rho_range must contain 1 strictly inside (the baseline), got [{lo}, {hi}]")
-        if self.sigma_range[0] >= self.sigma_range[1]:
-            raise ValueError("sigma_range must be increasing")
-        return self
-
-
-class ConfirmSpec(_Section):
+    operational: ClassVar[frozenset[str]] = frozenset({"top_k", "n", "seed_sets", "seed"})
     top_k: int = Field(3, ge=0, le=100)
     n: Count = 2000
     seed_sets: int = Field(3, ge=1, le=100)
@@ -129,66 +129,13 @@ class ConfirmSpec(_Section):
         return self
 
 
-class DiffSearchSpec(_SearchCommon):
-    """Ranges of the Diff-Tuning weights; a range given as one number fixes that weight."""
+class Spec(Section):
+    """What every study kind shares; each method's spec class adds its ``search`` section (and more)."""
 
-    trials: int = Field(20, ge=1, le=TRIALS_MAX)
-    s_range: tuple[Exponent, Exponent] = (0.0, 3.0)  # reconsolidation exponent s
-    s_prime_range: tuple[Exponent, Exponent] = (0.0, 3.0)  # retention exponent s'
-    r_range: tuple[Fraction, Fraction] = (0.0, 0.5)  # bank fraction of each batch
-    lam_range: tuple[Weight, Weight] = (0.01, 1.0)  # retention weight (log scale)
-    lr_range: tuple[Rate, Rate] | None = None  # None: finetune.lr for every trial
-    steps_range: tuple[Steps, Steps] | None = None  # None: finetune.steps for every trial
-    objectives: tuple[Literal["target_fid", "source_fid"], ...] = ("target_fid",)
-
-    @model_validator(mode="after")
-    def _ranges(self) -> DiffSearchSpec:
-        for name in ("s_range", "s_prime_range", "r_range", "lam_range", "lr_range", "steps_range"):
-            lo_hi = getattr(self, name)
-            if lo_hi is not None and lo_hi[0] > lo_hi[1]:
-                raise ValueError(f"{name} must be [low, high] with low <= high, got {list(lo_hi)}")
-        if self.s_range[0] != 0 or self.r_range[0] != 0:
-            raise ValueError("s_range and r_range must start at 0, so that the baseline (plain fine-tuning, "
-                             "s = 0 and r = 0) lies in the search space")
-        if self.objectives not in (("target_fid",), ("target_fid", "source_fid")):
-            raise ValueError("objectives must be [target_fid] or [target_fid, source_fid]")
-        return self
-
-    @property
-    def multi_objective(self) -> bool:
-        return len(self.objectives) > 1
-
-
-class FinetuneSpec(_Section):
-    """The downstream data, the knowledge bank and the fine-tuning budget of a Diff-Tuning study."""
-
-    data: str = Field("digits-5to9", min_length=1, max_length=4096)  # the new domain's training images
-    n_images: Count | None = 100  # a seeded random subset of that many images; None: all of them
-    data_seed: Seed = 0
-    source_reference: str = Field("digits-0to4", min_length=1, max_length=4096)  # the pre-training domain
-    steps: Steps = 300  # the baseline's (plain fine-tuning's) budget, and every trial's without steps_range
-    lr: Rate = 1e-3
-    batch_size: Batch = 64
-    eval_steps: tuple[Steps, ...] = Field((), max_length=100)  # target FID reported here too, for pruning
-    bank_size: Count = 500  # images sampled once from the pre-trained model, before any fine-tuning
-    bank_seed: Seed = 2_000_000
-    seed: Seed = 0  # training noise of the search (held-out confirmation retrains with new seeds)
-    weights_dir: str = Field("skipsearch-weights", min_length=1, max_length=4096)  # one file per completed trial
-
-    @model_validator(mode="after")
-    def _steps(self) -> FinetuneSpec:
-        if any(b <= a for a, b in zip(self.eval_steps, self.eval_steps[1:])):
-            raise ValueError(f"eval_steps must increase, got {list(self.eval_steps)}")
-        if self.bank_seed + self.bank_size - 1 > SEED_MAX:
-            raise ValueError(f"bank_seed + bank_size must stay below 2^31, got {self.bank_seed} + {self.bank_size}")
-        return self
-
-
-class Spec(_Section):
-    """What every study kind shares; ``SkipTuningSpec`` and ``DiffTuningSpec`` add their search spaces."""
+    operational: ClassVar[frozenset[str]] = frozenset({"name", "description", "storage", "device"})
 
     name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
-    kind: str = "skip_tuning"
+    kind: str
     description: str = Field("", max_length=10_000)
     storage: str = Field(DEFAULT_STORAGE, max_length=4096)
     device: Literal["cpu", "cuda", "auto"] = "auto"
@@ -210,32 +157,33 @@ class Spec(_Section):
         return self
 
 
-class SkipTuningSpec(Spec):
-    kind: Literal["skip_tuning"] = "skip_tuning"
-    search: SearchSpec = SearchSpec()
+def science(section: BaseModel) -> dict[str, Any]:
+    """The fields that decide a study's numbers, as JSON values, nested by section."""
+    dumped = section.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for name in type(section).model_fields:
+        if name in getattr(section, "operational", frozenset()):
+            continue
+        value = getattr(section, name)
+        out[name] = science(value) if isinstance(value, BaseModel) else dumped[name]
+    return out
 
 
-class DiffTuningSpec(Spec):
-    kind: Literal["diff_tuning"]
-    model: ModelSpec = ModelSpec(name="digits-0to4")
-    metric: MetricSpec = MetricSpec(reference="digits-5to9")
-    search: DiffSearchSpec = DiffSearchSpec()
-    finetune: FinetuneSpec = FinetuneSpec()
-
-    @model_validator(mode="after")
-    def _budget(self) -> DiffTuningSpec:
-        if self.metric.rungs:
-            raise ValueError("metric.rungs: a diff_tuning study is multi-fidelity over fine-tuning steps; "
-                             "use finetune.eval_steps instead")
-        shortest = self.search.steps_range[0] if self.search.steps_range else self.finetune.steps
-        if self.finetune.eval_steps and self.finetune.eval_steps[-1] >= min(shortest, self.finetune.steps):
-            raise ValueError(f"finetune.eval_steps must stay below the shortest fine-tuning run ({shortest} steps)")
-        if self.finetune.seed + 1 + self.confirm.seed_sets > SEED_MAX:
-            raise ValueError("finetune.seed + confirm.seed_sets must stay below 2^31 (held-out retraining seeds)")
-        return self
+def _differences(first: object, now: object, prefix: str = "") -> list[str]:
+    if isinstance(first, dict) and isinstance(now, dict):
+        keys = sorted(set(first) | set(now), key=lambda k: (k not in now, str(k)))
+        return [d for k in keys for d in _differences(first.get(k), now.get(k), f"{prefix}{k}.")]
+    return [] if first == now else [prefix.rstrip(".")]
 
 
-KINDS: dict[str, type[Spec]] = {"skip_tuning": SkipTuningSpec, "diff_tuning": DiffTuningSpec}
+def changed_science(first: dict, now: Spec) -> list[str]:
+    """Dotted names of the fields that decide the numbers and differ between a stored spec and ``now``.
+    The stored spec is read through today's models, so fields added since then compare at their default."""
+    try:
+        before = science(parse_spec(first, "stored spec"))
+    except UserError:  # stored by a skipsearch whose spec no longer validates: compare what is there
+        before = {k: v for k, v in first.items() if k in science(now)}
+    return _differences(before, science(now))
 
 
 def _shown(value: object, limit: int = 60) -> str:
@@ -258,11 +206,13 @@ def format_validation_error(source: str, err: ValidationError, prefix: str = "")
 def parse_spec(raw: object, source: str = "spec") -> Spec:
     if not isinstance(raw, dict):
         raise UserError(f"{source}: a spec must be a YAML mapping, got {type(raw).__name__}")
-    kind = raw.get("kind", "skip_tuning")
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise UserError(f"{source}: invalid spec\n  kind: must be one of {', '.join(KINDS)} (got {_shown(kind)})")
+    from skipsearch.methods import DEFAULT_KIND, METHODS  # the registry imports this module
+
+    kind = raw.get("kind", DEFAULT_KIND)
+    if not isinstance(kind, str) or kind not in METHODS:
+        raise UserError(f"{source}: invalid spec\n  kind: must be one of {', '.join(METHODS)} (got {_shown(kind)})")
     try:
-        return KINDS[kind].model_validate(raw)
+        return METHODS[kind].spec_class.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(source, err)) from None
 

@@ -39,7 +39,7 @@ def _next_mode() -> str:
 
 def _chaos_model(bug: bool = False):
     from skipsearch.models import LoadedModel, load_model
-    from skipsearch.networks import EDMPrecond
+    from skipsearch.diffusion.preconditioning import EDMPrecond
 
     class ChaosPrecond(EDMPrecond):
         mode = "ok"
@@ -68,10 +68,22 @@ def _chaos_model(bug: bool = False):
 
 
 def install() -> None:
+    """A model family of its own, registered as a user's would be: the embedded one, misbehaving."""
     from skipsearch.models import MODELS
+    from skipsearch.models.embedded import EmbeddedFamily
 
-    MODELS.setdefault("chaos-digits", _chaos_model())
-    MODELS.setdefault("chaos-bug-digits", _chaos_model(bug=True))
+    class ChaosFamily(EmbeddedFamily):
+        name = "chaos"
+
+        def models(self):
+            return {"chaos-digits": _chaos_model(), "chaos-bug-digits": _chaos_model(bug=True)}
+
+        def info(self, model: str):
+            return super().info("embedded-digits")
+
+    family = ChaosFamily()
+    for name in family.models():
+        MODELS.setdefault(name, family)
 
 
 def install_in_worker() -> None:

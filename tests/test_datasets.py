@@ -12,7 +12,7 @@ from PIL import Image
 
 from skipsearch import data
 from skipsearch.errors import UserError
-from skipsearch.extractor import DIGITS_EXTRACTOR
+from skipsearch.metrics.digits import DIGITS_EXTRACTOR
 from skipsearch.metrics import FeatureExtractor, reference
 
 FASHION = data.FASHION_DATA / data.FASHION_FILES["test"]

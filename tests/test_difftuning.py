@@ -7,9 +7,9 @@ import pytest
 import scipy.stats
 import torch
 
-from skipsearch.difftuning import (bank_path, knowledge_bank, quantile_to_sigma, reconsolidation_quantiles,
-                                   retention_quantiles)
-from skipsearch.generate import SamplerConfig
+from skipsearch.methods.diff_tuning.bank import bank_path, knowledge_bank
+from skipsearch.methods.diff_tuning.noise import quantile_to_sigma, reconsolidation_quantiles, retention_quantiles
+from skipsearch.diffusion.generation import SamplerConfig
 
 N = 200_000
 
@@ -45,7 +45,7 @@ def test_quantile_maps_linearly_in_log_sigma():
 def test_bank_is_computed_once_per_model_sampler_count_and_reused(tmp_path, monkeypatch, fresh_model):
     monkeypatch.setenv("SKIPSEARCH_CACHE", str(tmp_path))
     calls = []
-    import skipsearch.difftuning as dt
+    import skipsearch.methods.diff_tuning.bank as dt
 
     real = dt.generate
     monkeypatch.setattr(dt, "generate", lambda *a, **k: calls.append(len(a[1])) or real(*a, **k))

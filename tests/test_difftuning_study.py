@@ -14,9 +14,9 @@ from conftest import tiny_dt_spec_dict
 from test_spec import cli
 
 import skipsearch
-from skipsearch import coeffile
+from skipsearch.exchange import coeffile
 from skipsearch.errors import UserError
-from skipsearch.models import file_hash
+from skipsearch.files import file_hash
 from skipsearch.spec import parse_spec
 from skipsearch.storage import Store
 
@@ -134,8 +134,8 @@ def test_multi_objective_study_shows_the_pareto_front(tmp_path):
     proc = cli("best", "mo", "--storage", url)
     assert proc.returncode == 0, proc.stderr
     assert "Pareto front" in proc.stdout and "source FID" in proc.stdout
-    front = skipsearch.best(url, "mo")["pareto_front"]
-    assert [p["trial"] for p in front] == list(result.pareto.trial_number)
+    front = skipsearch.best(url, "mo").pareto_front
+    assert [p.trial for p in front] == list(result.pareto.trial_number)
 
 
 BAD = [

@@ -19,12 +19,13 @@ import yaml
 from conftest import tiny_spec_dict
 from sqlalchemy import update
 
-from skipsearch.coordination import trial_item
+from skipsearch.search.coordination import trial_item
 from skipsearch.spec import parse_spec
 from skipsearch.storage import Store, urls
 from skipsearch.storage import tables as t
-from skipsearch.recording import STALE_REASON, record_result
-from skipsearch.study import counted, open_study, reserve, run_trial
+from skipsearch.results import Rung, Score
+from skipsearch.search.recording import STALE_REASON, record_result
+from skipsearch.search.driver import counted, open_study, reserve, run_trial
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from kill_resume import kill_and_resume  # noqa: E402
@@ -89,7 +90,7 @@ def test_two_drivers_share_one_study(backend_url, tmp_path, stagger_s, budget):
 
 def test_schema_created_by_several_processes_at_once(backend_url):
     """Four processes open one new database at the same moment: each gets the tables, none fails."""
-    code = ("import sys; from skipsearch.storage import Store; from skipsearch.study import open_optuna_storage; "
+    code = ("import sys; from skipsearch.storage import Store; from skipsearch.search.driver import open_optuna_storage; "
             "Store(sys.argv[1]); open_optuna_storage(sys.argv[1]); print('ok')")
     procs = [subprocess.Popen([sys.executable, "-c", code, backend_url], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]
@@ -147,8 +148,7 @@ def test_a_live_drivers_trial_is_never_recovered(two_drivers):
     reserve(b, 6)
     assert a.study.trials[mine.number].state == optuna.trial.TrialState.RUNNING
     assert counted(b)[1] == 3  # three trials in flight, all owned by live drivers
-    number, state, _, _ = run_trial(a, mine)  # a finishes its own trial normally
-    assert state == "COMPLETE"
+    assert run_trial(a, mine).state == "COMPLETE"  # a finishes its own trial normally
 
 
 def test_a_dead_drivers_trial_is_recovered_once(two_drivers):
@@ -161,10 +161,11 @@ def test_a_dead_drivers_trial_is_recovered_once(two_drivers):
     assert frozen.user_attrs["evaluated"] is False  # a killed trial does not count towards the budget
     assert b.store.holder("owners", trial_item(mine.number)) is None
     # the presumed-dead driver comes back: its late result is refused, not recorded twice
-    result = {"n": 64, "fid": 1.0, "kid": 0.0, "kid_std": 0.0, "model_hash": "0" * 16, "ref_hash": "0" * 16,
-              "wall_s": 0.1}
-    assert record_result(a, mine.number, "search", "{}", result) == "LOST"
-    assert b.store.trial("owners", mine.number)["state"] == "FAIL"
+    score = Score(fid=1.0, kid=0.0, kid_std=0.0, n=64, seed_start=0, nfe=5, extractor="skipsearch-digits",
+                  ref_hash="0" * 16, model_id="embedded-digits", model_hash="0" * 16, wall_s=0.1)
+    late = Rung(score=score, progress=64, final=True, wall_s=0.1)
+    assert record_result(a, mine.number, "search", "{}", late) == "LOST"
+    assert b.store.trial("owners", mine.number).state == "FAIL"
 
 
 def test_a_dead_processs_trial_is_recovered_at_once_on_this_machine(two_drivers):

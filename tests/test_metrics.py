@@ -8,7 +8,7 @@ import scipy.linalg
 import torch
 
 from skipsearch import data, metrics
-from skipsearch.extractor import DIGITS_EXTRACTOR, DigitsFeatureExtractor, load_classifier, prepare
+from skipsearch.metrics.digits import DIGITS_EXTRACTOR, DigitsFeatureExtractor, load_classifier, to_classifier_input
 from skipsearch.metrics import FeatureExtractor, fid_from_stats, kid, reference, statistics
 
 
@@ -52,7 +52,7 @@ def test_extractor_is_registered_with_torch_fidelity():
 def test_shipped_classifier_recognises_digits():
     net = load_classifier()
     with torch.no_grad():
-        pred = net(prepare(data.digits(16))).argmax(1)
+        pred = net(to_classifier_input(data.digits(16))).argmax(1)
     assert (pred == data.digit_labels()).float().mean() > 0.97
 
 

@@ -7,13 +7,13 @@ from importlib import resources
 import torch
 
 from skipsearch import data
-from skipsearch.extractor import load_classifier, prepare
-from skipsearch.generate import SamplerConfig, generate, latents
-from skipsearch.models import DIGITS_UNET_WEIGHTS
+from skipsearch.metrics.digits import load_classifier, to_classifier_input
+from skipsearch.diffusion.generation import SamplerConfig, generate, latents
+from skipsearch.models.embedded import SHIPPED
 
 
 def test_weights_load_with_weights_only():
-    path = resources.files("skipsearch.weights") / DIGITS_UNET_WEIGHTS
+    path = resources.files("skipsearch.weights") / SHIPPED["embedded-digits"].weights
     with resources.as_file(path) as p:
         state = torch.load(p, map_location="cpu", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
@@ -24,7 +24,7 @@ def test_samples_are_recognisable_digits(digits_model):
     """At Heun 10 steps (19 NFE) the shipped classifier is confident on most samples, across most classes."""
     images = generate(digits_model.denoiser, range(300), (1, 16, 16), SamplerConfig("heun", 10))
     with torch.no_grad():
-        probs = load_classifier()(prepare(images)).softmax(1)
+        probs = load_classifier()(to_classifier_input(images)).softmax(1)
     confident = probs.max(1).values > 0.9
     assert confident.float().mean() > 0.8
     assert len(probs.argmax(1)[confident].unique()) == 10
@@ -45,7 +45,7 @@ def test_noise_depends_on_seed_only_not_on_batching(digits_model):
 def test_fashion_model_loads_safely_and_its_skips_are_found():
     from skipsearch import apply
     from skipsearch.models import load_model
-    from skipsearch.skip import LinearSkip
+    from skipsearch.methods.skip_tuning.coefficients import LinearSkip
 
     loaded = load_model("fashion-mnist-unet")
     assert loaded.info.resolution == 32 and loaded.info.n_skips == 3 and loaded.info.reference == "fashion-mnist"

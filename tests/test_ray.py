@@ -15,8 +15,8 @@ from threadpoolctl import threadpool_limits
 import skipsearch
 from skipsearch.spec import parse_spec
 from skipsearch.storage import Store
-from skipsearch.study import open_study
-from skipsearch.tune import Placement, search_on_ray
+from skipsearch.search.driver import open_study
+from skipsearch.search.ray_tune import Placement, search_on_ray
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from kill_resume import kill_and_resume  # noqa: E402
@@ -24,8 +24,8 @@ from kill_resume import kill_and_resume  # noqa: E402
 pytestmark = pytest.mark.usefixtures("ray_address")
 
 
-def _max_overlap(results: list[dict]) -> int:
-    return max(sum(r["started"] <= s["started"] < r["finished"] for r in results) for s in results)
+def _max_overlap(results: list) -> int:
+    return max(sum(r.started <= s.started < r.ended for r in results) for s in results)
 
 
 def test_fractional_gpus_put_four_trials_in_flight_each_with_its_device(tmp_path):
@@ -33,9 +33,9 @@ def test_fractional_gpus_put_four_trials_in_flight_each_with_its_device(tmp_path
                                      search={"trials": 4}, confirm={"top_k": 0}))
     ctx = open_study(spec, f"sqlite:///{tmp_path / 'p.db'}")
     results = search_on_ray(ctx, 4, Placement(workers=4, cpus_per_trial=0.5, gpus_per_trial=0.5))
-    assert len(results) == 4 and all(r["state"] == "COMPLETE" for r in results)
+    assert len(results) == 4 and all(r.finished.state == "COMPLETE" for r in results)
     assert _max_overlap(results) == 4
-    devices = sorted(r["cuda_visible_devices"] for r in results)
+    devices = sorted(r.cuda_visible_devices for r in results)
     assert devices == ["0", "0", "1", "1"]  # two trials share each fake GPU, each sees only its own
 
 

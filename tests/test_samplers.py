@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from skipsearch.samplers import SAMPLERS, nfe, sample_euler, sample_heun
-from skipsearch.schedules import karras_sigmas
+from skipsearch.diffusion.samplers import SAMPLERS, nfe, sample_euler, sample_heun
+from skipsearch.diffusion.schedules import karras_sigmas
 
 MU, S = 0.3, 0.5  # data ~ N(MU, S^2) per pixel
 

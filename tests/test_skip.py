@@ -8,7 +8,8 @@ from torch import nn
 
 from skipsearch import apply
 from skipsearch.errors import UserError
-from skipsearch.skip import LinearSkip, PerLevelSkip, TimeWindowSkip
+from skipsearch.methods.skip_tuning.coefficients import LinearSkip, PerLevelSkip, TimeWindowSkip
+from skipsearch.models import SkipInfo
 
 IDENTITIES = [LinearSkip(), PerLevelSkip(rho=(1.0, 1.0, 1.0)),
               TimeWindowSkip(rho_top=1.0, rho_bottom=1.0, sigma_lo=0.01, sigma_hi=10.0),
@@ -93,11 +94,22 @@ def test_skips_found_in_order_innermost_consumed_first(fresh_model):
     assert torch.equal(tuned[1], plain[1]) and torch.equal(tuned[2], plain[2])
 
 
+def _skips(levels: list[int]) -> list[SkipInfo]:
+    return [SkipInfo(index=i, level=level, path=f"block{i}") for i, level in enumerate(levels)]
+
+
 def test_linear_profile_matches_paper_formula():
     c = LinearSkip(rho_top=1.0, rho_bottom=0.4)
-    assert c.depth_profile(4) == pytest.approx([1.0, 0.8, 0.6, 0.4])
+    assert c.depth_profile(_skips([0, 1, 2, 3])) == pytest.approx([1.0, 0.8, 0.6, 0.4])
     with pytest.raises(UserError, match="3 rho values"):
-        PerLevelSkip(rho=(1.0, 1.0, 1.0)).depth_profile(4)
+        PerLevelSkip(rho=(1.0, 1.0, 1.0)).depth_profile(_skips([0, 1, 2, 3]))
+
+
+def test_several_skips_per_level():
+    """linear runs over the skip index; per_level gives every skip of a level that level's rho."""
+    skips = _skips([0, 0, 1, 1, 2])
+    assert LinearSkip(rho_top=1.0, rho_bottom=0.6).depth_profile(skips) == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6])
+    assert PerLevelSkip(rho=(1.0, 0.8, 0.5)).depth_profile(skips) == [1.0, 1.0, 0.8, 0.8, 0.5]
 
 
 def test_time_window_applies_only_inside_the_window(fresh_model):
@@ -112,7 +124,7 @@ def test_time_window_applies_only_inside_the_window(fresh_model):
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(UserError, match="no Skip-Tuning adapter for Linear"):
+    with pytest.raises(UserError, match="no model family recognises Linear"):
         apply(nn.Linear(2, 2), LinearSkip())
 
 

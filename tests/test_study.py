@@ -12,11 +12,11 @@ from conftest import tiny_spec_dict
 from test_spec import cli
 
 import skipsearch
-from skipsearch import coeffile
+from skipsearch.exchange import coeffile
 from skipsearch.errors import UserError
 from skipsearch.spec import parse_spec
-from skipsearch.recording import STALE_REASON
-from skipsearch.study import open_study
+from skipsearch.search.recording import STALE_REASON
+from skipsearch.search.driver import open_study
 
 
 @pytest.fixture(scope="module")

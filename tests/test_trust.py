@@ -24,7 +24,9 @@ from conftest import tiny_dt_spec_dict, tiny_spec_dict
 from test_spec import cli
 
 import skipsearch
-from skipsearch import applying, data, inception, metrics
+from skipsearch import data, metrics
+from skipsearch.methods.diff_tuning import apply as applying
+from skipsearch.metrics import features, inception
 from skipsearch.errors import UserError
 from skipsearch.spec import parse_spec
 from skipsearch.storage import Store
@@ -100,7 +102,7 @@ def test_torch_fidelity_itself_cannot_unpickle_code_through_skipsearch(evil, mon
     """Even a file swapped in after skipsearch checked it: torch-fidelity's load is forced weights-only."""
     marker, make = evil
     bad = make("swapped.pth")
-    monkeypatch.setattr(metrics, "weights_path", lambda name, weights=None: bad)  # skip the check, as a race would
+    monkeypatch.setattr(features, "extractor_weights", lambda name, weights=None: bad)  # skip the check, as a race would
     monkeypatch.setattr(inception, "check_feature", lambda *a: None)
     with pytest.raises(Exception) as err:  # noqa: PT011 - torch's own error, from inside torch-fidelity
         metrics.FeatureExtractor("inception-v3-compat")
@@ -117,8 +119,8 @@ def test_planted_cache_files_are_recomputed_not_unpickled(evil, tmp_path, monkey
     np.savez(path, features=np.array([Payload(marker)], dtype=object))  # a pickled object array
     again = metrics.reference(images, extractor)
     assert torch.equal(again.features, first.features)
-    from skipsearch.difftuning import bank_path, knowledge_bank
-    from skipsearch.generate import SamplerConfig
+    from skipsearch.methods.diff_tuning.bank import bank_path, knowledge_bank
+    from skipsearch.diffusion.generation import SamplerConfig
 
     sampler = SamplerConfig("euler", 2)
     bank = knowledge_bank(digits_model, sampler, 4, seed=1)
@@ -165,11 +167,11 @@ def test_weights_that_do_not_fit_change_nothing(tmp_path, evil):
 
 
 def test_a_schedule_that_does_not_fit_puts_no_hook_on(fresh_model):
-    from skipsearch.adapters import _ACTIVE
-    from skipsearch.skip import PerLevelSkip
+    from skipsearch.hooks.scaling import _ACTIVE
+    from skipsearch.methods.skip_tuning.coefficients import PerLevelSkip
 
     model = fresh_model.denoiser
-    with pytest.raises(UserError, match="3 skips"):
+    with pytest.raises(UserError, match="3 resolution levels"):
         skipsearch.apply(model, PerLevelSkip(rho=(1.0, 0.5)))
     assert model not in _ACTIVE and all(not m._forward_pre_hooks for m in model.modules())
     with pytest.raises(UserError, match="pass its .denoiser"):
@@ -238,7 +240,7 @@ def test_studies_and_delete(tmp_path):
 
 
 def test_a_running_study_cannot_be_deleted(tmp_path):
-    from skipsearch.study import open_study
+    from skipsearch.search.driver import open_study
 
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     ctx = open_study(parse_spec(tiny_spec_dict("busy")), url, echo=lambda line: None)

@@ -1,8 +1,8 @@
 """The one place that opens sessions, commits, rolls back and turns database errors into one StorageError.
 
-Callers get plain dicts and DataFrames, never ORM rows. Each write is one transaction, so a killed driver
-loses no recorded trial. ``Store(url, create=False)`` is for readers (``best``, ``export``, ``studies``): it
-never creates a database file or a table, and opens SQLite read-only.
+Callers get typed records (``records``) and DataFrames, never ORM rows. Each write is one transaction, so a
+killed driver loses no recorded trial. ``Store(url, create=False)`` is for readers (``best``, ``export``,
+``studies``): it never creates a database file or a table, and opens SQLite read-only.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -22,6 +23,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from skipsearch.errors import StorageError
 from skipsearch.storage import tables as t
 from skipsearch.storage import urls
+from skipsearch.storage.records import ConfirmationRow, RungRow, StepRow, TrialRow, from_mapping
 
 SCHEMA_ATTEMPTS = 8  # two processes creating a new database at once: the loser retries and finds the tables
 
@@ -171,16 +173,16 @@ class Store:
 
     # --- per-trial records ---------------------------------------------------------------------------
 
-    def record_trial(self, claim: tuple[str, str] | None = None, **values) -> bool:
+    def record_trial(self, row: TrialRow, claim: tuple[str, str] | None = None) -> bool:
         """A trial's row. With ``claim`` = (item, driver id), only while that driver still holds the claim,
         checked in the same transaction: False (nothing written) when another driver took it over."""
-        return self._insert_claimed(t.trials, values, claim)
+        return self._insert_claimed(t.trials, asdict(row), claim)
 
-    def trial(self, study: str, number: int) -> dict | None:
+    def trial(self, study: str, number: int) -> TrialRow | None:
         with self.begin() as conn:
             q = select(t.trials).where(t.trials.c.study_name == study, t.trials.c.trial_number == number)
             row = conn.execute(q).mappings().first()
-        return dict(row) if row else None
+        return from_mapping(TrialRow, row) if row else None
 
     def fill_missing_deltas(self, study: str, baseline_fid: float) -> None:
         """Set dFID on completed trials that were recorded before the baseline finished."""
@@ -188,22 +190,20 @@ class Store:
         with self.begin() as conn:
             conn.execute(update(t.trials).where(*where).values(delta_fid=t.trials.c.fid - baseline_fid))
 
-    def record_rung(self, **values) -> None:
-        self._insert(t.rungs, values)
+    def record_rung(self, row: RungRow | StepRow) -> None:
+        """An intermediate score: at a sample count (rungs table) or a training step (steps table)."""
+        self._insert(t.steps if isinstance(row, StepRow) else t.rungs, asdict(row))
 
     def rungs_frame(self, study: str) -> pd.DataFrame:
         return self._frame(select(t.rungs).where(t.rungs.c.study_name == study)
                            .order_by(t.rungs.c.trial_number, t.rungs.c.n))
 
-    def record_step(self, **values) -> None:
-        self._insert(t.steps, values)
-
     def steps_frame(self, study: str) -> pd.DataFrame:
         return self._frame(select(t.steps).where(t.steps.c.study_name == study)
                            .order_by(t.steps.c.trial_number, t.steps.c.step))
 
-    def record_confirmation(self, claim: tuple[str, str] | None = None, **values) -> bool:
-        return self._insert_claimed(t.confirmations, values, claim)
+    def record_confirmation(self, row: ConfirmationRow, claim: tuple[str, str] | None = None) -> bool:
+        return self._insert_claimed(t.confirmations, asdict(row), claim)
 
     def _insert_claimed(self, table: Table, values: dict, claim: tuple[str, str] | None) -> bool:
         with self.begin() as conn:
@@ -239,7 +239,7 @@ class Store:
         cols = [c.name for c in query.selected_columns]
         return pd.DataFrame([dict(r) for r in rows], columns=cols)
 
-    # --- drivers and claims (skipsearch.coordination builds on these) ----------------------------------
+    # --- drivers and claims (skipsearch.search.coordination builds on these) ----------------------------------
 
     def db_now(self) -> datetime:
         """The database's clock, which every driver of a shared study reads alike."""

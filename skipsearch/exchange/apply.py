@@ -1,0 +1,32 @@
+"""``apply(model, coefficients)``: put searched coefficients on a model, all or nothing, and take them off again.
+
+The coefficients' method decides what applying means (Skip-Tuning: hooks on the model's skip points;
+Diff-Tuning: the fine-tuned weights its file names). Everything is checked before the model is touched.
+This module imports no database, Optuna, Ray, typer or pandas, so a user's own sampling code pays only for
+torch (``tests/test_imports.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from skipsearch.errors import UserError
+from skipsearch.exchange import coeffile
+from skipsearch.methods import Coefficients, method_of
+from skipsearch.methods.base import Removable
+
+
+def apply(model: nn.Module, coefficients: str | Path | Coefficients) -> Removable:
+    """Put coefficients (or a coefficient file's) on a model; use as ``with apply(model, f):`` or ``.remove()``."""
+    if not isinstance(model, nn.Module):
+        hint = "; pass its .denoiser" if hasattr(model, "denoiser") else ""
+        raise UserError(f"apply takes a torch.nn.Module, got {type(model).__name__}{hint}")
+    provenance = None
+    if isinstance(coefficients, (str, Path)):
+        cf = coeffile.read(coefficients)
+        coefficients, provenance = cf.coefficients, cf.provenance
+    if not isinstance(coefficients, Coefficients):
+        raise UserError(f"apply takes a coefficient file or coefficients, got {type(coefficients).__name__}")
+    return method_of(coefficients).apply(model, coefficients, provenance)

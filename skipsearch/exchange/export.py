@@ -1,0 +1,82 @@
+"""From the database to a coefficient file: the chosen trial, its coefficients and its provenance."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from skipsearch.errors import UserError
+from skipsearch.exchange import coeffile
+from skipsearch.exchange.provenance import Provenance
+from skipsearch.methods import method_for
+from skipsearch.search.confirm import coefficients_of, heldout_summary
+from skipsearch.spec import Spec, parse_spec
+from skipsearch.storage import Store
+from skipsearch.storage.records import TrialRow
+
+
+def stored_spec(store: Store, study: str) -> Spec:
+    """The spec a study was created with, read through today's spec models."""
+    raw = store.study_spec(study)
+    if raw is None:
+        raise UserError(f"no study named {study!r} in {store.shown_url}")
+    return parse_spec(raw, f"the stored spec of study {study!r}")
+
+
+def chosen_trial(store: Store, study: str, trial: int | None = None) -> TrialRow:
+    """The requested trial, else the confirmed winner, else the best completed search trial."""
+    stored_spec(store, study)
+    if trial is None:
+        trial = store.winner(study)
+    if trial is None:
+        frame = store.trials_frame(study)
+        done = frame[frame.state == "COMPLETE"]
+        if done.empty:
+            raise UserError(f"study {study!r} has no completed trial yet")
+        trial = int(done.sort_values("fid").trial_number.iloc[0])
+    row = store.trial(study, trial)
+    if row is None or row.state != "COMPLETE":
+        raise UserError(f"study {study!r} has no completed trial number {trial}")
+    return row
+
+
+def provenance(store: Store, study: str, row: TrialRow) -> Provenance:
+    """What reproduces the trial's FID, and the held-out evidence for it, as a schema; the method adds its own."""
+    spec = stored_spec(store, study)
+    table = heldout_summary(store, study, spec.confirm.n)
+    mine = table[table.trial_number == row.trial_number] if not table.empty else table
+    conf = store.confirmations_frame(study)
+    conf = conf[(conf.trial_number == row.trial_number) & (conf.n == spec.confirm.n)]
+    m = spec.metric
+    record = {
+        "study": study, "trial": row.trial_number, "role": row.role, "storage": store.shown_url,
+        "model": {"id": row.model_id, "hash": row.model_hash},
+        "sampler": json.loads(row.sampler_json), "nfe": row.nfe,
+        "metric": {"extractor": row.extractor, "reference": m.reference, "rungs": list(m.rungs),
+                   "reference_hash": row.ref_hash, "batch_size": m.batch_size, "kid_subset_size": m.kid_subset_size},
+        "search": {"n": row.n, "seed_start": row.seed_start, "fid": row.fid, "kid": row.kid,
+                   "delta_fid": row.delta_fid},
+        "confirmation": None if mine.empty else {
+            "n": int(mine.n.iloc[0]), "heldout_fid": float(mine.heldout_fid.iloc[0]),
+            "delta_fid": float(mine.delta_fid.iloc[0]), "delta_fid_std": float(mine.delta_fid_std.iloc[0]),
+            "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)}
+                          | ({} if pd.isna(r.train_seed) else {"train_seed": int(r.train_seed),
+                                                                "source_fid": float(r.source_fid)})
+                          for r in conf.itertuples()]},
+        "versions": json.loads(row.versions_json),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    source = None if mine.empty or pd.isna(mine.heldout_source_fid.iloc[0]) else float(mine.heldout_source_fid.iloc[0])
+    return Provenance.model_validate(record | method_for(spec.kind).provenance(spec, row, source))
+
+
+def export(store: Store, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:
+    coeffile.format_of(Path(path), fmt)  # an unknown format is refused before the database is read
+    row = chosen_trial(store, study, trial)
+    cf = coeffile.CoefficientFile(coefficients_of(row), provenance(store, study, row))
+    return coeffile.write(cf, path, fmt)
+
+

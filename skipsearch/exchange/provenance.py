@@ -1,0 +1,122 @@
+"""Provenance: what a stored or exported result needs to be reproduced, as a schema.
+
+``export`` writes a ``Provenance`` beside the coefficients; ``verify`` and ``apply`` read it back through the
+same schema, so a hand-edited or hostile coefficient file is refused field by field (the error names the
+field) instead of failing deep inside sampling. Bounds are the spec's.
+"""
+
+from __future__ import annotations
+
+import platform
+from importlib import metadata
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from skipsearch.spec import N_MAX, SEED_MAX, Batch, Count, Rho, SamplerSpec, Seed
+
+Fid = Annotated[float, Field(ge=0)]
+Hash16 = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+Name = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+def versions() -> dict[str, str]:
+    """Package versions stored with every result, so a number can be reproduced months later."""
+    out = {"python": platform.python_version()}
+    for pkg in ("skipsearch", "torch", "torch-fidelity", "optuna", "numpy", "sqlalchemy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelRef(_Part):
+    id: Name
+    hash: Hash16
+
+
+class MetricRef(_Part):
+    extractor: Name
+    reference: Name
+    rungs: tuple[Count, ...] = ()
+    reference_hash: Hash16 | None = None
+    batch_size: Batch
+    kid_subset_size: int = Field(ge=2, le=N_MAX)
+
+
+class SearchRecord(_Part):
+    """The trial as the search scored it: ``verify`` reproduces this FID."""
+
+    n: Count
+    seed_start: Seed
+    fid: Fid
+    kid: float
+    delta_fid: float | None = None
+
+
+class SeedSetRecord(_Part):
+    seed_start: Seed
+    fid: Fid
+    train_seed: Seed | None = None
+    source_fid: Fid | None = None
+
+
+class ConfirmationRecord(_Part):
+    n: Count
+    heldout_fid: Fid
+    delta_fid: float
+    delta_fid_std: float = Field(ge=0)
+    seed_sets: tuple[SeedSetRecord, ...] = ()
+
+
+class WeightsRef(_Part):
+    """A Diff-Tuning trial's fine-tuned state dict."""
+
+    path: Name
+    sha256_16: Hash16
+
+
+class SourceRecord(_Part):
+    reference: Name
+    fid: Fid | None = None
+    kid: float | None = None
+    heldout_fid: Fid | None = None
+
+
+class SamplingClasses(_Part):
+    target: tuple[Annotated[int, Field(ge=0, le=1_000_000)], ...] = ()
+    source: tuple[Annotated[int, Field(ge=0, le=1_000_000)], ...] = ()
+
+
+class SkipRecord(_Part):
+    """A skip point of the model and the rho a Skip-Tuning file gives it (outside a time window: 1)."""
+
+    index: int = Field(ge=0, le=10_000)
+    level: int = Field(ge=0, le=10_000)
+    path: Name
+    rho: Rho
+
+
+class Provenance(_Part):
+    study: Name
+    trial: int = Field(ge=0, le=SEED_MAX)
+    role: Annotated[str, Field(max_length=16)]
+    storage: Annotated[str, Field(max_length=4096)]  # shown without its password
+    model: ModelRef
+    sampler: SamplerSpec
+    nfe: int = Field(ge=1, le=2000)
+    metric: MetricRef
+    search: SearchRecord
+    confirmation: ConfirmationRecord | None = None
+    versions: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict, max_length=50)
+    exported_at: Annotated[str, Field(max_length=64)] = ""
+    weights: WeightsRef | None = None  # Diff-Tuning
+    finetune: dict[str, Any] | None = None  # Diff-Tuning: the spec's finetune section
+    sampling_classes: SamplingClasses | None = None  # class-conditional models
+    source: SourceRecord | None = None  # Diff-Tuning: the forgetting (source-domain) FID
+    skips: tuple[SkipRecord, ...] | None = Field(None, max_length=10_000)  # Skip-Tuning: every skip point's rho

@@ -1,0 +1,152 @@
+"""What a method is: everything the driver, Ray placement, confirmation, export and the CLI ask of one.
+
+A method (Skip-Tuning, Diff-Tuning, ...) owns its spec section, its search space and baseline, its trial
+(yielding typed ``Rung``s), its ``Fidelity`` (the one description from which both the Optuna pruner and the
+Ray scheduler are built), how its coefficients go on a model and come off, how they read in a table, and
+what it adds to provenance. Callers hold a ``Method`` and never ask which one it is.
+
+This module is light (pydantic and the standard library): the trial's machinery is imported by each method
+where it runs, so ``skipsearch.apply`` and the registry cost nothing else.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from skipsearch.results import HeldOut, Rung
+
+if TYPE_CHECKING:  # typing only: importing these here would load the science for every caller
+    from torch import nn
+
+    from skipsearch.exchange.provenance import Provenance
+    from skipsearch.models import ModelInfo
+    from skipsearch.spec import Spec
+
+
+class Coefficients(BaseModel):
+    """Searched coefficients: frozen, validated, told apart by ``family`` when read back from JSON."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    family: str
+
+    def describe(self) -> str:
+        """One line for tables: the family, then each value (lists rounded to 3 decimals)."""
+        values = self.model_dump(mode="json")
+        family = values.pop("family")
+        parts = [f"{k}={tuple(round(x, 3) for x in v)}" if isinstance(v, list) else f"{k}={v:.4g}"
+                 for k, v in values.items()]
+        return f"{family}: " + " ".join(parts)
+
+
+class Removable(Protocol):
+    """What ``apply`` returns: a context manager whose exit (or ``remove()``) undoes the change."""
+
+    def remove(self) -> None: ...
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class Fidelity:
+    """How a method's trials may be stopped early; ``skipsearch.search.fidelity`` builds both the in-process
+    Optuna pruner and the Ray scheduler from it, so the two never disagree.
+
+    - ``halving``: successive halving (ASHA under Ray) from ``first`` up to ``top``, by ``factor``;
+    - ``median``: stop a trial worse than the median of earlier trials at the same step, once ``startup``
+      trials have finished (Optuna's MedianPruner, Ray's MedianStoppingRule);
+    - ``none``: every trial runs to the end.
+    """
+
+    rule: Literal["none", "halving", "median"] = "none"
+    unit: Literal["samples", "steps"] = "samples"
+    first: int = 0
+    top: int = 0
+    factor: int = 1
+    startup: int = 0
+
+
+class Method(ABC):
+    """One method's answers to everything the search asks. Instances are registered in ``methods.METHODS``."""
+
+    kind: ClassVar[str]  # the spec's ``kind``
+    title: ClassVar[str]  # as printed: "Skip-Tuning"
+    coefficient_types: ClassVar[tuple[type[Coefficients], ...]]
+
+    # --- the spec ------------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def spec_class(self) -> type[Spec]:
+        """The spec model of this method's studies (the common sections plus its own)."""
+
+    def named_data(self, spec: Spec) -> list[tuple[str, str]]:
+        """(spec field, data set name) of every data set the spec names, checked before storing."""
+        return [("metric.reference", spec.metric.reference)]
+
+    def check(self, spec: Spec, info: ModelInfo, source: str) -> list[str]:
+        """Checks beyond the common ones, before anything is stored; returns warnings."""
+        return []
+
+    # --- the search space ----------------------------------------------------------------------------
+    @abstractmethod
+    def suggest(self, trial: Any, spec: Spec, info: ModelInfo) -> Coefficients:
+        """The coefficients of an Optuna trial (or FixedTrial), drawn from the spec's ranges."""
+
+    @abstractmethod
+    def baseline(self, spec: Spec, info: ModelInfo) -> dict[str, float]:
+        """The Optuna parameters of the baseline, enqueued as the study's first trial."""
+
+    def fidelity(self, spec: Spec) -> Fidelity:
+        return Fidelity()
+
+    def objectives(self, spec: Spec) -> tuple[str, ...]:
+        """The values Optuna minimises, in order: the target FID, and maybe others."""
+        return ("fid",)
+
+    def values(self, spec: Spec, fid: float, source_fid: float | None) -> float | list[float]:
+        """What Optuna is told of a complete trial."""
+        return fid if len(self.objectives(spec)) == 1 else [fid, source_fid]
+
+    # --- trials --------------------------------------------------------------------------------------
+    @abstractmethod
+    def trial(self, spec: Spec, coefficients: Coefficients, artifact: Path | None = None,
+              progress: bool = False) -> Iterator[Rung]:
+        """Run one search trial, one rung at a time; closing the iterator early (a pruned trial) undoes
+        whatever it applied. Runs in the driver's process or on a Ray worker, the same way."""
+
+    def artifact(self, spec: Spec, number: int) -> Path | None:
+        """Where trial ``number`` writes its file, if the method makes one (absolute)."""
+        return None
+
+    @abstractmethod
+    def heldout(self, spec: Spec, coefficients: Coefficients, seed_set: int) -> HeldOut:
+        """One candidate on held-out seed set ``seed_set`` (at ``confirm.n``)."""
+
+    # --- applying and recording -------------------------------------------------------------
+    @abstractmethod
+    def apply(self, model: nn.Module, coefficients: Coefficients, provenance: Provenance | None) -> Removable:
+        """Put the coefficients on a user's model, all or nothing; the handle takes them off again."""
+
+    def header(self, spec: Spec) -> str:
+        """Lines added below the run's header, saying what the study compares."""
+        return ""
+
+    def provenance(self, spec: Spec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
+        """Fields a coefficient file needs beyond the common provenance (e.g. the weights file)."""
+        return {}
+
+    def bench(self, spec_path: Path, trials: int, use_ray: bool) -> None:
+        """``skipsearch bench`` for this method's specs: time a trial and where its time goes."""
+        from skipsearch.bench import bench_ray, bench_trial
+
+        if use_ray:
+            bench_ray(spec_path, trials)
+        else:
+            bench_trial(spec_path, trials)

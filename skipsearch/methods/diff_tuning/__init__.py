@@ -1,0 +1,135 @@
+"""Diff-Tuning (Zhong et al., NeurIPS 2024): fine-tune a pre-trained model on a new domain, searching the
+weights of reconsolidation (new data, high noise), retention (a knowledge bank, low noise), the bank's
+share of a batch and the retention loss's weight.
+
+Files: ``spec`` (the ``search`` and ``finetune`` sections), ``weights`` (the searched recipe), ``space``,
+``noise`` (noise-level sampling and the loss), ``bank``, ``training`` (the loop), ``trial`` and ``tasks``
+(a trial and its scores), ``apply`` (loading the fine-tuned weights), ``bench``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from skipsearch.errors import UserError
+from skipsearch.methods.base import Fidelity, Method, Removable
+from skipsearch.methods.diff_tuning.spec import DiffTuningSpec
+from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.results import HeldOut, Rung
+
+PRUNE_AFTER = 5  # finished trials before the median rule stops any
+
+
+class DiffTuning(Method):
+    kind = "diff_tuning"
+    title = "Diff-Tuning"
+    coefficient_types = (DiffTuningWeights,)
+
+    @property
+    def spec_class(self) -> type[DiffTuningSpec]:
+        return DiffTuningSpec
+
+    def named_data(self, spec: DiffTuningSpec) -> list[tuple[str, str]]:
+        return [*super().named_data(spec), ("finetune.data", spec.finetune.data),
+                ("finetune.source_reference", spec.finetune.source_reference)]
+
+    def check(self, spec: DiffTuningSpec, info: Any, source: str) -> list[str]:
+        """The source reference and the new data load, hold enough images, and the weights folder is writable."""
+        from skipsearch import data
+        from skipsearch.resolve import named, reference_size, writable_folder
+
+        f = spec.finetune
+        named(source, "finetune.source_reference", lambda: reference_size(spec, f.source_reference, info.resolution))
+        images = named(source, "finetune.data", lambda: data.load(f.data, resolution=info.resolution))
+        if f.n_images is not None and f.n_images > len(images):
+            raise UserError(f"{source}: invalid spec\n  finetune.n_images: {f.n_images} images asked for, but "
+                            f"{f.data} has only {len(images)}")
+        named(source, "finetune.weights_dir", lambda: writable_folder(f.weights_dir))
+        return []
+
+    def suggest(self, trial: Any, spec: DiffTuningSpec, info: Any) -> DiffTuningWeights:
+        from skipsearch.methods.diff_tuning import space
+
+        return space.suggest(trial, spec)
+
+    def baseline(self, spec: DiffTuningSpec, info: Any) -> dict[str, float]:
+        from skipsearch.methods.diff_tuning import space
+
+        return space.baseline(spec)
+
+    def fidelity(self, spec: DiffTuningSpec) -> Fidelity:
+        """Target FID at ``finetune.eval_steps``: the median rule there (Optuna cannot prune two objectives)."""
+        f = spec.finetune
+        if not f.eval_steps or len(self.objectives(spec)) > 1:
+            return Fidelity(unit="steps", top=f.steps)
+        return Fidelity(rule="median", unit="steps", first=f.eval_steps[0], top=f.steps, startup=PRUNE_AFTER)
+
+    def objectives(self, spec: DiffTuningSpec) -> tuple[str, ...]:
+        return spec.search.objectives
+
+    def trial(self, spec: DiffTuningSpec, coefficients: DiffTuningWeights, artifact: Path | None = None,
+              progress: bool = False) -> Iterator[Rung]:
+        from skipsearch.methods.diff_tuning.tasks import finetune_task
+        from skipsearch.methods.diff_tuning.trial import finetune_ladder
+
+        f = spec.finetune
+        task = finetune_task(spec, n=spec.metric.n, seed_start=spec.metric.seed, train_seed=f.seed,
+                             eval_steps=f.eval_steps)
+        return finetune_ladder(task, coefficients, artifact, progress)
+
+    def artifact(self, spec: DiffTuningSpec, number: int) -> Path:
+        """Absolute, so the database's reference holds from any working directory."""
+        return (Path(spec.finetune.weights_dir) / spec.name / f"trial-{number:04d}.pt").resolve()
+
+    def heldout(self, spec: DiffTuningSpec, coefficients: DiffTuningWeights, seed_set: int) -> HeldOut:
+        """Fine-tuned again with a new training seed, as well as scored on new sampling seeds: a recipe chosen
+        on one training run can be lucky, just as coefficients chosen on one seed set can."""
+        from skipsearch.methods.diff_tuning.tasks import finetune_task
+        from skipsearch.methods.diff_tuning.trial import finetune_ladder
+        from skipsearch.methods.tasks import heldout_seed_start
+
+        train_seed = spec.finetune.seed + 1 + seed_set
+        task = finetune_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set),
+                             train_seed=train_seed)
+        *_, last = finetune_ladder(task, coefficients)
+        return HeldOut(score=last.score, wall_s=last.wall_s, source=last.source, train_seed=train_seed)
+
+    def apply(self, model: nn.Module, coefficients: DiffTuningWeights, provenance: Any) -> Removable:
+        from skipsearch.methods.diff_tuning.apply import LoadedWeights
+
+        if provenance is None or provenance.weights is None:
+            raise UserError("Diff-Tuning weights are applied from a coefficient file that names its weights file "
+                            "(provenance.weights)")
+        return LoadedWeights(model, Path(provenance.weights.path), provenance.weights.sha256_16)
+
+    def header(self, spec: DiffTuningSpec) -> str:
+        f = spec.finetune
+        return (f"Diff-Tuning: fine-tuned on {f.n_images or 'all'} images of {f.data}; the baseline is plain "
+                f"fine-tuning (s = 0, r = 0) for {f.steps} steps at lr {f.lr:g}; source FID vs "
+                f"{f.source_reference} measures forgetting")
+
+    def provenance(self, spec: DiffTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
+        """The fine-tuned weights (path and hash), the recipe's data and budget, the labels FIDs were sampled
+        with (class-conditional models), and the forgetting (source) FID."""
+        from skipsearch.methods.diff_tuning.trial import class_plan
+        from skipsearch.models import model_info
+
+        f = spec.finetune
+        target, source = class_plan(model_info(row.model_id), f.data)
+        weights = None if not row.weights_path else {"path": str(Path(row.weights_path).resolve()),
+                                                     "sha256_16": row.weights_hash}
+        return {"weights": weights, "finetune": f.model_dump(mode="json"),
+                "sampling_classes": {"target": list(target), "source": list(source)},
+                "source": {"reference": f.source_reference, "fid": row.source_fid, "kid": row.source_kid,
+                           "heldout_fid": heldout_source_fid}}
+
+    def bench(self, spec_path: Path, trials: int, use_ray: bool) -> None:
+        from skipsearch.methods.diff_tuning.bench import bench_difftuning
+
+        if use_ray:
+            raise UserError("--ray benchmarks Skip-Tuning trials; diff_tuning studies run in-process")
+        bench_difftuning(spec_path)

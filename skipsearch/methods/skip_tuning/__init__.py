@@ -1,0 +1,93 @@
+"""Skip-Tuning (Ma et al., ICML 2024): scale a UNet's encoder->decoder skips by rho, training-free.
+
+Files: ``coefficients`` (the schedule families: linear, per_level, time_window), ``spec`` (the ``search``
+section), ``space`` (Optuna parameters -> a schedule, and the baseline rho = 1). The hooks that scale the
+skips are the model family's (``skipsearch.models``, ``skipsearch.hooks``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from skipsearch.errors import UserError
+from skipsearch.methods.base import Fidelity, Method, Removable
+from skipsearch.methods.skip_tuning.coefficients import SCHEDULES, _Schedule
+from skipsearch.methods.skip_tuning.spec import SkipTuningSpec
+from skipsearch.results import HeldOut, Rung
+
+
+class SkipTuning(Method):
+    kind = "skip_tuning"
+    title = "Skip-Tuning"
+    coefficient_types = SCHEDULES
+
+    @property
+    def spec_class(self) -> type[SkipTuningSpec]:
+        return SkipTuningSpec
+
+    def suggest(self, trial: Any, spec: SkipTuningSpec, info: Any) -> _Schedule:
+        from skipsearch.methods.skip_tuning import space
+
+        return space.suggest(trial, spec.search, info.n_levels)
+
+    def baseline(self, spec: SkipTuningSpec, info: Any) -> dict[str, float]:
+        from skipsearch.methods.skip_tuning import space
+
+        return space.baseline(spec.search, info.n_levels)
+
+    def fidelity(self, spec: SkipTuningSpec) -> Fidelity:
+        """Sample counts: ``metric.rungs`` below ``metric.n``, by one whole factor (successive halving)."""
+        m = spec.metric
+        if not m.rungs:
+            return Fidelity(unit="samples", top=m.n)
+        return Fidelity(rule="halving", unit="samples", first=m.rungs[0], top=m.n, factor=m.reduction_factor)
+
+    def trial(self, spec: SkipTuningSpec, coefficients: _Schedule, artifact: Path | None = None,
+              progress: bool = False) -> Iterator[Rung]:
+        """The ladder of sample counts with the schedule's hooks on; a pruned trial's hooks come off when
+        the iterator is closed."""
+        from skipsearch.evaluate import evaluator_for
+        from skipsearch.methods.tasks import eval_task
+
+        m = spec.metric
+        task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
+        ev = evaluator_for(task)
+        with self.apply(ev.loaded.denoiser, coefficients, None):
+            for score in ev.ladder(task, progress):
+                yield Rung(score=score, progress=score.n, final=score.n == task.n, wall_s=score.wall_s,
+                           timings=score.timings)
+
+    def heldout(self, spec: SkipTuningSpec, coefficients: _Schedule, seed_set: int) -> HeldOut:
+        from skipsearch.evaluate import evaluator_for
+        from skipsearch.methods.tasks import eval_task, heldout_seed_start
+
+        task = eval_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set))
+        ev = evaluator_for(task)
+        with self.apply(ev.loaded.denoiser, coefficients, None):
+            score = ev(task)
+        return HeldOut(score=score, wall_s=score.wall_s)
+
+    def apply(self, model: Any, coefficients: _Schedule, provenance: Any) -> Removable:
+        """Hooks on the model's skip points (found by its family); a schedule that does not fit the model's
+        skips raises before any hook is on."""
+        from skipsearch.hooks import SkipScaling
+        from skipsearch.models import family_of
+
+        if not isinstance(coefficients, _Schedule):
+            raise UserError(f"Skip-Tuning coefficients expected, got {type(coefficients).__name__}")
+        family = family_of(model)
+        points = family.skip_points(model)
+        coefficients.depth_profile(points)
+        return SkipScaling(model, points, family.sigma_of, lambda sigma: coefficients.rhos(points, sigma))
+
+    def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
+        """Every skip point with its module path, resolution level and rho (outside a time window, 1)."""
+        from skipsearch.methods import parse_coefficients
+        from skipsearch.models import model_info
+
+        skips = model_info(row.model_id).skips
+        rhos = parse_coefficients(row.coefficients_json).depth_profile(skips)
+        return {"skips": [{"index": s.index, "level": s.level, "path": s.path, "rho": rho}
+                          for s, rho in zip(skips, rhos)]}

@@ -1,0 +1,38 @@
+"""Skip-Tuning's search space: an Optuna trial's parameters -> a schedule, and the baseline (rho = 1).
+
+Parameter names and the order they are drawn in are part of a study's history (a resumed study replays
+them), so they never change: ``rho_top``, ``rho_bottom``, ``rho_<level>``, ``sigma_a``, ``sigma_b``.
+Optuna is not imported: any object with ``suggest_float`` (a trial or a FixedTrial) will do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from skipsearch.methods.skip_tuning.coefficients import LinearSkip, PerLevelSkip, TimeWindowSkip, _Schedule
+from skipsearch.methods.skip_tuning.spec import SkipSearchSpec
+
+
+def suggest(trial: Any, search: SkipSearchSpec, n_levels: int) -> _Schedule:
+    lo, hi = search.rho_range
+    if search.family == "per_level":
+        return PerLevelSkip(rho=tuple(trial.suggest_float(f"rho_{i}", lo, hi) for i in range(n_levels)))
+    rho_top, rho_bottom = trial.suggest_float("rho_top", lo, hi), trial.suggest_float("rho_bottom", lo, hi)
+    if search.family == "linear":
+        return LinearSkip(rho_top=rho_top, rho_bottom=rho_bottom)
+    s_lo, s_hi = search.sigma_range
+    a = trial.suggest_float("sigma_a", s_lo, s_hi, log=True)
+    b = trial.suggest_float("sigma_b", s_lo, s_hi, log=True)
+    if a == b:  # a zero-width window would be invalid; widen it to the full range
+        a, b = s_lo, s_hi
+    return TimeWindowSkip(rho_top=rho_top, rho_bottom=rho_bottom, sigma_lo=min(a, b), sigma_hi=max(a, b))
+
+
+def baseline(search: SkipSearchSpec, n_levels: int) -> dict[str, float]:
+    """rho = 1 everywhere: the unmodified model, bit for bit."""
+    if search.family == "per_level":
+        return {f"rho_{i}": 1.0 for i in range(n_levels)}
+    params = {"rho_top": 1.0, "rho_bottom": 1.0}
+    if search.family == "time_window":
+        params |= {"sigma_a": search.sigma_range[0], "sigma_b": search.sigma_range[1]}
+    return params

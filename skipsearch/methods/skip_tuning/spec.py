@@ -1,0 +1,30 @@
+"""The spec of a Skip-Tuning study: which schedule family is searched, over which ranges."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from skipsearch.methods.skip_tuning.coefficients import SCHEDULE_FAMILIES
+from skipsearch.spec import Rho, SearchCommon, Sigma, Spec
+
+
+class SkipSearchSpec(SearchCommon):
+    family: Literal[SCHEDULE_FAMILIES] = "linear"  # type: ignore[valid-type]
+    rho_range: tuple[Rho, Rho] = (0.5, 1.5)
+    sigma_range: tuple[Sigma, Sigma] = (0.002, 80.0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SkipSearchSpec:
+        lo, hi = self.rho_range
+        if not lo < 1.0 < hi:
+            raise ValueError(f"rho_range must contain 1 strictly inside (the baseline), got [{lo}, {hi}]")
+        if self.sigma_range[0] >= self.sigma_range[1]:
+            raise ValueError("sigma_range must be increasing")
+        return self
+
+
+class SkipTuningSpec(Spec):
+    kind: Literal["skip_tuning"] = "skip_tuning"
+    search: SkipSearchSpec = SkipSearchSpec()

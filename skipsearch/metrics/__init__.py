@@ -1,0 +1,14 @@
+"""FID and KID in a labelled feature space, against reference statistics cached by content.
+
+``features`` holds the extractors (torch-fidelity networks, by name), ``reference`` the cached reference
+statistics, ``distance`` FID and KID, ``cache`` the disk cache; ``digits`` and ``inception`` are the two
+extractors' own code.
+"""
+
+from skipsearch.metrics.cache import cache_dir, cached_array, write_cached_array
+from skipsearch.metrics.distance import fid_from_stats, kid, statistics
+from skipsearch.metrics.features import EXTRACTORS, FeatureExtractor, extractor_fingerprint, extractor_weights
+from skipsearch.metrics.reference import Reference, reference
+
+__all__ = ["EXTRACTORS", "FeatureExtractor", "Reference", "cache_dir", "cached_array", "extractor_fingerprint",
+           "extractor_weights", "fid_from_stats", "kid", "reference", "statistics", "write_cached_array"]

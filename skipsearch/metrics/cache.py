@@ -1,0 +1,38 @@
+"""skipsearch's disk cache (reference features, knowledge banks, converted weights): where it is, and how an
+entry is read (never unpickled) and written (atomically)."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skipsearch.files import atomic_write
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("SKIPSEARCH_CACHE", Path.home() / ".cache" / "skipsearch"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cached_array(path: Path, key: str) -> torch.Tensor | None:
+    """An array from skipsearch's cache, or None when it is absent or unreadable (then it is recomputed).
+    Never unpickled: ``np.load`` refuses object arrays."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return torch.from_numpy(archive[key])
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def write_cached_array(path: Path, key: str, array: torch.Tensor) -> None:
+    """Atomically, under a per-process temporary name (Ray workers may build the same entry at once)."""
+    atomic_write(path, lambda f: np.savez(f, **{key: array.numpy()}))
+
+

@@ -1,0 +1,71 @@
+"""Typed results, from the evaluator to the database and back: a ``Score`` (one FID/KID evaluation), a
+trial's ``Rung``s, a held-out evaluation. They cross the Ray boundary as JSON (``Rung.to_json``) and are
+written to skipsearch's tables through ``skipsearch.storage.records``. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class Score:
+    """One FID/KID evaluation and what names it: the samples (N, first seed, NFE), the feature space, the
+    reference statistics and the model."""
+
+    fid: float
+    kid: float
+    kid_std: float
+    n: int
+    seed_start: int
+    nfe: int
+    extractor: str
+    ref_hash: str
+    model_id: str
+    model_hash: str
+    wall_s: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artifact:
+    """A file a trial made (fine-tuned weights), with the hash that checks it."""
+
+    path: str
+    sha256_16: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rung:
+    """One fidelity level a trial reached. ``progress`` is in the method's fidelity unit (samples or
+    training steps); ``final`` marks the trial's last rung, which makes it COMPLETE."""
+
+    score: Score  # the target FID/KID, at score.n samples
+    progress: int
+    final: bool
+    step: int | None = None  # the training step, for methods that train
+    source: Score | None = None  # a second reference (Diff-Tuning: the pre-training domain, forgetting)
+    artifact: Artifact | None = None
+    wall_s: float  # the trial so far
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Rung:
+        raw = json.loads(text)
+        return cls(**raw | {"score": Score(**raw["score"]),
+                            "source": None if raw["source"] is None else Score(**raw["source"]),
+                            "artifact": None if raw["artifact"] is None else Artifact(**raw["artifact"])})
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeldOut:
+    """One candidate on one held-out seed set: its target score, and a method's extras."""
+
+    score: Score
+    wall_s: float
+    source: Score | None = None
+    train_seed: int | None = None

@@ -1,0 +1,37 @@
+"""A study as one driver holds it: the spec and its method, the model's facts, the database, Optuna's study
+and this driver's membership."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import optuna
+from tqdm.auto import tqdm
+
+from skipsearch.methods import Method
+from skipsearch.models import ModelInfo
+from skipsearch.search.coordination import Driver
+from skipsearch.spec import Spec
+from skipsearch.storage import Store
+
+
+@dataclass(kw_only=True)
+class StudyContext:
+    spec: Spec
+    method: Method
+    info: ModelInfo  # the model's facts (skips, resolution): no evaluator is built on the driver
+    store: Store
+    study: optuna.Study
+    storage: optuna.storages.RDBStorage
+    driver: Driver
+    echo: Callable[[str], None] = field(default=tqdm.write)
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.method.objectives(self.spec)) > 1
+
+    def close(self) -> None:
+        """This driver leaves the study (other drivers no longer wait for it)."""
+        self.driver.stop()
+        self.store.close()

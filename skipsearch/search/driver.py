@@ -1,0 +1,243 @@
+"""The study driver: reserve a trial -> the method's trial -> record (``recording``).
+
+Any number of drivers may share a study (``coordination``). Under the study lock a driver
+recovers what dead drivers left, counts the study-wide budget, enqueues the one baseline and asks Optuna for
+a trial, which it claims. With a ladder of sample counts, each rung is reported to Optuna at step = N; a
+trial stopped early is PRUNED, and only a trial that reached the top rung is COMPLETE.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+from sqlalchemy.exc import SQLAlchemyError
+from tqdm.auto import tqdm
+
+from skipsearch import deadline
+from skipsearch.errors import StorageError, UserError
+from skipsearch.evaluate import TRIAL_ERRORS, failure_reason
+from skipsearch.methods import Coefficients, method_for
+from skipsearch.resolve import resolve
+from skipsearch.results import Rung
+from skipsearch.search.context import StudyContext
+from skipsearch.search.coordination import Driver, study_lock, trial_item
+from skipsearch.search.fidelity import pruner
+from skipsearch.search.proposals import PerTrialSeed
+from skipsearch.search.recording import (baseline_fid, baseline_trial, record_failure, record_result, record_rung,
+                                         recover_stale)
+from skipsearch.spec import Spec, changed_science
+from skipsearch.storage import Store, engine_kwargs, urls
+
+POLL_S = 1.0  # how often a driver waiting on other drivers' trials looks again
+OPTUNA_ATTEMPTS = 8
+WAIT = "wait"  # reserve(): the budget is taken, but trials are still in flight
+
+
+def trial_ladder(spec: Spec, coefficients: Coefficients, artifact: Path | None = None,
+                 progress: bool = False) -> Iterator[Rung]:
+    """A trial's rungs, from its method: the one path for in-process and Ray trials. Past
+    ``search.trial_timeout_s`` the trial raises TrialTimeout at its next network evaluation or training step;
+    closing the iterator early (a pruned trial) undoes what the method applied."""
+    with deadline.limit(spec.search.trial_timeout_s):
+        rungs = method_for(spec.kind).trial(spec, coefficients, artifact, progress)
+        try:
+            yield from rungs
+        finally:
+            rungs.close()
+
+
+def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna's storage on the same database; a second process creating its tables at the same moment
+    retries (it then finds them) instead of failing on 'table alembic_version already exists'."""
+    for attempt in range(OPTUNA_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url))
+        except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+            if attempt == OPTUNA_ATTEMPTS - 1:
+                raise StorageError(f"cannot open Optuna's storage in {urls.shown(url)}: "
+                                   f"{urls.error_line(err, url)}") from None
+            time.sleep(random.uniform(0.05, 0.3))
+    raise AssertionError("unreachable")
+
+
+def check_same_science(name: str, first: dict, now: Spec) -> None:
+    """A study's numbers are only comparable if the fields that decide them never change (``spec.science``)."""
+    changed = changed_science(first, now)
+    if changed:
+        raise UserError(f"study {name!r} exists with a different {', '.join(changed)}; its trials would not be "
+                        f"comparable. Use a new study name, or restore the original values.")
+
+
+def stored_form(spec: Spec) -> dict:
+    """The spec as the database keeps it: its storage URL without the password."""
+    raw = spec.model_dump(mode="json")
+    try:
+        raw["storage"] = urls.without_password(urls.parse(spec.storage))
+    except UserError:  # not usable as it stands (another machine's path?): kept, any password masked
+        raw["storage"] = urls.shown(spec.storage)
+    return raw
+
+
+def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
+               echo: Callable[[str], None] = tqdm.write) -> StudyContext:
+    """Check everything the spec names, then open (or create) the study and join it as a driver."""
+    url = urls.choose(storage, spec.storage)
+    urls.parse(url)
+    resolved = resolve(spec, source)
+    for warning in resolved.warnings:
+        echo(f"warning: {warning}")
+    method = method_for(spec.kind)
+    store = Store(url)
+    first = store.save_study(spec.name, stored_form(spec))
+    check_same_science(spec.name, first, spec)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    rdb = open_optuna_storage(url)
+    study = optuna.create_study(study_name=spec.name, storage=rdb,
+                                directions=["minimize"] * len(method.objectives(spec)),
+                                sampler=PerTrialSeed(spec.search.sampler, spec.search.seed),
+                                pruner=pruner(method.fidelity(spec)), load_if_exists=True)
+    return StudyContext(spec=spec, method=method, info=resolved.info, store=store, study=study, storage=rdb,
+                        driver=Driver(store, spec.name), echo=echo)
+
+
+def ensure_baseline(ctx: StudyContext, trials=None) -> None:
+    """Exactly one live baseline (waiting, running or complete) in the study; under the study lock."""
+    if baseline_trial(trials if trials is not None else ctx.study.get_trials(deepcopy=False)) is None:
+        ctx.study.enqueue_trial(ctx.method.baseline(ctx.spec, ctx.info), user_attrs={"role": "baseline"},
+                                skip_if_exists=False)
+
+
+def counted(ctx: StudyContext, trials=None) -> tuple[int, int]:
+    """(trials that count towards the budget, of which in flight): finished evaluated trials, plus those
+    claimed by live drivers; a trial killed in flight or stopped by a bug does not count."""
+    trials = trials if trials is not None else ctx.study.get_trials(deepcopy=False)
+    in_flight = {c["trial_number"] for c in ctx.store.claims(ctx.spec.name, "trial:")}
+    done = {t.number for t in trials if t.state.is_finished() and t.user_attrs.get("evaluated", True)}
+    return len(done | in_flight), len(in_flight - done)
+
+
+def reserve(ctx: StudyContext, budget: int) -> optuna.trial.Trial | str | None:
+    """The next trial for this driver, WAIT while other trials are in flight and the budget is taken, or
+    None when the study has its budget of evaluated trials."""
+    with study_lock(ctx.driver):
+        recover_stale(ctx)
+        trials = ctx.study.get_trials(deepcopy=False)
+        used, in_flight = counted(ctx, trials)
+        if used >= budget:
+            return WAIT if in_flight else None
+        ensure_baseline(ctx, trials)
+        trial = ctx.study.ask()
+        if not ctx.store.try_claim(ctx.spec.name, trial_item(trial.number), ctx.driver.id, trial.number):
+            raise RuntimeError(f"trial {trial.number} was asked under the study lock but is already claimed")
+        return trial
+
+
+def ask(ctx: StudyContext, trial: optuna.trial.Trial) -> tuple[str, Coefficients]:
+    return trial.user_attrs.get("role", "search"), ctx.method.suggest(trial, ctx.spec, ctx.info)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finished:
+    """How one trial ended, as this driver saw it: its state, last rung, or failure reason."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, FAIL (or LOST: another driver took it over)
+    rung: Rung | None = None
+    reason: str | None = None
+
+
+def run_trial(ctx: StudyContext, trial: optuna.trial.Trial, progress: bool = False) -> Finished:
+    """One in-process trial."""
+    role, coeffs = ask(ctx, trial)
+    cj, result = coeffs.model_dump_json(), None
+    ladder = trial_ladder(ctx.spec, coeffs, ctx.method.artifact(ctx.spec, trial.number), progress)
+    try:
+        for result in ladder:
+            record_rung(ctx, trial, result)
+            if role != "baseline" and not ctx.multi_objective and trial.should_prune():
+                break
+    except TRIAL_ERRORS as err:
+        reason = failure_reason(err)
+        record_failure(ctx, trial.number, role, cj, reason)
+        return Finished(number=trial.number, state="FAIL", reason=reason)
+    except BaseException as err:  # interrupted, a user mistake found late, or a bug: record why, then re-raise
+        record_failure(ctx, trial.number, role, cj, stop_reason(err), evaluated=False)
+        raise
+    finally:
+        ladder.close()
+    return Finished(number=trial.number, state=record_result(ctx, trial.number, role, cj, result), rung=result)
+
+
+def stop_reason(err: BaseException) -> str:
+    """Why a trial stopped that is not its own failure (it does not count towards the budget)."""
+    if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        return f"interrupted ({type(err).__name__}) before the trial finished"
+    if isinstance(err, UserError):
+        return f"stopped: {str(err).splitlines()[0]}"
+    return f"skipsearch bug: {type(err).__name__}: {err}"
+
+
+def trial_line(ctx: StudyContext, done: Finished) -> str:
+    if done.rung is None:
+        return f"trial {done.number:3d}  {done.state:8s}  {done.reason}"
+    r, s = done.rung, done.rung.score
+    base = baseline_fid(ctx)
+    delta = f"{s.fid - base:+8.4f}" if base is not None and done.state == "COMPLETE" else "        "
+    at = f"step {r.step:<5d}" if r.step is not None else ""
+    source = f"  source FID {r.source.fid:8.4f}" if r.source is not None else ""
+    return (f"trial {done.number:3d}  {done.state:8s}  {at}N={s.n:<6d} FID {s.fid:8.4f}  dFID {delta}  "
+            f"KID {s.kid:.5f}{source}  {r.wall_s:5.1f}s")
+
+
+class Waiting:
+    """Says once (not at every look) that this driver waits for other drivers' trials."""
+
+    def __init__(self, ctx: StudyContext):
+        self.ctx, self.said = ctx, False
+
+    def announce(self) -> None:
+        if not self.said:
+            _, in_flight = counted(self.ctx)
+            self.ctx.echo(f"the budget is taken; waiting for {in_flight} trial(s) still in flight on other drivers")
+            self.said = True
+
+    def __call__(self) -> None:
+        self.announce()
+        time.sleep(POLL_S)
+
+    def reset(self) -> None:
+        self.said = False
+
+
+def search(ctx: StudyContext, budget: int) -> None:
+    """Run trials until the study holds ``budget`` evaluated trials, whichever drivers ran them."""
+    used, _ = counted(ctx)
+    bar = tqdm(total=max(0, budget - used), desc=f"study {ctx.spec.name}", unit="trial", file=sys.stderr,
+               disable=None)
+    ran, waiting = 0, Waiting(ctx)
+    while True:
+        ctx.driver.check_heartbeat()
+        trial = reserve(ctx, budget)
+        if trial is None:
+            break
+        if trial == WAIT:
+            waiting()
+            continue
+        waiting.reset()
+        done = run_trial(ctx, trial, progress=not bar.disable)
+        ran += 1
+        bar.update()
+        ctx.echo(trial_line(ctx, done))
+    bar.close()
+    if ran == 0:
+        say_budget_reached(ctx, counted(ctx)[0], budget)
+
+
+def say_budget_reached(ctx: StudyContext, used: int, budget: int) -> None:
+    ctx.echo(f"trial budget reached ({used}/{budget}); pass --trials to extend the search")

@@ -1,0 +1,165 @@
+"""What a driver writes for a trial: its rungs, its result or failure, and what dead drivers left.
+
+A trial's row in skipsearch's table is written (one transaction, while this driver still holds the
+trial's claim) before Optuna is told, and the claim is dropped only after: a driver killed in between
+leaves a claimed RUNNING trial whose result the next driver finishes from the row (``recover_stale``).
+A trial with no recorded row is marked FAIL with a reason, and does not count towards the budget.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import suppress
+
+import optuna
+
+from skipsearch.errors import UserError
+from skipsearch.exchange.provenance import versions
+from skipsearch.results import Rung
+from skipsearch.search.context import StudyContext
+from skipsearch.search.coordination import trial_item
+from skipsearch.storage.records import RungRow, StepRow, TrialRow
+
+STALE_REASON = "the driver stopped before this trial finished; marked FAIL on resume"
+LOST = "LOST"  # another driver took this trial over (this one was presumed dead); its result is not recorded
+State = optuna.trial.TrialState
+
+
+def _row(ctx: StudyContext, number: int, role: str, coefficients_json: str, **values) -> TrialRow:
+    """A trial's row: what every trial records (the search's N and seeds, sampler, model, extractor,
+    versions), and ``values``."""
+    spec = ctx.spec
+    sampler = spec.sampler.config()
+    return TrialRow(study_name=spec.name, trial_number=number, role=role, coefficients_json=coefficients_json,
+                    n=values.pop("n", spec.metric.n), seed_start=spec.metric.seed,
+                    sampler_json=json.dumps(spec.sampler.model_dump()), nfe=sampler.nfe, model_id=spec.model.name,
+                    extractor=spec.metric.extractor, versions_json=json.dumps(versions()), **values)
+
+
+def _trial_id(ctx: StudyContext, number: int) -> int:
+    study_id = ctx.storage.get_study_id_from_name(ctx.spec.name)
+    return ctx.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def record_rung(ctx: StudyContext, trial: optuna.trial.Trial, rung: Rung) -> None:
+    """An intermediate FID at step = progress (N, or the training step), in Optuna and in skipsearch's tables."""
+    s = rung.score
+    if not ctx.multi_objective:  # Optuna keeps no intermediate values for multi-objective trials
+        trial.report(s.fid, step=rung.progress)
+    common = dict(study_name=ctx.spec.name, trial_number=trial.number, n=s.n, fid=s.fid, kid=s.kid,
+                  wall_s=rung.wall_s)
+    if rung.step is None:
+        ctx.store.record_rung(RungRow(**common))
+        return
+    source = rung.source
+    ctx.store.record_rung(StepRow(**common, step=rung.step, source_fid=source.fid if source else None,
+                                  source_kid=source.kid if source else None))
+
+
+def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: str, rung: Rung) -> str:
+    """COMPLETE if the trial's last rung was reached, else PRUNED (its last rung's numbers, at that N)."""
+    state = "COMPLETE" if rung.final else "PRUNED"
+    s = rung.score
+    base = s.fid if role == "baseline" else baseline_fid(ctx)
+    delta = None if base is None or state != "COMPLETE" else s.fid - base
+    source, artifact = rung.source, rung.artifact
+    return _record(ctx, number, _row(
+        ctx, number, role, coefficients_json, n=s.n, state=state, fid=s.fid, kid=s.kid, kid_std=s.kid_std,
+        delta_fid=delta, model_hash=s.model_hash, ref_hash=s.ref_hash, wall_s=rung.wall_s, evaluated=True,
+        source_fid=source.fid if source else None, source_kid=source.kid if source else None,
+        weights_path=artifact.path if artifact else None, weights_hash=artifact.sha256_16 if artifact else None))
+
+
+def record_failure(ctx: StudyContext, number: int, role: str, coefficients_json: str, reason: str,
+                   evaluated: bool = True) -> None:
+    """FAIL with its reason. ``evaluated=False`` (killed, interrupted, stopped by a bug) keeps it out of the
+    trial budget."""
+    _record(ctx, number, _row(ctx, number, role, coefficients_json, state="FAIL", error=reason, evaluated=evaluated))
+
+
+def _record(ctx: StudyContext, number: int, row: TrialRow) -> str:
+    """Write the row while this driver still holds the trial's claim, tell Optuna, then drop the claim."""
+    item = trial_item(number)
+    if not ctx.store.record_trial(row, claim=(item, ctx.driver.id)):
+        ctx.echo(f"trial {number}: another driver recovered it while this one ran it (no heartbeat for too "
+                 f"long?); this result is discarded")
+        return LOST
+    _tell(ctx, number, row)
+    ctx.store.release(ctx.spec.name, item, ctx.driver.id)
+    return row.state
+
+
+def _tell(ctx: StudyContext, number: int, row: TrialRow) -> None:
+    """Tell Optuna what skipsearch's row says (once: a trial already finished is left as it is)."""
+    trial_id = _trial_id(ctx, number)
+    if ctx.storage.get_trial(trial_id).state.is_finished():
+        return
+    with suppress(optuna.exceptions.UpdateFinishedTrialError):  # another driver finished it a moment ago
+        if row.state == "COMPLETE":
+            ctx.storage.set_trial_user_attr(trial_id, "delta_fid", row.delta_fid)
+            if row.weights_path:
+                ctx.storage.set_trial_user_attr(trial_id, "weights_path", row.weights_path)
+            ctx.study.tell(number, ctx.method.values(ctx.spec, row.fid, row.source_fid), skip_if_finished=True)
+            if row.role == "baseline":  # trials finished before the baseline (in parallel) get their dFID now
+                ctx.store.fill_missing_deltas(ctx.spec.name, row.fid)
+        elif row.state == "PRUNED":
+            ctx.study.tell(number, state=State.PRUNED, skip_if_finished=True)
+        else:
+            ctx.storage.set_trial_user_attr(trial_id, "fail_reason", row.error or "")
+            ctx.storage.set_trial_user_attr(trial_id, "evaluated", row.evaluated is not False)
+            ctx.study.tell(number, state=State.FAIL, skip_if_finished=True)
+
+
+def recover_stale(ctx: StudyContext) -> list[int]:
+    """Finish every RUNNING trial whose driver is gone: from its recorded row, else as FAIL (not counted).
+    Called under the study lock, so a RUNNING trial without a claim cannot belong to a live driver; this
+    driver takes the claim over and finishes the trial as its own."""
+    name, touched, alive = ctx.spec.name, [], {}
+    claims = {c["trial_number"]: c for c in ctx.store.claims(name, "trial:")}
+
+    def gone(driver_id: str) -> bool:
+        if driver_id not in alive:
+            alive[driver_id] = ctx.driver.alive(driver_id)
+        return not alive[driver_id]
+
+    for t in ctx.study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+        claim = claims.pop(t.number, None)
+        if claim is not None and not gone(claim["driver_id"]):
+            continue
+        touched.append(t.number)
+        item = trial_item(t.number)
+        if claim is not None:
+            ctx.store.release(name, item, claim["driver_id"])
+        ctx.store.try_claim(name, item, ctx.driver.id, t.number)
+        row = ctx.store.trial(name, t.number)
+        if row is not None:
+            _tell(ctx, t.number, row)
+            ctx.store.release(name, item, ctx.driver.id)
+            continue
+        try:
+            coefficients = ctx.method.suggest(optuna.trial.FixedTrial(t.params), ctx.spec, ctx.info)
+            coefficients_json = coefficients.model_dump_json()
+        except (ValueError, UserError):  # killed before its parameters were all drawn
+            coefficients_json = json.dumps({"incomplete_params": t.params})
+        record_failure(ctx, t.number, t.user_attrs.get("role", "search"), coefficients_json, STALE_REASON,
+                       evaluated=False)
+    for number, claim in claims.items():  # finished trials whose dead driver never dropped the claim
+        if gone(claim["driver_id"]):
+            ctx.store.release(name, trial_item(number), claim["driver_id"])
+    if touched:
+        ctx.echo(f"recovered {len(touched)} trial(s) that a stopped driver left RUNNING: {touched}")
+    return touched
+
+
+def baseline_trial(trials) -> optuna.trial.FrozenTrial | None:
+    for t in trials:
+        if t.user_attrs.get("role") == "baseline" and t.state not in (State.FAIL, State.PRUNED):
+            return t
+    return None
+
+
+def baseline_fid(ctx: StudyContext) -> float | None:
+    t = baseline_trial(ctx.study.get_trials(deepcopy=False))
+    row = ctx.store.trial(ctx.spec.name, t.number) if t is not None else None
+    return row.fid if row is not None and row.state == "COMPLETE" else None
+

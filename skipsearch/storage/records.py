@@ -1,0 +1,93 @@
+"""The rows of skipsearch's tables as typed records: written and read through these, never as loose dicts.
+
+Each record's fields are its table's columns (less ``id`` and ``created_at``, which the store fills in);
+``tests/test_records.py`` checks that the two never drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRow:
+    """A finished (or failed) trial: its coefficients, numbers and what reproduces them."""
+
+    study_name: str
+    trial_number: int
+    role: str  # "baseline" or "search"
+    state: str  # COMPLETE, PRUNED or FAIL
+    coefficients_json: str
+    n: int
+    seed_start: int
+    sampler_json: str
+    nfe: int
+    model_id: str
+    extractor: str
+    versions_json: str
+    fid: float | None = None
+    kid: float | None = None
+    kid_std: float | None = None
+    delta_fid: float | None = None
+    model_hash: str | None = None
+    ref_hash: str | None = None
+    wall_s: float | None = None
+    error: str | None = None
+    source_fid: float | None = None  # a second reference (Diff-Tuning: the pre-training domain)
+    source_kid: float | None = None
+    weights_path: str | None = None  # a file the trial made (fine-tuned weights)
+    weights_hash: str | None = None
+    evaluated: bool | None = None  # False: killed, interrupted or stopped by a bug (not in the budget)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RungRow:
+    """A trial's FID at an intermediate sample count."""
+
+    study_name: str
+    trial_number: int
+    n: int
+    fid: float
+    kid: float | None = None
+    wall_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepRow:
+    """A trial's FID at an intermediate training step."""
+
+    study_name: str
+    trial_number: int
+    step: int
+    n: int
+    fid: float
+    kid: float | None = None
+    source_fid: float | None = None
+    source_kid: float | None = None
+    wall_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConfirmationRow:
+    """One candidate on one held-out seed set."""
+
+    study_name: str
+    trial_number: int
+    seed_set: int
+    seed_start: int
+    n: int
+    fid: float
+    extractor: str
+    kid: float | None = None
+    kid_std: float | None = None
+    ref_hash: str | None = None
+    wall_s: float | None = None
+    source_fid: float | None = None
+    source_kid: float | None = None
+    train_seed: int | None = None
+
+
+def from_mapping(cls, mapping) -> object:
+    """A record from a database row, keeping only the record's own fields."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in dict(mapping).items() if k in names})

@@ -1,0 +1,1 @@
+"""Scripts that regenerate the shipped weights (not imported by skipsearch itself)."""
