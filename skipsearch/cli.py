@@ -210,19 +210,25 @@ def delete(study: str = typer.Argument(..., help="Study name."), storage: Option
 @friendly
 def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec whose trial is timed."),
           trials: int = typer.Option(3, min=1, max=1000, help="Timed trials (after one warm-up)."),
-          use_ray: bool = typer.Option(False, "--ray", help="Compare in-process with Ray at 1 and 2 workers.")):
+          use_ray: bool = typer.Option(False, "--ray", help="Compare in-process with Ray at 1 and 2 workers."),
+          imports: bool = typer.Option(False, "--imports", help="Time `skipsearch.apply`'s import against torch's.")):
     """Time one trial and the share spent in network forward passes and feature extraction.
 
     With --ray: the same trials in-process and on a local Ray with 1 and 2 workers, with the ratios.
-    With a diff_tuning spec: fine-tuning steps/s of a trial against a bare training loop, and the
-    knowledge bank's share of the first trial.
+    A spec's method may time what matters to it instead (a method that fine-tunes: training steps/s
+    against a bare loop). With --imports: what `skipsearch.apply` costs to import, against torch.
 
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
-    skipsearch bench --spec studies/demo-difftuning.yaml
+    skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports
     """
     from skipsearch.methods import method_for
     from skipsearch.spec import load_spec
 
+    if imports:
+        from skipsearch.bench import bench_imports
+
+        bench_imports()
+        return
     method_for(load_spec(spec).kind).bench(spec, trials, use_ray)
 
 

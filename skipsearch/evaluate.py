@@ -62,7 +62,7 @@ class EvalTask:
 
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Evaluator:
     loaded: LoadedModel
     extractor: FeatureExtractor
@@ -125,7 +125,7 @@ def build_evaluator(model: str, extractor: str, dataset: str, device: str = "cpu
     loaded.denoiser.to(dev)
     feats = FeatureExtractor(extractor, device=str(dev))
     ref = reference(data.load(dataset, resolution=loaded.info.resolution), feats)
-    return Evaluator(loaded, feats, ref, dev)
+    return Evaluator(loaded=loaded, extractor=feats, reference=ref, device=dev)
 
 
 evaluator = functools.lru_cache(maxsize=4)(build_evaluator)

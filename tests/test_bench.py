@@ -22,3 +22,14 @@ def test_bench_prints_breakdown(tmp_path):
     assert 0.0 < net + feat <= wall
     assert abs(ratio - (net + feat) / wall) < 0.02  # printed values are rounded to 1 ms
     assert not list(tmp_path.glob("*.db"))  # the benchmark leaves no database behind
+
+
+def test_bench_imports_reports_the_apply_path(tmp_path):
+    proc = cli("bench", "--imports", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.strip().split("  ")[0]: line for line in proc.stdout.splitlines()}
+    assert "heavy libraries loaded by skipsearch.apply: none" in proc.stdout
+    torch_s = float(lines["python -c 'import torch'"].split()[-2])
+    apply_s = float(lines["python -c 'import skipsearch; skipsearch.apply'"].split()[-2])
+    ratio = float(lines["skipsearch.apply / torch"].split()[3])
+    assert torch_s > 0 and abs(ratio - apply_s / torch_s) < 0.02 * ratio + 0.01

@@ -90,7 +90,8 @@ def test_two_drivers_share_one_study(backend_url, tmp_path, stagger_s, budget):
 
 def test_schema_created_by_several_processes_at_once(backend_url):
     """Four processes open one new database at the same moment: each gets the tables, none fails."""
-    code = ("import sys; from skipsearch.storage import Store; from skipsearch.search.driver import open_optuna_storage; "
+    code = ("import sys; from skipsearch.storage import Store; "
+            "from skipsearch.search.driver import open_optuna_storage; "
             "Store(sys.argv[1]); open_optuna_storage(sys.argv[1]); print('ok')")
     procs = [subprocess.Popen([sys.executable, "-c", code, backend_url], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(4)]

@@ -56,3 +56,16 @@ def test_importing_any_module_leaves_the_environment_alone():
             + "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
             + "assert not changed, changed")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_workers_without_ray_is_a_clear_error(tmp_path):
+    """Ray is an optional extra: asking for workers without it says how to get it (exit 2), and stores nothing."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text("name: no-ray\nmetric: {n: 64, kid_subset_size: 32}\n")
+    code = ("import sys; sys.modules['ray'] = None\nfrom skipsearch.cli import main\n"
+            f"sys.argv = ['skipsearch', 'run', {str(spec)!r}, '--workers', '2', '--storage', "
+            f"'sqlite:///{tmp_path / 'x.db'}']\nmain()")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'skipsearch[ray]'" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.db").exists()

@@ -102,7 +102,7 @@ def test_torch_fidelity_itself_cannot_unpickle_code_through_skipsearch(evil, mon
     """Even a file swapped in after skipsearch checked it: torch-fidelity's load is forced weights-only."""
     marker, make = evil
     bad = make("swapped.pth")
-    monkeypatch.setattr(features, "extractor_weights", lambda name, weights=None: bad)  # skip the check, as a race would
+    monkeypatch.setattr(features, "extractor_weights", lambda name, weights=None: bad)  # skip the check (a race)
     monkeypatch.setattr(inception, "check_feature", lambda *a: None)
     with pytest.raises(Exception) as err:  # noqa: PT011 - torch's own error, from inside torch-fidelity
         metrics.FeatureExtractor("inception-v3-compat")

@@ -9,7 +9,6 @@ their intermediate values at step = N.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import shutil
@@ -286,9 +285,11 @@ def _ray_environment() -> Iterator[None]:
 
 def require_ray() -> None:
     """Ray is an optional extra; say how to get it instead of an ImportError."""
-    if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.tune") is None:
+    try:
+        import ray.tune  # noqa: F401
+    except ImportError:
         raise UserError("--workers and --address run trials on Ray, which is not installed here: "
-                        "pip install 'skipsearch[ray]' (or run without --workers, in this process)")
+                        "pip install 'skipsearch[ray]' (or run without --workers, in this process)") from None
 
 
 def search_on_ray(ctx: StudyContext, budget: int, placement: Placement) -> list[WorkerTrial]:

@@ -92,8 +92,8 @@ def finetune_ladder(task: FinetuneTask, w: DiffTuningWeights, save_to: Path | No
     images, labels = downstream(task.data, task.n_images, task.data_seed, pre.info.resolution)
     new = data.to_model_range(images).to(dev)
     tuned = copy.deepcopy(pre)
-    on_target = Evaluator(tuned, ev_t.extractor, ev_t.reference, dev)
-    on_source = Evaluator(tuned, ev_s.extractor, ev_s.reference, dev)
+    on_target = Evaluator(loaded=tuned, extractor=ev_t.extractor, reference=ev_t.reference, device=dev)
+    on_source = Evaluator(loaded=tuned, extractor=ev_s.extractor, reference=ev_s.reference, device=dev)
     sampler = task.target.sampler
     steps = finetune(tuned.denoiser, new, bank, w, batch_size=task.train_batch,
                      sigma_range=(sampler.sigma_min, sampler.sigma_max), seed=task.train_seed,
