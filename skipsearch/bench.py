@@ -112,14 +112,14 @@ def bench_imports(repeats: int = 5) -> dict[str, float]:
     report = f"import json, sys; print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & {set(HEAVY)!r})))"
     codes = {"torch": "import torch", "skipsearch.apply": "import skipsearch; skipsearch.apply"}
     walls: dict[str, list[float]] = {name: [] for name in codes}
-    loaded: list[str] = []
+    outputs: dict[str, str] = {}
     for _ in range(repeats):
         for name, code in codes.items():
             start = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", f"{code}\n{report}"], capture_output=True, text=True,
-                                 check=True)
+            outputs[name] = subprocess.run([sys.executable, "-c", f"{code}\n{report}"], capture_output=True,
+                                           text=True, check=True).stdout
             walls[name].append(time.perf_counter() - start)
-            loaded = json.loads(out.stdout.strip().splitlines()[-1]) if name != "torch" else loaded
+    loaded = json.loads(outputs["skipsearch.apply"].strip().splitlines()[-1])
     torch_s, apply_s = (statistics.median(walls[name]) for name in codes)
     print(f"import benchmark: fresh interpreters, median of {repeats} interleaved runs")
     print(f"  python -c 'import torch'                          {torch_s:6.2f} s")

@@ -179,11 +179,12 @@ def _differences(first: object, now: object, prefix: str = "") -> list[str]:
 def changed_science(first: dict, now: Spec) -> list[str]:
     """Dotted names of the fields that decide the numbers and differ between a stored spec and ``now``.
     The stored spec is read through today's models, so fields added since then compare at their default."""
+    after = science(now)
     try:
         before = science(parse_spec(first, "stored spec"))
     except UserError:  # stored by a skipsearch whose spec no longer validates: compare what is there
-        before = {k: v for k, v in first.items() if k in science(now)}
-    return _differences(before, science(now))
+        before = {k: v for k, v in first.items() if k in after}
+    return _differences(before, after)
 
 
 def _shown(value: object, limit: int = 60) -> str:

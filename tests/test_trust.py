@@ -167,13 +167,13 @@ def test_weights_that_do_not_fit_change_nothing(tmp_path, evil):
 
 
 def test_a_schedule_that_does_not_fit_puts_no_hook_on(fresh_model):
-    from skipsearch.hooks.scaling import _ACTIVE
+    from skipsearch.hooks import active_on
     from skipsearch.methods.skip_tuning.coefficients import PerLevelSkip
 
     model = fresh_model.denoiser
     with pytest.raises(UserError, match="3 resolution levels"):
         skipsearch.apply(model, PerLevelSkip(rho=(1.0, 0.5)))
-    assert model not in _ACTIVE and all(not m._forward_pre_hooks for m in model.modules())
+    assert active_on(model) is None and all(not m._forward_pre_hooks for m in model.modules())
     with pytest.raises(UserError, match="pass its .denoiser"):
         skipsearch.apply(fresh_model, PerLevelSkip(rho=(1.0, 0.5, 0.4)))
 

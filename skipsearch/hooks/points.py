@@ -49,10 +49,13 @@ class SkipPoint:
         raise NotImplementedError
 
 
+def _like(rho: Rho, x: torch.Tensor) -> Rho:
+    """A per-sample rho on the skip's device and in its dtype (a number stays a number)."""
+    return rho.to(device=x.device, dtype=x.dtype) if isinstance(rho, torch.Tensor) else rho
+
+
 def scaled(skip: torch.Tensor, rho: Rho) -> torch.Tensor:
-    if isinstance(rho, torch.Tensor):
-        rho = rho.to(device=skip.device, dtype=skip.dtype)
-    return skip * rho
+    return skip * _like(rho, skip)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,8 +91,7 @@ class ChannelSlice(SkipPoint):
 
     def scale(self, args: tuple, kwargs: dict, rho: Rho) -> tuple[tuple, dict]:
         x = self._get(args, kwargs)
-        if isinstance(rho, torch.Tensor):
-            rho = rho.to(device=x.device, dtype=x.dtype)
+        rho = _like(rho, x)
         if not (torch.is_grad_enabled() and x.requires_grad):
             x[:, self.start : self.stop].mul_(rho)
             return args, kwargs

@@ -1,10 +1,10 @@
 """Ray Tune placement: the same trials as the in-process driver, run on Ray workers.
 
 Workers only compute: they run the method's trial (``driver.trial_ladder``) and report one ``Rung`` per
-rung, as JSON. The driver's
-``StudySearcher`` (Optuna ask/tell; not Ray's OptunaSearch, whose semantics lose PRUNED and FAIL states)
-is the only database writer. ASHA stops weak trials at the rungs; those become PRUNED in Optuna with
-their intermediate values at step = N.
+rung, as JSON. The driver's ``StudySearcher`` (Optuna ask/tell; not Ray's OptunaSearch, whose semantics
+lose PRUNED and FAIL states) is the only database writer. The method's fidelity gives the scheduler (ASHA
+or the median rule, ``search.fidelity``); a trial it stops becomes PRUNED in Optuna, with its intermediate
+values at step = progress.
 """
 
 from __future__ import annotations

@@ -35,8 +35,7 @@ FASHION_IMAGES = FASHION_FILES["train"]
 FASHION = SHIPPED["fashion-mnist-unet"]
 FASHION_UNET_LOG = "fashion_unet_log.txt"
 FASHION_SAMPLES = "fashion_samples.png"
-FASHION_UNET_CONFIG = {"resolution": FASHION.resolution, "train_steps": FASHION.training["steps"],
-                       **{k: v for k, v in FASHION.training.items() if k != "steps"}}
+RECIPE = FASHION.training  # steps, batch, lr, warmup, ema
 
 
 def load_fashion(data_dir: Path, resolution: int = 32) -> torch.Tensor:
@@ -68,11 +67,10 @@ class Log:
 
 
 def train(args: argparse.Namespace, log: Log) -> tuple[EDMPrecond, int]:
-    cfg = FASHION_UNET_CONFIG
     device = torch.device(args.device)
     torch.manual_seed(SEED)
     g = torch.Generator(device=device).manual_seed(SEED + 1)
-    x0 = load_fashion(args.data, cfg["resolution"]).to(device)
+    x0 = load_fashion(args.data, FASHION.resolution).to(device)
     log(f"data {tuple(x0.shape)} range [{x0.min().item():.1f}, {x0.max().item():.1f}] from {args.data}")
     model = FASHION.build().to(device)
     ema_model = copy.deepcopy(model).requires_grad_(False)
@@ -81,9 +79,9 @@ def train(args: argparse.Namespace, log: Log) -> tuple[EDMPrecond, int]:
     step_fn = torch.compile(model) if args.compile else model
     cuda = device.type == "cuda"
     opt = torch.optim.Adam(params, lr=args.lr, fused=cuda)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, cfg["warmup"]))
-    log(f"steps {args.steps} batch {args.batch} lr {args.lr} warmup {cfg['warmup']} then cosine to 10%, "
-        f"ema {cfg['ema']}, device {device}, bf16 autocast {cuda}, compile {args.compile}")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, args.steps, RECIPE["warmup"]))
+    log(f"steps {args.steps} batch {args.batch} lr {args.lr} warmup {RECIPE['warmup']} then cosine to 10%, "
+        f"ema {RECIPE['ema']}, device {device}, bf16 autocast {cuda}, compile {args.compile}")
     loss_sum, n_sum, start, last_t, last_step = torch.zeros((), device=device), 0, time.perf_counter(), None, 0
     step = 0
     for step in range(args.steps):
@@ -98,7 +96,7 @@ def train(args: argparse.Namespace, log: Log) -> tuple[EDMPrecond, int]:
         opt.step()
         sched.step()
         with torch.no_grad():
-            torch._foreach_lerp_(ema_params, params, 1 - cfg["ema"])
+            torch._foreach_lerp_(ema_params, params, 1 - RECIPE["ema"])
         loss_sum += loss.detach()
         n_sum += 1
         last = step == args.steps - 1
@@ -128,7 +126,7 @@ def save_samples(denoiser: EDMPrecond, path: Path, device: torch.device, steps: 
     from skipsearch.diffusion.samplers import sample_heun
     from skipsearch.diffusion.schedules import karras_sigmas
 
-    res, n = FASHION_UNET_CONFIG["resolution"], 8
+    res, n = FASHION.resolution, 8
     noise = torch.randn(n * n, 1, res, res, generator=torch.Generator().manual_seed(SEED + 2)) * 80.0
     sigmas = karras_sigmas(steps).to(device=device, dtype=torch.float32)
     x = sample_heun(denoiser, noise.to(device), sigmas).float().cpu()
@@ -143,13 +141,12 @@ def save_samples(denoiser: EDMPrecond, path: Path, device: torch.device, steps: 
 
 
 def main() -> None:
-    cfg = FASHION_UNET_CONFIG
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=FASHION_DATA, help="folder holding " + FASHION_IMAGES)
     parser.add_argument("--out", type=Path, default=Path(__file__).parents[1] / "weights")
-    parser.add_argument("--steps", type=int, default=cfg["train_steps"])
-    parser.add_argument("--batch", type=int, default=cfg["batch"])
-    parser.add_argument("--lr", type=float, default=cfg["lr"])
+    parser.add_argument("--steps", type=int, default=RECIPE["steps"])
+    parser.add_argument("--batch", type=int, default=RECIPE["batch"])
+    parser.add_argument("--lr", type=float, default=RECIPE["lr"])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (GPU speed-up)")
     parser.add_argument("--max-seconds", type=float, default=None, help="stop training early after this long")
