@@ -13,6 +13,7 @@ from skipsearch.exchange import coeffile
 from skipsearch.exchange.provenance import Provenance
 from skipsearch.methods import method_for
 from skipsearch.search.confirm import coefficients_of, heldout_summary
+from skipsearch.search.verdict import interval_of
 from skipsearch.spec import Spec, parse_spec
 from skipsearch.storage import Store
 from skipsearch.storage.records import TrialRow
@@ -62,6 +63,7 @@ def provenance(store: Store, study: str, row: TrialRow) -> Provenance:
         "confirmation": None if mine.empty else {
             "n": int(mine.n.iloc[0]), "heldout_fid": float(mine.heldout_fid.iloc[0]),
             "delta_fid": float(mine.delta_fid.iloc[0]), "delta_fid_std": float(mine.delta_fid_std.iloc[0]),
+            **_interval(mine.iloc[0]),
             "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)}
                           | ({} if pd.isna(r.train_seed) else {"train_seed": int(r.train_seed),
                                                                 "source_fid": float(r.source_fid)})
@@ -71,6 +73,11 @@ def provenance(store: Store, study: str, row: TrialRow) -> Provenance:
     }
     source = None if mine.empty or pd.isna(mine.heldout_source_fid.iloc[0]) else float(mine.heldout_source_fid.iloc[0])
     return Provenance.model_validate(record | method_for(spec.kind).provenance(spec, row, source))
+
+
+def _interval(row) -> dict:
+    ci = interval_of(row)
+    return {"delta_fid_low": ci.low, "delta_fid_high": ci.high}
 
 
 def export(store: Store, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:

@@ -71,6 +71,8 @@ class ConfirmationRecord(_Part):
     heldout_fid: Fid
     delta_fid: float
     delta_fid_std: float = Field(ge=0)
+    delta_fid_low: float | None = None  # the 95% paired t interval (None with one seed set, and in older files)
+    delta_fid_high: float | None = None
     seed_sets: tuple[SeedSetRecord, ...] = ()
 
 

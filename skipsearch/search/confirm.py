@@ -1,23 +1,25 @@
 """Held-out confirmation: the baseline and the top-k re-evaluated at a larger N on unseen seed sets.
 
 What one held-out evaluation computes is the method's (``Method.heldout``: Diff-Tuning retrains with a new
-training seed too). The winner is the confirmed search trial with the lowest mean held-out FID (``winner``),
-the one rule that the run's tables, ``best`` and ``export`` all apply.
+training seed too). The winner is the confirmed search trial with the lowest mean held-out FID
+(``verdict.winner``), and whether it beats the baseline is ``verdict.verdict``'s 95% paired interval: the
+rules that the run's tables, ``best``, ``export`` and the report all apply.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from skipsearch.evaluate import TRIAL_ERRORS
 from skipsearch.methods import Coefficients, parse_coefficients
+from skipsearch.progress import Progress
 from skipsearch.search.context import StudyContext
-from skipsearch.search.coordination import confirm_item
+from skipsearch.search.annotations import annotate_confirmation
+from skipsearch.search.coordination import confirm_item, study_lock
 from skipsearch.search.driver import POLL_S
+from skipsearch.search.verdict import paired_interval, winner
 from skipsearch.storage import Store
 from skipsearch.storage.records import ConfirmationRow, TrialRow
 
@@ -41,35 +43,45 @@ def candidates(ctx: StudyContext) -> list[int]:
     return base[:1] + top
 
 
-def confirm(ctx: StudyContext) -> pd.DataFrame:
+def confirm(ctx: StudyContext, progress: bool = True) -> pd.DataFrame:
     """Re-evaluate the candidates at the larger N on held-out seed sets. Already stored evaluations are
     reused, and several drivers share the work: each evaluation is claimed by one driver, the others wait
-    for it (or take it over when its driver is gone), so none is computed twice."""
+    for it (or take it over when its driver is gone), so none is computed twice. ``progress`` counts the
+    held-out evaluations, with an ETA (those stored before this call are not in its rate)."""
     c, name = ctx.spec.confirm, ctx.spec.name
     pending = [(num, j) for num in candidates(ctx) for j in range(c.seed_sets)]
-    bar = tqdm(total=len(pending), desc="held-out confirmation", unit="eval", file=sys.stderr, disable=None)
-    while pending:
-        have = ctx.store.confirmations_frame(name)
-        stored = {(int(r.trial_number), int(r.seed_set)) for r in have[have.n == c.n].itertuples()}
-        bar.update(sum(p in stored for p in pending))
-        pending = [p for p in pending if p not in stored]
-        done_here = [p for p in pending if _confirm_one(ctx, *p)]
-        bar.update(len(done_here))
-        pending = [p for p in pending if p not in done_here]
-        if pending and not done_here:
-            time.sleep(POLL_S)  # other drivers hold the rest: wait for their rows
-    bar.close()
+    total = len(pending)
+    pending = _unstored(ctx, pending)
+    with Progress(total, "held-out confirmation", "evaluations", enabled=progress,
+                  initial=total - len(pending)) as bar:
+        while pending:
+            done_here = []
+            for p in pending:
+                if _confirm_one(ctx, *p):
+                    done_here.append(p)
+                    bar.update()
+            pending = [p for p in pending if p not in done_here]
+            if pending and not done_here:
+                time.sleep(POLL_S)  # other drivers hold the rest: wait for their rows
+            left = _unstored(ctx, pending)
+            bar.update(len(pending) - len(left))  # evaluations other drivers finished
+            pending = left
     table = heldout_summary(ctx.store, name, c.n)
     best = winner(table)
     if best is not None:
         ctx.store.set_winner(name, best)
+    with study_lock(ctx.driver):
+        annotate_confirmation(ctx, table)
     return table
 
 
-def winner(table: pd.DataFrame) -> int | None:
-    """The confirmed search trial with the lowest mean held-out FID (None before any is confirmed)."""
-    rest = table[table.role != "baseline"] if not table.empty else table
-    return None if rest.empty else int(rest.sort_values("heldout_fid").trial_number.iloc[0])
+def _unstored(ctx: StudyContext, pending: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The (candidate, seed set) pairs with no stored held-out evaluation at ``confirm.n`` (yet)."""
+    if not pending:
+        return []
+    have = ctx.store.confirmations_frame(ctx.spec.name)
+    stored = {(int(r.trial_number), int(r.seed_set)) for r in have[have.n == ctx.spec.confirm.n].itertuples()}
+    return [p for p in pending if p not in stored]
 
 
 def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
@@ -123,6 +135,7 @@ def heldout_summary(store: Store, study: str, n: int | None = None) -> pd.DataFr
     for num, group in conf.groupby("trial_number"):
         g = group.set_index("seed_set")
         delta = (g.fid - base.reindex(g.index)).dropna()
+        ci = paired_interval(delta.tolist())
         search = trials[trials.trial_number == num].iloc[0]
         source = (g.source_fid - base_source.reindex(g.index)).dropna()
         rows.append(dict(trial_number=int(num), role=roles.get(num), search_fid=search.fid, search_kid=search.kid,
@@ -131,7 +144,8 @@ def heldout_summary(store: Store, study: str, n: int | None = None) -> pd.DataFr
                          delta_source_fid=source.mean() if len(source) else None,
                          heldout_fid=g.fid.mean(), heldout_fid_std=g.fid.std(ddof=1) if len(g) > 1 else 0.0,
                          heldout_kid=g.kid.mean(), delta_fid=delta.mean(),
-                         delta_fid_std=delta.std(ddof=1) if len(delta) > 1 else 0.0, lower_on=int((delta < 0).sum()),
+                         delta_fid_std=delta.std(ddof=1) if len(delta) > 1 else 0.0,
+                         delta_fid_low=ci.low, delta_fid_high=ci.high, lower_on=int((delta < 0).sum()),
                          seed_sets=len(g),
                          n=int(g.n.iloc[0]), coefficients=search.coefficients_json))
     return pd.DataFrame(rows).sort_values(["role", "heldout_fid"]).reset_index(drop=True)

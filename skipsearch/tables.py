@@ -7,7 +7,8 @@ from rich.console import Console
 from rich.table import Table
 
 from skipsearch.methods import parse_coefficients
-from skipsearch.search.confirm import winner
+from skipsearch.search.verdict import interval_of
+from skipsearch.search.verdict import verdict as judge
 
 
 def describe(coefficients_json: str) -> str:
@@ -41,7 +42,7 @@ def heldout_table(conf: pd.DataFrame) -> Table:
     sets, n = int(conf.seed_sets.max()), int(conf.n.iloc[0])
     table = Table(title=f"Held-out confirmation: N={n} on {sets} disjoint seed sets never used in the search")
     source = _has_source(conf, "heldout_source_fid")
-    columns = ("trial", "role", "coefficients", "search FID", "held-out FID (mean ± sd)", "dFID (paired, mean ± sd)",
+    columns = ("trial", "role", "coefficients", "search FID", "held-out FID (mean ± sd)", "dFID (paired, 95% interval)",
                "KID") + (("held-out source FID (mean ± sd)", "d source FID") if source else ())
     for col in columns:
         table.add_column(col, justify="left" if col in ("role", "coefficients") else "right")
@@ -49,33 +50,14 @@ def heldout_table(conf: pd.DataFrame) -> Table:
         extra = (f"{r.heldout_source_fid:.4f} ± {r.heldout_source_fid_std:.4f}",
                  f"{r.delta_source_fid:+.4f}") if source else ()
         table.add_row(str(r.trial_number), r.role, describe(r.coefficients), f"{r.search_fid:.4f}",
-                      f"{r.heldout_fid:.4f} ± {r.heldout_fid_std:.4f}", f"{r.delta_fid:+.4f} ± {r.delta_fid_std:.4f}",
+                      f"{r.heldout_fid:.4f} ± {r.heldout_fid_std:.4f}", str(interval_of(r)),
                       f"{r.heldout_kid:.5f}", *extra)
     return table
 
 
 def verdict(conf: pd.DataFrame) -> str:
-    """One honest sentence: is the winner better than the baseline on held-out seeds, beyond the noise?"""
-    base, best = conf[conf.role == "baseline"], winner(conf)
-    if base.empty or best is None:
-        return "No confirmed search trial to compare with the baseline."
-    w, b = conf[conf.trial_number == best].iloc[0], base.iloc[0]
-    noise = b.heldout_fid_std
-    if w.delta_fid < 0 and abs(w.delta_fid) > w.delta_fid_std:
-        word = "lower than the baseline"
-    elif w.delta_fid < 0:
-        word = "lower than the baseline, but within the paired spread"
-    else:
-        word = "NOT lower than the baseline"
-    source = ""
-    if "heldout_source_fid" in w and pd.notna(w.heldout_source_fid):
-        source = (f" Source-domain FID (forgetting): {w.heldout_source_fid:.4f} vs baseline "
-                  f"{b.heldout_source_fid:.4f} ({w.delta_source_fid:+.4f}).")
-    return (f"Winner: trial {int(w.trial_number)} ({describe(w.coefficients)}). "
-            f"Held-out FID {w.heldout_fid:.4f} vs baseline {b.heldout_fid:.4f}: "
-            f"dFID {w.delta_fid:+.4f} ± {w.delta_fid_std:.4f} (paired sd over {int(w.seed_sets)} seed sets, "
-            f"lower on {int(w.lower_on)} of them) is {word}; the baseline's own FID varies by sd {noise:.4f} "
-            f"across seed sets.{source}")
+    """One honest sentence: is the winner better than the baseline on held-out seeds (95% paired interval)?"""
+    return judge(conf, describe).text
 
 
 def pruning_savings(trials: pd.DataFrame) -> str | None:

@@ -1,0 +1,102 @@
+"""The one verdict on a held-out confirmation, used by the end-of-run table, ``best`` and the report.
+
+A win is claimed only when the 95% paired interval on ΔFID (candidate minus baseline, paired by seed set,
+t-based over the seed sets) lies wholly below zero. With fewer than two seed sets there is no interval, so
+no win is claimed, and the verdict says why instead of reading a single draw as evidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairedInterval:
+    """Mean ΔFID over k seed sets and its t interval (None where k < 2: one draw has no spread)."""
+
+    mean: float
+    k: int
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def half_width(self) -> float | None:
+        return None if self.high is None else (self.high - self.low) / 2
+
+    def __str__(self) -> str:
+        if self.low is None:
+            return f"{self.mean:+.4f} (no interval: {self.k} seed set)"
+        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}]"
+
+
+def paired_interval(deltas: Sequence[float], level: float = LEVEL) -> PairedInterval:
+    """Student-t interval on the mean of paired differences; scipy only where there is one to compute."""
+    values = [float(d) for d in deltas if not math.isnan(float(d))]
+    k = len(values)
+    mean = sum(values) / k if k else math.nan
+    if k < 2:
+        return PairedInterval(mean=mean, k=k)
+    from scipy import stats
+
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
+    half = float(stats.t.ppf((1 + level) / 2, k - 1)) * sd / math.sqrt(k)
+    return PairedInterval(mean=mean, k=k, low=mean - half, high=mean + half)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """Whether the confirmed winner beats the baseline on held-out seeds, and the sentence that says so."""
+
+    trial: int | None
+    win: bool
+    interval: PairedInterval | None
+    text: str
+
+
+def winner(table: pd.DataFrame) -> int | None:
+    """The confirmed search trial with the lowest mean held-out FID (None before any is confirmed)."""
+    rest = table[table.role != "baseline"] if not table.empty else table
+    return None if rest.empty else int(rest.sort_values("heldout_fid").trial_number.iloc[0])
+
+
+def interval_of(row) -> PairedInterval:
+    """The interval stored in a ``heldout_summary`` row."""
+    low, high = row.delta_fid_low, row.delta_fid_high
+    return PairedInterval(mean=float(row.delta_fid), k=int(row.seed_sets),
+                          low=None if pd.isna(low) else float(low), high=None if pd.isna(high) else float(high))
+
+
+def verdict(table: pd.DataFrame, describe=str) -> Verdict:
+    """Judge the winner of a ``heldout_summary`` table; ``describe`` turns its coefficients into words."""
+    best = winner(table)
+    base = table[table.role == "baseline"] if not table.empty else table
+    if base.empty or best is None:
+        return Verdict(trial=None, win=False, interval=None,
+                       text="No confirmed search trial to compare with the baseline.")
+    w, b = table[table.trial_number == best].iloc[0], base.iloc[0]
+    ci = interval_of(w)
+    head = (f"Winner: trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} vs baseline "
+            f"{b.heldout_fid:.4f}, dFID {ci.mean:+.4f}")
+    if ci.low is None:
+        return Verdict(trial=best, win=False, interval=ci, text=(
+            f"{head} on {ci.k} held-out seed set: no win is claimed, because a paired interval needs at least two "
+            f"seed sets (set confirm.seed_sets to 2 or more)."))
+    spread = (f"95% paired interval [{ci.low:+.4f}, {ci.high:+.4f}] over {ci.k} seed sets, lower on "
+              f"{int(w.lower_on)} of them")
+    if ci.high < 0:
+        word, win = "lower than the baseline", True
+    elif ci.low > 0:
+        word, win = "higher than the baseline: NOT an improvement", False
+    else:
+        word, win = "not distinguishable from the baseline (the interval contains 0): no win is claimed", False
+    source = ""
+    if "heldout_source_fid" in w and pd.notna(w.heldout_source_fid):
+        source = (f" Source-domain FID (forgetting): {w.heldout_source_fid:.4f} vs baseline "
+                  f"{b.heldout_source_fid:.4f} ({w.delta_source_fid:+.4f}).")
+    return Verdict(trial=best, win=win, interval=ci, text=f"{head} ({spread}) is {word}.{source}")

@@ -1,0 +1,59 @@
+"""The one verdict: a 95% paired t interval on held-out dFID, no win claimed without one; FID-infinity."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from skipsearch.metrics.extrapolate import fid_infinity
+from skipsearch.search.verdict import paired_interval, verdict
+
+
+@pytest.mark.parametrize("deltas", [[-0.3, -0.1, -0.2], [0.5, -0.4], [-1.0, -1.2, -0.9, -1.4, -0.7]])
+def test_the_interval_is_scipys_one_sample_t_interval(deltas):
+    ci = paired_interval(deltas)
+    want = stats.ttest_1samp(deltas, 0.0).confidence_interval(0.95)
+    assert (ci.low, ci.high) == pytest.approx((want.low, want.high), rel=1e-12)
+    assert ci.k == len(deltas)
+
+
+def _table(deltas_by_trial: dict[int, list[float]], base_fid: float = 10.0) -> pd.DataFrame:
+    """A heldout_summary-shaped table built from per-seed-set dFIDs."""
+    sets = len(next(iter(deltas_by_trial.values())))
+    rows = [dict(trial_number=0, role="baseline", heldout_fid=base_fid, heldout_fid_std=0.1, delta_fid=0.0,
+                 delta_fid_low=None, delta_fid_high=None, lower_on=0, seed_sets=sets, coefficients="{}",
+                 heldout_source_fid=None)]
+    for num, deltas in deltas_by_trial.items():
+        ci = paired_interval(deltas)
+        rows.append(dict(trial_number=num, role="search", heldout_fid=base_fid + ci.mean, heldout_fid_std=0.1,
+                         delta_fid=ci.mean, delta_fid_low=ci.low, delta_fid_high=ci.high,
+                         lower_on=sum(d < 0 for d in deltas), seed_sets=len(deltas), coefficients="{}",
+                         heldout_source_fid=None))
+    return pd.DataFrame(rows)
+
+
+def test_a_win_needs_the_whole_interval_below_zero():
+    assert verdict(_table({3: [-0.30, -0.25, -0.35]})).win
+    unsure = verdict(_table({3: [-0.5, 0.1, -0.2]}))  # lower on average, but the interval reaches above 0
+    assert not unsure.win and "contains 0" in unsure.text
+    worse = verdict(_table({3: [0.3, 0.4, 0.35]}))
+    assert not worse.win and "NOT an improvement" in worse.text
+
+
+def test_one_seed_set_claims_no_win_and_says_why():
+    one = verdict(_table({3: [-5.0]}))
+    assert not one.win and one.interval.low is None
+    assert "no win is claimed" in one.text and "at least two" in one.text
+
+
+def test_the_winner_is_the_lowest_mean_heldout_fid():
+    judged = verdict(_table({3: [-0.1, -0.1, -0.12], 5: [-0.3, -0.28, -0.33]}))
+    assert judged.trial == 5 and judged.win
+
+
+def test_fid_infinity_recovers_a_line_in_one_over_n():
+    ns = [250, 500, 1000, 4000]
+    fit = fid_infinity(ns, [3.0 + 400.0 / n for n in ns])
+    assert fit.fid_inf == pytest.approx(3.0) and fit.slope == pytest.approx(400.0)
+    assert fid_infinity([500, 500], [4.0, 4.1]) is None  # one N: no line
