@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from skipsearch import deadline
 from skipsearch.data import to_uint8
 from skipsearch.errors import SampleError
 from skipsearch.diffusion.samplers import get_sampler, nfe
 from skipsearch.diffusion.schedules import karras_sigmas
+from skipsearch.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -54,21 +54,23 @@ def _within_deadline(denoiser: Callable[..., torch.Tensor]) -> Callable[..., tor
 def generate(denoiser: Callable[..., torch.Tensor], seeds: Sequence[int],
              shape: tuple[int, ...], sampler: SamplerConfig, *, batch_size: int = 500,
              device: torch.device | str = "cpu", progress: bool = False,
-             labels: Sequence[int] | None = None) -> torch.Tensor:
+             labels: Sequence[int] | None = None, desc: str = "sampling") -> torch.Tensor:
     """uint8 images (N, C, H, W) for the given seeds; ``labels`` (one per seed) for a class-conditional
-    model, else its null label (the unconditional model)."""
+    model, else its null label (the unconditional model). ``progress`` counts samples under ``desc``
+    (``skipsearch.progress``)."""
     device = torch.device(device)
     sigmas, fn = sampler.sigmas(), get_sampler(sampler.name)
     out = []
-    steps = range(0, len(seeds), batch_size)
-    for start in tqdm(steps, desc="sampling", disable=None if progress else True, leave=False):
-        x = latents(seeds[start : start + batch_size], shape).to(device) * float(sigmas[0])
-        net = denoiser
-        if labels is not None:
-            y = torch.as_tensor(list(labels[start : start + batch_size]), dtype=torch.long, device=device)
-            net = functools.partial(denoiser, class_labels=y)
-        x = fn(_within_deadline(net), x, sigmas.to(device))
-        if not torch.isfinite(x).all():
-            raise SampleError(f"non-finite values in samples {start}..{start + len(x) - 1} (NaN or inf)")
-        out.append(to_uint8(x).cpu())
+    with Progress(len(seeds), desc, "samples", enabled=progress, leave=False) as bar:
+        for start in range(0, len(seeds), batch_size):
+            x = latents(seeds[start : start + batch_size], shape).to(device) * float(sigmas[0])
+            net = denoiser
+            if labels is not None:
+                y = torch.as_tensor(list(labels[start : start + batch_size]), dtype=torch.long, device=device)
+                net = functools.partial(denoiser, class_labels=y)
+            x = fn(_within_deadline(net), x, sigmas.to(device))
+            if not torch.isfinite(x).all():
+                raise SampleError(f"non-finite values in samples {start}..{start + len(x) - 1} (NaN or inf)")
+            out.append(to_uint8(x).cpu())
+            bar.update(len(x))
     return torch.cat(out)

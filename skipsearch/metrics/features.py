@@ -14,14 +14,14 @@ from pathlib import Path
 import torch
 import torch_fidelity
 from torch_fidelity.utils import create_feature_extractor
-from tqdm.auto import tqdm
 
 from skipsearch import deadline, safeload
 from skipsearch.errors import UserError
 from skipsearch.files import file_sha256
 from skipsearch.metrics import digits as digits_extractor
 from skipsearch.metrics import inception
-from skipsearch.metrics.cache import cache_dir
+from skipsearch.files import cache_dir
+from skipsearch.progress import Progress
 
 EXTRACTORS = {
     digits_extractor.DIGITS_EXTRACTOR: digits_extractor.DIGITS_FEATURE,
@@ -78,13 +78,14 @@ class FeatureExtractor:
         if images.dtype != torch.uint8:
             raise TypeError("feature extraction takes uint8 images")
         out = []
-        steps = range(0, len(images), batch_size)
-        for start in tqdm(steps, desc="features", disable=None if progress else True, leave=False):
-            deadline.check()
-            batch = images[start : start + batch_size].to(self.device)
-            if batch.shape[1] == 1:
-                batch = batch.expand(-1, 3, -1, -1)
-            out.append(self.net(batch)[0].to("cpu", torch.float64))
+        with Progress(len(images), "features", "samples", enabled=progress, leave=False) as bar:
+            for start in range(0, len(images), batch_size):
+                deadline.check()
+                batch = images[start : start + batch_size].to(self.device)
+                if batch.shape[1] == 1:
+                    batch = batch.expand(-1, 3, -1, -1)
+                out.append(self.net(batch)[0].to("cpu", torch.float64))
+                bar.update(len(batch))
         return torch.cat(out)
 
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
-
 from skipsearch.errors import UserError
+from skipsearch.progress import Progress
 from skipsearch.results import Rung
 from skipsearch.search.context import StudyContext
 from skipsearch.search.driver import (POLL_S, WAIT, Finished, Waiting, ask, counted, reserve, say_budget_reached,
@@ -67,6 +65,8 @@ def worker_trial(config: dict) -> None:
     file writes it where the driver chose (a filesystem the driver can read: local Ray or a shared disk).
     A trial's own failure is reported as ``failed`` (recorded FAIL); a user mistake found here (a data set
     missing on this machine) as ``stop``, and a bug as ``bug`` with its traceback: both stop the run.
+    Progress goes to the worker's own stderr (Ray's log files, not the driver's output): as lines, the trial's
+    first rung and end, and in between about one line per ``$SKIPSEARCH_PROGRESS_S`` (``skipsearch.progress``).
     """
     import traceback
     from pathlib import Path
@@ -75,7 +75,7 @@ def worker_trial(config: dict) -> None:
     from ray import tune
 
     from skipsearch.evaluate import TRIAL_ERRORS, failure_reason
-    from skipsearch.methods import parse_coefficients
+    from skipsearch.methods import method_for, parse_coefficients
     from skipsearch.search.driver import trial_ladder
     from skipsearch.spec import parse_spec
 
@@ -90,10 +90,13 @@ def worker_trial(config: dict) -> None:
     ending = {"fid": float("inf"), **where}
     try:
         spec = parse_spec(config["spec"], "the driver's spec")
-        for rung in trial_ladder(spec, parse_coefficients(config["coefficients"]), artifact):
-            progress = rung.progress
-            tune.report({"fid": rung.score.fid, "progress": progress, "rung": rung.to_json(), **where,
-                         "finished": time.time()})
+        fidelity = method_for(spec.kind).fidelity(spec)
+        with Progress(fidelity.top, f"Ray trial {config.get('number', '?')}", fidelity.unit) as bar:
+            for rung in trial_ladder(spec, parse_coefficients(config["coefficients"]), artifact, progress=True):
+                bar.update(rung.progress - progress)
+                progress = rung.progress
+                tune.report({"fid": rung.score.fid, "progress": progress, "rung": rung.to_json(), **where,
+                             "finished": time.time()})
         return
     except TRIAL_ERRORS as err:  # the trial's own fault: recorded as FAIL, not retried
         ending["failed"] = failure_reason(err)
@@ -120,8 +123,7 @@ def _searcher_class():
             self.fatal: tuple[str, str] | None = None  # ("stop" | "bug", text): the run stops after this
             self.next_look = 0.0
             self.waiting = Waiting(ctx)
-            self.bar = tqdm(total=max(0, budget - counted(ctx)[0]), desc=f"study {ctx.spec.name}", unit="trial",
-                            file=sys.stderr, disable=None)
+            self.bar = Progress(max(0, budget - counted(ctx)[0]), f"study {ctx.spec.name}", "trials")
 
         def __getstate__(self) -> dict:
             """Tune pickles its searcher for Tuner.restore, which skipsearch never uses (it resumes by study
@@ -199,8 +201,8 @@ def _searcher_class():
             self._done(trial_line(self.ctx, Finished(number=number, state="FAIL", reason=reason)))
 
         def _done(self, line: str) -> None:
-            self.bar.update()
             self.echo(line)
+            self.bar.update()
 
     return StudySearcher
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import torch
 
 from skipsearch.diffusion.generation import SamplerConfig, generate
-from skipsearch.metrics.cache import cache_dir, cached_array, write_cached_array
+from skipsearch.files import cache_dir
+from skipsearch.metrics.cache import cached_array, write_cached_array
 from skipsearch.models import LoadedModel
 
 
@@ -22,9 +23,10 @@ def bank_path(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed: int
 
 
 def knowledge_bank(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed: int = 2_000_000,
-                   batch_size: int = 500, device: str = "cpu") -> torch.Tensor:
+                   batch_size: int = 500, device: str = "cpu", progress: bool = True) -> torch.Tensor:
     """uint8 images sampled from the pre-trained model before any fine-tuning, cached on disk by
-    (model hash, sampler, count, seed) and reused by every trial."""
+    (model hash, sampler, count, seed) and reused by every trial. Sampling it (once) reports its progress
+    as "knowledge bank" unless ``progress`` is False."""
     path = bank_path(loaded, sampler, count, seed)
     info = loaded.info
     shape = (count, info.img_channels, info.resolution, info.resolution)
@@ -32,7 +34,7 @@ def knowledge_bank(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed
     if images is not None and tuple(images.shape) == shape and images.dtype == torch.uint8:
         return images
     images = generate(loaded.denoiser, range(seed, seed + count), shape[1:], sampler, batch_size=batch_size,
-                      device=device, progress=True)
+                      device=device, progress=progress, desc="knowledge bank")
     write_cached_array(path, "images", images)
     return images
 

@@ -97,7 +97,7 @@ def finetune_ladder(task: FinetuneTask, w: DiffTuningWeights, save_to: Path | No
     sampler = task.target.sampler
     steps = finetune(tuned.denoiser, new, bank, w, batch_size=task.train_batch,
                      sigma_range=(sampler.sigma_min, sampler.sigma_max), seed=task.train_seed,
-                     report_at=task.eval_steps, new_labels=labels)
+                     report_at=task.eval_steps, new_labels=labels, progress=progress)
     while True:
         with watch.measure("train", dev):
             step = next(steps, None)
