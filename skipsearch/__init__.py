@@ -10,8 +10,9 @@ import importlib
 
 _EXPORTS = {
     "run": "skipsearch.api", "best": "skipsearch.api", "export": "skipsearch.api", "apply": "skipsearch.exchange.apply",
-    "verify": "skipsearch.api", "trials": "skipsearch.api", "RunResult": "skipsearch.api",
-    "studies": "skipsearch.api", "delete": "skipsearch.api",
+    "verify": "skipsearch.api", "trials": "skipsearch.api", "confirmations": "skipsearch.api",
+    "RunResult": "skipsearch.api",
+    "studies": "skipsearch.api", "delete": "skipsearch.api", "report": "skipsearch.api",
     "UserError": "skipsearch.errors", "load_model": "skipsearch.models", "model_info": "skipsearch.models",
     "Spec": "skipsearch.spec", "load_spec": "skipsearch.spec",
 }

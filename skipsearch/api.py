@@ -1,7 +1,9 @@
-"""The public verbs: run, best, export, apply, verify, trials, studies, delete. The CLI is a thin layer over these.
+"""The public verbs: run, best, export, apply, verify, trials, confirmations, studies, delete. The CLI is a thin
+layer over these.
 
 ``storage`` may be None everywhere: then ``$SKIPSEARCH_STORAGE``, else (for ``run``) the spec's ``storage:``,
-else ``sqlite:///skipsearch.db``. Readers (best, export, trials, studies) never create a database.
+else ``sqlite:///skipsearch.db``. Readers (best, export, trials, confirmations, studies) never create a database.
+The DataFrames of ``trials`` and ``confirmations`` are documented in README.md, "Reading results with pandas".
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import optuna
 import pandas as pd
+from sqlalchemy import Boolean, DateTime, Float, Integer, Table
 from tqdm.auto import tqdm
 
 from skipsearch.errors import UserError
@@ -24,12 +27,24 @@ from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.search import confirm as _confirm
 from skipsearch.search import driver as _driver
 from skipsearch.search.coordination import live_drivers
+from skipsearch.search.verdict import Verdict, winner
+from skipsearch.search.verdict import verdict as judge
 from skipsearch.search.ray_tune import Placement
 from skipsearch.spec import TRIALS_MAX, Spec, load_spec
 from skipsearch.storage import Store, urls
+from skipsearch.storage import tables as _tables
 
-__all__ = ["BestTrial", "RunResult", "apply", "best", "delete", "export", "pareto", "run", "studies", "trials",
-           "verify"]
+__all__ = ["BestTrial", "RunResult", "apply", "best", "confirmations", "delete", "export", "pareto", "report",
+           "run", "studies", "trials", "verify"]
+
+# What ``confirmations`` returns before its coefficient columns (``heldout_summary``'s columns; an unconfirmed
+# study gets an empty frame with these).
+CONFIRMATION_COLUMNS = ("trial_number", "role", "search_fid", "search_kid", "search_source_fid", "heldout_source_fid",
+                        "heldout_source_fid_std", "delta_source_fid", "heldout_fid", "heldout_fid_std", "heldout_kid",
+                        "delta_fid", "delta_fid_std", "delta_fid_low", "delta_fid_high", "lower_on", "seed_sets", "n",
+                        "coefficients")
+_SUMMARY_INTEGERS = ("trial_number", "lower_on", "seed_sets", "n")
+COLLISION_PREFIX = "coef_"  # a coefficient field named like a column already in the frame (say ``n``): ``coef_n``
 
 
 @dataclass(kw_only=True)
@@ -42,7 +57,7 @@ class RunResult:
 
     @property
     def winner(self) -> int | None:
-        return _confirm.winner(self.confirmation)
+        return winner(self.confirmation)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +75,7 @@ class BestTrial:
     coefficients: Coefficients
     provenance: Provenance
     pareto_front: tuple[ParetoPoint, ...] | None = None
+    verdict: Verdict | None = None  # the held-out verdict (95% paired interval), once confirmed
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form ``skipsearch best --json`` prints: the provenance's fields, the coefficients, the front."""
@@ -67,6 +83,8 @@ class BestTrial:
         if self.pareto_front is not None:
             out["pareto_front"] = [{"trial": p.trial, "target_fid": p.target_fid, "source_fid": p.source_fid,
                                     "coefficients": p.coefficients.model_dump(mode="json")} for p in self.pareto_front]
+        if self.verdict is not None:
+            out["verdict"] = {"trial": self.verdict.trial, "win": self.verdict.win, "text": self.verdict.text}
         return out
 
 
@@ -107,9 +125,85 @@ def _reader(storage: str | None) -> Store:
     return Store(urls.choose(storage), create=False)
 
 
+def _known(store: Store, study: str) -> None:
+    if store.study_spec(study) is None:
+        raise UserError(f"no study named {study!r} in {store.shown_url}")
+
+
+def _flat_coefficients(text: object) -> dict[str, Any] | None:
+    """A coefficient JSON's fields, a list field spread over ``name_0``, ``name_1``...; None when it does not
+    parse (a recovered trial's ``{"incomplete_params": ...}``)."""
+    try:
+        values = parse_coefficients(text).model_dump(mode="json")
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return None
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, list):
+            flat.update({f"{name}_{i}": item for i, item in enumerate(value)})
+        else:
+            flat[name] = value
+    return flat
+
+
+def _typed(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
+    """A table's frame with the same dtypes on every backend and for every row: floats float64 (NULL: NaN),
+    integers int64 (Int64 where NULL is allowed), booleans boolean, times in UTC."""
+    out = frame.copy()
+    for column in table.columns:
+        if column.name not in out.columns:
+            continue
+        if isinstance(column.type, DateTime):
+            out[column.name] = pd.to_datetime(out[column.name], utc=True)
+        elif isinstance(column.type, Float):
+            out[column.name] = out[column.name].astype("float64")
+        elif isinstance(column.type, Integer):
+            out[column.name] = out[column.name].astype("Int64" if column.nullable else "int64")
+        elif isinstance(column.type, Boolean):
+            out[column.name] = out[column.name].astype("boolean")
+    return out
+
+
+def _with_coefficient_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The frame and one column per coefficient field found in ``source`` (first seen, first placed); a row
+    whose coefficients do not parse gets NaN there. A field named like an existing column is prefixed."""
+    parsed = [_flat_coefficients(text) for text in frame[source]]
+    out = frame.copy()
+    for name in dict.fromkeys(key for flat in parsed if flat for key in flat):
+        column = name
+        while column in out.columns:
+            column = COLLISION_PREFIX + column
+        values = [flat.get(name) if flat else None for flat in parsed]
+        out[column] = pd.Series(values, index=frame.index)
+    return out
+
+
 def trials(storage: str | None, study: str) -> pd.DataFrame:
-    """skipsearch's table of a study's trials, as a DataFrame."""
-    return _reader(storage).trials_frame(study)
+    """skipsearch's table of a study's trials, one row per trial, with one column per coefficient field.
+    An unknown study raises UserError."""
+    store = _reader(storage)
+    _known(store, study)
+    return _with_coefficient_columns(_typed(store.trials_frame(study), _tables.trials), "coefficients_json")
+
+
+def confirmations(storage: str | None, study: str, per_seed_set: bool = False) -> pd.DataFrame:
+    """The held-out confirmation at the study's ``confirm.n`` (the N that ``best`` and ``export`` judge at):
+    one row per confirmed candidate, baseline first, with the paired dFID's mean, spread and 95% interval, and
+    one column per coefficient field. ``per_seed_set=True``: the stored rows themselves, one per candidate and
+    seed set, at every N confirmed so far (see their ``n``), with each trial's role and coefficients.
+    An unknown study raises UserError."""
+    store = _reader(storage)
+    if per_seed_set:
+        _known(store, study)
+        roles = store.trials_frame(study)[["trial_number", "role", "coefficients_json"]]
+        rows = _typed(store.confirmations_frame(study), _tables.confirmations)
+        return _with_coefficient_columns(rows.merge(roles, on="trial_number", how="left"), "coefficients_json")
+    table = _confirm.heldout_summary(store, study, _export.stored_spec(store, study).confirm.n)
+    if table.empty:
+        table = pd.DataFrame(columns=list(CONFIRMATION_COLUMNS))
+    table = table.astype({c: "int64" if c in _SUMMARY_INTEGERS else "float64"
+                          for c in CONFIRMATION_COLUMNS if c not in ("role", "coefficients") and c in table.columns})
+    return _with_coefficient_columns(table, "coefficients")
 
 
 def best(storage: str | None, study: str) -> BestTrial:
@@ -123,8 +217,10 @@ def best(storage: str | None, study: str) -> BestTrial:
         front = tuple(ParetoPoint(trial=int(r.trial_number), target_fid=float(r.fid), source_fid=float(r.source_fid),
                                   coefficients=parse_coefficients(r.coefficients_json))
                       for r in _confirm.pareto_front(store.trials_frame(study)).itertuples())
+    table = _confirm.heldout_summary(store, study, spec.confirm.n)
+    judged = None if table.empty else judge(table, lambda c: parse_coefficients(c).describe())
     return BestTrial(coefficients=_confirm.coefficients_of(row), provenance=_export.provenance(store, study, row),
-                     pareto_front=front)
+                     pareto_front=front, verdict=judged)
 
 
 def pareto(storage: str | None, study: str) -> pd.DataFrame:
@@ -160,3 +256,9 @@ def delete(storage: str | None, study: str) -> int:
         pass  # skipsearch registered it, but the run stopped before Optuna did
     return store.delete_study(study)
 
+
+def report(storage: str | None, studies: list[str] | str, path: str | Path = "report.html") -> Path:
+    """One self-contained HTML page (plotly) on one or more studies of a database; see ``htmlreport``."""
+    from skipsearch.htmlreport import report as _report
+
+    return _report(storage, [studies] if isinstance(studies, str) else list(studies), path)

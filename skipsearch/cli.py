@@ -63,7 +63,7 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
 
     Example: skipsearch run studies/demo-skip.yaml --trials 40 --workers 2
     """
-    from skipsearch import api, report
+    from skipsearch import api, tables
     from skipsearch.methods import method_for
     from skipsearch.search.ray_tune import Placement
     from skipsearch.spec import load_spec
@@ -87,7 +87,7 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
     extra = method_for(loaded.kind).header(loaded)
     header += f"\n{extra}" if extra else ""
-    report.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
+    tables.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
     typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
                f"{urls.for_command_line(url)} --format yaml -o {result.study}.yaml")
 
@@ -112,18 +112,22 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: Optional
     delta = "" if s.delta_fid is None else f" (dFID {s.delta_fid:+.4f})"
     typer.echo(f"  search  N={s.n}: FID {s.fid:.4f}{delta}, KID {s.kid:.5f} [{p.metric.extractor}]")
     if c:
+        interval = "" if c.delta_fid_low is None else f" (95% paired interval [{c.delta_fid_low:+.4f}, " \
+                                                      f"{c.delta_fid_high:+.4f}])"
         typer.echo(f"  held-out N={c.n} x {len(c.seed_sets)} seed sets: FID {c.heldout_fid:.4f}, "
-                   f"dFID {c.delta_fid:+.4f} ± {c.delta_fid_std:.4f}")
+                   f"dFID {c.delta_fid:+.4f}{interval}")
     else:
         typer.echo("  not confirmed on held-out seeds yet")
     if p.source is not None and p.source.fid is not None:
         typer.echo(f"  source FID (forgetting, vs {p.source.reference}): {p.source.fid:.4f}")
+    if won.verdict is not None:
+        typer.echo(f"  verdict: {won.verdict.text}")
     if p.weights is not None:
         typer.echo(f"  fine-tuned weights: {p.weights.path} (sha256 {p.weights.sha256_16})")
     if won.pareto_front:
         from rich.console import Console
 
-        from skipsearch.report import pareto_table
+        from skipsearch.tables import pareto_table
 
         Console(width=180).print(pareto_table(api.pareto(storage, study)))
 
@@ -230,6 +234,36 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
         bench_imports()
         return
     method_for(load_spec(spec).kind).bench(spec, trials, use_ray)
+
+
+@app.command()
+@friendly
+def dashboard(storage: Optional[str] = STORAGE,
+              port: Optional[int] = typer.Option(None, help="Port on 127.0.0.1 (default: dashboards/dashboard.toml, "
+                                                            "8080).")):
+    """Serve optuna-dashboard on 127.0.0.1 for the studies in a database, with their sample grids and plots.
+
+    Example: skipsearch dashboard --storage sqlite:///skipsearch.db --port 8080
+    """
+    from skipsearch.dashboard import serve
+
+    serve(storage, port, echo=lambda line: typer.echo(line, err=True))
+
+
+@app.command()
+@friendly
+def report(studies: list[str] = typer.Argument(..., help="One or more study names."),
+           storage: Optional[str] = STORAGE,
+           output: Path = typer.Option(Path("report.html"), "-o", "--output", help="HTML file to write.")):
+    """Write one self-contained HTML page (plotly) on one or more studies: dFID per trial, the winner's
+    profile, FID against 1/N with FID-infinity, the held-out intervals, parameter importances, sample grids.
+
+    Example: skipsearch report demo-skip -o report.html
+    """
+    from skipsearch import api
+
+    path = api.report(storage, studies, output)
+    typer.echo(f"wrote {path}")
 
 
 def main() -> None:

@@ -13,13 +13,14 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from skipsearch import data
 from skipsearch.diffusion.generation import SamplerConfig, generate
 from skipsearch.errors import SampleError, TrialError, TrialTimeout, UserError
+from skipsearch.previews import grid_png
 from skipsearch.results import Score
 from skipsearch.metrics import FeatureExtractor, Reference, fid_from_stats, kid, reference, statistics
 from skipsearch.models import LoadedModel, load_model
@@ -71,13 +72,15 @@ class Evaluator:
 
     def ladder(self, task: EvalTask, progress: bool = False) -> Iterator[Score]:
         """One result per rung, sampling the model as it is now (with whatever coefficients are on it)."""
-        start, watch, feats, done = time.perf_counter(), Stopwatch(), [], 0
+        start, watch, feats, done, preview = time.perf_counter(), Stopwatch(), [], 0, None
         for n in task.ladder:
             images = self.sample(task, range(task.seed_start + done, task.seed_start + n), watch, progress)
             with watch.measure("features", self.device):
                 feats.append(self.extractor(images, batch_size=task.batch_size))
+            if preview is None:
+                preview = grid_png(images)
             done = n
-            yield self.score(torch.cat(feats), task, n, watch, start)
+            yield replace(self.score(torch.cat(feats), task, n, watch, start), preview=preview)
 
     def __call__(self, task: EvalTask, progress: bool = False) -> Score:
         *_, last = self.ladder(task, progress)

@@ -17,6 +17,14 @@ from typing import BinaryIO
 HASH_PREFIX = 16  # hex digits of sha256 stored beside results (model weights, fine-tuned weights)
 
 
+def cache_dir() -> Path:
+    """skipsearch's cache folder (reference statistics, knowledge banks, PostgreSQL studies' artifacts):
+    ``$SKIPSEARCH_CACHE``, else ``~/.cache/skipsearch``; created on first use."""
+    path = Path(os.environ.get("SKIPSEARCH_CACHE", Path.home() / ".cache" / "skipsearch"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     """Call ``write(f)`` on a temporary file, then rename it to ``path`` (its folder is created)."""
     path = Path(path)

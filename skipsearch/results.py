@@ -26,6 +26,7 @@ class Score:
     model_hash: str
     wall_s: float
     timings: dict[str, float] = field(default_factory=dict)
+    preview: str | None = None  # base64 PNG grid of the first samples (``skipsearch.previews``)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -149,7 +149,7 @@ def test_in_process_rungs_prune_with_successive_halving(tmp_path):
 
 
 def test_prune_savings_line_reports_measured_time(tmp_path):
-    from skipsearch.report import pruning_savings
+    from skipsearch.tables import pruning_savings
 
     url = f"sqlite:///{tmp_path / 'save.db'}"
     spec = parse_spec(tiny_spec_dict("save", metric={"n": 128, "rungs": [32], "batch_size": 128},

@@ -55,6 +55,26 @@ class Removable(Protocol):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Curve:
+    label: str
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    """What a set of coefficients does, as curves to draw: Skip-Tuning's rho over depth (and over sigma),
+    Diff-Tuning's weighting over noise level. The dashboard's artifacts and the report draw the same data."""
+
+    title: str
+    x_label: str
+    y_label: str
+    curves: tuple[Curve, ...]
+    x_log: bool = False
+    x_ticks: tuple[str, ...] = ()  # names for x = 0, 1, ... (e.g. each skip's level), when x is an index
+
+
+@dataclass(frozen=True, kw_only=True)
 class Fidelity:
     """How a method's trials may be stopped early; ``skipsearch.search.fidelity`` builds both the in-process
     Optuna pruner and the Ray scheduler from it, so the two never disagree.
@@ -110,6 +130,10 @@ class Method(ABC):
         """The values Optuna minimises, in order: the target FID, and maybe others."""
         return ("fid",)
 
+    def metric_names(self, spec: Spec) -> list[str]:
+        """The objectives' names as a reader sees them (optuna-dashboard shows "Objective 0" without them)."""
+        return ["FID"]
+
     def values(self, spec: Spec, fid: float, source_fid: float | None) -> float | list[float]:
         """What Optuna is told of a complete trial."""
         return fid if len(self.objectives(spec)) == 1 else [fid, source_fid]
@@ -133,6 +157,10 @@ class Method(ABC):
     @abstractmethod
     def apply(self, model: nn.Module, coefficients: Coefficients, provenance: Provenance | None) -> Removable:
         """Put the coefficients on a user's model, all or nothing; the handle takes them off again."""
+
+    def profiles(self, spec: Spec, coefficients: Coefficients, info: ModelInfo) -> tuple[Profile, ...]:
+        """Plots of what the coefficients do (none by default)."""
+        return ()
 
     def header(self, spec: Spec) -> str:
         """Lines added below the run's header, saying what the study compares."""

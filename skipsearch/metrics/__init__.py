@@ -5,7 +5,8 @@ statistics, ``distance`` FID and KID, ``cache`` the disk cache; ``digits`` and `
 extractors' own code.
 """
 
-from skipsearch.metrics.cache import cache_dir, cached_array, write_cached_array
+from skipsearch.files import cache_dir
+from skipsearch.metrics.cache import cached_array, write_cached_array
 from skipsearch.metrics.distance import fid_from_stats, kid, statistics
 from skipsearch.metrics.features import EXTRACTORS, FeatureExtractor, extractor_fingerprint, extractor_weights
 from skipsearch.metrics.reference import Reference, reference

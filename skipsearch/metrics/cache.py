@@ -3,7 +3,6 @@ entry is read (never unpickled) and written (atomically)."""
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
@@ -11,12 +10,6 @@ import numpy as np
 import torch
 
 from skipsearch.files import atomic_write
-
-
-def cache_dir() -> Path:
-    path = Path(os.environ.get("SKIPSEARCH_CACHE", Path.home() / ".cache" / "skipsearch"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def cached_array(path: Path, key: str) -> torch.Tensor | None:

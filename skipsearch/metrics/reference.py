@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from skipsearch.data import content_hash
-from skipsearch.metrics.cache import cache_dir, cached_array, write_cached_array
+from skipsearch.files import cache_dir
+from skipsearch.metrics.cache import cached_array, write_cached_array
 from skipsearch.metrics.distance import statistics
 from skipsearch.metrics.features import FeatureExtractor, extractor_fingerprint
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from tqdm.auto import tqdm
@@ -26,6 +27,7 @@ class StudyContext:
     storage: optuna.storages.RDBStorage
     driver: Driver
     echo: Callable[[str], None] = field(default=tqdm.write)
+    artifacts: Any = None  # Optuna's artifact store for per-trial pictures (``storage.artifacts``)
 
     @property
     def multi_objective(self) -> bool:

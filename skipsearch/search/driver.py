@@ -9,7 +9,6 @@ trial stopped early is PRUNED, and only a trial that reached the top rung is COM
 from __future__ import annotations
 
 import random
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,8 +22,10 @@ from skipsearch import deadline
 from skipsearch.errors import StorageError, UserError
 from skipsearch.evaluate import TRIAL_ERRORS, failure_reason
 from skipsearch.methods import Coefficients, method_for
+from skipsearch.progress import Progress
 from skipsearch.resolve import resolve
 from skipsearch.results import Rung
+from skipsearch.search.annotations import annotate_study
 from skipsearch.search.context import StudyContext
 from skipsearch.search.coordination import Driver, study_lock, trial_item
 from skipsearch.search.fidelity import pruner
@@ -33,6 +34,7 @@ from skipsearch.search.recording import (baseline_fid, baseline_trial, record_fa
                                          recover_stale)
 from skipsearch.spec import Spec, changed_science
 from skipsearch.storage import Store, engine_kwargs, urls
+from skipsearch.storage.artifacts import artifact_store
 
 POLL_S = 1.0  # how often a driver waiting on other drivers' trials looks again
 OPTUNA_ATTEMPTS = 8
@@ -102,8 +104,11 @@ def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
                                 directions=["minimize"] * len(method.objectives(spec)),
                                 sampler=PerTrialSeed(spec.search.sampler, spec.search.seed),
                                 pruner=pruner(method.fidelity(spec)), load_if_exists=True)
-    return StudyContext(spec=spec, method=method, info=resolved.info, store=store, study=study, storage=rdb,
-                        driver=Driver(store, spec.name), echo=echo)
+    ctx = StudyContext(spec=spec, method=method, info=resolved.info, store=store, study=study, storage=rdb,
+                       driver=Driver(store, spec.name), echo=echo, artifacts=artifact_store(url))
+    with study_lock(ctx.driver):
+        annotate_study(ctx)
+    return ctx
 
 
 def ensure_baseline(ctx: StudyContext, trials=None) -> None:
@@ -215,26 +220,26 @@ class Waiting:
         self.said = False
 
 
-def search(ctx: StudyContext, budget: int) -> None:
-    """Run trials until the study holds ``budget`` evaluated trials, whichever drivers ran them."""
+def search(ctx: StudyContext, budget: int, progress: bool = True) -> None:
+    """Run trials until the study holds ``budget`` evaluated trials, whichever drivers ran them. ``progress``:
+    the study's trials and, within each, its sampling or fine-tuning (``skipsearch.progress``: bars on a
+    terminal, lines in a log); False is silent."""
     used, _ = counted(ctx)
-    bar = tqdm(total=max(0, budget - used), desc=f"study {ctx.spec.name}", unit="trial", file=sys.stderr,
-               disable=None)
     ran, waiting = 0, Waiting(ctx)
-    while True:
-        ctx.driver.check_heartbeat()
-        trial = reserve(ctx, budget)
-        if trial is None:
-            break
-        if trial == WAIT:
-            waiting()
-            continue
-        waiting.reset()
-        done = run_trial(ctx, trial, progress=not bar.disable)
-        ran += 1
-        bar.update()
-        ctx.echo(trial_line(ctx, done))
-    bar.close()
+    with Progress(max(0, budget - used), f"study {ctx.spec.name}", "trials", enabled=progress) as bar:
+        while True:
+            ctx.driver.check_heartbeat()
+            trial = reserve(ctx, budget)
+            if trial is None:
+                break
+            if trial == WAIT:
+                waiting()
+                continue
+            waiting.reset()
+            done = run_trial(ctx, trial, progress=progress)
+            ran += 1
+            ctx.echo(trial_line(ctx, done))
+            bar.update()
     if ran == 0:
         say_budget_reached(ctx, counted(ctx)[0], budget)
 

@@ -16,6 +16,7 @@ import optuna
 from skipsearch.errors import UserError
 from skipsearch.exchange.provenance import versions
 from skipsearch.results import Rung
+from skipsearch.search.annotations import annotate_baseline, annotate_trial
 from skipsearch.search.context import StudyContext
 from skipsearch.search.coordination import trial_item
 from skipsearch.storage.records import RungRow, StepRow, TrialRow
@@ -63,7 +64,7 @@ def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: 
     base = s.fid if role == "baseline" else baseline_fid(ctx)
     delta = None if base is None or state != "COMPLETE" else s.fid - base
     source, artifact = rung.source, rung.artifact
-    return _record(ctx, number, _row(
+    return _record(ctx, number, rung, _row(
         ctx, number, role, coefficients_json, n=s.n, state=state, fid=s.fid, kid=s.kid, kid_std=s.kid_std,
         delta_fid=delta, model_hash=s.model_hash, ref_hash=s.ref_hash, wall_s=rung.wall_s, evaluated=True,
         source_fid=source.fid if source else None, source_kid=source.kid if source else None,
@@ -74,34 +75,36 @@ def record_failure(ctx: StudyContext, number: int, role: str, coefficients_json:
                    evaluated: bool = True) -> None:
     """FAIL with its reason. ``evaluated=False`` (killed, interrupted, stopped by a bug) keeps it out of the
     trial budget."""
-    _record(ctx, number, _row(ctx, number, role, coefficients_json, state="FAIL", error=reason, evaluated=evaluated))
+    _record(ctx, number, None, _row(ctx, number, role, coefficients_json, state="FAIL", error=reason,
+                                    evaluated=evaluated))
 
 
-def _record(ctx: StudyContext, number: int, row: TrialRow) -> str:
-    """Write the row while this driver still holds the trial's claim, tell Optuna, then drop the claim."""
+def _record(ctx: StudyContext, number: int, rung: Rung | None, row: TrialRow) -> str:
+    """Write the row while this driver still holds the trial's claim, tell Optuna (with the trial's numbers
+    and pictures for the dashboard), then drop the claim."""
     item = trial_item(number)
     if not ctx.store.record_trial(row, claim=(item, ctx.driver.id)):
         ctx.echo(f"trial {number}: another driver recovered it while this one ran it (no heartbeat for too "
                  f"long?); this result is discarded")
         return LOST
-    _tell(ctx, number, row)
+    _tell(ctx, number, row, rung)
     ctx.store.release(ctx.spec.name, item, ctx.driver.id)
     return row.state
 
 
-def _tell(ctx: StudyContext, number: int, row: TrialRow) -> None:
+def _tell(ctx: StudyContext, number: int, row: TrialRow, rung: Rung | None = None) -> None:
     """Tell Optuna what skipsearch's row says (once: a trial already finished is left as it is)."""
     trial_id = _trial_id(ctx, number)
     if ctx.storage.get_trial(trial_id).state.is_finished():
         return
     with suppress(optuna.exceptions.UpdateFinishedTrialError):  # another driver finished it a moment ago
+        if row.state in ("COMPLETE", "PRUNED"):
+            annotate_trial(ctx, trial_id, row, rung)
         if row.state == "COMPLETE":
-            ctx.storage.set_trial_user_attr(trial_id, "delta_fid", row.delta_fid)
-            if row.weights_path:
-                ctx.storage.set_trial_user_attr(trial_id, "weights_path", row.weights_path)
             ctx.study.tell(number, ctx.method.values(ctx.spec, row.fid, row.source_fid), skip_if_finished=True)
             if row.role == "baseline":  # trials finished before the baseline (in parallel) get their dFID now
                 ctx.store.fill_missing_deltas(ctx.spec.name, row.fid)
+                annotate_baseline(ctx, row)
         elif row.state == "PRUNED":
             ctx.study.tell(number, state=State.PRUNED, skip_if_finished=True)
         else:

@@ -105,9 +105,9 @@ class Store:
             if t.schema.name not in names:
                 raise StorageError(f"{self.shown_url} holds no skipsearch study (no {t.schema.name} table)")
             version = conn.execute(select(t.schema.c.version)).scalar()
-        if version is None or version < 2:
-            raise StorageError(f"{self.shown_url} was made by an older skipsearch (schema {version}); run "
-                               f"`skipsearch run` on it once to upgrade it")
+        if version is None or version < t.SCHEMA_VERSION:  # its tables lack columns every query names
+            raise StorageError(f"{self.shown_url} was made by an older skipsearch (schema {version}, now "
+                               f"{t.SCHEMA_VERSION}); run `skipsearch run` on it once to upgrade it")
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:

@@ -16,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from skipsearch.errors import UserError
-from skipsearch.methods.base import Fidelity, Method, Removable
+from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.diff_tuning.spec import DiffTuningSpec
 from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
 from skipsearch.results import HeldOut, Rung
@@ -70,6 +70,21 @@ class DiffTuning(Method):
 
     def objectives(self, spec: DiffTuningSpec) -> tuple[str, ...]:
         return spec.search.objectives
+
+    def metric_names(self, spec: DiffTuningSpec) -> list[str]:
+        names = {"target_fid": "target FID", "source_fid": "source FID"}
+        return [names[o] for o in self.objectives(spec)]
+
+    def profiles(self, spec: DiffTuningSpec, coefficients: DiffTuningWeights, info: Any) -> tuple[Profile, ...]:
+        """The noise-level densities of the two halves of a batch, over the quantile u (linear in ln sigma):
+        new data ~ (s+1) u^s (reconsolidation), bank ~ (s'+1) (1-u)^s' (retention), with the bank's share r."""
+        w = coefficients
+        u = tuple(i / 100 for i in range(101))
+        new = Curve(label=f"new data, share {1 - w.r:.2f}", x=u, y=tuple((w.s + 1) * x ** w.s for x in u))
+        bank = Curve(label=f"knowledge bank, share {w.r:.2f}, loss weight {w.lam:.3g}", x=u,
+                     y=tuple((w.s_prime + 1) * (1 - x) ** w.s_prime for x in u))
+        return (Profile(title="noise-level weighting", x_label="noise quantile u (0 = sigma_min, 1 = sigma_max)",
+                        y_label="density", curves=(new, bank) if w.r > 0 else (new,)),)
 
     def trial(self, spec: DiffTuningSpec, coefficients: DiffTuningWeights, artifact: Path | None = None,
               progress: bool = False) -> Iterator[Rung]:

@@ -7,15 +7,24 @@ skips are the model family's (``skipsearch.models``, ``skipsearch.hooks``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from skipsearch.errors import UserError
-from skipsearch.methods.base import Fidelity, Method, Removable
+from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.skip_tuning.coefficients import SCHEDULES, _Schedule
 from skipsearch.methods.skip_tuning.spec import SkipTuningSpec
 from skipsearch.results import HeldOut, Rung
+
+
+def _sigma_grid(spec: SkipTuningSpec):
+    """200 noise levels, log-spaced over the sampler's range."""
+    import torch
+
+    return torch.logspace(math.log10(spec.sampler.sigma_min), math.log10(spec.sampler.sigma_max), 200,
+                          dtype=torch.float64)
 
 
 class SkipTuning(Method):
@@ -58,6 +67,26 @@ class SkipTuning(Method):
             for score in ev.ladder(task, progress):
                 yield Rung(score=score, progress=score.n, final=score.n == task.n, wall_s=score.wall_s,
                            timings=score.timings)
+
+    def profiles(self, spec: SkipTuningSpec, coefficients: _Schedule, info: Any) -> tuple[Profile, ...]:
+        """rho over the skips (0 = outermost, as the paper's rho_top -> rho_bottom); for a time window, also
+        each skip's rho over the sampler's sigma range."""
+        import torch
+
+        skips = info.skips
+        depth = coefficients.depth_profile(skips)
+        index = tuple(float(s.index) for s in skips)
+        ticks = tuple(f"{s.index} (level {s.level})" for s in skips)
+        out = [Profile(title=f"rho over depth: {coefficients.family}", x_label="skip (0 = outermost)",
+                       y_label="rho", curves=(Curve(label="rho", x=index, y=tuple(depth)),), x_ticks=ticks)]
+        sigmas = _sigma_grid(spec)
+        window = coefficients.active(sigmas)
+        if window is not None:
+            out.append(Profile(
+                title="rho over sigma (1 outside the window)", x_label="sigma", y_label="rho", x_log=True,
+                curves=tuple(Curve(label=f"skip {s.index}", x=tuple(sigmas.tolist()),
+                                   y=tuple(torch.where(window, r, 1.0).tolist())) for s, r in zip(skips, depth))))
+        return tuple(out)
 
     def heldout(self, spec: SkipTuningSpec, coefficients: _Schedule, seed_set: int) -> HeldOut:
         from skipsearch.evaluate import evaluator_for
