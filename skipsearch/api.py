@@ -15,9 +15,9 @@ from typing import Any
 
 import optuna
 import pandas as pd
-from sqlalchemy import Boolean, DateTime, Float, Integer, Table
 from tqdm.auto import tqdm
 
+from skipsearch import frames
 from skipsearch.errors import UserError
 from skipsearch.exchange import export as _export
 from skipsearch.exchange.apply import apply
@@ -32,19 +32,9 @@ from skipsearch.search.verdict import verdict as judge
 from skipsearch.search.ray_tune import Placement
 from skipsearch.spec import TRIALS_MAX, Spec, load_spec
 from skipsearch.storage import Store, urls
-from skipsearch.storage import tables as _tables
 
 __all__ = ["BestTrial", "RunResult", "apply", "best", "confirmations", "delete", "export", "pareto", "report",
            "run", "studies", "trials", "verify"]
-
-# What ``confirmations`` returns before its coefficient columns (``heldout_summary``'s columns; an unconfirmed
-# study gets an empty frame with these).
-CONFIRMATION_COLUMNS = ("trial_number", "role", "search_fid", "search_kid", "search_source_fid", "heldout_source_fid",
-                        "heldout_source_fid_std", "delta_source_fid", "heldout_fid", "heldout_fid_std", "heldout_kid",
-                        "delta_fid", "delta_fid_std", "delta_fid_low", "delta_fid_high", "lower_on", "seed_sets", "n",
-                        "coefficients")
-_SUMMARY_INTEGERS = ("trial_number", "lower_on", "seed_sets", "n")
-COLLISION_PREFIX = "coef_"  # a coefficient field named like a column already in the frame (say ``n``): ``coef_n``
 
 
 @dataclass(kw_only=True)
@@ -114,7 +104,7 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
 
             search_on_ray(ctx, budget, placement)
         conf = _confirm.confirm(ctx)
-        frame = ctx.store.trials_frame(spec.name)
+        frame = frames.trials(ctx.store, spec.name)
         front = _confirm.pareto_front(frame) if ctx.multi_objective else None
         return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front)
     finally:
@@ -125,65 +115,10 @@ def _reader(storage: str | None) -> Store:
     return Store(urls.choose(storage), create=False)
 
 
-def _known(store: Store, study: str) -> None:
-    if store.study_spec(study) is None:
-        raise UserError(f"no study named {study!r} in {store.shown_url}")
-
-
-def _flat_coefficients(text: object) -> dict[str, Any] | None:
-    """A coefficient JSON's fields, a list field spread over ``name_0``, ``name_1``...; None when it does not
-    parse (a recovered trial's ``{"incomplete_params": ...}``)."""
-    try:
-        values = parse_coefficients(text).model_dump(mode="json")
-    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
-        return None
-    flat: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, list):
-            flat.update({f"{name}_{i}": item for i, item in enumerate(value)})
-        else:
-            flat[name] = value
-    return flat
-
-
-def _typed(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
-    """A table's frame with the same dtypes on every backend and for every row: floats float64 (NULL: NaN),
-    integers int64 (Int64 where NULL is allowed), booleans boolean, times in UTC."""
-    out = frame.copy()
-    for column in table.columns:
-        if column.name not in out.columns:
-            continue
-        if isinstance(column.type, DateTime):
-            out[column.name] = pd.to_datetime(out[column.name], utc=True)
-        elif isinstance(column.type, Float):
-            out[column.name] = out[column.name].astype("float64")
-        elif isinstance(column.type, Integer):
-            out[column.name] = out[column.name].astype("Int64" if column.nullable else "int64")
-        elif isinstance(column.type, Boolean):
-            out[column.name] = out[column.name].astype("boolean")
-    return out
-
-
-def _with_coefficient_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
-    """The frame and one column per coefficient field found in ``source`` (first seen, first placed); a row
-    whose coefficients do not parse gets NaN there. A field named like an existing column is prefixed."""
-    parsed = [_flat_coefficients(text) for text in frame[source]]
-    out = frame.copy()
-    for name in dict.fromkeys(key for flat in parsed if flat for key in flat):
-        column = name
-        while column in out.columns:
-            column = COLLISION_PREFIX + column
-        values = [flat.get(name) if flat else None for flat in parsed]
-        out[column] = pd.Series(values, index=frame.index)
-    return out
-
-
 def trials(storage: str | None, study: str) -> pd.DataFrame:
-    """skipsearch's table of a study's trials, one row per trial, with one column per coefficient field.
-    An unknown study raises UserError."""
-    store = _reader(storage)
-    _known(store, study)
-    return _with_coefficient_columns(_typed(store.trials_frame(study), _tables.trials), "coefficients_json")
+    """skipsearch's table of a study's trials, one row per trial, with one column per coefficient field
+    (schema: README, "Reading results with pandas"). An unknown study raises UserError."""
+    return frames.trials(_reader(storage), study)
 
 
 def confirmations(storage: str | None, study: str, per_seed_set: bool = False) -> pd.DataFrame:
@@ -192,18 +127,7 @@ def confirmations(storage: str | None, study: str, per_seed_set: bool = False) -
     one column per coefficient field. ``per_seed_set=True``: the stored rows themselves, one per candidate and
     seed set, at every N confirmed so far (see their ``n``), with each trial's role and coefficients.
     An unknown study raises UserError."""
-    store = _reader(storage)
-    if per_seed_set:
-        _known(store, study)
-        roles = store.trials_frame(study)[["trial_number", "role", "coefficients_json"]]
-        rows = _typed(store.confirmations_frame(study), _tables.confirmations)
-        return _with_coefficient_columns(rows.merge(roles, on="trial_number", how="left"), "coefficients_json")
-    table = _confirm.heldout_summary(store, study, _export.stored_spec(store, study).confirm.n)
-    if table.empty:
-        table = pd.DataFrame(columns=list(CONFIRMATION_COLUMNS))
-    table = table.astype({c: "int64" if c in _SUMMARY_INTEGERS else "float64"
-                          for c in CONFIRMATION_COLUMNS if c not in ("role", "coefficients") and c in table.columns})
-    return _with_coefficient_columns(table, "coefficients")
+    return frames.confirmations(_reader(storage), study, per_seed_set)
 
 
 def best(storage: str | None, study: str) -> BestTrial:

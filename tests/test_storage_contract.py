@@ -21,7 +21,7 @@ from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
 import skipsearch
-from skipsearch import api
+from skipsearch import frames
 from skipsearch.errors import StorageError, UserError
 from skipsearch.exchange import coeffile
 from skipsearch.methods import parse_coefficients
@@ -283,7 +283,7 @@ def test_trials_have_one_column_per_coefficient_and_nan_where_they_do_not_parse(
 
 def test_a_coefficient_named_like_a_column_is_prefixed():
     frame = pd.DataFrame({"rho_top": [5.0], "coefficients_json": [LinearSkip(rho_top=1.5).model_dump_json()]})
-    out = api._with_coefficient_columns(frame, "coefficients_json")
+    out = frames._with_coefficient_columns(frame, "coefficients_json")
     assert list(out.columns) == ["rho_top", "coefficients_json", "family", "coef_rho_top", "rho_bottom"]
     assert out.rho_top.iloc[0] == 5.0 and out.coef_rho_top.iloc[0] == 1.5
 
@@ -292,7 +292,7 @@ def test_an_unconfirmed_study_has_an_empty_confirmation_frame_with_its_columns(s
     spec = parse_spec(tiny_spec_dict("unconfirmed"))
     store.save_study("unconfirmed", stored_form(spec))
     frame = skipsearch.confirmations(store.url, "unconfirmed")
-    assert frame.empty and list(frame.columns) == list(api.CONFIRMATION_COLUMNS)
+    assert frame.empty and list(frame.columns) == list(frames.CONFIRMATION_COLUMNS)
     raw = skipsearch.confirmations(store.url, "unconfirmed", per_seed_set=True)
     assert raw.empty and {"seed_set", "fid", "role", "coefficients_json"} <= set(raw.columns)
 
@@ -321,7 +321,7 @@ def test_public_verbs_end_to_end_from_the_environment(backend_url, tmp_path, mon
         assert (row.rho_top, row.rho_bottom) == (c.rho_top, c.rho_bottom)
 
     conf = skipsearch.confirmations(None, "e2e")
-    assert list(conf.columns) == list(api.CONFIRMATION_COLUMNS) + ["family", "rho_top", "rho_bottom"]
+    assert list(conf.columns) == list(frames.CONFIRMATION_COLUMNS) + ["family", "rho_top", "rho_bottom"]
     assert list(conf.role) == ["baseline", "search"] and (conf.n == 96).all() and (conf.seed_sets == 2).all()
     searched = conf.iloc[1]
     assert searched.delta_fid_low < searched.delta_fid < searched.delta_fid_high

@@ -1,0 +1,98 @@
+"""The public DataFrames, ``skipsearch.trials`` and ``skipsearch.confirmations``: the same column types on
+SQLite and PostgreSQL, and one column per coefficient field beside the stored JSON. Their schema is in
+README.md, "Reading results with pandas"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Boolean, DateTime, Float, Integer, Table
+
+from skipsearch.errors import UserError
+from skipsearch.exchange.export import stored_spec
+from skipsearch.methods import parse_coefficients
+from skipsearch.search.confirm import heldout_summary
+from skipsearch.storage import Store
+from skipsearch.storage import tables as _tables
+
+# What ``confirmations`` returns before its coefficient columns (``heldout_summary``'s columns; an unconfirmed
+# study gets an empty frame with these).
+CONFIRMATION_COLUMNS = ("trial_number", "role", "search_fid", "search_kid", "search_source_fid", "heldout_source_fid",
+                        "heldout_source_fid_std", "delta_source_fid", "heldout_fid", "heldout_fid_std", "heldout_kid",
+                        "delta_fid", "delta_fid_std", "delta_fid_low", "delta_fid_high", "lower_on", "seed_sets", "n",
+                        "coefficients")
+_SUMMARY_INTEGERS = ("trial_number", "lower_on", "seed_sets", "n")
+COLLISION_PREFIX = "coef_"  # a coefficient field named like a column already in the frame (say ``n``): ``coef_n``
+
+
+def _known(store: Store, study: str) -> None:
+    if store.study_spec(study) is None:
+        raise UserError(f"no study named {study!r} in {store.shown_url}")
+
+
+def _flat_coefficients(text: object) -> dict[str, Any] | None:
+    """A coefficient JSON's fields, a list field spread over ``name_0``, ``name_1``...; None when it does not
+    parse (a recovered trial's ``{"incomplete_params": ...}``)."""
+    try:
+        values = parse_coefficients(text).model_dump(mode="json")
+    except (ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return None
+    flat: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, list):
+            flat.update({f"{name}_{i}": item for i, item in enumerate(value)})
+        else:
+            flat[name] = value
+    return flat
+
+
+def _typed(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
+    """A table's frame with the same dtypes on every backend and for every row: floats float64 (NULL: NaN),
+    integers int64 (Int64 where NULL is allowed), booleans boolean, times in UTC."""
+    out = frame.copy()
+    for column in table.columns:
+        if column.name not in out.columns:
+            continue
+        if isinstance(column.type, DateTime):
+            out[column.name] = pd.to_datetime(out[column.name], utc=True)
+        elif isinstance(column.type, Float):
+            out[column.name] = out[column.name].astype("float64")
+        elif isinstance(column.type, Integer):
+            out[column.name] = out[column.name].astype("Int64" if column.nullable else "int64")
+        elif isinstance(column.type, Boolean):
+            out[column.name] = out[column.name].astype("boolean")
+    return out
+
+
+def _with_coefficient_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    """The frame and one column per coefficient field found in ``source`` (first seen, first placed); a row
+    whose coefficients do not parse gets NaN there. A field named like an existing column is prefixed."""
+    parsed = [_flat_coefficients(text) for text in frame[source]]
+    out = frame.copy()
+    for name in dict.fromkeys(key for flat in parsed if flat for key in flat):
+        column = name
+        while column in out.columns:
+            column = COLLISION_PREFIX + column
+        values = [flat.get(name) if flat else None for flat in parsed]
+        out[column] = pd.Series(values, index=frame.index)
+    return out
+
+
+def trials(store: Store, study: str) -> pd.DataFrame:
+    _known(store, study)
+    return _with_coefficient_columns(_typed(store.trials_frame(study), _tables.trials), "coefficients_json")
+
+
+def confirmations(store: Store, study: str, per_seed_set: bool = False) -> pd.DataFrame:
+    if per_seed_set:
+        _known(store, study)
+        roles = store.trials_frame(study)[["trial_number", "role", "coefficients_json"]]
+        rows = _typed(store.confirmations_frame(study), _tables.confirmations)
+        return _with_coefficient_columns(rows.merge(roles, on="trial_number", how="left"), "coefficients_json")
+    table = heldout_summary(store, study, stored_spec(store, study).confirm.n)
+    if table.empty:
+        table = pd.DataFrame(columns=list(CONFIRMATION_COLUMNS))
+    table = table.astype({c: "int64" if c in _SUMMARY_INTEGERS else "float64"
+                          for c in CONFIRMATION_COLUMNS if c not in ("role", "coefficients") and c in table.columns})
+    return _with_coefficient_columns(table, "coefficients")
