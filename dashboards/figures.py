@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from skipsearch.metrics.extrapolate import fid_infinity
-from skipsearch.search.verdict import interval_of
+from skipsearch.search.verdict import PairedInterval, interval_of
 
 if TYPE_CHECKING:
     from skipsearch.htmlreport import StudyData
@@ -101,19 +101,21 @@ def fid_vs_inverse_n(d: StudyData) -> go.Figure | None:
     return fig
 
 
+def _intervals(labels: list[str], intervals: list[PairedInterval | None]) -> go.Scatter:
+    """Mean dFIDs with their 95% intervals as error bars (none drawn where there is no interval)."""
+    means = [None if ci is None else ci.mean for ci in intervals]
+    below = [0.0 if ci is None or ci.low is None else ci.mean - ci.low for ci in intervals]
+    above = [0.0 if ci is None or ci.high is None else ci.high - ci.mean for ci in intervals]
+    return go.Scatter(x=labels, y=means, mode="markers", marker=dict(size=10), name="paired dFID",
+                      error_y=dict(type="data", symmetric=False, array=above, arrayminus=below))
+
+
 def heldout(d: StudyData) -> go.Figure | None:
     rows = d.table[d.table.role != "baseline"] if not d.table.empty else d.table
     if rows.empty:
         return None
-    labels, means, lows, highs = [], [], [], []
-    for r in rows.itertuples():
-        ci = interval_of(r)
-        labels.append(f"trial {int(r.trial_number)}")
-        means.append(ci.mean)
-        lows.append(0.0 if ci.low is None else ci.mean - ci.low)
-        highs.append(0.0 if ci.high is None else ci.high - ci.mean)
-    fig = go.Figure(go.Scatter(x=labels, y=means, mode="markers", marker=dict(size=10), name="paired dFID",
-                               error_y=dict(type="data", symmetric=False, array=highs, arrayminus=lows)))
+    fig = go.Figure(_intervals([f"trial {int(r.trial_number)}" for r in rows.itertuples()],
+                               [interval_of(r) for r in rows.itertuples()]))
     fig.add_hline(y=0, line_dash="dash", line_color="grey", annotation_text="baseline")
     fig.update_layout(**LAYOUT, xaxis_title="candidate", yaxis_title="held-out dFID (95% paired interval)")
     return fig
@@ -146,22 +148,12 @@ def pareto(d: StudyData) -> go.Figure | None:
 
 def comparison(studies: list[StudyData]) -> go.Figure:
     """Each study's winner: held-out dFID and its interval, labelled with what it is comparable with."""
-    labels, means, lows, highs = [], [], [], []
+    labels, intervals = [], []
     for d in studies:
         rows = d.table[d.table.trial_number == d.verdict.trial] if d.verdict.trial is not None else pd.DataFrame()
-        label = f"{d.name}<br>{d.spec.model.name}, NFE {d.spec.sampler.config().nfe}, {d.spec.metric.extractor}"
-        labels.append(label)
-        if rows.empty:
-            means.append(None)
-            lows.append(0.0)
-            highs.append(0.0)
-            continue
-        ci = interval_of(rows.iloc[0])
-        means.append(ci.mean)
-        lows.append(0.0 if ci.low is None else ci.mean - ci.low)
-        highs.append(0.0 if ci.high is None else ci.high - ci.mean)
-    fig = go.Figure(go.Scatter(x=labels, y=means, mode="markers", marker=dict(size=11),
-                               error_y=dict(type="data", symmetric=False, array=highs, arrayminus=lows)))
+        labels.append(f"{d.name}<br>{d.spec.model.name}, NFE {d.spec.sampler.config().nfe}, {d.spec.metric.extractor}")
+        intervals.append(None if rows.empty else interval_of(rows.iloc[0]))
+    fig = go.Figure(_intervals(labels, intervals))
     fig.add_hline(y=0, line_dash="dash", line_color="grey")
     fig.update_layout(**LAYOUT, yaxis_title="winner's held-out dFID (95% paired interval)")
     return fig

@@ -71,6 +71,7 @@ def run_drivers(spec: Path, url: str, count: int, budget: int, workdir: Path,
                 timeout: float) -> list[tuple[int, float, Path]]:
     """``count`` drivers started together; (exit code, seconds, log) for each."""
     env = os.environ | {"SKIPSEARCH_STORAGE": url, "OMP_NUM_THREADS": "1"}
+    env.setdefault("SKIPSEARCH_ARTIFACTS", str(workdir / "artifacts"))  # the drivers' pictures go with their logs
     procs = []
     for i in range(count):
         log = workdir / f"driver-{i + 1}.log"
