@@ -282,3 +282,33 @@ def test_a_two_objective_fine_tuning_study_names_both_metrics_and_draws_its_fron
     assert {"samples-trial-0000.png", "profile-0-trial-0000.png"} == set(_artifacts(url, study, trial))
     page = skipsearch.report(url, "dash-dt", tmp_path / "r.html").read_text()
     assert 'id="pareto-dash-dt"' in page and 'id="profile-dash-dt"' in page
+
+
+def test_readers_work_while_a_study_runs(tmp_path):
+    """WAL and a busy timeout: the frames, the report and Optuna's reader (the dashboard's) read a SQLite
+    study while its driver writes, and the driver never sees 'database is locked'."""
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    spec = tmp_path / "live.yaml"
+    import yaml
+
+    spec.write_text(yaml.safe_dump(tiny_spec_dict("live", search={"trials": 12})))
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "skipsearch", "run", str(spec), "--storage", url],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                            env=env)
+    reads = 0
+    try:
+        while proc.poll() is None:
+            try:
+                frame = skipsearch.trials(url, "live")
+            except UserError:  # not registered yet
+                time.sleep(0.2)
+                continue
+            if len(frame):
+                optuna.load_study(study_name="live", storage=url).get_trials(deepcopy=False)
+                skipsearch.report(url, ["live"], tmp_path / "live.html")
+                reads += 1
+    finally:
+        out = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, out
+    assert "locked" not in out and reads >= 2, (reads, out)
