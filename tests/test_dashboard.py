@@ -7,6 +7,7 @@ import base64
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -153,8 +154,9 @@ def served(studies):
                 pytest.fail(f"the dashboard did not come up: {proc.stdout.read()}")
             time.sleep(0.3)
     yield base, port
-    proc.terminate()
-    proc.wait(timeout=20)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C is how a user stops it: a clean exit, not "interrupted"
+    out = proc.communicate(timeout=20)[0]
+    assert proc.returncode == 0 and "Traceback" not in out, out
 
 
 def test_the_dashboard_serves_names_attributes_and_pictures_over_http(served, studies):
