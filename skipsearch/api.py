@@ -142,9 +142,9 @@ def best(storage: str | None, study: str) -> BestTrial:
                                   coefficients=parse_coefficients(r.coefficients_json))
                       for r in _confirm.pareto_front(store.trials_frame(study)).itertuples())
     table = _confirm.heldout_summary(store, study, spec.confirm.n)
-    judged = None if table.empty else judge(table, lambda c: parse_coefficients(c).describe())
-    return BestTrial(coefficients=_confirm.coefficients_of(row), provenance=_export.provenance(store, study, row),
-                     pareto_front=front, verdict=judged)
+    judged = None if table.empty else judge(table)
+    return BestTrial(coefficients=_confirm.coefficients_of(row),
+                     provenance=_export.provenance(store, study, row, table), pareto_front=front, verdict=judged)
 
 
 def pareto(storage: str | None, study: str) -> pd.DataFrame:
@@ -166,8 +166,7 @@ def delete(storage: str | None, study: str) -> int:
     """Remove a study: Optuna's records and skipsearch's, together. Refused while a driver runs it.
     Fine-tuned weights files on disk are left alone. Returns how many skipsearch rows were removed."""
     url = urls.choose(storage)
-    if _reader(url).study_spec(study) is None:
-        raise UserError(f"no study named {study!r} in {urls.shown(url)}")
+    frames.require_study(_reader(url), study)
     store = Store(url)
     running = live_drivers(store, study)
     if running:

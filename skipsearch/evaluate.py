@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 
@@ -80,7 +80,7 @@ class Evaluator:
             if preview is None:
                 preview = grid_png(images)
             done = n
-            yield replace(self.score(torch.cat(feats), task, n, watch, start), preview=preview)
+            yield self.score(torch.cat(feats), task, n, watch, start, preview)
 
     def __call__(self, task: EvalTask, progress: bool = False) -> Score:
         *_, last = self.ladder(task, progress)
@@ -96,14 +96,15 @@ class Evaluator:
         check_images(images)
         return images
 
-    def score(self, feats: torch.Tensor, task: EvalTask, n: int, watch: Stopwatch, start: float) -> Score:
+    def score(self, feats: torch.Tensor, task: EvalTask, n: int, watch: Stopwatch, start: float,
+              preview: str | None = None) -> Score:
         fid = fid_from_stats(statistics(feats), self.reference.stats)
         kid_mean, kid_std = kid(feats, self.reference.features, task.kid_subset_size)
         info = self.loaded.info
         return Score(fid=fid, kid=kid_mean, kid_std=kid_std, n=n, seed_start=task.seed_start,
                           nfe=task.sampler.nfe, extractor=self.extractor.name, ref_hash=self.reference.key,
                           model_id=info.model_id, model_hash=info.weights_hash, wall_s=time.perf_counter() - start,
-                          timings=dict(watch.seconds))
+                          timings=dict(watch.seconds), preview=preview)
 
 
 def check_images(images: torch.Tensor) -> None:

@@ -26,7 +26,8 @@ _SUMMARY_INTEGERS = ("trial_number", "lower_on", "seed_sets", "n")
 COLLISION_PREFIX = "coef_"  # a coefficient field named like a column already in the frame (say ``n``): ``coef_n``
 
 
-def _known(store: Store, study: str) -> None:
+def require_study(store: Store, study: str) -> None:
+    """UserError naming the study and the database when the study is not there."""
     if store.study_spec(study) is None:
         raise UserError(f"no study named {study!r} in {store.shown_url}")
 
@@ -80,13 +81,13 @@ def _with_coefficient_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def trials(store: Store, study: str) -> pd.DataFrame:
-    _known(store, study)
+    require_study(store, study)
     return _with_coefficient_columns(_typed(store.trials_frame(study), _tables.trials), "coefficients_json")
 
 
 def confirmations(store: Store, study: str, per_seed_set: bool = False) -> pd.DataFrame:
     if per_seed_set:
-        _known(store, study)
+        require_study(store, study)
         roles = store.trials_frame(study)[["trial_number", "role", "coefficients_json"]]
         rows = _typed(store.confirmations_frame(study), _tables.confirmations)
         return _with_coefficient_columns(rows.merge(roles, on="trial_number", how="left"), "coefficients_json")

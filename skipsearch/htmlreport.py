@@ -56,15 +56,8 @@ class StudyData:
         return None if done.empty else done.iloc[0]
 
 
-def describe(coefficients_json: str) -> str:
-    try:
-        return parse_coefficients(coefficients_json).describe()
-    except (ValueError, UserError):
-        return coefficients_json
-
-
 def _importances(study: optuna.Study) -> dict[str, float] | str:
-    done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(done) < 3:
         return f"only {len(done)} completed trials; importances need at least 3"
     try:
@@ -109,7 +102,7 @@ def gather(url: str, study: str) -> StudyData:
     finally:
         store.close()
     method = method_for(spec.kind)
-    judged = verdict(table, describe) if not table.empty else Verdict(
+    judged = verdict(table) if not table.empty else Verdict(
         trial=None, win=False, interval=None, text="Not confirmed on held-out seeds yet: no verdict.")
     rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
     try:

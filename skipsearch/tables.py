@@ -6,14 +6,9 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from skipsearch.methods import parse_coefficients
+from skipsearch.methods import describe
 from skipsearch.search.verdict import interval_of
 from skipsearch.search.verdict import verdict as judge
-
-
-def describe(coefficients_json: str) -> str:
-    """Stored coefficients in one line, as their method writes them."""
-    return parse_coefficients(coefficients_json).describe()
 
 
 def _has_source(frame: pd.DataFrame, column: str) -> bool:
@@ -57,7 +52,7 @@ def heldout_table(conf: pd.DataFrame) -> Table:
 
 def verdict(conf: pd.DataFrame) -> str:
     """One honest sentence: is the winner better than the baseline on held-out seeds (95% paired interval)?"""
-    return judge(conf, describe).text
+    return judge(conf).text
 
 
 def pruning_savings(trials: pd.DataFrame) -> str | None:

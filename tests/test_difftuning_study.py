@@ -41,7 +41,7 @@ def test_plain_fine_tuning_is_trial_zero_and_every_trial_has_source_fid(finished
     done = frame[frame.state == "COMPLETE"]
     assert done.source_fid.notna().all() and (done.source_fid > 0).all()
     assert len(set(done.fid.round(9))) == len(done)  # different recipes give different models
-    from skipsearch.tables import describe
+    from skipsearch.methods import describe
 
     assert describe(base.coefficients_json) == "plain fine-tuning: lr=0.001 steps=6"
 

@@ -6,8 +6,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from skipsearch.methods.skip_tuning.coefficients import LinearSkip
 from skipsearch.metrics.extrapolate import fid_infinity
 from skipsearch.search.verdict import paired_interval, verdict
+
+
+COEFFS = LinearSkip(rho_top=1.1, rho_bottom=0.9).model_dump_json()
 
 
 @pytest.mark.parametrize("deltas", [[-0.3, -0.1, -0.2], [0.5, -0.4], [-1.0, -1.2, -0.9, -1.4, -0.7]])
@@ -22,19 +26,20 @@ def _table(deltas_by_trial: dict[int, list[float]], base_fid: float = 10.0) -> p
     """A heldout_summary-shaped table built from per-seed-set dFIDs."""
     sets = len(next(iter(deltas_by_trial.values())))
     rows = [dict(trial_number=0, role="baseline", heldout_fid=base_fid, heldout_fid_std=0.1, delta_fid=0.0,
-                 delta_fid_low=None, delta_fid_high=None, lower_on=0, seed_sets=sets, coefficients="{}",
+                 delta_fid_low=None, delta_fid_high=None, lower_on=0, seed_sets=sets, coefficients=COEFFS,
                  heldout_source_fid=None)]
     for num, deltas in deltas_by_trial.items():
         ci = paired_interval(deltas)
         rows.append(dict(trial_number=num, role="search", heldout_fid=base_fid + ci.mean, heldout_fid_std=0.1,
                          delta_fid=ci.mean, delta_fid_low=ci.low, delta_fid_high=ci.high,
-                         lower_on=sum(d < 0 for d in deltas), seed_sets=len(deltas), coefficients="{}",
+                         lower_on=sum(d < 0 for d in deltas), seed_sets=len(deltas), coefficients=COEFFS,
                          heldout_source_fid=None))
     return pd.DataFrame(rows)
 
 
 def test_a_win_needs_the_whole_interval_below_zero():
-    assert verdict(_table({3: [-0.30, -0.25, -0.35]})).win
+    won = verdict(_table({3: [-0.30, -0.25, -0.35]}))
+    assert won.win and "rho_top=1.1" in won.text
     unsure = verdict(_table({3: [-0.5, 0.1, -0.2]}))  # lower on average, but the interval reaches above 0
     assert not unsure.win and "contains 0" in unsure.text
     worse = verdict(_table({3: [0.3, 0.4, 0.35]}))

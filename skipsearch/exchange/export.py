@@ -44,10 +44,11 @@ def chosen_trial(store: Store, study: str, trial: int | None = None) -> TrialRow
     return row
 
 
-def provenance(store: Store, study: str, row: TrialRow) -> Provenance:
-    """What reproduces the trial's FID, and the held-out evidence for it, as a schema; the method adds its own."""
+def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | None = None) -> Provenance:
+    """What reproduces the trial's FID, and the held-out evidence for it, as a schema; the method adds its own.
+    ``table``: the study's ``heldout_summary`` at ``confirm.n``, when the caller has it already."""
     spec = stored_spec(store, study)
-    table = heldout_summary(store, study, spec.confirm.n)
+    table = heldout_summary(store, study, spec.confirm.n) if table is None else table
     mine = table[table.trial_number == row.trial_number] if not table.empty else table
     conf = store.confirmations_frame(study)
     conf = conf[(conf.trial_number == row.trial_number) & (conf.n == spec.confirm.n)]

@@ -20,7 +20,7 @@ from skipsearch.methods.skip_tuning import SkipTuning
 METHODS: dict[str, Method] = {m.kind: m for m in (SkipTuning(), DiffTuning())}
 DEFAULT_KIND = "skip_tuning"  # a spec without ``kind``
 
-__all__ = ["DEFAULT_KIND", "METHODS", "Coefficients", "Fidelity", "Method", "method_for", "method_of",
+__all__ = ["DEFAULT_KIND", "METHODS", "Coefficients", "Fidelity", "Method", "describe", "method_for", "method_of",
            "parse_coefficients"]
 
 
@@ -48,3 +48,8 @@ def coefficients_adapter() -> TypeAdapter:
 def parse_coefficients(text: str) -> Coefficients:
     """Coefficients from their JSON form, as the database stores them."""
     return coefficients_adapter().validate_json(text)
+
+
+def describe(coefficients_json: str) -> str:
+    """Stored coefficients in one line, as their method writes them (tables, notes, verdicts)."""
+    return parse_coefficients(coefficients_json).describe()

@@ -20,7 +20,7 @@ import optuna
 import pandas as pd
 import yaml
 
-from skipsearch.methods import parse_coefficients
+from skipsearch.methods import describe, parse_coefficients
 from skipsearch.methods.base import Profile
 from skipsearch.previews import png_bytes
 from skipsearch.results import Rung
@@ -69,13 +69,12 @@ def trial_attrs(row: TrialRow) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-def annotate_trial(ctx: StudyContext, trial_id: int, row: TrialRow, rung: Rung | None) -> None:
+def annotate_trial(ctx: StudyContext, frozen: optuna.trial.FrozenTrial, row: TrialRow, rung: Rung | None) -> None:
     """Numbers and pictures of a trial about to be told COMPLETE or PRUNED."""
     for key, value in trial_attrs(row).items():
-        ctx.storage.set_trial_user_attr(trial_id, key, value)
+        ctx.storage.set_trial_user_attr(frozen._trial_id, key, value)
     if ctx.artifacts is None:
         return
-    frozen = ctx.storage.get_trial(trial_id)
     with tempfile.TemporaryDirectory(prefix="skipsearch-artifacts-") as tmp:
         files = []
         if rung is not None and rung.score.preview:
@@ -151,7 +150,7 @@ def annotate_confirmation(ctx: StudyContext, table: pd.DataFrame) -> None:
     in its own note. Under the study lock."""
     if table.empty:
         return
-    judged = verdict(table, _describe)
+    judged = verdict(table)
     _set_study_attrs(ctx.study, {"heldout": heldout_attrs(table), "verdict": judged.text,
                                  "winner": judged.trial, "win": judged.win})
     from optuna_dashboard import save_note
@@ -161,10 +160,6 @@ def annotate_confirmation(ctx: StudyContext, table: pd.DataFrame) -> None:
         if int(r.trial_number) in numbers:
             save_note(_TrialNote(ctx.study, numbers[int(r.trial_number)]), _trial_note(r))
     save_study_note(ctx, judged.text, table)
-
-
-def _describe(coefficients_json: str) -> str:
-    return parse_coefficients(coefficients_json).describe()
 
 
 def _trial_note(r) -> str:
@@ -194,7 +189,7 @@ def save_study_note(ctx: StudyContext, verdict_text: str, table: pd.DataFrame | 
         for r in table.itertuples():
             ci = interval_of(r)
             span = "n/a" if ci.low is None else f"[{ci.low:+.4f}, {ci.high:+.4f}]"
-            lines.append(f"| {int(r.trial_number)} | {r.role} | {_describe(r.coefficients)} | {r.heldout_fid:.4f} | "
+            lines.append(f"| {int(r.trial_number)} | {r.role} | {describe(r.coefficients)} | {r.heldout_fid:.4f} | "
                          f"{ci.mean:+.4f} | {span} |")
         lines.append("")
     lines += ["## Spec", "", "```yaml", yaml.safe_dump(stored_form(spec), sort_keys=False).rstrip(), "```", ""]

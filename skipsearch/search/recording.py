@@ -94,12 +94,13 @@ def _record(ctx: StudyContext, number: int, rung: Rung | None, row: TrialRow) ->
 
 def _tell(ctx: StudyContext, number: int, row: TrialRow, rung: Rung | None = None) -> None:
     """Tell Optuna what skipsearch's row says (once: a trial already finished is left as it is)."""
-    trial_id = _trial_id(ctx, number)
-    if ctx.storage.get_trial(trial_id).state.is_finished():
+    frozen = ctx.storage.get_trial(_trial_id(ctx, number))
+    if frozen.state.is_finished():
         return
+    trial_id = frozen._trial_id
     with suppress(optuna.exceptions.UpdateFinishedTrialError):  # another driver finished it a moment ago
         if row.state in ("COMPLETE", "PRUNED"):
-            annotate_trial(ctx, trial_id, row, rung)
+            annotate_trial(ctx, frozen, row, rung)
         if row.state == "COMPLETE":
             ctx.study.tell(number, ctx.method.values(ctx.spec, row.fid, row.source_fid), skip_if_finished=True)
             if row.role == "baseline":  # trials finished before the baseline (in parallel) get their dFID now

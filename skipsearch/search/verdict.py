@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from skipsearch.methods import describe
+
 LEVEL = 0.95
 
 
@@ -72,8 +74,8 @@ def interval_of(row) -> PairedInterval:
                           low=None if pd.isna(low) else float(low), high=None if pd.isna(high) else float(high))
 
 
-def verdict(table: pd.DataFrame, describe=str) -> Verdict:
-    """Judge the winner of a ``heldout_summary`` table; ``describe`` turns its coefficients into words."""
+def verdict(table: pd.DataFrame) -> Verdict:
+    """Judge the winner of a ``heldout_summary`` table."""
     best = winner(table)
     base = table[table.role == "baseline"] if not table.empty else table
     if base.empty or best is None:
