@@ -79,17 +79,21 @@ class BestTrial:
 
 
 def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None = None,
-        placement: Placement | None = None, echo: Callable[[str], None] = tqdm.write) -> RunResult:
+        placement: Placement | None = None, echo: Callable[[str], None] = tqdm.write,
+        model: Any = None) -> RunResult:
     """Search (continuing a study of the same name), then confirm the top-k on held-out seeds.
 
     With a ``Placement`` the trials run on Ray workers (a local Ray, or the cluster at its address);
     without one they run in this process. Both use the same evaluate(). Several runs may share one study:
-    ``trials`` is the study-wide budget of evaluated trials.
+    ``trials`` is the study-wide budget of evaluated trials. ``model``: the user's own network for a spec whose
+    model section is ``family: hooked`` (it names the network's skips); it runs in this process.
     """
     source = "spec" if isinstance(spec, Spec) else str(spec)
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     if trials is not None and not 1 <= trials <= TRIALS_MAX:
         raise UserError(f"--trials must be between 1 and {TRIALS_MAX}, got {trials}")
+    if model is not None:
+        _hand_over(spec, model, placement)
     if placement is not None:
         from skipsearch.search.ray_tune import require_ray
 
@@ -109,6 +113,22 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
         return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front)
     finally:
         ctx.close()
+
+
+def _hand_over(spec: Spec, model: Any, placement: Placement | None) -> None:
+    from torch import nn
+
+    from skipsearch.models.hooked import HookedModel, hand_over
+
+    if not isinstance(spec.model, HookedModel):
+        raise UserError(f"model= is for a spec with model.family hooked (a network of your own, its skips named); "
+                        f"this spec's model is family {spec.model.family} (a diffusers network: save_pretrained it "
+                        f"and name the folder in model.path)")
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model= takes a torch.nn.Module, got {type(model).__name__}")
+    if placement is not None:
+        raise UserError("a network handed over with model= runs in this process; leave out the Ray placement")
+    hand_over(model, spec.model)
 
 
 def _reader(storage: str | None) -> Store:

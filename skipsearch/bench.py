@@ -40,7 +40,7 @@ def bench_trial(spec_path: Path, n_trials: int = 3) -> dict:
             ctx.close()
     wall, net, feat = (statistics.median(col) for col in zip(*rows))
     other = wall - net - feat
-    print(f"trial benchmark: {spec.model.name}, {spec.sampler.name} {spec.sampler.steps} steps "
+    print(f"trial benchmark: {spec.model.model_id}, {spec.sampler.name} {spec.sampler.steps} steps "
           f"({spec.sampler.config().nfe} NFE), N={spec.metric.n}, device {resolve_device(spec.device)}, "
           f"median of {n_trials} trials")
     print(f"  trial wall time            {wall:8.3f} s")
@@ -128,3 +128,68 @@ def bench_imports(repeats: int = 5) -> dict[str, float]:
     print(f"  skipsearch.apply / torch                          {apply_s / torch_s:6.2f}   target <= 1.5: {verdict}")
     print(f"  heavy libraries loaded by skipsearch.apply: {', '.join(loaded) or 'none'} (of {', '.join(HEAVY)})")
     return {"torch_s": torch_s, "apply_s": apply_s, "ratio": apply_s / torch_s}
+
+
+def _hook_cases(device: torch.device) -> list[tuple[str, torch.nn.Module, tuple[int, ...]]]:
+    """(label, denoiser, one sample's shape) for each family that can be built here."""
+    from skipsearch.models import load_model
+    from skipsearch.models.diffusers_unet import DiffusersModel
+    from skipsearch.models.hooked import HookedModel, declare
+
+    cases = []
+    for name in ("embedded-digits", "fashion-mnist-unet"):
+        loaded = load_model(name)
+        cases.append((f"embedded  {name}", loaded.denoiser, loaded.info.shape))
+    hooked = load_model("embedded-digits").denoiser
+    declare(hooked, HookedModel(name="embedded-as-hooked", channels=1, resolution=16,
+                                skips=tuple({"module": f"net.dec.{2 - i}", "level": i, "argument": 1}
+                                            for i in range(3))))
+    cases.append(("hooked    embedded-digits, skips named", hooked, (1, 16, 16)))
+    demo = Path(__file__).resolve().parents[1] / "studies" / "models" / "digits-ddpm"
+    if (demo / "model_index.json").is_file():
+        loaded = load_model(DiffusersModel(path=str(demo)))
+        cases.append(("diffusers digits-ddpm (UNet2DModel)", loaded.denoiser, loaded.info.shape))
+    return [(label, model.to(device), shape) for label, model, shape in cases]
+
+
+def bench_hooks(device: str = "auto", batch: int = 64, calls: int = 20, rounds: int = 7) -> list[dict]:
+    """The cost of Skip-Tuning's hooks per network call against the bare model, per family: rounds of ``calls``
+    calls, bare and hooked interleaved, medians compared (a constant profile, and a time window read per call)."""
+    from skipsearch import apply
+    from skipsearch.methods.skip_tuning.coefficients import LinearSkip, TimeWindowSkip
+
+    dev = torch.device(resolve_device(device))
+    schedules = {"linear": LinearSkip(rho_top=0.8, rho_bottom=1.2),
+                 "time_window": TimeWindowSkip(rho_top=0.8, rho_bottom=1.2, sigma_lo=0.1, sigma_hi=10.0)}
+
+    def timed(model, x, sigma) -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        for _ in range(calls):
+            model(x, sigma)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return (time.perf_counter() - start) / calls
+
+    rows = []
+    print(f"hook benchmark: device {dev}, batch {batch}, {rounds} rounds of {calls} calls, bare and hooked "
+          f"interleaved (medians)")
+    print(f"  {'family / model':44s} {'bare ms':>8s} {'linear':>8s} {'window':>8s}   target < 2%")
+    with torch.no_grad():
+        for label, model, shape in _hook_cases(dev):
+            x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0)).to(dev)
+            sigma = torch.full((batch,), 1.0, device=dev)
+            timed(model, x, sigma)  # warm-up
+            times: dict[str, list[float]] = {"bare": [], **{k: [] for k in schedules}}
+            for _ in range(rounds):
+                times["bare"].append(timed(model, x, sigma))
+                for key, coefficients in schedules.items():
+                    with apply(model, coefficients):
+                        times[key].append(timed(model, x, sigma))
+            bare = statistics.median(times["bare"])
+            costs = {k: statistics.median(times[k]) / bare - 1 for k in schedules}
+            met = "met" if max(costs.values()) < 0.02 else "MISSED"
+            print(f"  {label:44s} {bare * 1e3:8.2f} {costs['linear']:+8.2%} {costs['time_window']:+8.2%}   {met}")
+            rows.append({"model": label, "bare_ms": bare * 1e3, **{f"{k}_cost": v for k, v in costs.items()}})
+    return rows

@@ -83,7 +83,7 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
                f"tables)")
     result = api.run(spec, url, trials, placement)
     s = loaded.sampler
-    header = (f"Study {result.study}: model {loaded.model.name}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
+    header = (f"Study {result.study}: model {loaded.model.model_id}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
     extra = method_for(loaded.kind).header(loaded)
     header += f"\n{extra}" if extra else ""
@@ -215,15 +215,19 @@ def delete(study: str = typer.Argument(..., help="Study name."), storage: Option
 def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec whose trial is timed."),
           trials: int = typer.Option(3, min=1, max=1000, help="Timed trials (after one warm-up)."),
           use_ray: bool = typer.Option(False, "--ray", help="Compare in-process with Ray at 1 and 2 workers."),
-          imports: bool = typer.Option(False, "--imports", help="Time `skipsearch.apply`'s import against torch's.")):
+          imports: bool = typer.Option(False, "--imports", help="Time `skipsearch.apply`'s import against torch's."),
+          hooks: bool = typer.Option(False, "--hooks", help="Time Skip-Tuning's hooks per network call against the "
+                                                           "bare model, for each model family."),
+          device: str = typer.Option("auto", help="Device for --hooks (cpu, cuda, auto).")):
     """Time one trial and the share spent in network forward passes and feature extraction.
 
     With --ray: the same trials in-process and on a local Ray with 1 and 2 workers, with the ratios.
     A spec's method may time what matters to it instead (a method that fine-tunes: training steps/s
-    against a bare loop). With --imports: what `skipsearch.apply` costs to import, against torch.
+    against a bare loop). With --imports: what `skipsearch.apply` costs to import, against torch. With
+    --hooks: the hooks' cost per network call against the bare model, per model family.
 
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
-    skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports
+    skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports;  skipsearch bench --hooks
     """
     from skipsearch.methods import method_for
     from skipsearch.spec import load_spec
@@ -232,6 +236,11 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
         from skipsearch.bench import bench_imports
 
         bench_imports()
+        return
+    if hooks:
+        from skipsearch.bench import bench_hooks
+
+        bench_hooks(device)
         return
     method_for(load_spec(spec).kind).bench(spec, trials, use_ray)
 

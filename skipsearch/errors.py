@@ -14,6 +14,15 @@ class UserError(Exception):
     """A mistake in the user's input (spec, path, name, storage URL) with a message that says how to fix it."""
 
 
+class FieldError(UserError):
+    """A mistake in one field of a section (``field`` relative to it, e.g. ``name`` of ``model``), so the
+    message can name the whole dotted path."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class StorageError(UserError):
     """The database could not be opened or written; the message never contains a password."""
 

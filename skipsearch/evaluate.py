@@ -23,7 +23,7 @@ from skipsearch.errors import SampleError, TrialError, TrialTimeout, UserError
 from skipsearch.previews import grid_png
 from skipsearch.results import Score
 from skipsearch.metrics import FeatureExtractor, Reference, fid_from_stats, kid, reference, statistics
-from skipsearch.models import LoadedModel, load_model
+from skipsearch.models import LoadedModel, ModelSection, as_section, load_model
 from skipsearch.timing import Stopwatch
 
 
@@ -42,7 +42,7 @@ def failure_reason(err: BaseException) -> str:
 class EvalTask:
     """Everything but the coefficients that determines a trial's numbers."""
 
-    model: str
+    model: ModelSection
     sampler: SamplerConfig
     extractor: str
     dataset: str
@@ -54,8 +54,14 @@ class EvalTask:
     rungs: tuple[int, ...] = ()  # smaller sample counts reported before n (multi-fidelity)
     classes: tuple[int, ...] = ()  # class-conditional sampling: seed s draws label classes[s % len(classes)]
 
-    def labels(self, seeds: range) -> list[int] | None:
-        return [self.classes[s % len(self.classes)] for s in seeds] if self.classes else None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", as_section(self.model))  # a plain name: a shipped model
+
+    def labels(self, seeds: range, default: tuple[int, ...] = ()) -> list[int] | None:
+        """Seed s samples condition classes[s % len(classes)]: the task's classes, else the model's default
+        conditions (a text model's prompts), else none (unconditional)."""
+        classes = self.classes or default
+        return [classes[s % len(classes)] for s in seeds] if classes else None
 
     @property
     def ladder(self) -> tuple[int, ...]:
@@ -89,10 +95,9 @@ class Evaluator:
     def sample(self, task: EvalTask, seeds: range, watch: Stopwatch, progress: bool = False) -> torch.Tensor:
         """Images for the seeds from the model as it is now (with whatever coefficients are applied)."""
         info = self.loaded.info
-        denoiser = watch.timed(self.loaded.denoiser, "network", self.device)
-        images = generate(denoiser, seeds, (info.img_channels, info.resolution, info.resolution), task.sampler,
-                          batch_size=task.batch_size, device=self.device, progress=progress,
-                          labels=task.labels(seeds))
+        images = generate(self.loaded.denoiser, seeds, info.shape, task.sampler, batch_size=task.batch_size,
+                          device=self.device, progress=progress, labels=task.labels(seeds, info.conditions),
+                          wrap=lambda f: watch.timed(f, "network", self.device))
         check_images(images)
         return images
 
@@ -122,10 +127,10 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_evaluator(model: str, extractor: str, dataset: str, device: str = "cpu") -> Evaluator:
+def build_evaluator(model: str | ModelSection, extractor: str, dataset: str, device: str = "cpu") -> Evaluator:
     """A fresh model copy with its extractor and reference; ``evaluator`` caches one per worker."""
     dev = torch.device(resolve_device(device))
-    loaded = load_model(model)
+    loaded = load_model(as_section(model))
     loaded.denoiser.to(dev)
     feats = FeatureExtractor(extractor, device=str(dev))
     ref = reference(data.load(dataset, resolution=loaded.info.resolution), feats)

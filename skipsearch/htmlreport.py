@@ -116,7 +116,7 @@ def gather(url: str, study: str) -> StudyData:
     profiles: tuple[Profile, ...] = ()
     if shown is not None:
         row = trials[trials.trial_number == shown].iloc[0]
-        profiles = method.profiles(spec, parse_coefficients(row.coefficients_json), model_info(spec.model.name))
+        profiles = method.profiles(spec, parse_coefficients(row.coefficients_json), model_info(spec.model))
     base = trials[trials.role == "baseline"].trial_number
     numbers = {"baseline": None if base.empty else int(base.iloc[0]), "winner": shown}
     data = StudyData(name=study, spec=spec, method=method, trials=trials, rungs=rungs, table=table,
@@ -137,7 +137,7 @@ def _img(png: bytes | None, caption: str) -> str:
 
 def _facts(d: StudyData) -> str:
     s, sampler = d.spec, d.spec.sampler.config()
-    rows = [("method", d.method.title), ("model", s.model.name), ("sampler", f"{sampler.name}, NFE {sampler.nfe}"),
+    rows = [("method", d.method.title), ("model", s.model.model_id), ("sampler", f"{sampler.name}, NFE {sampler.nfe}"),
             ("extractor", s.metric.extractor), ("reference", s.metric.reference),
             ("search N (rungs)", f"{s.metric.n} ({', '.join(map(str, s.metric.rungs)) or 'none'})"),
             ("trials", ", ".join(f"{int((d.trials.state == st).sum())} {st.lower()}"

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from skipsearch import data
-from skipsearch.errors import UserError
+from skipsearch.errors import FieldError, UserError
 from skipsearch.methods import method_for
 from skipsearch.metrics import EXTRACTORS, extractor_weights
-from skipsearch.models import MODELS, ModelInfo, model_info
+from skipsearch.models import ModelInfo, ModelSection, family_for, model_info
 from skipsearch.spec import Spec
 
 T = TypeVar("T")
@@ -32,8 +32,12 @@ def field_of(source: str, name: str, heading: str = "spec") -> Iterator[None]:
     """Re-raise a UserError as an invalid-spec (or -provenance) error naming the field."""
     try:
         yield
+    except FieldError as err:
+        raise UserError(f"{source}: invalid {heading}\n  {name}.{err.field}: {err}") from None
     except UserError as err:
-        raise UserError(f"{source}: invalid {heading}\n  {name}: {err}") from None
+        text = str(err)
+        line = text if text.startswith(f"{name}.") else f"{name}: {text}"  # the message names the field already
+        raise UserError(f"{source}: invalid {heading}\n  {line}") from None
 
 
 def named(source: str, name: str, check: Callable[[], T]) -> T:
@@ -42,14 +46,13 @@ def named(source: str, name: str, check: Callable[[], T]) -> T:
         return check()
 
 
-def check_registered(source: str, heading: str, model: tuple[str, str], extractor: tuple[str, str],
+def check_registered(source: str, heading: str, model: tuple[str, str | ModelSection], extractor: tuple[str, str],
                      datasets: list[tuple[str, str]]) -> None:
     """The model, the extractor and the data sets named at these (field, name) pairs exist: registry
-    lookups only. Shared by specs and by the provenance of coefficient files."""
-    (model_field, model_name), (extractor_field, extractor_name) = model, extractor
-    if model_name not in MODELS:
-        raise UserError(f"{source}: invalid {heading}\n  {model_field}: unknown model {model_name[:60]!r}; "
-                        f"valid: {', '.join(sorted(MODELS))}")
+    lookups and folder checks only. Shared by specs and by the provenance of coefficient files."""
+    (model_field, section), (extractor_field, extractor_name) = model, extractor
+    with field_of(source, model_field, heading):
+        family_for(section).lookup(section)
     if extractor_name not in EXTRACTORS:
         raise UserError(f"{source}: invalid {heading}\n  {extractor_field}: unknown feature extractor "
                         f"{extractor_name[:60]!r}; valid: {', '.join(sorted(EXTRACTORS))}")
@@ -60,7 +63,7 @@ def check_registered(source: str, heading: str, model: tuple[str, str], extracto
 
 def check_names(spec: Spec, source: str = "spec") -> None:
     """Registry lookups only: the model, the extractor and every data set name exist."""
-    check_registered(source, "spec", ("model.name", spec.model.name), ("metric.extractor", spec.metric.extractor),
+    check_registered(source, "spec", ("model", spec.model), ("metric.extractor", spec.metric.extractor),
                      method_for(spec.kind).named_data(spec))
 
 
@@ -88,17 +91,36 @@ def writable_folder(path: str) -> None:
         raise UserError(f"{folder} cannot be created or written ({existing} is not a writable folder)")
 
 
+def sampler_fits(spec: Spec, info: ModelInfo) -> list[str]:
+    """The sampler can drive the model: diffusers' schedulers need a discrete-time model, guidance an
+    unconditional input; EDM's sigma range beyond the model's training range is a warning."""
+    s = spec.sampler
+    if s.name in ("ddim", "dpmpp_2m", "euler_discrete") and not info.schedulers:
+        raise UserError(f"name: {s.name} is a diffusers scheduler; model {info.model_id} (family {info.family}) "
+                        f"samples with heun or euler")
+    if s.guidance_scale != 1.0 and not info.guidance:
+        raise UserError(f"guidance_scale: model {info.model_id} has no unconditional input for classifier-free "
+                        f"guidance (a text model with prompts, or prompt_embeds with negative_prompt_embeds)")
+    if s.name in ("heun", "euler") and info.sigma_range is not None:
+        lo, hi = info.sigma_range
+        if s.sigma_max > hi * 1.0001 or s.sigma_min < lo * 0.9999:
+            return [f"sampler sigma range [{s.sigma_min:g}, {s.sigma_max:g}] leaves the model's trained range "
+                    f"[{lo:.4g}, {hi:.4g}]; noise levels outside it are clamped to its ends"]
+    return []
+
+
 def resolve(spec: Spec, source: str = "spec") -> Resolved:
     """Find and check everything the spec names; warnings are returned for the caller to show."""
     from skipsearch.evaluate import resolve_device
 
     check_names(spec, source)
     named(source, "device", lambda: resolve_device(spec.device))
-    info = named(source, "model.name", lambda: model_info(spec.model.name))
+    info = named(source, "model", lambda: model_info(spec.model))
     named(source, "metric.extractor", lambda: extractor_weights(spec.metric.extractor))
     size = named(source, "metric.reference", lambda: reference_size(spec, spec.metric.reference, info.resolution))
     warnings = [f"{what} ({n}) is larger than the {size} reference images of {spec.metric.reference}: FID is "
                 f"then computed from more samples than the reference has"
                 for what, n in (("metric.n", spec.metric.n), ("confirm.n", spec.confirm.n)) if n > size]
+    warnings += named(source, "sampler", lambda: sampler_fits(spec, info))
     warnings += method_for(spec.kind).check(spec, info, source)
     return Resolved(info, size, warnings)

@@ -12,55 +12,37 @@ device) that ``skipsearch.resolve`` checks before anything is stored.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from skipsearch import textfiles
 from skipsearch.diffusion.generation import SamplerConfig
 from skipsearch.errors import UserError
+from skipsearch.fields import (BATCH_MAX, N_MAX, RHO_MAX, SEED_MAX, SIGMA_LIMIT, STEPS_MAX, TIMEOUT_MAX, TRIALS_MAX,
+                               Batch, Count, Rate, Rho, Section, Seed, Sigma, Steps)
+from skipsearch.models import FAMILIES, ModelSpec
 
 DEFAULT_STORAGE = "sqlite:///skipsearch.db"
-SEED_MAX = 2**31 - 1  # seeds and seed + count stay below this (32-bit database columns)
-N_MAX = 1_000_000  # samples per evaluation
-BATCH_MAX = 65_536
-TRIALS_MAX = 100_000
-STEPS_MAX = 10_000_000  # fine-tuning steps
-TIMEOUT_MAX = 7 * 24 * 3600.0
 
-SIGMA_LIMIT = 1e4  # noise levels above this are not an EDM-style schedule
-RHO_MAX = 10.0  # a skip scaled beyond 10x is no longer a tuning; files and specs are refused above it
-
-Seed = Annotated[int, Field(ge=0, le=SEED_MAX)]
-Count = Annotated[int, Field(gt=0, le=N_MAX)]
-Batch = Annotated[int, Field(gt=0, le=BATCH_MAX)]
-Rho = Annotated[float, Field(gt=0, le=RHO_MAX)]
-Sigma = Annotated[float, Field(gt=0, le=SIGMA_LIMIT)]
-Rate = Annotated[float, Field(gt=0, le=1)]  # learning rate
-Steps = Annotated[int, Field(ge=1, le=STEPS_MAX)]  # training steps
-
-
-class Section(BaseModel):
-    """A spec section. ``operational`` names its fields that do not change a trial's numbers (budgets,
-    seeds of the proposals, names, where things are stored); every other field decides the numbers, so a
-    study refuses to change it (``science``). A new field is therefore checked unless declared here."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-    operational: ClassVar[frozenset[str]] = frozenset()
-
-
-
-
-class ModelSpec(Section):
-    name: str = Field("embedded-digits", min_length=1, max_length=200)
+__all__ = ["BATCH_MAX", "DEFAULT_STORAGE", "N_MAX", "RHO_MAX", "SEED_MAX", "SIGMA_LIMIT", "STEPS_MAX", "TIMEOUT_MAX",
+           "TRIALS_MAX", "Batch", "ConfirmSpec", "Count", "MetricSpec", "ModelSpec", "Rate", "Rho", "SamplerSpec",
+           "SearchCommon", "Section", "Seed", "Sigma", "Spec", "Steps", "changed_science", "load_spec", "parse_spec",
+           "science"]
 
 
 class SamplerSpec(Section):
-    name: Literal["heun", "euler"] = "heun"
+    """``heun``/``euler``: EDM's samplers on a Karras schedule (sigma_min, sigma_max, rho), for every family;
+    ``ddim``/``dpmpp_2m``/``euler_discrete``: diffusers' schedulers, for diffusers models (the sigma fields
+    do not apply). ``guidance_scale`` > 1 is classifier-free guidance (text-conditioned models)."""
+
+    name: Literal["heun", "euler", "ddim", "dpmpp_2m", "euler_discrete"] = "heun"
     steps: int = Field(10, ge=1, le=1000)
     sigma_min: Sigma = 0.002
     sigma_max: Sigma = 80.0
     rho: float = Field(7.0, gt=0, le=100)
+    guidance_scale: float = Field(1.0, ge=0, le=100)
+    cfg_batched: bool = True
 
     @model_validator(mode="after")
     def _range(self) -> SamplerSpec:
@@ -69,7 +51,8 @@ class SamplerSpec(Section):
         return self
 
     def config(self) -> SamplerConfig:
-        return SamplerConfig(self.name, self.steps, self.sigma_min, self.sigma_max, self.rho)
+        return SamplerConfig(self.name, self.steps, self.sigma_min, self.sigma_max, self.rho, self.guidance_scale,
+                             self.cfg_batched)
 
 
 class MetricSpec(Section):
@@ -139,7 +122,7 @@ class Spec(Section):
     description: str = Field("", max_length=10_000)
     storage: str = Field(DEFAULT_STORAGE, max_length=4096)
     device: Literal["cpu", "cuda", "auto"] = "auto"
-    model: ModelSpec = ModelSpec()
+    model: ModelSpec = Field(default_factory=lambda: FAMILIES[0].spec_class())
     sampler: SamplerSpec = SamplerSpec()
     metric: MetricSpec = MetricSpec()
     confirm: ConfirmSpec = ConfirmSpec()
@@ -192,11 +175,18 @@ def _shown(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _without_tags(loc: tuple) -> tuple:
+    """pydantic puts the chosen family's tag in the location (model.diffusers.path); a reader wrote model.path."""
+    tags = {f.name for f in FAMILIES}
+    return tuple(p for i, p in enumerate(loc) if not (i and loc[i - 1] == "model" and p in tags))
+
+
 def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
     """One line per bad field: its dotted name, the reason, and (shortened) what was given."""
     lines = [f"{source}: invalid {'spec' if not prefix else prefix.rstrip('.')}"]
     for e in err.errors():
-        field = prefix + ".".join(str(p) for p in e["loc"]) if e["loc"] else (prefix.rstrip(".") or "(top level)")
+        loc = _without_tags(e["loc"])
+        field = prefix + ".".join(str(p) for p in loc) if loc else (prefix.rstrip(".") or "(top level)")
         reason = "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         quiet = e["type"] in ("extra_forbidden", "missing", "value_error")
         shown = "" if quiet else f" (got {_shown(e.get('input'))})"
@@ -219,5 +209,8 @@ def parse_spec(raw: object, source: str = "spec") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
+    """A spec file; relative paths in its model section are taken from the file's folder (and stored absolute),
+    so a study runs and resumes the same from any working directory."""
     text = textfiles.read_text(path, "spec file")
-    return parse_spec(textfiles.parse(text, "yaml", str(path)), str(path))
+    spec = parse_spec(textfiles.parse(text, "yaml", str(path)), str(path))
+    return spec.model_copy(update={"model": spec.model.anchored(Path(path).resolve().parent)})

@@ -67,23 +67,20 @@ def _chaos_model(bug: bool = False):
     return load
 
 
+def section(name: str) -> dict:
+    """The spec's model section for a chaos model: a user's own module (family hooked), the embedded UNet's
+    three skips named by module."""
+    skips = [{"module": f"net.dec.{2 - level}", "level": level, "argument": 1} for level in range(3)]
+    return {"family": "hooked", "name": name, "channels": 1, "resolution": 16, "skips": skips}
+
+
 def install() -> None:
-    """A model family of its own, registered as a user's would be: the embedded one, misbehaving."""
-    from skipsearch.models import MODELS
-    from skipsearch.models.embedded import EmbeddedFamily
+    """The misbehaving models, handed to skipsearch as a user's own modules would be (``skipsearch.run(spec,
+    model=net)`` does the same)."""
+    from skipsearch.models.hooked import HookedModel, hand_over
 
-    class ChaosFamily(EmbeddedFamily):
-        name = "chaos"
-
-        def models(self):
-            return {"chaos-digits": _chaos_model(), "chaos-bug-digits": _chaos_model(bug=True)}
-
-        def info(self, model: str):
-            return super().info("embedded-digits")
-
-    family = ChaosFamily()
-    for name in family.models():
-        MODELS.setdefault(name, family)
+    for name, bug in (("chaos-digits", False), ("chaos-bug-digits", True)):
+        hand_over(_chaos_model(bug)().denoiser, HookedModel.model_validate(section(name)))
 
 
 def install_in_worker() -> None:

@@ -37,7 +37,7 @@ def chaos_models(monkeypatch):
 
 def test_trial_errors_are_fail_with_their_reason_and_the_study_goes_on(tmp_path, chaos_models):
     chaos_models.extend(["ok", "nan", "oom", "hang", "ok"])  # trials 0..4, one sampling run each
-    spec = parse_spec(tiny_spec_dict("faults", model={"name": "chaos-digits"},
+    spec = parse_spec(tiny_spec_dict("faults", model=chaos.section("chaos-digits"),
                                      search={"trials": 5, "trial_timeout_s": 2.0}, confirm={"top_k": 1}))
     result = skipsearch.run(spec, storage=f"sqlite:///{tmp_path / 'f.db'}")
     rows = result.trials.set_index("trial_number")
@@ -52,7 +52,7 @@ def test_trial_errors_are_fail_with_their_reason_and_the_study_goes_on(tmp_path,
 
 def test_a_bug_stops_the_run_with_a_traceback_and_costs_no_budget(tmp_path):
     spec_path = tmp_path / "bug.yaml"
-    spec_path.write_text(yaml.safe_dump(tiny_spec_dict("bug", model={"name": "chaos-bug-digits"})))
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict("bug", model=chaos.section("chaos-bug-digits"))))
     url = f"sqlite:///{tmp_path / 'bug.db'}"
     proc = subprocess.run([*CHAOS_CLI, "run", str(spec_path), "--storage", url], capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=600)
@@ -66,7 +66,7 @@ def test_a_bug_stops_the_run_with_a_traceback_and_costs_no_budget(tmp_path):
 @pytest.mark.usefixtures("ray_address")
 def test_a_bug_on_a_ray_worker_stops_the_run_with_its_traceback(tmp_path, ray_address):
     spec_path = tmp_path / "raybug.yaml"
-    spec_path.write_text(yaml.safe_dump(tiny_spec_dict("raybug", model={"name": "chaos-bug-digits"})))
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict("raybug", model=chaos.section("chaos-bug-digits"))))
     url = f"sqlite:///{tmp_path / 'rb.db'}"
     proc = subprocess.run([*CHAOS_CLI, "run", str(spec_path), "--storage", url, "--workers", "2",
                            "--cpus-per-trial", "0.5", "--address", ray_address], capture_output=True, text=True,
@@ -83,7 +83,7 @@ def test_a_bug_on_a_ray_worker_stops_the_run_with_its_traceback(tmp_path, ray_ad
 def test_chaos_on_two_ray_workers_with_the_driver_killed_five_times(tmp_path, ray_address):
     """Trials that raise, return NaN, hang past the timeout or kill their worker, and kill -9 of the driver
     5 times: every trial ends COMPLETE, PRUNED or FAIL with a reason, none RUNNING, nothing lost."""
-    spec = tiny_spec_dict("chaos", model={"name": "chaos-digits"}, metric={"n": 128, "rungs": [32],
+    spec = tiny_spec_dict("chaos", model=chaos.section("chaos-digits"), metric={"n": 128, "rungs": [32],
                                                                            "batch_size": 128},
                           search={"trials": 16, "sampler": "tpe", "trial_timeout_s": 2.0},
                           confirm={"top_k": 1, "n": 64, "seed_sets": 1})

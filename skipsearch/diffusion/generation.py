@@ -1,7 +1,9 @@
 """Seeded sampling: the noise of sample i comes from its own generator seeded by seeds[i].
 
 A trial's images therefore do not depend on batch size, worker count or placement, and every trial
-of a study sees the same noise (common random numbers).
+of a study sees the same noise (common random numbers). EDM's samplers (``heun``, ``euler``) run on any
+family's denoiser; diffusers' schedulers (``ddim``, ``dpmpp_2m``, ``euler_discrete``) on a model trained in
+discrete time (``VPDenoiser``). A latent model's samples are decoded by its VAE before they become images.
 """
 
 from __future__ import annotations
@@ -11,11 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from skipsearch import deadline
 from skipsearch.data import to_uint8
-from skipsearch.errors import SampleError
+from skipsearch.errors import SampleError, UserError
 from skipsearch.diffusion.samplers import get_sampler, nfe
+from skipsearch.diffusion.schedulers import SCHEDULERS, sample_scheduler
 from skipsearch.diffusion.schedules import karras_sigmas
 from skipsearch.progress import Progress
 
@@ -27,10 +31,23 @@ class SamplerConfig:
     sigma_min: float = 0.002
     sigma_max: float = 80.0
     rho: float = 7.0
+    guidance_scale: float = 1.0  # classifier-free guidance; 1 = none
+    cfg_batched: bool = True  # with guidance: the conditional and unconditional passes share one batch
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    @property
+    def scheduler(self) -> bool:
+        """Whether a diffusers scheduler drives the sampling (else one of EDM's samplers)."""
+        return self.name in SCHEDULERS
 
     @property
     def nfe(self) -> int:
-        return nfe(self.name, self.steps)
+        """Network evaluations per sample: with guidance, the conditional and unconditional passes both
+        count, batched together or not."""
+        return nfe(self.name, self.steps) * (2 if self.guided else 1)
 
     def sigmas(self) -> torch.Tensor:
         return karras_sigmas(self.steps, self.sigma_min, self.sigma_max, self.rho)
@@ -51,26 +68,43 @@ def _within_deadline(denoiser: Callable[..., torch.Tensor]) -> Callable[..., tor
     return call
 
 
-def generate(denoiser: Callable[..., torch.Tensor], seeds: Sequence[int],
-             shape: tuple[int, ...], sampler: SamplerConfig, *, batch_size: int = 500,
-             device: torch.device | str = "cpu", progress: bool = False,
-             labels: Sequence[int] | None = None, desc: str = "sampling") -> torch.Tensor:
-    """uint8 images (N, C, H, W) for the given seeds; ``labels`` (one per seed) for a class-conditional
-    model, else its null label (the unconditional model). ``progress`` counts samples under ``desc``
-    (``skipsearch.progress``)."""
+def generate(denoiser: nn.Module, seeds: Sequence[int], shape: tuple[int, ...], sampler: SamplerConfig, *,
+             batch_size: int = 500, device: torch.device | str = "cpu", progress: bool = False,
+             labels: Sequence[int] | None = None, desc: str = "sampling",
+             wrap: Callable[[Callable], Callable] = lambda f: f) -> torch.Tensor:
+    """uint8 images (N, C, H, W) for the given seeds, from noise of ``shape`` per sample; ``labels`` (one per
+    seed) index a conditional model's conditions, else the model samples unconditionally. ``wrap`` is put
+    around every network call (timing). ``progress`` counts samples under ``desc`` (``skipsearch.progress``)."""
     device = torch.device(device)
-    sigmas, fn = sampler.sigmas(), get_sampler(sampler.name)
+    if sampler.scheduler and not hasattr(denoiser, "model_output"):
+        raise UserError(f"sampler {sampler.name!r} is a diffusers scheduler; it needs a diffusers model (use heun or "
+                        f"euler for this one)")
+    decode = wrap(denoiser.decode) if hasattr(denoiser, "decode") else None
     out = []
     with Progress(len(seeds), desc, "samples", enabled=progress, leave=False) as bar:
         for start in range(0, len(seeds), batch_size):
-            x = latents(seeds[start : start + batch_size], shape).to(device) * float(sigmas[0])
-            net = denoiser
+            noise = latents(seeds[start : start + batch_size], shape).to(device)
+            y = None
             if labels is not None:
                 y = torch.as_tensor(list(labels[start : start + batch_size]), dtype=torch.long, device=device)
-                net = functools.partial(denoiser, class_labels=y)
-            x = fn(_within_deadline(net), x, sigmas.to(device))
+            x = _sample(denoiser, noise, sampler, y, wrap)
+            if decode is not None:
+                x = decode(x)
             if not torch.isfinite(x).all():
                 raise SampleError(f"non-finite values in samples {start}..{start + len(x) - 1} (NaN or inf)")
             out.append(to_uint8(x).cpu())
             bar.update(len(x))
     return torch.cat(out)
+
+
+def _sample(denoiser: nn.Module, noise: torch.Tensor, sampler: SamplerConfig, y: torch.Tensor | None,
+            wrap: Callable[[Callable], Callable]) -> torch.Tensor:
+    guide = {"guidance_scale": sampler.guidance_scale, "cfg_batched": sampler.cfg_batched} if sampler.guided else {}
+    if sampler.scheduler:
+        output = wrap(functools.partial(denoiser.model_output, cond=y, **guide))
+        return sample_scheduler(_within_deadline(output), noise, sampler.name, sampler.steps,
+                                denoiser.scheduler_config)
+    sigmas = sampler.sigmas()
+    net = functools.partial(denoiser, **({"class_labels": y} if y is not None else {}), **guide)
+    return get_sampler(sampler.name)(_within_deadline(wrap(net)), noise * float(sigmas[0]),
+                                     sigmas.to(noise.device))

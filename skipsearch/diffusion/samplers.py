@@ -41,7 +41,8 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"euler": sample_euler, "heun
 
 
 def nfe(sampler: str, steps: int) -> int:
-    """Network evaluations for ``steps`` time steps (t_0..t_{steps-1}, then 0)."""
+    """Network evaluations for ``steps`` time steps (t_0..t_{steps-1}, then 0): Heun's last step is Euler's;
+    Euler and diffusers' schedulers evaluate once per step."""
     return 2 * steps - 1 if sampler == "heun" else steps
 
 

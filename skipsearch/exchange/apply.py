@@ -9,6 +9,7 @@ torch (``tests/test_imports.py`` checks it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -18,11 +19,12 @@ from skipsearch.methods import Coefficients, method_of
 from skipsearch.methods.base import Removable
 
 
-def apply(model: nn.Module, coefficients: str | Path | Coefficients) -> Removable:
-    """Put coefficients (or a coefficient file's) on a model; use as ``with apply(model, f):`` or ``.remove()``."""
-    if not isinstance(model, nn.Module):
+def apply(model: nn.Module | Any, coefficients: str | Path | Coefficients) -> Removable:
+    """Put coefficients (or a coefficient file's) on a model or a diffusers pipeline (its UNet); use as
+    ``with apply(pipe, f):`` or ``.remove()``."""
+    if not isinstance(model, nn.Module) and not isinstance(getattr(model, "unet", None), nn.Module):
         hint = "; pass its .denoiser" if hasattr(model, "denoiser") else ""
-        raise UserError(f"apply takes a torch.nn.Module, got {type(model).__name__}{hint}")
+        raise UserError(f"apply takes a torch.nn.Module or a diffusers pipeline, got {type(model).__name__}{hint}")
     provenance = None
     if isinstance(coefficients, (str, Path)):
         cf = coeffile.read(coefficients)

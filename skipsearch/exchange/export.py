@@ -55,7 +55,7 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
     m = spec.metric
     record = {
         "study": study, "trial": row.trial_number, "role": row.role, "storage": store.shown_url,
-        "model": {"id": row.model_id, "hash": row.model_hash},
+        "model": {"id": row.model_id, "hash": row.model_hash, "spec": spec.model.model_dump(mode="json")},
         "sampler": json.loads(row.sampler_json), "nfe": row.nfe,
         "metric": {"extractor": row.extractor, "reference": m.reference, "rungs": list(m.rungs),
                    "reference_hash": row.ref_hash, "batch_size": m.batch_size, "kid_subset_size": m.kid_subset_size},

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from skipsearch.models import ModelSection, ModelSpec, as_section
 from skipsearch.spec import N_MAX, SEED_MAX, Batch, Count, Rho, SamplerSpec, Seed
 
 Fid = Annotated[float, Field(ge=0)]
@@ -38,6 +39,10 @@ class _Part(BaseModel):
 class ModelRef(_Part):
     id: Name
     hash: Hash16
+    spec: ModelSpec | None = None  # the study's model section (files from before model families: a shipped name)
+
+    def section(self) -> ModelSection:
+        return self.spec if self.spec is not None else as_section(self.id)
 
 
 class MetricRef(_Part):

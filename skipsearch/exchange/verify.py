@@ -41,7 +41,7 @@ class Verification:
 
 def _names(p: Provenance, path: Path) -> None:
     """What the provenance names exists here: model, extractor, reference data set."""
-    check_registered(str(path), "provenance", ("provenance.model.id", p.model.id),
+    check_registered(str(path), "provenance", ("provenance.model", p.model.section()),
                      ("provenance.metric.extractor", p.metric.extractor),
                      [("provenance.metric.reference", p.metric.reference)])
 
@@ -63,7 +63,7 @@ def verify(path: str | Path, device: str = "cpu", tolerance: float = DEFAULT_TOL
         raise UserError(f"tolerance must be in [0, 1), got {tolerance}")
     _, p = check(path)
     m, s = p.metric, p.search
-    task = EvalTask(model=p.model.id, sampler=p.sampler.config(), extractor=m.extractor, dataset=m.reference,
+    task = EvalTask(model=p.model.section(), sampler=p.sampler.config(), extractor=m.extractor, dataset=m.reference,
                     n=s.n, seed_start=s.seed_start, batch_size=m.batch_size, kid_subset_size=m.kid_subset_size,
                     device=device, rungs=tuple(m.rungs),
                     classes=tuple(p.sampling_classes.target) if p.sampling_classes else ())
@@ -72,7 +72,7 @@ def verify(path: str | Path, device: str = "cpu", tolerance: float = DEFAULT_TOL
                         f"{task.kid_subset_size} exceeds the smallest N ({min(task.ladder)})")
     ev = build_evaluator(task.model, task.extractor, task.dataset, device)
     if ev.loaded.info.weights_hash != p.model.hash:  # the pre-trained weights, for Diff-Tuning
-        raise UserError(f"{path}: model {task.model} has weights {ev.loaded.info.weights_hash}, "
+        raise UserError(f"{path}: model {p.model.id} has weights {ev.loaded.info.weights_hash}, "
                         f"the file was recorded with {p.model.hash}")
     with apply(ev.loaded.denoiser, path):
         *_, result = ev.ladder(task, progress=True)

@@ -1,8 +1,10 @@
 """``SkipScaling``: pre-hooks that multiply each skip point by its rho, on one model, removable as a unit.
 
-The denoiser's own call is hooked first, to capture sigma (per sample) for noise-dependent rho; then
-each module that consumes skips gets one pre-hook scaling all of its points. ``rhos(sigma)`` gives one
-rho per point, in the points' order. Nothing stays on the model after ``remove()``.
+The network's own call (the family's hook root) is hooked first: it reads sigma (per sample) and computes
+every point's rho once for that call. Then each module that consumes skips gets one pre-hook scaling all of
+its points with the rhos of the current call. ``rhos(sigma)`` gives one rho per point, in the points' order:
+numbers where rho does not depend on the noise level, so no tensor is made or copied per call. Nothing
+stays on the model after ``remove()``.
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ class SkipScaling:
     """Hooks on one model; a context manager and a ``remove()``. One scaling per model at a time."""
 
     def __init__(self, model: nn.Module, points: Sequence[SkipPoint], sigma_of: SigmaOf,
-                 rhos: Callable[[torch.Tensor], Sequence[Rho]]):
+                 rhos: Callable[[torch.Tensor], Sequence[Rho]] | Sequence[Rho]):
+        """``rhos``: one rho per point, or a function of sigma giving them (then every call of ``model`` reads
+        its sigma first)."""
         if model in _ACTIVE:
             raise UserError("coefficients are already applied to this model; remove them first")
-        self.model, self.points, self._rhos = model, list(points), rhos
-        self._sigma: torch.Tensor | None = None
-        self._handles = [model.register_forward_pre_hook(self._capture(sigma_of), with_kwargs=True)]
+        self.model, self.points = model, list(points)
+        self._handles = []
+        if callable(rhos):
+            self._rhos, self._now = rhos, ()
+            self._handles.append(model.register_forward_pre_hook(self._capture(sigma_of), with_kwargs=True))
+        else:
+            self._now = list(rhos)
         by_module: dict[int, list[SkipPoint]] = {}
         for point in self.points:
             by_module.setdefault(id(point.module), []).append(point)
@@ -45,17 +53,14 @@ class SkipScaling:
 
     def _capture(self, sigma_of: SigmaOf):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            self._sigma = sigma_of(args, kwargs)
+            self._now = self._rhos(sigma_of(args, kwargs))
 
         return hook
 
     def _scale(self, group: list[SkipPoint]):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            first = group[0].skip_of(args, kwargs)
-            sigma = self._sigma.to(first.device).expand(first.shape[0])
-            rhos = self._rhos(sigma)
             for point in group:
-                args, kwargs = point.scale(args, kwargs, rhos[point.index])
+                args, kwargs = point.scale(args, kwargs, self._now[point.index])
             return args, kwargs
 
         return hook

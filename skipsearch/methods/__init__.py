@@ -15,9 +15,10 @@ from pydantic import Field, TypeAdapter
 from skipsearch.errors import UserError
 from skipsearch.methods.base import Coefficients, Fidelity, Method
 from skipsearch.methods.diff_tuning import DiffTuning
+from skipsearch.methods.freeu import FreeUMethod
 from skipsearch.methods.skip_tuning import SkipTuning
 
-METHODS: dict[str, Method] = {m.kind: m for m in (SkipTuning(), DiffTuning())}
+METHODS: dict[str, Method] = {m.kind: m for m in (SkipTuning(), DiffTuning(), FreeUMethod())}
 DEFAULT_KIND = "skip_tuning"  # a spec without ``kind``
 
 __all__ = ["DEFAULT_KIND", "METHODS", "Coefficients", "Fidelity", "Method", "describe", "method_for", "method_of",

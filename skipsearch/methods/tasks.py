@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 from skipsearch.evaluate import EvalTask
+from skipsearch.methods.base import Coefficients, Fidelity, Removable
+from skipsearch.results import HeldOut, Rung
 from skipsearch.spec import Spec
 
 
@@ -11,9 +15,45 @@ def eval_task(spec: Spec, *, n: int, seed_start: int, rungs: tuple[int, ...] = (
     """The spec's model, sampler and metric at ``n`` samples from ``seed_start`` (against ``dataset``,
     by default the spec's reference)."""
     m = spec.metric
-    return EvalTask(model=spec.model.name, sampler=spec.sampler.config(), extractor=m.extractor,
+    return EvalTask(model=spec.model, sampler=spec.sampler.config(), extractor=m.extractor,
                     dataset=dataset or m.reference, n=n, seed_start=seed_start, batch_size=m.batch_size,
                     kid_subset_size=m.kid_subset_size, device=spec.device, rungs=rungs, classes=classes)
+
+
+def sample_fidelity(spec: Spec) -> Fidelity:
+    """Sample counts: ``metric.rungs`` below ``metric.n``, by one whole factor (successive halving); for the
+    training-free methods, whose trials only sample."""
+    m = spec.metric
+    if not m.rungs:
+        return Fidelity(unit="samples", top=m.n)
+    return Fidelity(rule="halving", unit="samples", first=m.rungs[0], top=m.n, factor=m.reduction_factor)
+
+
+def sampled_ladder(apply: Callable[..., Removable], spec: Spec, coefficients: Coefficients,
+                   progress: bool = False) -> Iterator[Rung]:
+    """A training-free trial: the ladder of sample counts with ``apply``'s change on the model; closing the
+    iterator early (a pruned trial) takes the change off."""
+    from skipsearch.evaluate import evaluator_for
+
+    m = spec.metric
+    task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
+    ev = evaluator_for(task)
+    with apply(ev.loaded.denoiser, coefficients, None):
+        for score in ev.ladder(task, progress):
+            yield Rung(score=score, progress=score.n, final=score.n == task.n, wall_s=score.wall_s,
+                       timings=score.timings)
+
+
+def sampled_heldout(apply: Callable[..., Removable], spec: Spec, coefficients: Coefficients,
+                    seed_set: int) -> HeldOut:
+    """A training-free candidate on held-out seed set ``seed_set``, at ``confirm.n``."""
+    from skipsearch.evaluate import evaluator_for
+
+    task = eval_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set))
+    ev = evaluator_for(task)
+    with apply(ev.loaded.denoiser, coefficients, None):
+        score = ev(task)
+    return HeldOut(score=score, wall_s=score.wall_s)
 
 
 def heldout_seed_start(spec: Spec, seed_set: int) -> int:

@@ -1,22 +1,46 @@
-"""What every model family provides: a loaded denoiser D(x, sigma, **cond), and a cheap ``ModelInfo``.
+"""What every model family provides: its spec section, a loaded denoiser, a cheap ``ModelInfo``, and where
+its skips are.
 
-``ModelInfo`` is what the driver, the search space and stored results need to know about a model
-(channels, resolution, conditioning, its skips with their depth, the hash of its weights). A family gets
-it without building a feature extractor or a reference, so a driver that only proposes coefficients never
-builds an evaluator.
+A family serves a spec's ``model:`` section (``ModelSection``, told apart by ``family``). ``ModelInfo`` is
+what the driver, the search space and stored results need to know about a model (channels, resolution,
+conditioning, its skips with their depth, the hash of its weights); a family gets it without building a
+feature extractor or a reference, so a driver that only proposes coefficients never builds an evaluator.
+
+A loaded model's ``denoiser`` follows EDM's convention, D(x, sigma[, class_labels]) -> denoised x, whatever the
+network predicts (the family wraps it), so skipsearch's EDM samplers run on every family. Families whose
+networks come with their own schedulers (diffusers) also say how to sample through them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
-import torch
 from torch import nn
 
+from skipsearch.errors import UserError
+from skipsearch.fields import Section
 from skipsearch.hooks import SkipPoint
+from skipsearch.hooks.scaling import SigmaOf
+
+MODEL_ID_MAX = 128  # the database column that stores a model's id
+
+
+class ModelSection(Section):
+    """A spec's ``model:`` section; each family declares its own with ``family: Literal[<name>]``."""
+
+    family: str
+
+    @property
+    def model_id(self) -> str:
+        """The model's name in stored results and tables (at most ``MODEL_ID_MAX`` characters)."""
+        raise NotImplementedError
+
+    def anchored(self, base: Path) -> ModelSection:
+        """The section with its relative paths taken from ``base`` (the spec file's folder)."""
+        return self
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +66,12 @@ class ModelInfo:
     reference: str  # the data set the model was trained on, the FID reference by default
     num_classes: int = 0  # > 0: class-conditional, with label num_classes as the null (unconditional) label
     classes: tuple[int, ...] = ()  # the labels it was trained on (a conditional model's source classes)
+    conditions: tuple[int, ...] = ()  # the conditions a trial samples by default (seed s: conditions[s % len])
+    noise_shape: tuple[int, ...] = ()  # the sampler's state per sample (a latent model's latents); () = image
+    schedulers: bool = False  # whether diffusers' schedulers can drive it (sampler.name ddim, ...)
+    guidance: bool = False  # whether it has an unconditional input for classifier-free guidance
+    sigma_range: tuple[float, float] | None = None  # the noise levels it was trained on, where finite
+    freeu: bool = False  # whether diffusers' FreeU can be switched on it
 
     @property
     def n_skips(self) -> int:
@@ -51,34 +81,56 @@ class ModelInfo:
     def n_levels(self) -> int:
         return len({s.level for s in self.skips})
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of one sample's initial noise."""
+        return self.noise_shape or (self.img_channels, self.resolution, self.resolution)
+
 
 @dataclass
 class LoadedModel:
-    denoiser: nn.Module  # D(x, sigma[, class_labels])
+    denoiser: nn.Module  # D(x, sigma[, class_labels]), EDM's convention; what methods apply coefficients to
     info: ModelInfo
 
 
 class Family(ABC):
-    """A kind of model: which names it serves, how to load them, and where their skips are."""
+    """A kind of model: its spec section, how to load it, and where its skips are."""
 
     name: ClassVar[str]
+    spec_class: ClassVar[type[ModelSection]]
 
     @abstractmethod
-    def models(self) -> Mapping[str, Callable[[], LoadedModel]]:
-        """The model names this family serves, each with its loader (a fresh copy per call)."""
+    def info(self, spec: ModelSection) -> ModelInfo:
+        """The model's facts without loading its weights; a spec that names nothing usable raises UserError."""
 
     @abstractmethod
-    def info(self, model: str) -> ModelInfo:
-        """The model's facts without loading its network."""
+    def load(self, spec: ModelSection) -> LoadedModel:
+        """A fresh copy each call: hooks or fine-tuning on one copy never touch another."""
+
+    def lookup(self, spec: ModelSection) -> None:  # noqa: B027 (a family with nothing to look up keeps this)
+        """The cheap check of a model section (a name in the registry, a folder that exists); UserError if not."""
+
+    def choices(self) -> tuple[str, ...]:
+        """Names this family serves without a path (the embedded models), for error messages."""
+        return ()
 
     @abstractmethod
-    def matches(self, denoiser: nn.Module) -> bool:
-        """Whether a loaded denoiser (the user's own, in ``apply``) is one of this family's."""
+    def matches(self, model: Any) -> bool:
+        """Whether a model (the user's own, in ``apply``: a module, or a pipeline) is one of this family's."""
 
     @abstractmethod
-    def skip_points(self, denoiser: nn.Module) -> list[SkipPoint]:
-        """The denoiser's skips, outermost first, with the modules that consume them."""
+    def skip_points(self, model: Any) -> list[SkipPoint]:
+        """The model's skips, outermost first, with the modules that consume them."""
+
+    def hook_root(self, model: Any) -> nn.Module:
+        """The module whose every call is one network evaluation, carrying the noise level."""
+        return model
 
     @abstractmethod
-    def sigma_of(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        """Sigma from the arguments of a call to the denoiser, as float64 of shape (B,) or (1,)."""
+    def sigma_of(self, model: Any) -> SigmaOf:
+        """Reads sigma (float64, shape (B,) or (1,)) from the arguments of a call to ``hook_root(model)``."""
+
+    def freeu_target(self, model: Any) -> Any:
+        """The module whose ``enable_freeu``/``disable_freeu`` switch FreeU on this model."""
+        raise UserError(f"FreeU needs a diffusers UNet with enable_freeu (UNet2DConditionModel); the {self.name} "
+                        f"family has none")

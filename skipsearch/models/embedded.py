@@ -10,20 +10,22 @@ One long skip per resolution level: decoder block j receives skip k - j as its o
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from skipsearch.data import DIGIT_SUBSETS
 from skipsearch.diffusion.preconditioning import EDMPrecond
+from skipsearch.errors import FieldError
 from skipsearch.files import file_hash
 from skipsearch.hooks import ArgumentSkip, SkipPoint
-from skipsearch.models.base import Family, LoadedModel, ModelInfo, SkipInfo
+from skipsearch.hooks.scaling import SigmaOf
+from skipsearch.models.base import Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
 from skipsearch.models.skipunet import SkipUNet
 from skipsearch.safeload import state_dict
 
@@ -67,35 +69,61 @@ def _skips(levels: int) -> tuple[SkipInfo, ...]:
     return tuple(SkipInfo(index=i, level=i, path=f"net.dec.{levels - 1 - i}") for i in range(levels))
 
 
+class EmbeddedModel(ModelSection):
+    """``model: {name: embedded-digits}``: a model shipped with skipsearch (``family: embedded`` may be left out)."""
+
+    family: Literal["embedded"] = "embedded"
+    name: str = Field("embedded-digits", min_length=1, max_length=200)
+
+    @property
+    def model_id(self) -> str:
+        return self.name
+
+
 class EmbeddedFamily(Family):
     name = "embedded"
+    spec_class = EmbeddedModel
 
-    def models(self) -> Mapping[str, Callable[[], LoadedModel]]:
-        return {name: functools.partial(self.load, name) for name in SHIPPED}
+    def choices(self) -> tuple[str, ...]:
+        return tuple(SHIPPED)
 
-    def info(self, model: str) -> ModelInfo:
-        s = SHIPPED[model]
-        return ModelInfo(model_id=model, family=self.name, weights_hash=file_hash(s.path()), img_channels=1,
+    def _shipped(self, spec: EmbeddedModel) -> Shipped:
+        if spec.name not in SHIPPED:
+            raise FieldError("name", f"unknown model {spec.name[:60]!r}; valid: {', '.join(sorted(SHIPPED))} (or "
+                                     f"a family: diffusers, edm or hooked, with where the model is)")
+        return SHIPPED[spec.name]
+
+    def lookup(self, spec: EmbeddedModel) -> None:
+        self._shipped(spec)
+
+    def info(self, spec: EmbeddedModel) -> ModelInfo:
+        s = self._shipped(spec)
+        return ModelInfo(model_id=spec.name, family=self.name, weights_hash=file_hash(s.path()), img_channels=1,
                          resolution=s.resolution, skips=_skips(len(s.channels)), reference=s.reference,
                          num_classes=s.num_classes, classes=s.classes)
 
-    def load(self, model: str) -> LoadedModel:
+    def load(self, spec: EmbeddedModel) -> LoadedModel:
         """Weights shipped fp32 or fp16 on disk, loaded without code; a fresh copy each call."""
-        s = SHIPPED[model]
+        s = self._shipped(spec)
         denoiser = s.build()
-        state = state_dict(s.path(), f"the shipped weights of {model}")
+        state = state_dict(s.path(), f"the shipped weights of {spec.name}")
         denoiser.net.load_state_dict({k: v.float() for k, v in state.items()})
         denoiser.eval().requires_grad_(False)
-        return LoadedModel(denoiser, self.info(model))
+        return LoadedModel(denoiser, self.info(spec))
 
-    def matches(self, denoiser: nn.Module) -> bool:
-        return isinstance(denoiser, EDMPrecond) and isinstance(denoiser.net, SkipUNet)
+    def matches(self, model: Any) -> bool:
+        return isinstance(model, EDMPrecond) and isinstance(model.net, SkipUNet)
 
-    def skip_points(self, denoiser: nn.Module) -> list[SkipPoint]:
-        levels = denoiser.net.levels
-        return [ArgumentSkip(index=s.index, level=s.level, module=denoiser.net.dec[levels - 1 - s.index],
+    def skip_points(self, model: nn.Module) -> list[SkipPoint]:
+        levels = model.net.levels
+        return [ArgumentSkip(index=s.index, level=s.level, module=model.net.dec[levels - 1 - s.index],
                              path=s.path, position=1, keyword="skip") for s in _skips(levels)]
 
-    def sigma_of(self, args: tuple, kwargs: dict) -> torch.Tensor:
-        sigma = kwargs["sigma"] if "sigma" in kwargs else args[1]
-        return torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+    def sigma_of(self, model: nn.Module) -> SigmaOf:
+        return _sigma_argument
+
+
+def _sigma_argument(args: tuple, kwargs: dict) -> torch.Tensor:
+    """EDM's D(x, sigma, ...): sigma is the second argument."""
+    sigma = kwargs["sigma"] if "sigma" in kwargs else args[1]
+    return torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)

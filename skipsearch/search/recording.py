@@ -33,7 +33,7 @@ def _row(ctx: StudyContext, number: int, role: str, coefficients_json: str, **va
     sampler = spec.sampler.config()
     return TrialRow(study_name=spec.name, trial_number=number, role=role, coefficients_json=coefficients_json,
                     n=values.pop("n", spec.metric.n), seed_start=spec.metric.seed,
-                    sampler_json=json.dumps(spec.sampler.model_dump()), nfe=sampler.nfe, model_id=spec.model.name,
+                    sampler_json=json.dumps(spec.sampler.model_dump()), nfe=sampler.nfe, model_id=spec.model.model_id,
                     extractor=spec.metric.extractor, versions_json=json.dumps(versions()), **values)
 
 

@@ -134,7 +134,7 @@ class DiffTuning(Method):
         from skipsearch.models import model_info
 
         f = spec.finetune
-        target, source = class_plan(model_info(row.model_id), f.data)
+        target, source = class_plan(model_info(spec.model), f.data)
         weights = None if not row.weights_path else {"path": str(Path(row.weights_path).resolve()),
                                                      "sha256_16": row.weights_hash}
         return {"weights": weights, "finetune": f.model_dump(mode="json"),

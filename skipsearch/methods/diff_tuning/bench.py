@@ -73,7 +73,7 @@ def bench_difftuning(spec_path: Path, steps: int = 100, repeats: int = 3) -> dic
             trial.append(time.perf_counter() - start)
     bare_rate, trial_rate = steps / statistics.median(bare), steps / statistics.median(trial)
     share = first.timings.get("bank", 0.0) / first.wall_s
-    print(f"Diff-Tuning benchmark: {spec.model.name}, batch {f.batch_size} (bank fraction {w.r}), {steps} steps, "
+    print(f"Diff-Tuning benchmark: {spec.model.model_id}, batch {f.batch_size} (bank fraction {w.r}), {steps} steps, "
           f"median of {repeats} interleaved runs, device {resolve_device(spec.device)}")
     print(f"  bare training loop          {bare_rate:8.1f} steps/s")
     print(f"  Diff-Tuning trial loop      {trial_rate:8.1f} steps/s")

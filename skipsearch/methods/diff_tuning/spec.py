@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from skipsearch.spec import (SEED_MAX, TRIALS_MAX, Batch, Count, MetricSpec, ModelSpec, Rate, SearchCommon, Section,
                              Seed, Spec, Steps)
+from skipsearch.models.embedded import EmbeddedModel
 
 Exponent = Annotated[float, Field(ge=0, le=100)]  # s and s'
 Fraction = Annotated[float, Field(ge=0, lt=1)]  # the bank's share of a batch
@@ -74,7 +75,7 @@ class FinetuneSpec(Section):
 
 class DiffTuningSpec(Spec):
     kind: Literal["diff_tuning"]
-    model: ModelSpec = ModelSpec(name="digits-0to4")
+    model: ModelSpec = Field(default_factory=lambda: EmbeddedModel(name="digits-0to4"))
     metric: MetricSpec = MetricSpec(reference="digits-5to9")
     search: DiffSearchSpec = DiffSearchSpec()
     finetune: FinetuneSpec = FinetuneSpec()

@@ -12,7 +12,7 @@ def finetune_task(spec: DiffTuningSpec, *, n: int, seed_start: int, train_seed: 
                   eval_steps: tuple[int, ...] = ()) -> FinetuneTask:
     """Scored on ``n`` samples from ``seed_start`` against both references; trained with ``train_seed``."""
     f = spec.finetune
-    target_classes, source_classes = class_plan(model_info(spec.model.name), f.data)
+    target_classes, source_classes = class_plan(model_info(spec.model), f.data)
     return FinetuneTask(
         target=eval_task(spec, n=n, seed_start=seed_start, classes=target_classes),
         source=eval_task(spec, n=n, seed_start=seed_start, dataset=f.source_reference, classes=source_classes),

@@ -47,26 +47,17 @@ class SkipTuning(Method):
         return space.baseline(spec.search, info.n_levels)
 
     def fidelity(self, spec: SkipTuningSpec) -> Fidelity:
-        """Sample counts: ``metric.rungs`` below ``metric.n``, by one whole factor (successive halving)."""
-        m = spec.metric
-        if not m.rungs:
-            return Fidelity(unit="samples", top=m.n)
-        return Fidelity(rule="halving", unit="samples", first=m.rungs[0], top=m.n, factor=m.reduction_factor)
+        from skipsearch.methods.tasks import sample_fidelity
+
+        return sample_fidelity(spec)
 
     def trial(self, spec: SkipTuningSpec, coefficients: _Schedule, artifact: Path | None = None,
               progress: bool = False) -> Iterator[Rung]:
         """The ladder of sample counts with the schedule's hooks on; a pruned trial's hooks come off when
         the iterator is closed."""
-        from skipsearch.evaluate import evaluator_for
-        from skipsearch.methods.tasks import eval_task
+        from skipsearch.methods.tasks import sampled_ladder
 
-        m = spec.metric
-        task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
-        ev = evaluator_for(task)
-        with self.apply(ev.loaded.denoiser, coefficients, None):
-            for score in ev.ladder(task, progress):
-                yield Rung(score=score, progress=score.n, final=score.n == task.n, wall_s=score.wall_s,
-                           timings=score.timings)
+        yield from sampled_ladder(self.apply, spec, coefficients, progress)
 
     def profiles(self, spec: SkipTuningSpec, coefficients: _Schedule, info: Any) -> tuple[Profile, ...]:
         """rho over the skips (0 = outermost, as the paper's rho_top -> rho_bottom); for a time window, also
@@ -89,14 +80,9 @@ class SkipTuning(Method):
         return tuple(out)
 
     def heldout(self, spec: SkipTuningSpec, coefficients: _Schedule, seed_set: int) -> HeldOut:
-        from skipsearch.evaluate import evaluator_for
-        from skipsearch.methods.tasks import eval_task, heldout_seed_start
+        from skipsearch.methods.tasks import sampled_heldout
 
-        task = eval_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set))
-        ev = evaluator_for(task)
-        with self.apply(ev.loaded.denoiser, coefficients, None):
-            score = ev(task)
-        return HeldOut(score=score, wall_s=score.wall_s)
+        return sampled_heldout(self.apply, spec, coefficients, seed_set)
 
     def apply(self, model: Any, coefficients: _Schedule, provenance: Any) -> Removable:
         """Hooks on the model's skip points (found by its family); a schedule that does not fit the model's
@@ -108,15 +94,15 @@ class SkipTuning(Method):
             raise UserError(f"Skip-Tuning coefficients expected, got {type(coefficients).__name__}")
         family = family_of(model)
         points = family.skip_points(model)
-        coefficients.depth_profile(points)
-        return SkipScaling(model, points, family.sigma_of, lambda sigma: coefficients.rhos(points, sigma))
+        rhos = coefficients.rhos(points)  # raises (before any hook is on) where the schedule does not fit
+        return SkipScaling(family.hook_root(model), points, family.sigma_of(model), rhos)
 
     def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
         """Every skip point with its module path, resolution level and rho (outside a time window, 1)."""
         from skipsearch.methods import parse_coefficients
         from skipsearch.models import model_info
 
-        skips = model_info(row.model_id).skips
+        skips = model_info(spec.model).skips
         rhos = parse_coefficients(row.coefficients_json).depth_profile(skips)
         return {"skips": [{"index": s.index, "level": s.level, "path": s.path, "rho": rho}
                           for s, rho in zip(skips, rhos)]}

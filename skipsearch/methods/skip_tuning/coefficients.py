@@ -8,7 +8,7 @@ YAML/JSON/TOML and load back equal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Literal, Protocol, Union
 
 import torch
@@ -35,14 +35,18 @@ class _Schedule(Coefficients):
         """Where (per sample) the profile applies; None means at every noise level."""
         return None
 
-    def rhos(self, skips: Sequence[Skip], sigma: torch.Tensor) -> list[torch.Tensor | float]:
-        """rho_i for each skip; a tensor (B, 1, 1, 1) where it depends on the per-sample sigma."""
-        profile, mask = self.depth_profile(skips), self.active(sigma)
-        if mask is None:
-            return list(profile)
-        mask = mask.reshape(-1, 1, 1, 1)
-        return [torch.where(mask, torch.tensor(r, dtype=sigma.dtype), torch.tensor(1.0, dtype=sigma.dtype))
-                for r in profile]
+    def rhos(self, skips: Sequence[Skip]) -> list[float] | Callable[[torch.Tensor], list[torch.Tensor | float]]:
+        """rho_i for each skip: numbers where they hold at every noise level, else a function of the per-sample
+        sigma giving tensors (B, 1, 1, 1) on sigma's device. The profile is fitted to the skips once, here."""
+        profile = self.depth_profile(skips)
+        if self.active(torch.ones(1)) is None:
+            return profile
+
+        def window(sigma: torch.Tensor) -> list[torch.Tensor | float]:
+            mask = self.active(sigma).reshape(-1, 1, 1, 1)
+            return [torch.where(mask, r, 1.0) if r != 1.0 else 1.0 for r in profile]
+
+        return window
 
     def is_identity(self) -> bool:
         return False
