@@ -20,6 +20,17 @@ from skipsearch.errors import UserError
 from skipsearch.hooks.points import Rho, SkipPoint
 
 SigmaOf = Callable[[tuple, dict], torch.Tensor]  # the denoiser's (args, kwargs) -> sigma, shape (B,) or (1,)
+
+
+def sigma_argument(position: int = 1) -> SigmaOf:
+    """Reads an EDM-style denoiser's sigma: keyword ``sigma``, else positional argument ``position`` (D(x, sigma))."""
+
+    def read(args: tuple, kwargs: dict) -> torch.Tensor:
+        sigma = kwargs["sigma"] if "sigma" in kwargs else args[position]
+        return torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+
+    return read
+
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, SkipScaling] = weakref.WeakKeyDictionary()
 
 

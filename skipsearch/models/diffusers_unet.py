@@ -270,6 +270,33 @@ def _scheduler(layout: Layout, spec: DiffusersModel) -> tuple[dict[str, Any], to
         raise UserError(f"{layout.scheduler}: unusable scheduler config ({err})") from None
 
 
+@dataclass(frozen=True)
+class Found:
+    """A model's parts found and checked on disk, once for both ``info`` and ``load``."""
+
+    layout: Layout
+    config: dict[str, Any]  # the UNet's
+    cls: type[nn.Module]
+    unet_weights: Path
+    vae_weights: Path | None
+    scheduler_config: dict[str, Any]
+    alphas: torch.Tensor
+
+
+def _find(spec: DiffusersModel) -> Found:
+    layout = _layout(spec)
+    config = _config(layout.unet, "config.json", "the UNet")
+    cls = _unet_class(config, layout.unet)
+    unet_weights = _weights(layout.unet, spec, "the UNet's weights")
+    vae_weights = None if layout.vae is None else _weights(layout.vae, spec, "the VAE's weights")
+    scheduler_config, alphas = _scheduler(layout, spec)
+    return Found(layout, config, cls, unet_weights, vae_weights, scheduler_config, alphas)
+
+
+def _safe(weights: Path) -> bool:
+    return weights.suffix == ".safetensors"
+
+
 def _combined_hash(files: list[Path]) -> str:
     return hashlib.sha256("|".join(file_hash(f) for f in files).encode()).hexdigest()[:16]
 
@@ -278,25 +305,23 @@ class DiffusersFamily(Family):
     name = "diffusers"
     spec_class = DiffusersModel
 
-    def _parts(self, spec: DiffusersModel) -> tuple[Layout, dict[str, Any], type[nn.Module]]:
-        layout = _layout(spec)
-        config = _config(layout.unet, "config.json", "the UNet")
-        return layout, config, _unet_class(config, layout.unet)
-
     def lookup(self, spec: DiffusersModel) -> None:
         _layout(spec)
 
     def info(self, spec: DiffusersModel) -> ModelInfo:
-        layout, config, cls = self._parts(spec)
+        return self._info(spec, _find(spec))
+
+    def _info(self, spec: DiffusersModel, found: Found) -> ModelInfo:
+        layout, config, cls = found.layout, found.config, found.cls
         with torch.device("meta"):  # the structure without memory or weights
             unet = cls.from_config(config)
         skips = tuple(SkipInfo(index=p.index, level=p.level, path=p.path) for p in tuple_skips(unet))
-        files = [_weights(layout.unet, spec, "the UNet's weights")]
+        files = [found.unet_weights]
         size = _square(config.get("sample_size", 0), f"{layout.unet}/config.json")
         channels, resolution, noise_shape = config.get("out_channels", 3), size, ()
         if layout.vae is not None:
             vae = _config(layout.vae, "config.json", "the VAE")
-            files.append(_weights(layout.vae, spec, "the VAE's weights"))
+            files.append(found.vae_weights)
             noise_shape = (config.get("in_channels", 4), size, size)
             channels = vae.get("out_channels", 3)
             resolution = size * 2 ** (len(vae.get("block_out_channels", [0])) - 1)
@@ -319,7 +344,7 @@ class DiffusersFamily(Family):
             raise UserError(f"model.prompts: {config['_class_name']} takes no text (only UNet2DConditionModel does)")
         elif config.get("num_class_embeds"):
             conditions = tuple(range(int(config["num_class_embeds"])))
-        schedule = VPSchedule(_scheduler(layout, spec)[1])
+        schedule = VPSchedule(found.alphas)
         return ModelInfo(model_id=spec.model_id, family=self.name, weights_hash=_combined_hash(files),
                          img_channels=channels, resolution=resolution, skips=skips, reference="",
                          conditions=conditions, noise_shape=noise_shape, schedulers=True, guidance=guidance,
@@ -330,24 +355,22 @@ class DiffusersFamily(Family):
 
         from skipsearch.diffusion.vp import VPDenoiser
 
-        info = self.info(spec)  # checks every part before anything is loaded
-        layout, _, cls = self._parts(spec)
-        safe = _weights(layout.unet, spec, "the UNet's weights").suffix == ".safetensors"
-        unet = _loaded(lambda: cls.from_pretrained(layout.unet, use_safetensors=safe, low_cpu_mem_usage=False),
-                       layout.unet)
-        scheduler_config, alphas = _scheduler(layout, spec)
-        prediction = scheduler_config["prediction_type"]
+        found = _find(spec)
+        info = self._info(spec, found)  # checks every part before anything is loaded
+        layout = found.layout
+        unet = _loaded(lambda: found.cls.from_pretrained(layout.unet, use_safetensors=_safe(found.unet_weights),
+                                                         low_cpu_mem_usage=False), layout.unet)
         embeds = negative = vae = None
         if spec.prompts:
             embeds, negative = _text_embeds(spec, layout)
         elif spec.prompt_embeds:
             embeds, negative = _embeds_file(spec.prompt_embeds)
         if layout.vae is not None:
-            vae_safe = _weights(layout.vae, spec, "the VAE's weights").suffix == ".safetensors"
-            vae = _loaded(lambda: AutoencoderKL.from_pretrained(layout.vae, use_safetensors=vae_safe,
+            vae = _loaded(lambda: AutoencoderKL.from_pretrained(layout.vae, use_safetensors=_safe(found.vae_weights),
                                                                 low_cpu_mem_usage=False), layout.vae)
-        denoiser = VPDenoiser(unet, alphas, prediction, scheduler_config=scheduler_config, prompt_embeds=embeds,
-                              null_embeds=negative, vae=vae)
+        denoiser = VPDenoiser(unet, found.alphas, found.scheduler_config["prediction_type"],
+                              scheduler_config=found.scheduler_config, prompt_embeds=embeds, null_embeds=negative,
+                              vae=vae)
         denoiser.eval().requires_grad_(False)
         return LoadedModel(denoiser, info)
 

@@ -46,7 +46,7 @@ from torch import nn
 from skipsearch.errors import UserError
 from skipsearch.files import file_hash
 from skipsearch.hooks import ChannelSlice, SkipPoint
-from skipsearch.hooks.scaling import SigmaOf
+from skipsearch.hooks.scaling import SigmaOf, sigma_argument
 from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
 from skipsearch.safeload import LOAD_ERRORS
 
@@ -310,13 +310,7 @@ class NVlabsFamily(Family):
         return model if _precond_of(model) is not None else _unet_of(model)
 
     def sigma_of(self, model: Any) -> SigmaOf:
-        return _sigma_argument if _precond_of(model) is not None else _no_sigma
-
-
-def _sigma_argument(args: tuple, kwargs: dict) -> torch.Tensor:
-    """The precond's forward(x, sigma, class_labels=None, ...): sigma is the second argument."""
-    sigma = kwargs["sigma"] if "sigma" in kwargs else args[1]
-    return torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
+        return sigma_argument(1) if _precond_of(model) is not None else _no_sigma  # forward(x, sigma, ...)
 
 
 def _no_sigma(args: tuple, kwargs: dict) -> torch.Tensor:

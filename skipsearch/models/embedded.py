@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from pydantic import Field
 from torch import nn
 
@@ -24,7 +23,7 @@ from skipsearch.diffusion.preconditioning import EDMPrecond
 from skipsearch.errors import FieldError
 from skipsearch.files import file_hash
 from skipsearch.hooks import ArgumentSkip, SkipPoint
-from skipsearch.hooks.scaling import SigmaOf
+from skipsearch.hooks.scaling import SigmaOf, sigma_argument
 from skipsearch.models.base import Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
 from skipsearch.models.skipunet import SkipUNet
 from skipsearch.safeload import state_dict
@@ -120,10 +119,5 @@ class EmbeddedFamily(Family):
                              path=s.path, position=1, keyword="skip") for s in _skips(levels)]
 
     def sigma_of(self, model: nn.Module) -> SigmaOf:
-        return _sigma_argument
+        return sigma_argument(1)
 
-
-def _sigma_argument(args: tuple, kwargs: dict) -> torch.Tensor:
-    """EDM's D(x, sigma, ...): sigma is the second argument."""
-    sigma = kwargs["sigma"] if "sigma" in kwargs else args[1]
-    return torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)

@@ -27,7 +27,7 @@ from skipsearch.errors import UserError
 from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.freeu.coefficients import FREEU_TYPES, KEYS, FreeU, SkipFreeU
 from skipsearch.methods.freeu.spec import FreeUSpec
-from skipsearch.methods.skip_tuning import SkipTuning
+from skipsearch.methods.skip_tuning import SkipTuning, skip_records
 from skipsearch.results import HeldOut, Rung
 
 STAGES = ("up_blocks.0", "up_blocks.1")  # where diffusers applies FreeU (resolution_idx 0 and 1)
@@ -196,12 +196,6 @@ class FreeUMethod(Method):
         """Combined: every skip point with its rho, as Skip-Tuning's files have them. FreeU's four factors are
         the coefficients themselves; the provenance schema has no field of its own for them."""
         from skipsearch.methods import parse_coefficients
-        from skipsearch.models import model_info
 
         coefficients = parse_coefficients(row.coefficients_json)
-        if not isinstance(coefficients, SkipFreeU):
-            return {}
-        skips = model_info(spec.model).skips
-        rhos = coefficients.skip.depth_profile(skips)
-        return {"skips": [{"index": s.index, "level": s.level, "path": s.path, "rho": rho}
-                          for s, rho in zip(skips, rhos)]}
+        return {"skips": skip_records(spec, coefficients.skip)} if isinstance(coefficients, SkipFreeU) else {}

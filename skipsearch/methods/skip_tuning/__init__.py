@@ -98,11 +98,16 @@ class SkipTuning(Method):
         return SkipScaling(family.hook_root(model), points, family.sigma_of(model), rhos)
 
     def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
-        """Every skip point with its module path, resolution level and rho (outside a time window, 1)."""
         from skipsearch.methods import parse_coefficients
-        from skipsearch.models import model_info
 
-        skips = model_info(spec.model).skips
-        rhos = parse_coefficients(row.coefficients_json).depth_profile(skips)
-        return {"skips": [{"index": s.index, "level": s.level, "path": s.path, "rho": rho}
-                          for s, rho in zip(skips, rhos)]}
+        return {"skips": skip_records(spec, parse_coefficients(row.coefficients_json))}
+
+
+def skip_records(spec: Any, schedule: _Schedule) -> list[dict[str, Any]]:
+    """Every skip point of the spec's model with its module path, resolution level and rho (outside a time
+    window, 1), as coefficient files list them."""
+    from skipsearch.models import model_info
+
+    skips = model_info(spec.model).skips
+    return [{"index": s.index, "level": s.level, "path": s.path, "rho": rho}
+            for s, rho in zip(skips, schedule.depth_profile(skips))]
