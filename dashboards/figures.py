@@ -151,7 +151,8 @@ def comparison(studies: list[StudyData]) -> go.Figure:
     labels, intervals = [], []
     for d in studies:
         rows = d.table[d.table.trial_number == d.verdict.trial] if d.verdict.trial is not None else pd.DataFrame()
-        labels.append(f"{d.name}<br>{d.spec.model.name}, NFE {d.spec.sampler.config().nfe}, {d.spec.metric.extractor}")
+        s = d.spec
+        labels.append(f"{d.name}<br>{s.model.model_id}, NFE {s.sampler.config().nfe}, {s.metric.extractor}")
         intervals.append(None if rows.empty else interval_of(rows.iloc[0]))
     fig = go.Figure(_intervals(labels, intervals))
     fig.add_hline(y=0, line_dash="dash", line_color="grey")

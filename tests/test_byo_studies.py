@@ -112,6 +112,12 @@ def test_a_users_own_network_by_hook(tmp_path):
         with apply(net, out):  # the network was declared with its skips when it was handed over
             assert not torch.equal(net(x, torch.ones(2)), plain) or cf.coefficients.is_identity()
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    storage = f"sqlite:///{tmp_path / 'w.db'}"  # the spec without its network: refused before anything is stored
+    unhanded = tmp_path / "unhanded.yaml"
+    unhanded.write_text(yaml.safe_dump(tiny_spec_dict("unhanded", model=families.user_section("never-handed"))))
+    with pytest.raises(UserError, match="pass it through the Python API"):
+        api.run(unhanded, storage=storage, echo=lambda line: None)
+    assert not (tmp_path / "w.db").exists()  # resolve refused before the store was opened
     plain_spec = tmp_path / "plain.yaml"  # model= with a spec that is not family hooked: one clear message
     plain_spec.write_text(yaml.safe_dump(tiny_spec_dict("plain")))
     with pytest.raises(UserError, match="family hooked"):

@@ -30,14 +30,13 @@ from __future__ import annotations
 import weakref
 from typing import Any, Literal
 
-import torch
 from pydantic import Field, model_validator
 from torch import nn
 
 from skipsearch.errors import UserError
 from skipsearch.fields import Section
 from skipsearch.hooks import ArgumentSkip, ChannelSlice, SkipPoint
-from skipsearch.hooks.scaling import SigmaOf
+from skipsearch.hooks.scaling import SigmaOf, sigma_argument
 from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
 from skipsearch.safeload import content_digest
 
@@ -113,13 +112,21 @@ class HookedFamily(Family):
                          resolution=spec.resolution, reference="",
                          skips=tuple(SkipInfo(index=i, level=s.level, path=s.module) for i, s in enumerate(spec.skips)))
 
-    def load(self, spec: HookedModel) -> LoadedModel:
-        """The module handed over by ``skipsearch.run(spec, model=...)`` in this process (not a copy: a hooked
-        model is the user's own object, and skipsearch removes what it put on it)."""
+    def lookup(self, spec: HookedModel) -> None:
+        """The network must have been handed over in this process: checked before a study is stored."""
+        self._handed(spec)
+
+    def _handed(self, spec: HookedModel) -> nn.Module:
         model = _HANDED.get(spec.name)
         if model is None:
             raise UserError(f"model.family hooked: {spec.name!r} is the user's own module; pass it through the Python "
                             f"API, skipsearch.run(spec, model=net), and run in-process (not on Ray workers)")
+        return model
+
+    def load(self, spec: HookedModel) -> LoadedModel:
+        """The module handed over by ``skipsearch.run(spec, model=...)`` in this process (not a copy: a hooked
+        model is the user's own object, and skipsearch removes what it put on it)."""
+        model = self._handed(spec)
         _points(model, spec)
         return LoadedModel(model, self.info(spec))
 
@@ -130,10 +137,4 @@ class HookedFamily(Family):
         return _points(model, _DECLARED[model])
 
     def sigma_of(self, model: nn.Module) -> SigmaOf:
-        position = _DECLARED[model].sigma_argument
-
-        def read(args: tuple, kwargs: dict) -> torch.Tensor:
-            sigma = kwargs["sigma"] if "sigma" in kwargs else args[position]
-            return torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
-
-        return read
+        return sigma_argument(_DECLARED[model].sigma_argument)
