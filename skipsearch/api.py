@@ -85,8 +85,9 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
 
     With a ``Placement`` the trials run on Ray workers (a local Ray, or the cluster at its address);
     without one they run in this process. Both use the same evaluate(). Several runs may share one study:
-    ``trials`` is the study-wide budget of evaluated trials. ``model``: the user's own network for a spec whose
-    model section is ``family: hooked`` (it names the network's skips); it runs in this process.
+    ``trials`` is the study-wide budget of evaluated trials. ``model``: the user's own network, in memory, for a
+    spec whose model section is ``family: hooked`` (it names the network's skips) or ``family: diffusers``
+    without a path (a UNet or pipeline object); it runs in this process.
     """
     source = "spec" if isinstance(spec, Spec) else str(spec)
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
@@ -116,19 +117,11 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
 
 
 def _hand_over(spec: Spec, model: Any, placement: Placement | None) -> None:
-    from torch import nn
+    from skipsearch.models import family_for
 
-    from skipsearch.models.hooked import HookedModel, hand_over
-
-    if not isinstance(spec.model, HookedModel):
-        raise UserError(f"model= is for a spec with model.family hooked (a network of your own, its skips named); "
-                        f"this spec's model is family {spec.model.family} (a diffusers network: save_pretrained it "
-                        f"and name the folder in model.path)")
-    if not isinstance(model, nn.Module):
-        raise UserError(f"model= takes a torch.nn.Module, got {type(model).__name__}")
     if placement is not None:
         raise UserError("a network handed over with model= runs in this process; leave out the Ray placement")
-    hand_over(model, spec.model)
+    family_for(spec.model).hand_over(spec.model, model)
 
 
 def _reader(storage: str | None) -> Store:

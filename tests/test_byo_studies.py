@@ -122,3 +122,76 @@ def test_a_users_own_network_by_hook(tmp_path):
     plain_spec.write_text(yaml.safe_dump(tiny_spec_dict("plain")))
     with pytest.raises(UserError, match="family hooked"):
         api.run(plain_spec, storage=f"sqlite:///{tmp_path / 'z.db'}", echo=lambda line: None, model=net)
+
+
+def test_a_diffusers_pipeline_handed_over_as_an_object(tmp_path):
+    """A study on a pipeline in memory is the study of its folder: the folder's fresh model with the exported
+    file reproduces the FID recorded for the object, and verify does so with the object handed over again."""
+    from diffusers import DDIMPipeline
+
+    folder = families.ddpm_folder(tmp_path / "ddpm")
+    pipe = DDIMPipeline.from_pretrained(folder, use_safetensors=True)
+    before = _state(pipe.unet)
+    spec_dict = tiny_spec_dict("byo-object", model={"family": "diffusers", "name": "my-ddpm"},
+                               sampler={"name": "ddim", "steps": 3}, search={"family": "per_level", "trials": 3})
+    spec, result, cf, out = _study(tmp_path, spec_dict, model=pipe)
+    assert (result.trials.state == "COMPLETE").sum() == 3 and (result.trials.model_id == "my-ddpm").all()
+    assert cf.provenance.model.spec.path is None and cf.provenance.model.spec.name == "my-ddpm"
+    from_folder = spec.model_copy(update={"model": spec.model.model_copy(update={"path": str(folder), "name": None})})
+    assert _reproduce(from_folder, cf, out) == pytest.approx(cf.provenance.search.fid, rel=1e-6)
+    assert api.verify(out, model=pipe).ok
+    assert not pipe.unet._forward_pre_hooks and all(not m._forward_pre_hooks for m in pipe.unet.modules())
+    assert all(torch.equal(before[k], v) for k, v in pipe.unet.state_dict().items())
+
+
+def test_a_text_pipeline_object_encodes_its_prompts_with_its_own_text_encoder(tmp_path):
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, PreTrainedTokenizerFast
+
+    folder = families.latent_text_folder(tmp_path / "sd")
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(folder / "vae"), unet=UNet2DConditionModel.from_pretrained(folder / "unet"),
+        text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder"),
+        tokenizer=PreTrainedTokenizerFast.from_pretrained(folder / "tokenizer"),
+        scheduler=DDPMScheduler.from_pretrained(folder / "scheduler"), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False)
+    model = {"family": "diffusers", "name": "my-sd", "prompts": str(folder / "prompts.txt")}
+    spec_dict = tiny_spec_dict("byo-text-object", model=model,
+                               sampler={"name": "dpmpp_2m", "steps": 3, "guidance_scale": 2.0}, search={"trials": 2})
+    spec, result, cf, out = _study(tmp_path, spec_dict, model=pipe)
+    assert (result.trials.state == "COMPLETE").sum() == 2 and (result.trials.nfe == 6).all()
+    pipe.scheduler.save_pretrained(folder / "scheduler")  # the pipeline sets steps_offset=1: sampled as it would
+    from_folder = spec.model_copy(update={"model": spec.model.model_copy(update={"path": str(folder), "name": None})})
+    assert _reproduce(from_folder, cf, out) == pytest.approx(cf.provenance.search.fid, rel=1e-6)
+
+
+def test_handing_over_a_diffusers_object_wrongly_is_one_clear_message(tmp_path):
+    folder = families.ddpm_folder(tmp_path / "ddpm")
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
+
+    def run(name: str, model_section: dict, model) -> None:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(tiny_spec_dict(name, model=model_section, sampler={"name": "ddim", "steps": 3})))
+        api.run(path, storage=storage, echo=lambda line: None, model=model)
+
+    with pytest.raises(UserError, match="model.path names a folder and model= hands over a network"):
+        run("both", {"family": "diffusers", "path": str(folder)}, families.unet2d())
+    with pytest.raises(UserError, match="takes a UNet2DModel or UNet2DConditionModel.*got Linear"):
+        run("linear", {"family": "diffusers", "name": "lin"}, torch.nn.Linear(2, 2))
+    with pytest.raises(UserError, match="no network handed over in this process"):
+        run("unhanded-diffusers", {"family": "diffusers", "name": "nobody"}, None)
+    with pytest.raises(UserError, match="family hooked or diffusers"):
+        run("embedded-object", {"name": "digits-unet"}, families.unet2d())
+    assert not (tmp_path / "w.db").exists()  # every refusal came before the store was opened
+    with pytest.raises(Exception, match="give path .* or name"):
+        load_spec_dict({"family": "diffusers"})
+
+
+def load_spec_dict(model: dict):
+    from skipsearch.spec import Spec
+
+    return Spec.model_validate(tiny_spec_dict("x", model=model))
+
+
+def _state(module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}

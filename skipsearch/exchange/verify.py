@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from skipsearch.errors import UserError
 from skipsearch.evaluate import EvalTask, build_evaluator
 from skipsearch.exchange import coeffile
 from skipsearch.exchange.apply import apply
 from skipsearch.exchange.provenance import Provenance
+from skipsearch.models import family_for
 from skipsearch.resolve import check_registered
 
 DEFAULT_TOLERANCE = 1e-4  # relative: a reproduction on the same kind of device agrees to ~1e-7
@@ -46,22 +48,28 @@ def _names(p: Provenance, path: Path) -> None:
                      [("provenance.metric.reference", p.metric.reference)])
 
 
-def check(path: str | Path) -> tuple[coeffile.CoefficientFile, Provenance]:
-    """Everything ``verify`` checks before sampling: the file, its schema and the names it holds."""
+def check(path: str | Path, model: Any = None) -> tuple[coeffile.CoefficientFile, Provenance]:
+    """Everything ``verify`` checks before sampling: the file, its schema and the names it holds. ``model``:
+    the network the study was handed (``skipsearch.run(spec, model=...)``), handed over again here."""
     path = Path(path)
     cf = coeffile.read(path)
     if cf.provenance is None:
         raise UserError(f"{path}: invalid coefficient file\n  provenance: missing; verify needs the provenance that "
                         f"`skipsearch export` writes")
+    if model is not None:
+        section = cf.provenance.model.section()
+        family_for(section).hand_over(section, model)
     _names(cf.provenance, path)
     return cf, cf.provenance
 
 
-def verify(path: str | Path, device: str = "cpu", tolerance: float = DEFAULT_TOLERANCE) -> Verification:
-    """Reproduce a file's recorded search FID: fresh model, ``apply()`` of the file, the recorded seeds."""
+def verify(path: str | Path, device: str = "cpu", tolerance: float = DEFAULT_TOLERANCE,
+           model: Any = None) -> Verification:
+    """Reproduce a file's recorded search FID: fresh model (or the handed-over ``model`` a study was run on),
+    ``apply()`` of the file, the recorded seeds."""
     if not 0 <= tolerance < 1:
         raise UserError(f"tolerance must be in [0, 1), got {tolerance}")
-    _, p = check(path)
+    _, p = check(path, model)
     m, s = p.metric, p.search
     task = EvalTask(model=p.model.section(), sampler=p.sampler.config(), extractor=m.extractor, dataset=m.reference,
                     n=s.n, seed_start=s.seed_start, batch_size=m.batch_size, kid_subset_size=m.kid_subset_size,

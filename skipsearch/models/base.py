@@ -110,6 +110,11 @@ class Family(ABC):
     def lookup(self, spec: ModelSection) -> None:  # noqa: B027 (a family with nothing to look up keeps this)
         """The cheap check of a model section (a name in the registry, a folder that exists); UserError if not."""
 
+    def hand_over(self, spec: ModelSection, model: Any) -> None:
+        """Take the user's own network for ``spec`` (``skipsearch.run(spec, model=...)``) in this process."""
+        raise UserError(f"model= hands over a network for a spec whose model section is family hooked or diffusers "
+                        f"(without a path); this spec's model is family {self.name}")
+
     def choices(self) -> tuple[str, ...]:
         """Names this family serves without a path (the embedded models), for error messages."""
         return ()

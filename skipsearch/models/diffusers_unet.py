@@ -18,12 +18,21 @@ model:
 - Skips: every tensor of ``down_block_res_samples`` (the ``conv_in`` output first) reaches an up block in
   ``res_hidden_states_tuple``, passed by position in ``UNet2DModel`` and by keyword in the conditional UNet.
   Index 0 is the outermost (``conv_in``); the level counts the downsamplers before it.
+
+A UNet or pipeline already in memory is studied by handing it over, with a ``model:`` section that names it
+instead of a folder (the object is used as it is, in this process):
+
+```python
+pipe = diffusers.DDIMPipeline.from_pretrained("my-model")   # or any UNet2DModel / UNet2DConditionModel
+skipsearch.run("studies/mine.yaml", model=pipe)              # model: {family: diffusers, name: my-model}
+```
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -49,7 +58,7 @@ class DiffusersModel(ModelSection):
 
     operational = frozenset({"name"})
     family: Literal["diffusers"] = "diffusers"
-    path: str = Field(min_length=1, max_length=4096)
+    path: str | None = Field(None, min_length=1, max_length=4096)  # None: a network handed over by the Python API
     subfolder: str | None = Field(None, min_length=1, max_length=200)  # default: unet, in a pipeline folder
     name: str | None = Field(None, min_length=1, max_length=MODEL_ID_MAX)  # default: the folder's name
     prediction_type: Literal["epsilon", "v_prediction", "sample"] | None = None  # default: the scheduler config's
@@ -62,11 +71,16 @@ class DiffusersModel(ModelSection):
     def _one_source(self) -> DiffusersModel:
         if self.prompts and self.prompt_embeds:
             raise ValueError("give prompts or prompt_embeds, not both")
+        if self.path is None and self.name is None:
+            raise ValueError("give path (a UNet or pipeline folder), or name for a UNet or pipeline handed over "
+                             "with skipsearch.run(spec, model=...)")
+        if self.path is None and (self.subfolder or self.trust_pickles):
+            raise ValueError("subfolder and trust_pickles describe a folder; this section has no path")
         return self
 
     @property
     def model_id(self) -> str:
-        return (self.name or Path(self.path).name or self.path)[:MODEL_ID_MAX]
+        return (self.name or Path(self.path).name or self.path)[:MODEL_ID_MAX]  # type: ignore[arg-type]
 
     def anchored(self, base: Path) -> DiffusersModel:
         def at(p: str | None) -> str | None:
@@ -202,25 +216,17 @@ def _alphas_cumprod(model: Any) -> torch.Tensor:
     return DDPMScheduler().alphas_cumprod  # a bare UNet: diffusers' default training schedule
 
 
-def _text_embeds(spec: DiffusersModel, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+def _text_embeds(spec: DiffusersModel, tokenizer: Any, encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt embeddings (P, L, D), the negative prompt's (1, L, D)) from the prompts file through the
     pipeline's own tokenizer and text encoder."""
-    if layout.tokenizer is None or layout.text_encoder is None:
-        raise UserError(f"model.prompts: {spec.path} has no tokenizer and text_encoder folders to encode prompts "
-                        f"with; give model.prompt_embeds instead")
-    import transformers
-
     prompts = _prompt_lines(spec.prompts)
-    _weights(layout.text_encoder, spec, "the text encoder's weights")
-    tokenizer = _loaded(lambda: transformers.AutoTokenizer.from_pretrained(layout.tokenizer), layout.tokenizer)
-    encoder = _loaded(lambda: transformers.AutoModel.from_pretrained(layout.text_encoder, use_safetensors=True),
-                      layout.text_encoder).eval()
+    encoder = encoder.eval()
 
     @torch.no_grad()
     def encode(texts: list[str]) -> torch.Tensor:
         ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                         return_tensors="pt").input_ids
-        return encoder(ids).last_hidden_state.float()
+        return encoder(ids.to(next(encoder.parameters()).device)).last_hidden_state.float().cpu()
 
     return encode(prompts), encode([spec.negative_prompt])
 
@@ -256,49 +262,174 @@ def _embeds_file(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     return embeds.float(), None if negative is None else negative.float()
 
 
-def _scheduler(layout: Layout, spec: DiffusersModel) -> tuple[dict[str, Any], torch.Tensor]:
-    """The training schedule's config (the folder's, else DDPMScheduler's defaults) with the prediction type
-    settled, and its abar_t."""
+def _schedule(where: Path | dict[str, Any] | None, prediction_type: str | None,
+              shown: str) -> tuple[dict[str, Any], torch.Tensor]:
+    """The training schedule's config (a folder's, a pipeline scheduler's, else DDPMScheduler's defaults) with
+    the prediction type settled, and its abar_t. DDPMScheduler reads any scheduler's config: the training
+    schedule's keys (betas, timesteps, prediction type) are shared by diffusers' schedulers."""
     from diffusers import DDPMScheduler
 
     try:
-        config = (dict(DDPMScheduler.load_config(layout.scheduler)) if layout.scheduler
-                  else dict(DDPMScheduler().config))
-        config["prediction_type"] = spec.prediction_type or config.get("prediction_type", "epsilon")
+        if where is None:
+            config = dict(DDPMScheduler().config)
+        elif isinstance(where, dict):
+            config = dict(DDPMScheduler.from_config(where).config)
+        else:
+            config = dict(DDPMScheduler.load_config(where))
+        config["prediction_type"] = prediction_type or config.get("prediction_type", "epsilon")
         return config, DDPMScheduler.from_config(config).alphas_cumprod
     except (OSError, ValueError, NotImplementedError) as err:
-        raise UserError(f"{layout.scheduler}: unusable scheduler config ({err})") from None
+        raise UserError(f"{shown}: unusable scheduler config ({err})") from None
+
+
+class Source(ABC):
+    """A model's parts, found and checked once for both ``info`` and ``load``: in a folder, or in an object the
+    user handed over (``skipsearch.run(spec, model=unet_or_pipeline)``)."""
+
+    where: str  # how messages name it
+    config: dict[str, Any]  # the UNet's
+    cls: type[nn.Module]
+    vae_config: dict[str, Any] | None
+    scheduler_config: dict[str, Any]  # the training schedule's, the prediction type settled
+    alphas: torch.Tensor
+
+    @abstractmethod
+    def weights_hash(self, spec: DiffusersModel) -> str:
+        """What the numbers depend on: the UNet's, the VAE's and the text encoder's weights, and the prompts."""
+
+    @abstractmethod
+    def unet(self) -> nn.Module: ...
+
+    @abstractmethod
+    def vae(self) -> nn.Module | None: ...
+
+    @abstractmethod
+    def text(self, spec: DiffusersModel) -> tuple[Any, nn.Module]:
+        """(tokenizer, text encoder) to encode ``model.prompts`` with; UserError where there are none."""
+
+
+class FolderSource(Source):
+    def __init__(self, spec: DiffusersModel) -> None:
+        self.layout = layout = _layout(spec)
+        self.where = str(layout.unet)
+        self.config = _config(layout.unet, "config.json", "the UNet")
+        self.cls = _unet_class(self.config, layout.unet)
+        self.unet_weights = _weights(layout.unet, spec, "the UNet's weights")
+        self.vae_weights = None if layout.vae is None else _weights(layout.vae, spec, "the VAE's weights")
+        self.vae_config = None if layout.vae is None else _config(layout.vae, "config.json", "the VAE")
+        self.scheduler_config, self.alphas = _schedule(layout.scheduler, spec.prediction_type, str(layout.scheduler))
+
+    def weights_hash(self, spec: DiffusersModel) -> str:
+        files = [self.unet_weights, *([self.vae_weights] if self.vae_weights else [])]
+        if spec.prompts or spec.prompt_embeds:
+            files.append(Path(spec.prompts or spec.prompt_embeds))
+        if spec.prompts and self.layout.text_encoder is not None:
+            files.append(_weights(self.layout.text_encoder, spec, "the text encoder's weights"))
+        return hashlib.sha256("|".join(file_hash(f) for f in files).encode()).hexdigest()[:16]
+
+    def unet(self) -> nn.Module:
+        folder = self.layout.unet
+        return _loaded(lambda: self.cls.from_pretrained(folder, use_safetensors=_safe(self.unet_weights),
+                                                        low_cpu_mem_usage=False), folder)
+
+    def vae(self) -> nn.Module | None:
+        from diffusers import AutoencoderKL
+
+        folder = self.layout.vae
+        if folder is None:
+            return None
+        return _loaded(lambda: AutoencoderKL.from_pretrained(folder, use_safetensors=_safe(self.vae_weights),
+                                                             low_cpu_mem_usage=False), folder)
+
+    def text(self, spec: DiffusersModel) -> tuple[Any, nn.Module]:
+        layout = self.layout
+        if layout.tokenizer is None or layout.text_encoder is None:
+            raise UserError(f"model.prompts: {spec.path} has no tokenizer and text_encoder folders to encode prompts "
+                            f"with; give model.prompt_embeds instead")
+        import transformers
+
+        _weights(layout.text_encoder, spec, "the text encoder's weights")
+        tokenizer = _loaded(lambda: transformers.AutoTokenizer.from_pretrained(layout.tokenizer), layout.tokenizer)
+        encoder = _loaded(lambda: transformers.AutoModel.from_pretrained(layout.text_encoder, use_safetensors=True),
+                          layout.text_encoder)
+        return tokenizer, encoder
 
 
 @dataclass(frozen=True)
-class Found:
-    """A model's parts found and checked on disk, once for both ``info`` and ``load``."""
+class Handed:
+    """A UNet or pipeline handed over in this process, with the digest of its weights taken then."""
 
-    layout: Layout
-    config: dict[str, Any]  # the UNet's
-    cls: type[nn.Module]
-    unet_weights: Path
-    vae_weights: Path | None
-    scheduler_config: dict[str, Any]
-    alphas: torch.Tensor
+    model: Any
+    digests: dict[str, str]  # part -> content digest of its state dict
 
 
-def _find(spec: DiffusersModel) -> Found:
-    layout = _layout(spec)
-    config = _config(layout.unet, "config.json", "the UNet")
-    cls = _unet_class(config, layout.unet)
-    unet_weights = _weights(layout.unet, spec, "the UNet's weights")
-    vae_weights = None if layout.vae is None else _weights(layout.vae, spec, "the VAE's weights")
-    scheduler_config, alphas = _scheduler(layout, spec)
-    return Found(layout, config, cls, unet_weights, vae_weights, scheduler_config, alphas)
+_HANDED: dict[str, Handed] = {}  # model.name -> the object handed to skipsearch.run in this process
+
+
+class ObjectSource(Source):
+    """The user's own objects, used as they are (not copied): skipsearch removes what it puts on them."""
+
+    def __init__(self, spec: DiffusersModel, handed: Handed) -> None:
+        self.handed, model = handed, handed.model
+        self.where = f"the handed-over {type(model).__name__} {spec.name!r}"
+        unet = _unet_of(model)
+        self.cls, self.config = type(unet), dict(unet.config)
+        vae = getattr(model, "vae", None)
+        self.vae_config = None if vae is None else dict(vae.config)
+        scheduler = getattr(model, "scheduler", None)
+        config = None if scheduler is None else dict(scheduler.config)
+        self.scheduler_config, self.alphas = _schedule(config, spec.prediction_type, self.where)
+
+    def weights_hash(self, spec: DiffusersModel) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.handed.digests.items())
+                 if k != "text_encoder" or spec.prompts]
+        if spec.prompt_embeds or spec.prompts:
+            parts.append(file_hash(Path(spec.prompts or spec.prompt_embeds)))
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def unet(self) -> nn.Module:
+        return _unet_of(self.handed.model)
+
+    def vae(self) -> nn.Module | None:
+        return getattr(self.handed.model, "vae", None)
+
+    def text(self, spec: DiffusersModel) -> tuple[Any, nn.Module]:
+        tokenizer = getattr(self.handed.model, "tokenizer", None)
+        encoder = getattr(self.handed.model, "text_encoder", None)
+        if tokenizer is None or encoder is None:
+            raise UserError(f"model.prompts: {self.where} has no tokenizer and text_encoder to encode prompts with; "
+                            f"hand over the whole pipeline, or give model.prompt_embeds")
+        return tokenizer, encoder
+
+
+def hand_over(model: Any, spec: DiffusersModel) -> None:
+    """What ``skipsearch.run(spec, model=unet_or_pipeline)`` does for a diffusers spec without a path."""
+    if spec.path is not None:
+        raise UserError("model.path names a folder and model= hands over a network: give one (to study the handed "
+                        "one, leave out model.path and give model.name)")
+    if not (_is_unet(model) or _is_unet(getattr(model, "unet", None))):
+        raise UserError(f"model= for family diffusers takes a {' or '.join(UNETS)}, or a pipeline holding one as "
+                        f".unet; got {type(model).__name__} (any other network: family hooked)")
+    from skipsearch.safeload import content_digest
+
+    parts = {"unet": _unet_of(model), "vae": getattr(model, "vae", None),
+             "text_encoder": getattr(model, "text_encoder", None)}
+    digests = {k: content_digest(m.state_dict()) for k, m in parts.items() if isinstance(m, nn.Module)}
+    _HANDED[spec.name] = Handed(model, digests)
+
+
+def _source(spec: DiffusersModel) -> Source:
+    if spec.path is not None:
+        return FolderSource(spec)
+    handed = _HANDED.get(spec.name)
+    if handed is None:
+        raise UserError(f"model.name {spec.name!r} names no folder (model.path) and no network handed over in this "
+                        f"process: pass it through the Python API, skipsearch.run(spec, model=unet_or_pipeline)")
+    return ObjectSource(spec, handed)
 
 
 def _safe(weights: Path) -> bool:
     return weights.suffix == ".safetensors"
-
-
-def _combined_hash(files: list[Path]) -> str:
-    return hashlib.sha256("|".join(file_hash(f) for f in files).encode()).hexdigest()[:16]
 
 
 class DiffusersFamily(Family):
@@ -306,22 +437,26 @@ class DiffusersFamily(Family):
     spec_class = DiffusersModel
 
     def lookup(self, spec: DiffusersModel) -> None:
-        _layout(spec)
+        if spec.path is not None:
+            _layout(spec)
+        else:
+            _source(spec)
+
+    def hand_over(self, spec: DiffusersModel, model: Any) -> None:
+        hand_over(model, spec)
 
     def info(self, spec: DiffusersModel) -> ModelInfo:
-        return self._info(spec, _find(spec))
+        return self._info(spec, _source(spec))
 
-    def _info(self, spec: DiffusersModel, found: Found) -> ModelInfo:
-        layout, config, cls = found.layout, found.config, found.cls
+    def _info(self, spec: DiffusersModel, source: Source) -> ModelInfo:
+        config, cls = source.config, source.cls
         with torch.device("meta"):  # the structure without memory or weights
             unet = cls.from_config(config)
         skips = tuple(SkipInfo(index=p.index, level=p.level, path=p.path) for p in tuple_skips(unet))
-        files = [found.unet_weights]
-        size = _square(config.get("sample_size", 0), f"{layout.unet}/config.json")
+        size = _square(config.get("sample_size", 0), f"{source.where} config")
         channels, resolution, noise_shape = config.get("out_channels", 3), size, ()
-        if layout.vae is not None:
-            vae = _config(layout.vae, "config.json", "the VAE")
-            files.append(found.vae_weights)
+        if source.vae_config is not None:
+            vae = source.vae_config
             noise_shape = (config.get("in_channels", 4), size, size)
             channels = vae.get("out_channels", 3)
             resolution = size * 2 ** (len(vae.get("block_out_channels", [0])) - 1)
@@ -337,40 +472,31 @@ class DiffusersFamily(Family):
                 embeds, negative = _embeds_file(spec.prompt_embeds)
                 count, guidance = len(embeds), negative is not None
             conditions = tuple(range(count))
-            files.append(Path(spec.prompts or spec.prompt_embeds))
-            if spec.prompts and layout.text_encoder is not None:
-                files.append(_weights(layout.text_encoder, spec, "the text encoder's weights"))
         elif spec.prompts or spec.prompt_embeds:
-            raise UserError(f"model.prompts: {config['_class_name']} takes no text (only UNet2DConditionModel does)")
+            raise UserError(f"model.prompts: {cls.__name__} takes no text (only UNet2DConditionModel does)")
         elif config.get("num_class_embeds"):
             conditions = tuple(range(int(config["num_class_embeds"])))
-        schedule = VPSchedule(found.alphas)
-        return ModelInfo(model_id=spec.model_id, family=self.name, weights_hash=_combined_hash(files),
+        schedule = VPSchedule(source.alphas)
+        return ModelInfo(model_id=spec.model_id, family=self.name, weights_hash=source.weights_hash(spec),
                          img_channels=channels, resolution=resolution, skips=skips, reference="",
                          conditions=conditions, noise_shape=noise_shape, schedulers=True, guidance=guidance,
                          sigma_range=(schedule.sigma_min, schedule.sigma_max), freeu=hasattr(cls, "enable_freeu"))
 
     def load(self, spec: DiffusersModel) -> LoadedModel:
-        from diffusers import AutoencoderKL
-
+        """A fresh copy from a folder; a handed-over object is the user's own (as the hooked family's is)."""
         from skipsearch.diffusion.vp import VPDenoiser
 
-        found = _find(spec)
-        info = self._info(spec, found)  # checks every part before anything is loaded
-        layout = found.layout
-        unet = _loaded(lambda: found.cls.from_pretrained(layout.unet, use_safetensors=_safe(found.unet_weights),
-                                                         low_cpu_mem_usage=False), layout.unet)
-        embeds = negative = vae = None
+        source = _source(spec)
+        info = self._info(spec, source)  # checks every part before anything is loaded
+        unet = source.unet()
+        embeds = negative = None
         if spec.prompts:
-            embeds, negative = _text_embeds(spec, layout)
+            embeds, negative = _text_embeds(spec, *source.text(spec))
         elif spec.prompt_embeds:
             embeds, negative = _embeds_file(spec.prompt_embeds)
-        if layout.vae is not None:
-            vae = _loaded(lambda: AutoencoderKL.from_pretrained(layout.vae, use_safetensors=_safe(found.vae_weights),
-                                                                low_cpu_mem_usage=False), layout.vae)
-        denoiser = VPDenoiser(unet, found.alphas, found.scheduler_config["prediction_type"],
-                              scheduler_config=found.scheduler_config, prompt_embeds=embeds, null_embeds=negative,
-                              vae=vae)
+        denoiser = VPDenoiser(unet, source.alphas, source.scheduler_config["prediction_type"],
+                              scheduler_config=source.scheduler_config, prompt_embeds=embeds, null_embeds=negative,
+                              vae=source.vae())
         denoiser.eval().requires_grad_(False)
         return LoadedModel(denoiser, info)
 

@@ -112,6 +112,11 @@ class HookedFamily(Family):
                          resolution=spec.resolution, reference="",
                          skips=tuple(SkipInfo(index=i, level=s.level, path=s.module) for i, s in enumerate(spec.skips)))
 
+    def hand_over(self, spec: HookedModel, model: Any) -> None:
+        if not isinstance(model, nn.Module):
+            raise UserError(f"model= takes a torch.nn.Module for family hooked, got {type(model).__name__}")
+        hand_over(model, spec)
+
     def lookup(self, spec: HookedModel) -> None:
         """The network must have been handed over in this process: checked before a study is stored."""
         self._handed(spec)

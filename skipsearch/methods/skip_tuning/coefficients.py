@@ -41,10 +41,21 @@ class _Schedule(Coefficients):
         profile = self.depth_profile(skips)
         if self.active(torch.ones(1)) is None:
             return profile
+        varying = [i for i, r in enumerate(profile) if r != 1.0]
+        tables: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
         def window(sigma: torch.Tensor) -> list[torch.Tensor | float]:
-            mask = self.active(sigma).reshape(-1, 1, 1, 1)
-            return [torch.where(mask, r, 1.0) if r != 1.0 else 1.0 for r in profile]
+            """Per call: one mask and one ``where`` over every varying skip, on sigma's device, from tables made
+            once per device (no host scalars, no host-to-device copies, nothing that waits for the device)."""
+            if sigma.device not in tables:
+                rows = torch.tensor([profile[i] for i in varying], dtype=torch.float32).reshape(-1, 1)
+                tables[sigma.device] = rows.to(sigma.device), torch.ones((), device=sigma.device)
+            rows, one = tables[sigma.device]
+            per_sample = torch.where(self.active(sigma).reshape(1, -1), rows, one)  # (varying skips, B)
+            out: list[torch.Tensor | float] = [1.0] * len(profile)
+            for row, i in enumerate(varying):
+                out[i] = per_sample[row].reshape(-1, 1, 1, 1)
+            return out
 
         return window
 
