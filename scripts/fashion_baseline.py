@@ -15,7 +15,7 @@ import torch
 
 from skipsearch import data
 from skipsearch.diffusion.generation import SamplerConfig, generate
-from skipsearch.metrics import FeatureExtractor, fid_from_stats, kid, reference, statistics
+from skipsearch.metrics import FeatureExtractor, fid, kid, reference
 from skipsearch.models import load_model
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model("fashion-mnist-unet").denoiser.to(args.device)
     fx = FeatureExtractor("inception-v3-compat", device=args.device)
-    ref = reference(data.fashion_mnist("test", 32, args.data), fx)
+    ref = reference(data.fashion_mnist("test", 32, args.data), fx).to(args.device)
     print(f"reference: Fashion-MNIST test, {len(ref.features)} images, key {ref.key}; extractor {fx.name}")
     print("steps  NFE   N       FID        KID        sample s  feature s")
     for steps in args.steps:
@@ -38,9 +38,9 @@ def main() -> None:
         sampled = time.perf_counter() - start
         feats = fx(images, batch_size=250)
         featured = time.perf_counter() - start - sampled
-        fid = fid_from_stats(statistics(feats), ref.stats)
+        value = fid(feats, ref.stats)
         kid_mean, _ = kid(feats, ref.features, 1000)
-        print(f"{steps:5d}  {sampler.nfe:3d}  {args.n:6d}  {fid:9.4f}  {kid_mean:9.6f}  {sampled:8.1f}  "
+        print(f"{steps:5d}  {sampler.nfe:3d}  {args.n:6d}  {value:9.4f}  {kid_mean:9.6f}  {sampled:8.1f}  "
               f"{featured:9.1f}")
 
 

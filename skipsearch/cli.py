@@ -218,31 +218,42 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
           imports: bool = typer.Option(False, "--imports", help="Time `skipsearch.apply`'s import against torch's."),
           hooks: bool = typer.Option(False, "--hooks", help="Time Skip-Tuning's hooks per network call against the "
                                                            "bare model, for each model family."),
-          device: str = typer.Option("auto", help="Device for --hooks (cpu, cuda, auto).")):
-    """Time one trial and the share spent in network forward passes and feature extraction.
+          device: str = typer.Option("auto", help="Device for --hooks (cpu, cuda, auto)."),
+          quick: bool = typer.Option(False, "--quick", help="Leave out the 2048-d FID timing (about a minute on "
+                                                             "a CPU)."),
+          json_out: Optional[Path] = typer.Option(
+              None, "--json", help="Also write the records to this JSON file ({name, value, target, met, device}).")):
+    """The performance record: whole trials and the share outside network passes and features, then a trial's
+    parts side by side with their bare equivalents (sampler vs a bare loop of its network calls, features vs
+    torch-fidelity's extractor, FID and KID vs torch-fidelity's, common random numbers).
 
-    With --ray: the same trials in-process and on a local Ray with 1 and 2 workers, with the ratios.
+    With --ray: also the same trials in-process and on a local Ray with 1 and 2 workers.
     A spec's method may time what matters to it instead (a method that fine-tunes: training steps/s
     against a bare loop). With --imports: what `skipsearch.apply` costs to import, against torch. With
     --hooks: the hooks' cost per network call against the bare model, per model family.
 
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
-    skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports;  skipsearch bench --hooks
+    skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports;  skipsearch bench --hooks;
+    skipsearch bench --json bench.json
     """
+    from skipsearch.bench import show, write_json
     from skipsearch.methods import method_for
     from skipsearch.spec import load_spec
 
     if imports:
-        from skipsearch.bench import bench_imports
+        from skipsearch.bench.imports import bench_imports
 
-        bench_imports()
-        return
-    if hooks:
-        from skipsearch.bench import bench_hooks
+        records = bench_imports()
+    elif hooks:
+        from skipsearch.bench.hooks import bench_hooks
 
-        bench_hooks(device)
-        return
-    method_for(load_spec(spec).kind).bench(spec, trials, use_ray)
+        records = bench_hooks(device)
+    else:
+        records = method_for(load_spec(spec).kind).bench(spec, trials, use_ray, quick)
+    show(records, "benchmark record:")
+    if json_out is not None:
+        write_json(json_out, records)
+        typer.echo(f"wrote {len(records)} records to {json_out}")
 
 
 @app.command()

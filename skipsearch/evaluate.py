@@ -22,7 +22,7 @@ from skipsearch.diffusion.generation import SamplerConfig, generate
 from skipsearch.errors import SampleError, TrialError, TrialTimeout, UserError
 from skipsearch.previews import grid_png
 from skipsearch.results import Score
-from skipsearch.metrics import FeatureExtractor, Reference, fid_from_stats, kid, reference, statistics
+from skipsearch.metrics import FeatureExtractor, Reference, fid, kid, reference
 from skipsearch.models import LoadedModel, ModelSection, as_section, load_model
 from skipsearch.timing import Stopwatch
 
@@ -103,10 +103,11 @@ class Evaluator:
 
     def score(self, feats: torch.Tensor, task: EvalTask, n: int, watch: Stopwatch, start: float,
               preview: str | None = None) -> Score:
-        fid = fid_from_stats(statistics(feats), self.reference.stats)
-        kid_mean, kid_std = kid(feats, self.reference.features, task.kid_subset_size)
+        with watch.measure("distance", self.device):
+            fid_value = fid(feats, self.reference.stats)
+            kid_mean, kid_std = kid(feats, self.reference.features, task.kid_subset_size)
         info = self.loaded.info
-        return Score(fid=fid, kid=kid_mean, kid_std=kid_std, n=n, seed_start=task.seed_start,
+        return Score(fid=fid_value, kid=kid_mean, kid_std=kid_std, n=n, seed_start=task.seed_start,
                           nfe=task.sampler.nfe, extractor=self.extractor.name, ref_hash=self.reference.key,
                           model_id=info.model_id, model_hash=info.weights_hash, wall_s=time.perf_counter() - start,
                           timings=dict(watch.seconds), preview=preview)
@@ -133,7 +134,7 @@ def build_evaluator(model: str | ModelSection, extractor: str, dataset: str, dev
     loaded = load_model(as_section(model))
     loaded.denoiser.to(dev)
     feats = FeatureExtractor(extractor, device=str(dev))
-    ref = reference(data.load(dataset, resolution=loaded.info.resolution), feats)
+    ref = reference(data.load(dataset, resolution=loaded.info.resolution), feats).to(dev)
     return Evaluator(loaded=loaded, extractor=feats, reference=ref, device=dev)
 
 

@@ -159,5 +159,5 @@ def test_fashion_reference_statistics_are_cached_and_reused(tmp_path, monkeypatc
     first = reference(data.load("fashion-mnist")[:300], Counting())
     again = reference(data.load("fashion-mnist")[:300], Counting())
     assert calls == [300] and again.key == first.key
-    np.testing.assert_array_equal(again.stats["sigma"], first.stats["sigma"])
+    torch.testing.assert_close(again.stats.sigma, first.stats.sigma, rtol=0, atol=0)
     assert [p.name for p in tmp_path.glob("ref-*.npz")] == [f"ref-{DIGITS_EXTRACTOR}-{first.key}.npz"]

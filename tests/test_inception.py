@@ -97,8 +97,7 @@ def test_converted_weights_give_the_torchscript_features(extractor, record_prope
 @needs_wheel
 def test_fid_matches_an_independent_computation_on_torchscript_features(extractor, record_property):
     a, b = digits_at(slice(0, 64)), digits_at(slice(64, 128))  # 1 channel: FeatureExtractor expands to 3
-    stats_a, stats_b = (metrics.statistics(extractor(x, batch_size=BATCH)) for x in (a, b))
-    ours = metrics.fid_from_stats(stats_a, stats_b)
+    ours = metrics.fid(extractor(b, batch_size=BATCH), metrics.statistics(extractor(a, batch_size=BATCH)))
     theirs = independent_fid(torchscript_features(a), torchscript_features(b))
     rel = abs(ours - theirs) / theirs
     record_property("fid_relative_difference", rel)
@@ -174,3 +173,80 @@ def test_fingerprint_holds_the_weights_hash_and_the_head_is_refused(converted, m
     with pytest.raises(UserError, match="no 1008-class head"):
         metrics.FeatureExtractor(INCEPTION_EXTRACTOR, feature="logits_unbiased", weights=converted)
     assert metrics.EXTRACTORS[INCEPTION_EXTRACTOR] == "2048"
+
+
+@pytest.fixture(scope="module")
+def layered(converted) -> dict[str, np.ndarray]:
+    """Real Inception features of 240 reference and 200 other digits, from one pass through torch-fidelity's
+    extractor at two layers: 192-d (so N >= d) and 2048-d (the FID layer, N < d)."""
+    from torch_fidelity.utils import create_feature_extractor
+
+    net = create_feature_extractor(INCEPTION_EXTRACTOR, ["192", "2048"], cuda=False, verbose=False,
+                                   feature_extractor_weights_path=str(converted))
+    out: dict[str, list[np.ndarray]] = {"192": [], "2048": []}
+    with torch.no_grad():
+        for batch in digits_at(slice(0, 440)).split(BATCH):
+            f192, f2048 = net(batch.expand(-1, 3, -1, -1))
+            out["192"].append(f192.double().numpy())
+            out["2048"].append(f2048.double().numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def torch_fidelity_fid(ref: np.ndarray, gen: np.ndarray) -> float:
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    stats = [fid_features_to_statistics(torch.from_numpy(x)) for x in (ref, gen)]
+    return fid_statistics_to_metric(*stats, verbose=False)[KEY_METRIC_FID]
+
+
+def high_precision_fid(ref: np.ndarray, gen: np.ndarray) -> float:
+    """FID at about 19 significant digits (x86 long double products, 30-digit mpmath eigenvalues), from the
+    N x N Gram form of the trace term: the exact value that float64 methods round."""
+    import mpmath
+
+    r, g = ref.astype(np.longdouble), gen.astype(np.longdouble)
+    rc, gc = r - r.mean(0), g - g.mean(0)
+    cross = gc @ rc.T  # (n_gen, n_ref)
+    gram = cross @ cross.T / ((len(r) - 1) * (len(g) - 1))
+    mpmath.mp.dps = 30
+    eigenvalues = mpmath.eigsy(mpmath.matrix([[mpmath.mpf(str(v)) for v in row] for row in gram]),
+                               eigvals_only=True)
+    tr_covmean = sum(mpmath.sqrt(max(e, 0)) for e in eigenvalues)
+    traces = (rc * rc).sum() / (len(r) - 1) + (gc * gc).sum() / (len(g) - 1)
+    diff = r.mean(0) - g.mean(0)
+    return float(mpmath.mpf(str((diff * diff).sum() + traces)) - 2 * tr_covmean)
+
+
+@needs_wheel
+def test_fast_fid_agrees_with_torch_fidelity_when_n_is_at_least_d(layered, record_property):
+    ref, gen = layered["192"][:240], layered["192"][240:440]
+    theirs = torch_fidelity_fid(ref, gen)
+    ours = metrics.fid(torch.from_numpy(gen), metrics.statistics(torch.from_numpy(ref), with_sqrt=True))
+    rel = abs(ours - theirs) / theirs
+    record_property("fid_relative_difference_n_ge_d", rel)
+    print(f"\nFID, real Inception 192-d features, 200 vs 240 digits: skipsearch {ours:.10f}, torch-fidelity "
+          f"{theirs:.10f}, relative difference {rel:.2g}")
+    assert theirs > 0.01 and rel <= 1e-6
+
+
+@needs_wheel
+def test_fast_fid_below_d_is_closer_to_the_exact_value_than_torch_fidelity(layered, record_property):
+    ref, gen = layered["2048"][:240], layered["2048"][240:304]  # 64 generated < 2048 dimensions
+    exact = high_precision_fid(ref, gen)
+    theirs = torch_fidelity_fid(ref, gen)
+    ours = metrics.fid(torch.from_numpy(gen), metrics.statistics(torch.from_numpy(ref), with_sqrt=True))
+    err_ours, err_theirs = abs(ours - exact) / exact, abs(theirs - exact) / exact
+    record_property("fid_relative_error_skipsearch", err_ours)
+    record_property("fid_relative_error_torch_fidelity", err_theirs)
+    print(f"\nFID, real Inception 2048-d features, 64 vs 240 digits: high precision {exact:.10f}; skipsearch "
+          f"{ours:.10f} (relative error {err_ours:.2g}); torch-fidelity {theirs:.10f} ({err_theirs:.2g})")
+    assert err_ours <= err_theirs and err_ours <= 1e-9
+
+
+@needs_wheel
+def test_kid_on_real_features_equals_torch_fidelitys(layered):
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, kid_features_to_metric
+
+    ref, gen = (torch.from_numpy(x) for x in (layered["2048"][:240], layered["2048"][240:440]))
+    theirs = kid_features_to_metric(gen, ref, kid_subsets=100, kid_subset_size=100, rng_seed=2020, verbose=False)
+    assert metrics.kid(gen, ref, 100)[0] == pytest.approx(theirs[KEY_METRIC_KID_MEAN], rel=1e-9)

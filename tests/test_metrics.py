@@ -1,4 +1,4 @@
-"""FID/KID through torch-fidelity, checked against an independent computation; the reference cache."""
+"""FID/KID on the device, checked against torch-fidelity and an independent computation; the reference cache."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from skipsearch import data, metrics
 from skipsearch.metrics.digits import DIGITS_EXTRACTOR, DigitsFeatureExtractor, load_classifier, to_classifier_input
-from skipsearch.metrics import FeatureExtractor, fid_from_stats, kid, reference, statistics
+from skipsearch.metrics import FeatureExtractor, fid, kid, reference, statistics
 
 
 def independent_fid(a: np.ndarray, b: np.ndarray) -> float:
@@ -20,14 +20,38 @@ def independent_fid(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
-def test_fid_matches_independent_computation():
+@pytest.mark.parametrize("n", [300, 12], ids=["N>=d", "N<d (Gram form)"])
+def test_fid_matches_independent_computation(n):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(400, 16))
-    b = rng.normal(size=(300, 16)) @ rng.normal(size=(16, 16)) * 0.3 + 0.5
-    ours = fid_from_stats(statistics(torch.from_numpy(a)), statistics(torch.from_numpy(b)))
+    b = rng.normal(size=(n, 16)) @ rng.normal(size=(16, 16)) * 0.3 + 0.5
+    ref = statistics(torch.from_numpy(a), with_sqrt=True)
+    ours = fid(torch.from_numpy(b), ref)
     assert ours == pytest.approx(independent_fid(a, b), rel=1e-6)
-    same = fid_from_stats(statistics(torch.from_numpy(a)), statistics(torch.from_numpy(a)))
-    assert same == pytest.approx(0, abs=1e-6)
+    assert fid(torch.from_numpy(a), ref) == pytest.approx(0, abs=1e-9)
+
+
+def test_statistics_are_numpy_cov_and_the_square_root_squares_back():
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(50, 8)) @ rng.normal(size=(8, 8))
+    stats = statistics(torch.from_numpy(a), with_sqrt=True)
+    np.testing.assert_allclose(stats.sigma.numpy(), np.cov(a, rowvar=False), rtol=1e-12)
+    np.testing.assert_allclose((stats.sqrt_sigma @ stats.sqrt_sigma).numpy(), stats.sigma.numpy(), atol=1e-10)
+    assert torch.equal(stats.sqrt_sigma, stats.sqrt_sigma.T)
+
+
+@pytest.mark.parametrize("d,n_1,n_2,size", [(8, 300, 250, 100), (128, 120, 90, 90)])
+def test_kid_equals_torch_fidelitys_for_the_same_subsets_and_seed(d, n_1, n_2, size):
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    rng = np.random.default_rng(d)
+    f_1 = torch.from_numpy(rng.normal(size=(n_1, d)))
+    f_2 = torch.from_numpy(rng.normal(0.2, 1.1, size=(n_2, d)))
+    theirs = kid_features_to_metric(f_1, f_2, kid_subsets=100, kid_subset_size=size, rng_seed=2020, verbose=False)
+    mean, std = kid(f_1, f_2, size)
+    assert mean == pytest.approx(theirs[KEY_METRIC_KID_MEAN], rel=1e-9)
+    assert std == pytest.approx(theirs[KEY_METRIC_KID_STD], rel=1e-9)
+    assert kid(f_1, f_2, size, seed=7) != (mean, std)  # another seed draws other subsets
 
 
 def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
@@ -74,13 +98,14 @@ def test_reference_cache_is_keyed_by_content(tmp_path, monkeypatch):
     first = reference(images, counting)
     again = reference(images.clone(), counting)
     assert calls == [200] and again.key == first.key
-    np.testing.assert_array_equal(again.stats["mu"], first.stats["mu"])
+    torch.testing.assert_close(again.stats.mu, first.stats.mu, rtol=0, atol=0)
+    torch.testing.assert_close(again.stats.sqrt_sigma, first.stats.sqrt_sigma, rtol=0, atol=0)
 
     changed = images.clone()
     changed[0, 0, 5, 5] ^= 0xFF  # one pixel differs: the cache must not be reused
     other = reference(changed, counting)
     assert calls == [200, 200] and other.key != first.key
-    assert not np.array_equal(other.stats["mu"], first.stats["mu"])
+    assert not torch.equal(other.stats.mu, first.stats.mu)
     assert len(list(tmp_path.glob("ref-*.npz"))) == 2
 
 
@@ -96,3 +121,23 @@ def test_unknown_extractor_lists_valid_ones():
 
     with pytest.raises(UserError, match="skipsearch-digits"):
         metrics.FeatureExtractor("inception-v9")
+
+
+def test_a_cache_entry_with_features_only_is_completed_without_extracting_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("SKIPSEARCH_CACHE", str(tmp_path))
+    fx = FeatureExtractor(DIGITS_EXTRACTOR)
+    images = data.digits(16)[:150]
+    first = reference(images, fx)
+    path = tmp_path / f"ref-{DIGITS_EXTRACTOR}-{first.key}.npz"
+    np.savez(path, features=first.features.numpy())  # as entries were written before the square root was kept
+
+    class Refusing:
+        name, feature = fx.name, fx.feature
+
+        def __call__(self, images, **kw):
+            pytest.fail("the cached features were extracted again")
+
+    again = reference(images, Refusing())
+    torch.testing.assert_close(again.stats.sqrt_sigma, first.stats.sqrt_sigma, rtol=0, atol=0)
+    with np.load(path) as archive:
+        assert set(archive.files) == {"features", "mu", "sigma", "sqrt_sigma"}

@@ -106,5 +106,4 @@ def _sample(denoiser: nn.Module, noise: torch.Tensor, sampler: SamplerConfig, y:
                                 denoiser.scheduler_config)
     sigmas = sampler.sigmas()
     net = functools.partial(denoiser, **({"class_labels": y} if y is not None else {}), **guide)
-    return get_sampler(sampler.name)(_within_deadline(wrap(net)), noise * float(sigmas[0]),
-                                     sigmas.to(noise.device))
+    return get_sampler(sampler.name)(_within_deadline(wrap(net)), noise * float(sigmas[0]), sigmas)

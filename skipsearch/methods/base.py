@@ -170,11 +170,16 @@ class Method(ABC):
         """Fields a coefficient file needs beyond the common provenance (e.g. the weights file)."""
         return {}
 
-    def bench(self, spec_path: Path, trials: int, use_ray: bool) -> None:
-        """``skipsearch bench`` for this method's specs: time a trial and where its time goes."""
-        from skipsearch.bench import bench_ray, bench_trial
+    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list:
+        """``skipsearch bench`` for this method's specs: whole trials and where their time goes, a trial's parts
+        against their bare equivalents (``quick``: without the 2048-d FID timing), and (``use_ray``) Ray against
+        in-process. Returns the records."""
+        from skipsearch.bench.parts import bench_parts
+        from skipsearch.bench.trial import bench_trial
 
+        records = bench_trial(spec_path, trials) + bench_parts(spec_path, wide=not quick)
         if use_ray:
-            bench_ray(spec_path, trials)
-        else:
-            bench_trial(spec_path, trials)
+            from skipsearch.bench.workers import bench_ray
+
+            records += bench_ray(spec_path, max(trials, 2))
+        return records

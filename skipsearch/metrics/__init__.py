@@ -7,9 +7,9 @@ extractors' own code.
 
 from skipsearch.files import cache_dir
 from skipsearch.metrics.cache import cached_array, write_cached_array
-from skipsearch.metrics.distance import fid_from_stats, kid, statistics
+from skipsearch.metrics.distance import Statistics, fid, kid, statistics
 from skipsearch.metrics.features import EXTRACTORS, FeatureExtractor, extractor_fingerprint, extractor_weights
 from skipsearch.metrics.reference import Reference, reference
 
-__all__ = ["EXTRACTORS", "FeatureExtractor", "Reference", "cache_dir", "cached_array", "extractor_fingerprint",
-           "extractor_weights", "fid_from_stats", "kid", "reference", "statistics", "write_cached_array"]
+__all__ = ["EXTRACTORS", "FeatureExtractor", "Reference", "Statistics", "cache_dir", "cached_array",
+           "extractor_fingerprint", "extractor_weights", "fid", "kid", "reference", "statistics", "write_cached_array"]

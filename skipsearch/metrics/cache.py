@@ -29,3 +29,18 @@ def write_cached_array(path: Path, key: str, array: torch.Tensor) -> None:
     atomic_write(path, lambda f: np.savez(f, **{key: array.numpy()}))
 
 
+
+
+def cached_arrays(path: Path, keys: tuple[str, ...]) -> dict[str, torch.Tensor] | None:
+    """Several arrays of one cache entry; None unless every key is there and readable."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: torch.from_numpy(archive[key]) for key in keys}
+    except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
+def write_cached_arrays(path: Path, arrays: dict[str, torch.Tensor]) -> None:
+    atomic_write(path, lambda f: np.savez(f, **{key: a.cpu().numpy() for key, a in arrays.items()}))

@@ -1,8 +1,10 @@
-"""Reference features and their FID statistics, cached on disk by content.
+"""Reference features and their FID statistics (with the covariance's square root), cached on disk by content.
 
 torch-fidelity's own cache keys by input name only, so skipsearch keys its cache by the reference pixels'
 content hash, the extractor (name and weights) and the feature layer: a changed data set or extractor
-never reuses stale statistics.
+never reuses stale statistics. The entry holds the features, their mean and covariance and the covariance's
+square root, so that no trial recomputes them (an entry written before the square root was kept is
+completed once).
 """
 
 from __future__ import annotations
@@ -10,13 +12,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from skipsearch.data import content_hash
 from skipsearch.files import cache_dir
-from skipsearch.metrics.cache import cached_array, write_cached_array
-from skipsearch.metrics.distance import statistics
+from skipsearch.metrics.cache import cached_arrays, write_cached_arrays
+from skipsearch.metrics.distance import Statistics, statistics
 from skipsearch.metrics.features import FeatureExtractor, extractor_fingerprint
 
 
@@ -25,23 +26,40 @@ class Reference:
     """Reference features and their FID statistics, with the hash that names them."""
 
     key: str
-    features: torch.Tensor
-    stats: dict[str, np.ndarray]
+    features: torch.Tensor  # (N, d) float64
+    stats: Statistics  # with sqrt_sigma
+
+    def to(self, device: torch.device | str) -> Reference:
+        return Reference(self.key, self.features.to(device), self.stats.to(device))
+
+
+KEYS = ("features", "mu", "sigma", "sqrt_sigma")
 
 
 def reference(images: torch.Tensor, extractor: FeatureExtractor, *, cache: bool = True) -> Reference:
-    """Features of the reference images, from the disk cache when the same pixels were seen before."""
+    """Features and statistics of the reference images, from the disk cache when the same pixels were seen."""
     fingerprint = extractor_fingerprint(extractor.name, getattr(extractor, "weights", None))
     raw = f"{content_hash(images)}|{fingerprint}|{extractor.feature}"
     key = hashlib.sha256(raw.encode()).hexdigest()[:16]
     path = cache_dir() / f"ref-{extractor.name}-{key}.npz"
-    feats = cached_array(path, "features") if cache else None
-    if feats is not None and (feats.ndim != 2 or len(feats) != len(images) or feats.dtype != torch.float64):
-        feats = None  # not what this cache entry must hold: recompute it
-    if feats is None:
-        feats = extractor(images, progress=True)
-        if cache:
-            write_cached_array(path, "features", feats)
-    return Reference(key, feats, statistics(feats))
+    if cache and (entry := cached_arrays(path, KEYS)) is not None and _sound(entry, len(images)):
+        stats = Statistics(mu=entry["mu"], sigma=entry["sigma"], n=len(images), sqrt_sigma=entry["sqrt_sigma"])
+        return Reference(key, entry["features"], stats)
+    feats = cached_arrays(path, ("features",)) if cache else None  # an older entry: features only
+    feats = feats["features"] if feats is not None and _sound(feats, len(images)) else extractor(images, progress=True)
+    stats = statistics(feats, with_sqrt=True)
+    if cache:
+        write_cached_arrays(path, {"features": feats, "mu": stats.mu, "sigma": stats.sigma,
+                                   "sqrt_sigma": stats.sqrt_sigma})
+    return Reference(key, feats, stats)
 
 
+def _sound(entry: dict[str, torch.Tensor], n: int) -> bool:
+    """What this cache entry must hold (else it is recomputed): float64 features of every image, and
+    statistics of their dimension."""
+    feats = entry["features"]
+    if feats.ndim != 2 or len(feats) != n or feats.dtype != torch.float64:
+        return False
+    d = feats.shape[1]
+    return all(entry[k].shape == ((d,) if k == "mu" else (d, d)) and entry[k].dtype == torch.float64
+               for k in entry if k != "features")

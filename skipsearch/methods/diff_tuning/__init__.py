@@ -142,9 +142,9 @@ class DiffTuning(Method):
                 "source": {"reference": f.source_reference, "fid": row.source_fid, "kid": row.source_kid,
                            "heldout_fid": heldout_source_fid}}
 
-    def bench(self, spec_path: Path, trials: int, use_ray: bool) -> None:
+    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list:
         from skipsearch.methods.diff_tuning.bench import bench_difftuning
 
         if use_ray:
             raise UserError("--ray benchmarks Skip-Tuning trials; diff_tuning studies run in-process")
-        bench_difftuning(spec_path)
+        return bench_difftuning(spec_path)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from skipsearch.bench.records import Record
 from skipsearch import data
 from skipsearch.diffusion.preconditioning import denoising_error
 from skipsearch.evaluate import evaluator_for, resolve_device
@@ -42,7 +43,7 @@ def _bare_loop(denoiser, images: torch.Tensor, steps: int, batch: int, lr: float
     return time.perf_counter() - start
 
 
-def bench_difftuning(spec_path: Path, steps: int = 100, repeats: int = 3) -> dict[str, float]:
+def bench_difftuning(spec_path: Path, steps: int = 100, repeats: int = 3) -> list[Record]:
     """Fine-tuning steps/s of a Diff-Tuning trial against a bare loop (interleaved, medians), and the
     knowledge bank's share of a study's first trial (the bank is built then, and reused after)."""
     spec = load_spec(spec_path)
@@ -81,5 +82,7 @@ def bench_difftuning(spec_path: Path, steps: int = 100, repeats: int = 3) -> dic
     print(f"  trial / bare (steps/s)      {trial_rate / bare_rate:8.3f}   target >= 0.9: {verdict}")
     print(f"  first trial ({f.steps} steps, bank of {f.bank_size} built in it): {first.wall_s:.1f} s, of which "
           f"the bank {first.timings.get('bank', 0.0):.1f} s = share {share:.3f}; later trials reuse it")
-    return {"bare_steps_per_s": bare_rate, "trial_steps_per_s": trial_rate, "ratio": trial_rate / bare_rate,
-            "bank_share": share, "first_trial_s": first.wall_s}
+    device = str(ev.device)
+    return [Record.judged("Diff-Tuning: trial loop / bare training loop (steps/s)", trial_rate / bare_rate, ">= 0.9",
+                          device),
+            Record.judged("Diff-Tuning: share of the first trial building the bank", share, None, device)]

@@ -1,0 +1,13 @@
+"""``skipsearch bench``: the performance record, measured side by side in one run and printed as ratios (a
+noisy machine moves both sides), each a ``Record`` {name, value, target, met, device} that ``--json FILE``
+writes for comparing commits.
+
+``trial`` times whole trials, ``parts`` a trial's parts against their bare equivalents (sampler, features,
+FID and KID, common random numbers), ``workers`` Ray against in-process, ``hooks`` the skip hooks per
+network call, ``imports`` the cost of importing ``skipsearch.apply``. A method may bring its own
+(``Method.bench``).
+"""
+
+from skipsearch.bench.records import Record, show, write_json
+
+__all__ = ["Record", "show", "write_json"]
