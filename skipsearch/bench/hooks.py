@@ -63,7 +63,7 @@ def _hook_cases(device: torch.device, batch: int) -> list[tuple[str, torch.nn.Mo
                                 skips=tuple({"module": f"net.dec.{2 - i}", "level": i, "argument": 1}
                                             for i in range(3))))
     cases.append(("hooked    embedded-digits, skips named", hooked, (1, 16, 16), batch))
-    demo = Path(__file__).resolve().parents[1] / "studies" / "models" / "digits-ddpm"
+    demo = Path(__file__).resolve().parents[2] / "studies" / "models" / "digits-ddpm"
     if (demo / "model_index.json").is_file():
         loaded = load_model(DiffusersModel(path=str(demo)))
         cases.append(("diffusers digits-ddpm (UNet2DModel)", loaded.denoiser, loaded.info.shape, batch))
