@@ -67,6 +67,8 @@ def _hook_cases(device: torch.device, batch: int) -> list[tuple[str, torch.nn.Mo
     if (demo / "model_index.json").is_file():
         loaded = load_model(DiffusersModel(path=str(demo)))
         cases.append(("diffusers digits-ddpm (UNet2DModel)", loaded.denoiser, loaded.info.shape, batch))
+    else:
+        print(f"  (diffusers family skipped: the shipped model {demo} is not there)")
     code = os.environ.get("SKIPSEARCH_EDM_CODE")
     if code and (Path(code) / "training" / "networks.py").is_file():
         cases += _edm_cases(Path(code), device)
