@@ -24,6 +24,7 @@ from skipsearch.errors import UserError
 from skipsearch.fields import Section
 from skipsearch.hooks import SkipPoint
 from skipsearch.hooks.scaling import SigmaOf
+from skipsearch.safeload import content_digest
 
 MODEL_ID_MAX = 128  # the database column that stores a model's id
 
@@ -91,6 +92,29 @@ class ModelInfo:
 class LoadedModel:
     denoiser: nn.Module  # D(x, sigma[, class_labels]), EDM's convention; what methods apply coefficients to
     info: ModelInfo
+
+
+@dataclass(frozen=True)
+class Handed:
+    """A user's network handed over in this process (``skipsearch.run(spec, model=...)``), with the content
+    digests of its parts taken then, so that naming its weights never re-reads them."""
+
+    model: Any
+    digests: dict[str, str]  # part -> content digest of its state dict
+
+
+_HANDED: dict[tuple[str, str], Handed] = {}  # (family, model name) -> what was handed over
+
+
+def keep_handed(family: str, name: str, model: Any, parts: dict[str, Any]) -> Handed:
+    """Keep ``model`` for ``family``'s sections named ``name``; ``parts`` (the modules among them) are digested."""
+    digests = {k: content_digest(m.state_dict()) for k, m in parts.items() if isinstance(m, nn.Module)}
+    _HANDED[(family, name)] = handed = Handed(model, digests)
+    return handed
+
+
+def handed(family: str, name: str) -> Handed | None:
+    return _HANDED.get((family, name))
 
 
 class Family(ABC):

@@ -30,10 +30,6 @@ skipsearch.run("studies/mine.yaml", model=pipe)              # model: {family: d
 
 from __future__ import annotations
 
-import hashlib
-import json
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,15 +39,10 @@ from torch import nn
 
 from skipsearch.diffusion.vp import VPSchedule
 from skipsearch.errors import UserError
-from skipsearch.files import file_hash
 from skipsearch.hooks import SkipPoint, TupleSkip
 from skipsearch.hooks.scaling import SigmaOf
+from skipsearch.models import diffusers_parts as parts
 from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
-
-UNETS = ("UNet2DModel", "UNet2DConditionModel")
-SAFE_WEIGHTS = "diffusion_pytorch_model.safetensors"
-PICKLED_WEIGHTS = "diffusion_pytorch_model.bin"
-
 
 class DiffusersModel(ModelSection):
     """``model:`` for a diffusers UNet or pipeline folder."""
@@ -90,76 +81,6 @@ class DiffusersModel(ModelSection):
                                        "prompt_embeds": at(self.prompt_embeds)})
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where a model's parts are on disk."""
-
-    unet: Path
-    scheduler: Path | None
-    vae: Path | None
-    tokenizer: Path | None
-    text_encoder: Path | None
-
-
-def _layout(spec: DiffusersModel) -> Layout:
-    root = Path(spec.path)
-    if not root.is_dir():
-        raise UserError(f"{root} is not a folder (a diffusers UNet folder or a pipeline folder)")
-    if (root / "model_index.json").is_file():
-        index = json.loads((root / "model_index.json").read_text())
-
-        def part(name: str) -> Path | None:
-            return root / name if name in index and (root / name).is_dir() else None
-
-        return Layout(unet=root / (spec.subfolder or "unet"), scheduler=part("scheduler"), vae=part("vae"),
-                      tokenizer=part("tokenizer"), text_encoder=part("text_encoder"))
-    unet = root / spec.subfolder if spec.subfolder else root
-    scheduler = next((p for p in (unet / "scheduler_config.json", root / "scheduler" / "scheduler_config.json")
-                      if p.is_file()), None)
-    return Layout(unet=unet, scheduler=scheduler.parent if scheduler else None, vae=None, tokenizer=None,
-                  text_encoder=None)
-
-
-def _config(folder: Path, file: str, what: str) -> dict[str, Any]:
-    path = folder / file
-    if not path.is_file():
-        raise UserError(f"{path} not found: {what} needs it")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise UserError(f"{path}: not JSON ({err})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path}: a config must be a JSON object")
-    return config
-
-
-def _unet_class(config: dict[str, Any], folder: Path) -> type[nn.Module]:
-    name = config.get("_class_name")
-    if name not in UNETS:
-        raise UserError(f"{folder}/config.json: {name!r} is not a supported UNet; supported: {', '.join(UNETS)} "
-                        f"(any other network: family hooked)")
-    import diffusers
-
-    return getattr(diffusers, name)
-
-
-def _weights(folder: Path, spec: DiffusersModel, what: str) -> Path:
-    """The safetensors file; a pickled one only with ``trust_pickles`` (it can run code when loaded)."""
-    if (folder / SAFE_WEIGHTS).is_file():
-        return folder / SAFE_WEIGHTS
-    safe = sorted(folder.glob("*.safetensors"))
-    if safe:
-        return safe[0]
-    pickled = [folder / PICKLED_WEIGHTS, *sorted(folder.glob("*.bin"))]
-    found = next((p for p in pickled if p.is_file()), None)
-    if found and not spec.trust_pickles:
-        raise UserError(f"{found}: {what} is a pickle, which can run code when loaded; convert it to safetensors, "
-                        f"or set model.trust_pickles: true if you trust where it came from")
-    if found:
-        return found
-    raise UserError(f"{folder}: no weights file ({SAFE_WEIGHTS}) for {what}")
-
-
 def _square(size: Any, what: str) -> int:
     sizes = size if isinstance(size, (list, tuple)) else (size, size)
     if len(sizes) != 2 or sizes[0] != sizes[1] or not isinstance(sizes[0], int):
@@ -185,24 +106,6 @@ def tuple_skips(unet: nn.Module) -> list[TupleSkip]:
         raise UserError(f"{type(unet).__name__}: {len(remaining)} skip tensor(s) reach no up block; not a UNet "
                         f"skipsearch understands")
     return sorted(points, key=lambda p: p.index)
-
-
-def _loaded(load: Any, folder: Path) -> Any:
-    """A library's load of a user's folder; what it cannot read is the folder's fault, said in one line."""
-    try:
-        return load()
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise UserError(f"{folder}: could not be loaded ({type(err).__name__}: {first})") from None
-
-
-def _is_unet(model: Any) -> bool:
-    return type(model).__name__ in UNETS and type(model).__module__.startswith("diffusers")
-
-
-def _unet_of(model: Any) -> nn.Module:
-    """The UNet of a VPDenoiser, a pipeline or the UNet itself."""
-    return model if _is_unet(model) else model.unet
 
 
 def _alphas_cumprod(model: Any) -> torch.Tensor:
@@ -262,193 +165,23 @@ def _embeds_file(path: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     return embeds.float(), None if negative is None else negative.float()
 
 
-def _schedule(where: Path | dict[str, Any] | None, prediction_type: str | None,
-              shown: str) -> tuple[dict[str, Any], torch.Tensor]:
-    """The training schedule's config (a folder's, a pipeline scheduler's, else DDPMScheduler's defaults) with
-    the prediction type settled, and its abar_t. DDPMScheduler reads any scheduler's config: the training
-    schedule's keys (betas, timesteps, prediction type) are shared by diffusers' schedulers."""
-    from diffusers import DDPMScheduler
-
-    try:
-        if where is None:
-            config = dict(DDPMScheduler().config)
-        elif isinstance(where, dict):
-            config = dict(DDPMScheduler.from_config(where).config)
-        else:
-            config = dict(DDPMScheduler.load_config(where))
-        config["prediction_type"] = prediction_type or config.get("prediction_type", "epsilon")
-        return config, DDPMScheduler.from_config(config).alphas_cumprod
-    except (OSError, ValueError, NotImplementedError) as err:
-        raise UserError(f"{shown}: unusable scheduler config ({err})") from None
-
-
-class Source(ABC):
-    """A model's parts, found and checked once for both ``info`` and ``load``: in a folder, or in an object the
-    user handed over (``skipsearch.run(spec, model=unet_or_pipeline)``)."""
-
-    where: str  # how messages name it
-    config: dict[str, Any]  # the UNet's
-    cls: type[nn.Module]
-    vae_config: dict[str, Any] | None
-    scheduler_config: dict[str, Any]  # the training schedule's, the prediction type settled
-    alphas: torch.Tensor
-
-    @abstractmethod
-    def weights_hash(self, spec: DiffusersModel) -> str:
-        """What the numbers depend on: the UNet's, the VAE's and the text encoder's weights, and the prompts."""
-
-    @abstractmethod
-    def unet(self) -> nn.Module: ...
-
-    @abstractmethod
-    def vae(self) -> nn.Module | None: ...
-
-    @abstractmethod
-    def text(self, spec: DiffusersModel) -> tuple[Any, nn.Module]:
-        """(tokenizer, text encoder) to encode ``model.prompts`` with; UserError where there are none."""
-
-
-class FolderSource(Source):
-    def __init__(self, spec: DiffusersModel) -> None:
-        self.layout = layout = _layout(spec)
-        self.where = str(layout.unet)
-        self.config = _config(layout.unet, "config.json", "the UNet")
-        self.cls = _unet_class(self.config, layout.unet)
-        self.unet_weights = _weights(layout.unet, spec, "the UNet's weights")
-        self.vae_weights = None if layout.vae is None else _weights(layout.vae, spec, "the VAE's weights")
-        self.vae_config = None if layout.vae is None else _config(layout.vae, "config.json", "the VAE")
-        self.scheduler_config, self.alphas = _schedule(layout.scheduler, spec.prediction_type, str(layout.scheduler))
-
-    def weights_hash(self, spec: DiffusersModel) -> str:
-        files = [self.unet_weights, *([self.vae_weights] if self.vae_weights else [])]
-        if spec.prompts or spec.prompt_embeds:
-            files.append(Path(spec.prompts or spec.prompt_embeds))
-        if spec.prompts and self.layout.text_encoder is not None:
-            files.append(_weights(self.layout.text_encoder, spec, "the text encoder's weights"))
-        return hashlib.sha256("|".join(file_hash(f) for f in files).encode()).hexdigest()[:16]
-
-    def unet(self) -> nn.Module:
-        folder = self.layout.unet
-        return _loaded(lambda: self.cls.from_pretrained(folder, use_safetensors=_safe(self.unet_weights),
-                                                        low_cpu_mem_usage=False), folder)
-
-    def vae(self) -> nn.Module | None:
-        from diffusers import AutoencoderKL
-
-        folder = self.layout.vae
-        if folder is None:
-            return None
-        return _loaded(lambda: AutoencoderKL.from_pretrained(folder, use_safetensors=_safe(self.vae_weights),
-                                                             low_cpu_mem_usage=False), folder)
-
-    def text(self, spec: DiffusersModel) -> tuple[Any, nn.Module]:
-        layout = self.layout
-        if layout.tokenizer is None or layout.text_encoder is None:
-            raise UserError(f"model.prompts: {spec.path} has no tokenizer and text_encoder folders to encode prompts "
-                            f"with; give model.prompt_embeds instead")
-        import transformers
-
-        _weights(layout.text_encoder, spec, "the text encoder's weights")
-        tokenizer = _loaded(lambda: transformers.AutoTokenizer.from_pretrained(layout.tokenizer), layout.tokenizer)
-        encoder = _loaded(lambda: transformers.AutoModel.from_pretrained(layout.text_encoder, use_safetensors=True),
-                          layout.text_encoder)
-        return tokenizer, encoder
-
-
-@dataclass(frozen=True)
-class Handed:
-    """A UNet or pipeline handed over in this process, with the digest of its weights taken then."""
-
-    model: Any
-    digests: dict[str, str]  # part -> content digest of its state dict
-
-
-_HANDED: dict[str, Handed] = {}  # model.name -> the object handed to skipsearch.run in this process
-
-
-class ObjectSource(Source):
-    """The user's own objects, used as they are (not copied): skipsearch removes what it puts on them."""
-
-    def __init__(self, spec: DiffusersModel, handed: Handed) -> None:
-        self.handed, model = handed, handed.model
-        self.where = f"the handed-over {type(model).__name__} {spec.name!r}"
-        unet = _unet_of(model)
-        self.cls, self.config = type(unet), dict(unet.config)
-        vae = getattr(model, "vae", None)
-        self.vae_config = None if vae is None else dict(vae.config)
-        scheduler = getattr(model, "scheduler", None)
-        config = None if scheduler is None else dict(scheduler.config)
-        self.scheduler_config, self.alphas = _schedule(config, spec.prediction_type, self.where)
-
-    def weights_hash(self, spec: DiffusersModel) -> str:
-        parts = [f"{k}={v}" for k, v in sorted(self.handed.digests.items())
-                 if k != "text_encoder" or spec.prompts]
-        if spec.prompt_embeds or spec.prompts:
-            parts.append(file_hash(Path(spec.prompts or spec.prompt_embeds)))
-        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-    def unet(self) -> nn.Module:
-        return _unet_of(self.handed.model)
-
-    def vae(self) -> nn.Module | None:
-        return getattr(self.handed.model, "vae", None)
-
-    def text(self, spec: DiffusersModel) -> tuple[Any, nn.Module]:
-        tokenizer = getattr(self.handed.model, "tokenizer", None)
-        encoder = getattr(self.handed.model, "text_encoder", None)
-        if tokenizer is None or encoder is None:
-            raise UserError(f"model.prompts: {self.where} has no tokenizer and text_encoder to encode prompts with; "
-                            f"hand over the whole pipeline, or give model.prompt_embeds")
-        return tokenizer, encoder
-
-
-def hand_over(model: Any, spec: DiffusersModel) -> None:
-    """What ``skipsearch.run(spec, model=unet_or_pipeline)`` does for a diffusers spec without a path."""
-    if spec.path is not None:
-        raise UserError("model.path names a folder and model= hands over a network: give one (to study the handed "
-                        "one, leave out model.path and give model.name)")
-    if not (_is_unet(model) or _is_unet(getattr(model, "unet", None))):
-        raise UserError(f"model= for family diffusers takes a {' or '.join(UNETS)}, or a pipeline holding one as "
-                        f".unet; got {type(model).__name__} (any other network: family hooked)")
-    from skipsearch.safeload import content_digest
-
-    parts = {"unet": _unet_of(model), "vae": getattr(model, "vae", None),
-             "text_encoder": getattr(model, "text_encoder", None)}
-    digests = {k: content_digest(m.state_dict()) for k, m in parts.items() if isinstance(m, nn.Module)}
-    _HANDED[spec.name] = Handed(model, digests)
-
-
-def _source(spec: DiffusersModel) -> Source:
-    if spec.path is not None:
-        return FolderSource(spec)
-    handed = _HANDED.get(spec.name)
-    if handed is None:
-        raise UserError(f"model.name {spec.name!r} names no folder (model.path) and no network handed over in this "
-                        f"process: pass it through the Python API, skipsearch.run(spec, model=unet_or_pipeline)")
-    return ObjectSource(spec, handed)
-
-
-def _safe(weights: Path) -> bool:
-    return weights.suffix == ".safetensors"
-
-
 class DiffusersFamily(Family):
     name = "diffusers"
     spec_class = DiffusersModel
 
     def lookup(self, spec: DiffusersModel) -> None:
         if spec.path is not None:
-            _layout(spec)
+            parts.find_layout(spec)
         else:
-            _source(spec)
+            parts.source(spec)
 
     def hand_over(self, spec: DiffusersModel, model: Any) -> None:
-        hand_over(model, spec)
+        parts.hand_over(model, spec)
 
     def info(self, spec: DiffusersModel) -> ModelInfo:
-        return self._info(spec, _source(spec))
+        return self._info(spec, parts.source(spec))
 
-    def _info(self, spec: DiffusersModel, source: Source) -> ModelInfo:
+    def _info(self, spec: DiffusersModel, source: parts.Source) -> ModelInfo:
         config, cls = source.config, source.cls
         with torch.device("meta"):  # the structure without memory or weights
             unet = cls.from_config(config)
@@ -486,7 +219,7 @@ class DiffusersFamily(Family):
         """A fresh copy from a folder; a handed-over object is the user's own (as the hooked family's is)."""
         from skipsearch.diffusion.vp import VPDenoiser
 
-        source = _source(spec)
+        source = parts.source(spec)
         info = self._info(spec, source)  # checks every part before anything is loaded
         unet = source.unet()
         embeds = negative = None
@@ -501,13 +234,13 @@ class DiffusersFamily(Family):
         return LoadedModel(denoiser, info)
 
     def matches(self, model: Any) -> bool:
-        return _is_unet(model) or _is_unet(getattr(model, "unet", None))
+        return parts.is_unet(model) or parts.is_unet(getattr(model, "unet", None))
 
     def skip_points(self, model: Any) -> list[SkipPoint]:
-        return list(tuple_skips(_unet_of(model)))
+        return list(tuple_skips(parts.unet_of(model)))
 
     def hook_root(self, model: Any) -> nn.Module:
-        return _unet_of(model)
+        return parts.unet_of(model)
 
     def sigma_of(self, model: Any) -> SigmaOf:
         schedule = model.schedule if hasattr(model, "schedule") else VPSchedule(_alphas_cumprod(model))
@@ -520,7 +253,7 @@ class DiffusersFamily(Family):
         return read
 
     def freeu_target(self, model: Any) -> Any:
-        unet = _unet_of(model)
+        unet = parts.unet_of(model)
         if not hasattr(unet, "enable_freeu"):
             raise UserError(f"FreeU: diffusers' {type(unet).__name__} has no enable_freeu (its up blocks are not "
                             f"told their stage); diffusers supports FreeU on UNet2DConditionModel")

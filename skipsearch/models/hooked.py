@@ -37,11 +37,10 @@ from skipsearch.errors import UserError
 from skipsearch.fields import Section
 from skipsearch.hooks import ArgumentSkip, ChannelSlice, SkipPoint
 from skipsearch.hooks.scaling import SigmaOf, sigma_argument
-from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
-from skipsearch.safeload import content_digest
+from skipsearch.models.base import (MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo, handed,
+                                    keep_handed)
 
 _DECLARED: weakref.WeakKeyDictionary[nn.Module, HookedModel] = weakref.WeakKeyDictionary()
-_HANDED: dict[str, nn.Module] = {}  # name -> the module handed to skipsearch.run in this process
 
 
 class HookedSkip(Section):
@@ -81,7 +80,7 @@ def declare(model: nn.Module, section: HookedModel) -> nn.Module:
 def hand_over(model: nn.Module, section: HookedModel) -> None:
     """What ``skipsearch.run(spec, model=net)`` does: this process's trials use ``net`` for ``section``."""
     declare(model, section)
-    _HANDED[section.name] = model
+    keep_handed("hooked", section.name, model, {"net": model})
 
 
 def _points(model: nn.Module, section: HookedModel) -> list[SkipPoint]:
@@ -106,8 +105,8 @@ class HookedFamily(Family):
     spec_class = HookedModel
 
     def info(self, spec: HookedModel) -> ModelInfo:
-        model = _HANDED.get(spec.name)
-        weights = content_digest(model.state_dict())[:16] if model is not None else "0" * 16
+        given = handed("hooked", spec.name)
+        weights = given.digests["net"][:16] if given is not None else "0" * 16
         return ModelInfo(model_id=spec.name, family=self.name, weights_hash=weights, img_channels=spec.channels,
                          resolution=spec.resolution, reference="",
                          skips=tuple(SkipInfo(index=i, level=s.level, path=s.module) for i, s in enumerate(spec.skips)))
@@ -122,11 +121,11 @@ class HookedFamily(Family):
         self._handed(spec)
 
     def _handed(self, spec: HookedModel) -> nn.Module:
-        model = _HANDED.get(spec.name)
-        if model is None:
+        given = handed("hooked", spec.name)
+        if given is None:
             raise UserError(f"model.family hooked: {spec.name!r} is the user's own module; pass it through the Python "
                             f"API, skipsearch.run(spec, model=net), and run in-process (not on Ray workers)")
-        return model
+        return given.model
 
     def load(self, spec: HookedModel) -> LoadedModel:
         """The module handed over by ``skipsearch.run(spec, model=...)`` in this process (not a copy: a hooked
