@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import time
-import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from skipsearch.bench.clock import device_syncs, seconds
 from skipsearch.bench.records import Record
 from skipsearch.evaluate import resolve_device
 
@@ -77,20 +75,6 @@ def _hook_cases(device: torch.device, batch: int) -> list[tuple[str, torch.nn.Mo
     return [(label, model.to(device), shape, b) for label, model, shape, b in cases]
 
 
-def device_syncs(call: Callable[[], object]) -> int:
-    """How many times ``call`` makes the host wait for the GPU (torch's sync debug mode); 0 off CUDA."""
-    if not torch.cuda.is_available():
-        return 0
-    torch.cuda.set_sync_debug_mode("warn")
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            call()
-    finally:
-        torch.cuda.set_sync_debug_mode("default")
-    return sum("synchroniz" in str(w.message) for w in caught)
-
-
 def bench_hooks(device: str = "auto", batch: int = 64, block_s: float = 0.25, rounds: int = 9) -> list[Record]:
     """The cost of Skip-Tuning's hooks per network call against the bare model, per family: ``rounds`` rounds
     of bare, constant-profile and time-window blocks (each about ``block_s`` seconds of calls), in an order
@@ -102,17 +86,8 @@ def bench_hooks(device: str = "auto", batch: int = 64, block_s: float = 0.25, ro
     arms = {"bare": None, "linear": LinearSkip(rho_top=0.8, rho_bottom=1.2),
             "time_window": TimeWindowSkip(rho_top=0.8, rho_bottom=1.2, sigma_lo=0.1, sigma_hi=10.0)}
 
-    def sync() -> None:
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
     def timed(model, x, sigma, calls: int) -> float:
-        sync()
-        start = time.perf_counter()
-        for _ in range(calls):
-            model(x, sigma)
-        sync()
-        return (time.perf_counter() - start) / calls
+        return seconds(lambda: [model(x, sigma) for _ in range(calls)], dev) / calls
 
     def arm(model, key: str) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext() if arms[key] is None else apply(model, arms[key])

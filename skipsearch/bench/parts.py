@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from skipsearch.bench.hooks import device_syncs
+from skipsearch.bench.clock import device_syncs, seconds
 from skipsearch.bench.records import Record
 from skipsearch.diffusion.generation import generate
 from skipsearch.evaluate import EvalTask, Evaluator, build_evaluator, resolve_device
@@ -26,28 +25,14 @@ from skipsearch.metrics import Statistics, fid, kid, statistics as feature_stati
 from skipsearch.spec import Spec, load_spec
 
 
-def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    def timed(fn: Callable[[], object]) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return time.perf_counter() - start
-
-    return timed
-
-
 def _side_by_side(a: Callable[[], object], b: Callable[[], object], device: torch.device,
                   rounds: int) -> tuple[float, float]:
     """Medians of ``rounds`` alternating runs of a and b (after one warm-up of each)."""
-    timed = _timer(device)
-    timed(a), timed(b)
+    seconds(a, device), seconds(b, device)
     times_a, times_b = [], []
     for r in range(rounds):
         for fn, times in ((a, times_a), (b, times_b)) if r % 2 == 0 else ((b, times_b), (a, times_a)):
-            times.append(timed(fn))
+            times.append(seconds(fn, device))
     return statistics.median(times_a), statistics.median(times_b)
 
 

@@ -24,6 +24,7 @@ from skipsearch.results import HeldOut, Rung
 if TYPE_CHECKING:  # typing only: importing these here would load the science for every caller
     from torch import nn
 
+    from skipsearch.bench.records import Record
     from skipsearch.exchange.provenance import Provenance
     from skipsearch.models import ModelInfo
     from skipsearch.spec import Spec
@@ -170,7 +171,7 @@ class Method(ABC):
         """Fields a coefficient file needs beyond the common provenance (e.g. the weights file)."""
         return {}
 
-    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list:
+    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Record]:
         """``skipsearch bench`` for this method's specs: whole trials and where their time goes, a trial's parts
         against their bare equivalents (``quick``: without the 2048-d FID timing), and (``use_ray``) Ray against
         in-process. Returns the records."""

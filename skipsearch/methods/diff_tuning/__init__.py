@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -20,6 +20,9 @@ from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.diff_tuning.spec import DiffTuningSpec
 from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
 from skipsearch.results import HeldOut, Rung
+
+if TYPE_CHECKING:
+    from skipsearch.bench.records import Record
 
 PRUNE_AFTER = 5  # finished trials before the median rule stops any
 
@@ -142,7 +145,7 @@ class DiffTuning(Method):
                 "source": {"reference": f.source_reference, "fid": row.source_fid, "kid": row.source_kid,
                            "heldout_fid": heldout_source_fid}}
 
-    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list:
+    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Record]:
         from skipsearch.methods.diff_tuning.bench import bench_difftuning
 
         if use_ray:
