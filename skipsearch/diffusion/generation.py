@@ -76,25 +76,44 @@ def generate(denoiser: nn.Module, seeds: Sequence[int], shape: tuple[int, ...], 
     seed) index a conditional model's conditions, else the model samples unconditionally. ``wrap`` is put
     around every network call (timing). ``progress`` counts samples under ``desc`` (``skipsearch.progress``)."""
     device = torch.device(device)
-    if sampler.scheduler and not hasattr(denoiser, "model_output"):
-        raise UserError(f"sampler {sampler.name!r} is a diffusers scheduler; it needs a diffusers model (use heun or "
-                        f"euler for this one)")
-    decode = wrap(denoiser.decode) if hasattr(denoiser, "decode") else None
+    check_sampler(denoiser, sampler)
     out = []
     with Progress(len(seeds), desc, "samples", enabled=progress, leave=False) as bar:
         for start in range(0, len(seeds), batch_size):
-            noise = latents(seeds[start : start + batch_size], shape).to(device)
-            y = None
-            if labels is not None:
-                y = torch.as_tensor(list(labels[start : start + batch_size]), dtype=torch.long, device=device)
-            x = _sample(denoiser, noise, sampler, y, wrap)
-            if decode is not None:
-                x = decode(x)
+            chunk = seeds[start : start + batch_size]
+            x = sample_seeds(denoiser, chunk, shape, sampler, device=device, wrap=wrap,
+                             labels=None if labels is None else labels[start : start + batch_size])
             if not torch.isfinite(x).all():
-                raise SampleError(f"non-finite values in samples {start}..{start + len(x) - 1} (NaN or inf)")
+                raise SampleError(non_finite(start, len(x)))
             out.append(to_uint8(x).cpu())
             bar.update(len(x))
     return torch.cat(out)
+
+
+def check_sampler(denoiser: nn.Module, sampler: SamplerConfig) -> None:
+    if sampler.scheduler and not hasattr(denoiser, "model_output"):
+        raise UserError(f"sampler {sampler.name!r} is a diffusers scheduler; it needs a diffusers model (use heun or "
+                        f"euler for this one)")
+
+
+def non_finite(start: int, count: int) -> str:
+    return f"non-finite values in samples {start}..{start + count - 1} (NaN or inf)"
+
+
+def sample_seeds(denoiser: nn.Module, seeds: Sequence[int], shape: tuple[int, ...], sampler: SamplerConfig, *,
+                 device: torch.device, labels: Sequence[int] | None = None, copies: int = 1,
+                 wrap: Callable[[Callable], Callable] = lambda f: f) -> torch.Tensor:
+    """One network batch: the samples (float, on ``device``, decoded when the model is latent) of ``seeds``,
+    ``copies`` times over (copy c is rows c*len(seeds) ...): several trials sharing a batch see the same noise."""
+    noise = latents(seeds, shape).to(device)
+    y = None
+    if labels is not None:
+        y = torch.as_tensor(list(labels), dtype=torch.long, device=device)
+    if copies > 1:
+        noise = noise.repeat(copies, *([1] * (noise.dim() - 1)))
+        y = None if y is None else y.repeat(copies)
+    x = _sample(denoiser, noise, sampler, y, wrap)
+    return wrap(denoiser.decode)(x) if hasattr(denoiser, "decode") else x
 
 
 def _sample(denoiser: nn.Module, noise: torch.Tensor, sampler: SamplerConfig, y: torch.Tensor | None,

@@ -2,9 +2,9 @@
 
 The network's own call (the family's hook root) is hooked first: it reads sigma (per sample) and computes
 every point's rho once for that call. Then each module that consumes skips gets one pre-hook scaling all of
-its points with the rhos of the current call. ``rhos(sigma)`` gives one rho per point, in the points' order:
-numbers where rho does not depend on the noise level, so no tensor is made or copied per call. Nothing
-stays on the model after ``remove()``.
+its points with the rhos of the current call. ``rhos(sigma)``, sigma per sample (shape (B,)), gives one rho
+per point, in the points' order; plain numbers where rho is the same for every call, so no tensor is made or
+copied per call. Nothing stays on the model after ``remove()``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,18 @@ def sigma_argument(position: int = 1) -> SigmaOf:
         return torch.as_tensor(sigma, dtype=torch.float64).reshape(-1)
 
     return read
+
+
+def per_sample(sigma: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
+    """sigma with one entry per sample of the call's batch (a view): samplers pass one sigma for the whole
+    batch, and a rho that differs per sample (several trials in one batch) needs the batch's size."""
+    if sigma.numel() != 1:
+        return sigma
+    for x in (*args, kwargs.get("sample"), kwargs.get("x")):
+        if isinstance(x, torch.Tensor) and x.dim() >= 2:
+            return sigma.reshape(1).expand(x.shape[0])
+    return sigma
+
 
 _ACTIVE: weakref.WeakKeyDictionary[nn.Module, SkipScaling] = weakref.WeakKeyDictionary()
 
@@ -64,7 +76,7 @@ class SkipScaling:
 
     def _capture(self, sigma_of: SigmaOf):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            self._now = self._rhos(sigma_of(args, kwargs))
+            self._now = self._rhos(per_sample(sigma_of(args, kwargs), args, kwargs))
 
         return hook
 

@@ -12,7 +12,7 @@ where it runs, so ``skipsearch.apply`` and the registry cost nothing else.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # typing only: importing these here would load the science fo
     from torch import nn
 
     from skipsearch.bench.records import Record
+    from skipsearch.errors import TrialError
     from skipsearch.exchange.provenance import Provenance
     from skipsearch.models import ModelInfo
     from skipsearch.spec import Spec
@@ -146,6 +147,18 @@ class Method(ABC):
         """Run one search trial, one rung at a time; closing the iterator early (a pruned trial) undoes
         whatever it applied. Runs in the driver's process or on a Ray worker, the same way."""
 
+    def batch_trials(self, spec: Spec) -> int | Literal["auto"]:
+        """How many of this method's trials share one network batch (``trial_batch``); "auto" decides on the
+        device. 1: trials run one at a time."""
+        return 1
+
+    def trial_batch(self, spec: Spec, coefficients: Sequence[Coefficients],
+                    progress: bool = False) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
+        """Run the trials of ``coefficients`` together (``skipsearch.batched``): at each rung, every trial still
+        running with its ``Rung`` or its own failure; send back the trials to stop. Each trial's numbers are
+        those it would have alone. Only where ``batch_trials(spec)`` is not 1."""
+        raise NotImplementedError(f"{self.title} trials do not share batches")
+
     def artifact(self, spec: Spec, number: int) -> Path | None:
         """Where trial ``number`` writes its file, if the method makes one (absolute)."""
         return None
@@ -172,13 +185,14 @@ class Method(ABC):
         return {}
 
     def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Record]:
-        """``skipsearch bench`` for this method's specs: whole trials and where their time goes, a trial's parts
-        against their bare equivalents (``quick``: without the 2048-d FID timing), and (``use_ray``) Ray against
-        in-process. Returns the records."""
+        """``skipsearch bench`` for this method's specs: whole trials and where their time goes, trials sharing
+        batches against one at a time (where they can), a trial's parts against their bare equivalents
+        (``quick``: without the 2048-d FID timing), and (``use_ray``) Ray against in-process. Returns the records."""
+        from skipsearch.bench.batched import bench_batched
         from skipsearch.bench.parts import bench_parts
         from skipsearch.bench.trial import bench_trial
 
-        records = bench_trial(spec_path, trials) + bench_parts(spec_path, wide=not quick)
+        records = bench_trial(spec_path, trials) + bench_batched(spec_path) + bench_parts(spec_path, wide=not quick)
         if use_ray:
             from skipsearch.bench.workers import bench_ray
 

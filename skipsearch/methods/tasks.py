@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 
+from skipsearch.errors import TrialError
 from skipsearch.evaluate import EvalTask
 from skipsearch.methods.base import Coefficients, Fidelity, Removable
 from skipsearch.results import HeldOut, Rung
@@ -42,6 +43,34 @@ def sampled_ladder(apply: Callable[..., Removable], spec: Spec, coefficients: Co
         for score in ev.ladder(task, progress):
             yield Rung(score=score, progress=score.n, final=score.n == task.n, wall_s=score.wall_s,
                        timings=score.timings)
+
+
+def sampled_batch(apply_batch: Callable[..., Removable], spec: Spec, coefficients: Sequence[Coefficients],
+                  progress: bool = False) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
+    """Training-free trials sharing network batches (``skipsearch.batched``): ``apply_batch`` puts every trial's
+    coefficients on the model at once, each sample reading its trial from the layout. Send back, after each
+    rung, the trials to stop; closing the generator takes the hooks off."""
+    from skipsearch.batched import BatchLayout, batch_ladder
+    from skipsearch.evaluate import evaluator_for
+    from skipsearch.results import Score
+
+    m = spec.metric
+    task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
+    ev = evaluator_for(task)
+    layout = BatchLayout(alive=list(range(len(coefficients))))
+    with apply_batch(ev.loaded.denoiser, coefficients, layout):
+        ladder = batch_ladder(ev, task, layout, progress)
+        try:
+            results = next(ladder)
+            while True:
+                stopped = yield {k: Rung(score=r, progress=r.n, final=r.n == task.n, wall_s=r.wall_s,
+                                         timings=r.timings) if isinstance(r, Score) else r
+                                 for k, r in results.items()}
+                results = ladder.send(stopped)
+        except StopIteration:
+            return
+        finally:
+            ladder.close()
 
 
 def sampled_heldout(apply: Callable[..., Removable], spec: Spec, coefficients: Coefficients,

@@ -70,7 +70,8 @@ def trial_attrs(row: TrialRow) -> dict[str, Any]:
 
 
 def annotate_trial(ctx: StudyContext, frozen: optuna.trial.FrozenTrial, row: TrialRow, rung: Rung | None) -> None:
-    """Numbers and pictures of a trial about to be told COMPLETE or PRUNED."""
+    """Numbers and pictures of a trial about to be told COMPLETE or PRUNED (its profile plots were drawn while
+    it ran: ``search.pictures``)."""
     for key, value in trial_attrs(row).items():
         ctx.storage.set_trial_user_attr(frozen._trial_id, key, value)
     if ctx.artifacts is None:
@@ -81,43 +82,20 @@ def annotate_trial(ctx: StudyContext, frozen: optuna.trial.FrozenTrial, row: Tri
             grid = Path(tmp, f"samples-trial-{row.trial_number:04d}.png")
             grid.write_bytes(png_bytes(rung.score.preview))
             files.append(grid)
-        coefficients = parse_coefficients(row.coefficients_json)
-        for i, profile in enumerate(ctx.method.profiles(ctx.spec, coefficients, ctx.info)):
-            files.append(draw_profile(profile, Path(tmp, f"profile-{i}-trial-{row.trial_number:04d}.png")))
+        files += ctx.plots.take(row.trial_number, trial_profiles(ctx, row.coefficients_json), Path(tmp))
         for path in files:
             optuna.artifacts.upload_artifact(artifact_store=ctx.artifacts, file_path=str(path),
                                              study_or_trial=frozen, storage=ctx.storage)
+            path.unlink(missing_ok=True)
+
+
+def trial_profiles(ctx: StudyContext, coefficients_json: str) -> tuple[Profile, ...]:
+    return ctx.method.profiles(ctx.spec, parse_coefficients(coefficients_json), ctx.info)
 
 
 def annotate_baseline(ctx: StudyContext, row: TrialRow) -> None:
     """The baseline's FID and the reference statistics' hash, once the baseline is complete."""
     _set_study_attrs(ctx.study, {"baseline_fid": row.fid, "reference_hash": row.ref_hash})
-
-
-def draw_profile(profile: Profile, path: Path) -> Path:
-    """A PNG of a ``Profile`` (matplotlib, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    try:
-        for curve in profile.curves:
-            ax.plot(curve.x, curve.y, marker="o" if len(curve.x) <= 40 else None, label=curve.label)
-        if profile.x_log:
-            ax.set_xscale("log")
-        if profile.x_ticks:
-            ax.set_xticks(range(len(profile.x_ticks)), profile.x_ticks, rotation=30, ha="right", fontsize=7)
-        ax.axhline(1.0 if profile.y_label == "rho" else 0.0, color="grey", lw=0.6, ls="--")
-        ax.set(title=profile.title, xlabel=profile.x_label, ylabel=profile.y_label)
-        if len(profile.curves) > 1:
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(path)
-    finally:
-        plt.close(fig)
-    return path
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from skipsearch.methods import Method
 from skipsearch.models import ModelInfo
 from skipsearch.search.coordination import Driver
+from skipsearch.search.pictures import ProfilePlots
 from skipsearch.spec import Spec
 from skipsearch.storage import Store
 
@@ -28,6 +29,7 @@ class StudyContext:
     driver: Driver
     echo: Callable[[str], None] = field(default=tqdm.write)
     artifacts: Any = None  # Optuna's artifact store for per-trial pictures (``storage.artifacts``)
+    plots: ProfilePlots = field(default_factory=ProfilePlots)  # trials' profile plots, drawn while they run
 
     @property
     def multi_objective(self) -> bool:
@@ -35,5 +37,6 @@ class StudyContext:
 
     def close(self) -> None:
         """This driver leaves the study (other drivers no longer wait for it)."""
+        self.plots.close()
         self.driver.stop()
         self.store.close()

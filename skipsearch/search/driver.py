@@ -26,6 +26,7 @@ from skipsearch.progress import Progress
 from skipsearch.resolve import resolve
 from skipsearch.results import Rung
 from skipsearch.search.annotations import annotate_study
+from skipsearch.search.batched import run_batch, trials_per_batch
 from skipsearch.search.context import StudyContext
 from skipsearch.search.coordination import Driver, study_lock, trial_item
 from skipsearch.search.fidelity import pruner
@@ -130,6 +131,13 @@ def counted(ctx: StudyContext, trials=None) -> tuple[int, int]:
 def reserve(ctx: StudyContext, budget: int) -> optuna.trial.Trial | str | None:
     """The next trial for this driver, WAIT while other trials are in flight and the budget is taken, or
     None when the study has its budget of evaluated trials."""
+    got = reserve_many(ctx, budget, 1)
+    return got[0] if isinstance(got, list) else got
+
+
+def reserve_many(ctx: StudyContext, budget: int, count: int) -> list[optuna.trial.Trial] | str | None:
+    """Up to ``count`` trials at once (as many as the budget leaves), asked and claimed under the study lock;
+    WAIT or None as ``reserve``."""
     with study_lock(ctx.driver):
         recover_stale(ctx)
         trials = ctx.study.get_trials(deepcopy=False)
@@ -137,14 +145,21 @@ def reserve(ctx: StudyContext, budget: int) -> optuna.trial.Trial | str | None:
         if used >= budget:
             return WAIT if in_flight else None
         ensure_baseline(ctx, trials)
-        trial = ctx.study.ask()
-        if not ctx.store.try_claim(ctx.spec.name, trial_item(trial.number), ctx.driver.id, trial.number):
-            raise RuntimeError(f"trial {trial.number} was asked under the study lock but is already claimed")
-        return trial
+        asked = []
+        for _ in range(min(count, budget - used)):
+            trial = ctx.study.ask()
+            if not ctx.store.try_claim(ctx.spec.name, trial_item(trial.number), ctx.driver.id, trial.number):
+                raise RuntimeError(f"trial {trial.number} was asked under the study lock but is already claimed")
+            asked.append(trial)
+        return asked
 
 
 def ask(ctx: StudyContext, trial: optuna.trial.Trial) -> tuple[str, Coefficients]:
-    return trial.user_attrs.get("role", "search"), ctx.method.suggest(trial, ctx.spec, ctx.info)
+    """The trial's role and coefficients; its profile plots start drawing now, while it runs."""
+    coefficients = ctx.method.suggest(trial, ctx.spec, ctx.info)
+    if ctx.artifacts is not None:
+        ctx.plots.prepare(trial.number, ctx.method.profiles(ctx.spec, coefficients, ctx.info))
+    return trial.user_attrs.get("role", "search"), coefficients
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,20 +241,25 @@ def search(ctx: StudyContext, budget: int, progress: bool = True) -> None:
     terminal, lines in a log); False is silent."""
     used, _ = counted(ctx)
     ran, waiting = 0, Waiting(ctx)
+    per_batch = trials_per_batch(ctx, budget - used) if budget > used else 1
+    if per_batch > 1:
+        ctx.echo(f"{per_batch} trials share each network batch (search.batch_trials)")
     with Progress(max(0, budget - used), f"study {ctx.spec.name}", "trials", enabled=progress) as bar:
         while True:
             ctx.driver.check_heartbeat()
-            trial = reserve(ctx, budget)
-            if trial is None:
+            trials = reserve_many(ctx, budget, per_batch)
+            if trials is None:
                 break
-            if trial == WAIT:
+            if trials == WAIT:
                 waiting()
                 continue
             waiting.reset()
-            done = run_trial(ctx, trial, progress=progress)
-            ran += 1
-            ctx.echo(trial_line(ctx, done))
-            bar.update()
+            ended = (run_batch(ctx, trials, progress=progress) if len(trials) > 1
+                     else [run_trial(ctx, trials[0], progress=progress)])
+            for done in ended:
+                ran += 1
+                ctx.echo(trial_line(ctx, done))
+                bar.update()
     if ran == 0:
         say_budget_reached(ctx, counted(ctx)[0], budget)
 

@@ -8,11 +8,11 @@ skips are the model family's (``skipsearch.models``, ``skipsearch.hooks``).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from skipsearch.errors import UserError
+from skipsearch.errors import TrialError, UserError
 from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.skip_tuning.coefficients import SCHEDULES, _Schedule
 from skipsearch.methods.skip_tuning.spec import SkipTuningSpec
@@ -58,6 +58,26 @@ class SkipTuning(Method):
         from skipsearch.methods.tasks import sampled_ladder
 
         yield from sampled_ladder(self.apply, spec, coefficients, progress)
+
+    def batch_trials(self, spec: SkipTuningSpec) -> int | Literal["auto"]:
+        return spec.search.batch_trials
+
+    def trial_batch(self, spec: SkipTuningSpec, coefficients: Sequence[_Schedule],
+                    progress: bool = False) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
+        from skipsearch.methods.tasks import sampled_batch
+
+        return sampled_batch(self.apply_batch, spec, coefficients, progress)
+
+    def apply_batch(self, model: Any, schedules: Sequence[_Schedule], layout: Any) -> Removable:
+        """Hooks scaling each sample of a shared batch by its own trial's schedule (``layout`` says which)."""
+        from skipsearch.hooks import SkipScaling
+        from skipsearch.methods.skip_tuning.batched import batch_rhos
+        from skipsearch.models import family_of
+
+        family = family_of(model)
+        points = family.skip_points(model)
+        rhos = batch_rhos(schedules, points, layout)
+        return SkipScaling(family.hook_root(model), points, family.sigma_of(model), rhos)
 
     def profiles(self, spec: SkipTuningSpec, coefficients: _Schedule, info: Any) -> tuple[Profile, ...]:
         """rho over the skips (0 = outermost, as the paper's rho_top -> rho_bottom); for a time window, also

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 
 from skipsearch.methods.skip_tuning.coefficients import SCHEDULE_FAMILIES
 from skipsearch.spec import Rho, SearchCommon, Sigma, Spec
 
 
+MAX_TRIALS_PER_BATCH = 64
+
+
 class SkipSearchSpec(SearchCommon):
+    operational: ClassVar[frozenset[str]] = SearchCommon.operational | {"batch_trials"}
     family: Literal[SCHEDULE_FAMILIES] = "linear"  # type: ignore[valid-type]
     rho_range: tuple[Rho, Rho] = (0.5, 1.5)
     sigma_range: tuple[Sigma, Sigma] = (0.002, 80.0)
+    # trials sharing one network batch (in-process drivers): a number, or "auto" (1 on a CPU; measured on a GPU)
+    batch_trials: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_TRIALS_PER_BATCH)] = "auto"
 
     @model_validator(mode="after")
     def _ranges(self) -> SkipSearchSpec:
