@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from skipsearch import textfiles
 from skipsearch.diffusion.generation import SamplerConfig
@@ -22,6 +22,7 @@ from skipsearch.errors import UserError
 from skipsearch.fields import (BATCH_MAX, N_MAX, RHO_MAX, SEED_MAX, SIGMA_LIMIT, STEPS_MAX, TIMEOUT_MAX, TRIALS_MAX,
                                Batch, Count, Rate, Rho, Section, Seed, Sigma, Steps)
 from skipsearch.models import FAMILIES, ModelSpec
+from skipsearch.precisions import CUDA_ONLY, split_label
 
 DEFAULT_STORAGE = "sqlite:///skipsearch.db"
 
@@ -56,6 +57,10 @@ class SamplerSpec(Section):
 
 
 class MetricSpec(Section):
+    """``extractor`` names the feature space: a network, optionally with a faster precision than fp32
+    (``inception-v3-compat@bf16``; skipsearch.precisions). The precision changes the numbers, so it is part of
+    the name, and with it of every stored FID's label and of the study's science."""
+
     extractor: str = Field("skipsearch-digits", min_length=1, max_length=200)
     reference: str = Field("digits", min_length=1, max_length=4096)
     n: Count = 500
@@ -63,6 +68,16 @@ class MetricSpec(Section):
     seed: Seed = 0
     batch_size: Batch = 500
     kid_subset_size: int = Field(100, ge=2, le=N_MAX)
+
+    @field_validator("extractor")
+    @classmethod
+    def _precision(cls, extractor: str) -> str:
+        split_label(extractor)  # a ValueError names the bad precision suffix; the network is checked by resolve
+        return extractor
+
+    @property
+    def precision(self) -> str:
+        return split_label(self.extractor)[1]
 
     @model_validator(mode="after")
     def _ladder(self) -> MetricSpec:
@@ -134,6 +149,10 @@ class Spec(Section):
         if self.confirm.seed < search_end and self.metric.seed < confirm_end:
             raise ValueError(f"confirm seeds [{self.confirm.seed}, {confirm_end}) overlap the search seeds "
                              f"[{self.metric.seed}, {search_end}); held-out seeds must be new")
+        if self.device == "cpu" and self.metric.precision in CUDA_ONLY:
+            raise ValueError(f"metric.extractor: precision {self.metric.precision!r} needs a CUDA device, and device "
+                             f"is cpu (where it would compute plain fp32); drop the '@{self.metric.precision}' suffix "
+                             f"or use device cuda")
         if self.metric.kid_subset_size > self.confirm.n:
             raise ValueError(f"metric.kid_subset_size ({self.metric.kid_subset_size}) must not exceed confirm.n "
                              f"({self.confirm.n})")

@@ -5,7 +5,8 @@
 - the FID and KID distances against torch-fidelity's own functions (time and agreement), on the spec's
   features and on 2048-d features (the Inception layer's size) below and above N = d;
 - common random numbers: the spread of the FID difference between two fixed settings with shared seeds
-  against independent seeds, at the search N.
+  against independent seeds, at the search N;
+- the extractor's faster precisions against fp32: speed and FID deviation (skipsearch.bench.precision).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import torch
 
+from skipsearch import data
 from skipsearch.bench.clock import device_syncs, seconds
+from skipsearch.bench.precision import bench_precision
 from skipsearch.bench.records import Record
 from skipsearch.diffusion.generation import generate
 from skipsearch.evaluate import EvalTask, Evaluator, build_evaluator, resolve_device
@@ -81,8 +84,8 @@ def bench_features(ev: Evaluator, images: torch.Tensor, batch_size: int, rounds:
                                                                                                torch.Tensor]:
     dev, net = ev.device, ev.extractor.net
 
-    def direct() -> None:
-        with torch.no_grad():
+    def direct() -> None:  # under the extractor's precision settings (TF32 flags, autocast), as skipsearch's call
+        with torch.no_grad(), ev.extractor.numerics():
             for batch in images.split(batch_size):
                 batch = batch.to(dev)
                 net(batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch)[0].cpu()
@@ -177,6 +180,8 @@ def bench_crn(ev: Evaluator, task: EvalTask, repeats: int = 4) -> list[Record]:
 
 
 def bench_parts(spec_path: Path, rounds: int = 5, crn: bool = True, wide: bool = True) -> list[Record]:
+    """``wide``: also the 2048-d FID timing and the precisions against fp32 (what ``--quick`` leaves out; with
+    Inception on a CPU, the precisions take minutes)."""
     spec = load_spec(spec_path)
     device = resolve_device(spec.device)
     print(f"parts of a trial: {spec.model.model_id}, {spec.sampler.name} {spec.sampler.steps} steps, "
@@ -191,6 +196,9 @@ def bench_parts(spec_path: Path, rounds: int = 5, crn: bool = True, wide: bool =
                               spec.metric.kid_subset_size, ev.device)
     if wide:
         records += bench_wide_distance(ev.device)
+        ref_images = data.load(spec.metric.reference, resolution=ev.loaded.info.resolution)
+        records += bench_precision(spec.metric.extractor, images, ref_images, ev.device,
+                                   spec.metric.batch_size)
     if crn and spec.kind == "skip_tuning":
         records += bench_crn(ev, task)
     return records

@@ -1,10 +1,11 @@
 """Reference features and their FID statistics (with the covariance's square root), cached on disk by content.
 
 torch-fidelity's own cache keys by input name only, so skipsearch keys its cache by the reference pixels'
-content hash, the extractor (name and weights) and the feature layer: a changed data set or extractor
-never reuses stale statistics. The entry holds the features, their mean and covariance and the covariance's
-square root, so that no trial recomputes them (an entry written before the square root was kept is
-completed once).
+content hash, the extractor (its label, which carries a non-fp32 precision, and its weights) and the feature
+layer: a changed data set, extractor or precision never reuses stale statistics. The file is named after the
+label too (``ref-inception-v3-compat@bf16-<key>.npz``); fp32's label is the plain name, as before precisions.
+The entry holds the features, their mean and covariance and the covariance's square root, so that no trial
+recomputes them (an entry written before the square root was kept is completed once).
 """
 
 from __future__ import annotations
