@@ -213,7 +213,9 @@ def delete(study: str = typer.Argument(..., help="Study name."), storage: Option
 @app.command()
 @friendly
 def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec whose trial is timed."),
-          trials: int = typer.Option(3, min=1, max=1000, help="Timed trials (after one warm-up)."),
+          trials: Optional[int] = typer.Option(None, min=1, max=1000, show_default=False,
+                                               help="Timed trials, after one warm-up (default 3); with "
+                                                    "--versus-plain, the study's trial budget (default: the spec's)."),
           use_ray: bool = typer.Option(False, "--ray", help="Compare in-process with Ray at 1 and 2 workers."),
           imports: bool = typer.Option(False, "--imports", help="Time `skipsearch.apply`'s import against torch's."),
           hooks: bool = typer.Option(False, "--hooks", help="Time Skip-Tuning's hooks per network call against the "
@@ -221,6 +223,12 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
           device: str = typer.Option("auto", help="Device for --hooks (cpu, cuda, auto)."),
           quick: bool = typer.Option(False, "--quick", help="Leave out the 2048-d FID timing (about a minute on "
                                                              "a CPU)."),
+          versus_plain: bool = typer.Option(False, "--versus-plain",
+                                            help="The spec's study against a plain Optuna + torch-fidelity loop with "
+                                                 "the same network evaluations: held-out dFID of each winner and "
+                                                 "the evaluations each needed to reach it."),
+          repeats: int = typer.Option(3, min=1, max=100,
+                                      help="With --versus-plain: how many repeats (sampler seeds 0, 1, ...)."),
           json_out: Optional[Path] = typer.Option(
               None, "--json", help="Also write the records to this JSON file ({name, value, target, met, device}).")):
     """The performance record: whole trials and the share outside network passes and features, then a trial's
@@ -230,11 +238,14 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     With --ray: also the same trials in-process and on a local Ray with 1 and 2 workers.
     A spec's method may time what matters to it instead (a method that fine-tunes: training steps/s
     against a bare loop). With --imports: what `skipsearch.apply` costs to import, against torch. With
-    --hooks: the hooks' cost per network call against the bare model, per model family.
+    --hooks: the hooks' cost per network call against the bare model, per model family. With --versus-plain:
+    the spec's study (rungs, baseline, confirmation) against the loop a user would write with Optuna and
+    torch-fidelity (TPE, N = confirm.n fresh seeds per trial), on the same budget of network evaluations
+    (samples x NFE), both winners judged on the spec's held-out seed sets, --repeats times.
 
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
     skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports;  skipsearch bench --hooks;
-    skipsearch bench --json bench.json
+    skipsearch bench --json bench.json;  skipsearch bench --versus-plain --trials 12 --repeats 3
     """
     from skipsearch.bench import show, write_json
     from skipsearch.methods import method_for
@@ -248,8 +259,12 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
         from skipsearch.bench.hooks import bench_hooks
 
         records = bench_hooks(device)
+    elif versus_plain:
+        from skipsearch.bench.versus_plain import bench_versus_plain
+
+        records = bench_versus_plain(spec, repeats, trials)
     else:
-        records = method_for(load_spec(spec).kind).bench(spec, trials, use_ray, quick)
+        records = method_for(load_spec(spec).kind).bench(spec, trials or 3, use_ray, quick)
     show(records, "benchmark record:")
     if json_out is not None:
         write_json(json_out, records)

@@ -1,0 +1,438 @@
+"""``skipsearch bench --versus-plain``: what a confirmed winner costs, against the loop a user would otherwise write.
+
+Both sides search the same space of the same method on the same model, sampler and feature extractor, and
+both winners are judged on the same held-out seed sets (the spec's ``confirm`` section), so the comparison is
+about the search strategy alone:
+
+- **skipsearch**: the spec's study (its baseline, common random numbers, a ladder of sample counts with
+  successive halving, held-out confirmation of the top-k), run through the public ``skipsearch.run`` into a
+  fresh temporary SQLite database, with ``search.seed`` = the repeat. A spec without ``metric.rungs`` gets
+  ``n/4, n/2`` below ``n`` (the rungs no smaller than ``kid_subset_size``), and the output says so. Its
+  winner is the confirmed winner (``skipsearch best``'s choice), or the baseline when none was confirmed.
+- **plain**: an in-memory ``optuna.create_study(sampler=TPESampler(seed=repeat))`` over the method's own
+  ``suggest`` (the identical space); each trial samples N = ``confirm.n`` images from seeds no other trial,
+  no held-out set and no search trial uses, and scores them with torch-fidelity's ``fid_features_to_statistics``
+  and ``fid_statistics_to_metric`` on the same extractor's features; no rungs, no baseline; the lowest FID
+  wins.
+
+**Network evaluations** are samples x NFE. skipsearch spends, for each search trial, the largest N it reached
+(its rungs reuse the images of the rung below, so a trial stopped at N cost N samples; a failed trial is
+counted at nothing) plus every held-out evaluation of its confirmation (the baseline's too). The plain side
+gets as many whole trials of ``confirm.n`` samples as fit in skipsearch's total, so the two totals differ by
+less than one plain trial. The same forward calls are also counted at the network itself, as a check on
+this arithmetic.
+
+**Evaluations to the winner**: the plain side's, the cumulative evaluations up to and including the trial
+that became its final best. skipsearch's, the cumulative search evaluations up to the end of the search
+trial that became the confirmed winner, plus all of the confirmation (the winner is only known after it); when
+nothing was confirmed (the baseline stays), all of the study's evaluations.
+
+**Held-out ΔFID** = FID(winner) - FID(baseline) on each held-out seed set at ``confirm.n``, mean over the
+sets, both FIDs from skipsearch's held-out evaluation (``Method.heldout``). skipsearch's winner reuses its
+confirmation's rows (same seed sets, same N); note that the confirmation also chose the winner among the
+top-k on those very seeds, which favours skipsearch by the selection among k candidates. The plain winner is
+evaluated on those sets afterwards; that evaluation is the benchmark's, not counted in the plain side's
+budget. The target: skipsearch's held-out ΔFID at most the plain side's, with at most a third of its
+evaluations to the winner (ratio plain / skipsearch >= 3). With equal budgets the ratio cannot exceed the plain
+side's total over skipsearch's confirmation (its winner is known only after it), so the table prints that
+ceiling too: a spec whose confirmation is more than a third of its budget cannot meet the target.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import torch
+from pydantic import ValidationError
+from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+from skipsearch import api
+from skipsearch.bench.records import Record
+from skipsearch.diffusion.generation import generate
+from skipsearch.errors import TrialError, UserError
+from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
+from skipsearch.fields import SEED_MAX
+from skipsearch.methods import Coefficients, describe, method_for, parse_coefficients
+from skipsearch.methods.tasks import eval_task, heldout_seed_start
+from skipsearch.spec import TRIALS_MAX, Spec, format_validation_error, load_spec
+
+TARGET_RATIO = 3.0
+RATIO_TARGET = f">= {TARGET_RATIO:g}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Side:
+    """One side's result in one repeat."""
+
+    name: str  # "skipsearch" or "plain"
+    winner: str  # the chosen coefficients, described ("baseline" when the baseline stays)
+    trial: int | None  # the trial that became the winner (None: the baseline)
+    heldout_fid: float  # mean over the held-out seed sets, at confirm.n
+    delta_fid: float  # mean over the seed sets of FID(winner) - FID(baseline)
+    evals_to_winner: int  # network evaluations (samples x NFE) until the winner was known
+    total_evals: int  # network evaluations the side spent in all
+    trials: int  # search trials run
+    wall_s: float  # the side's wall time (the plain side's held-out evaluation excluded)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersusRepeat:
+    """Both sides of one repeat (sampler seed ``repeat``), with the seeds each used."""
+
+    repeat: int
+    nfe: int
+    skipsearch: Side
+    plain: Side
+    baseline_heldout_fid: float
+    heldout_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each held-out seed set
+    plain_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each plain trial's seeds
+    counted_at_network: tuple[int, int]  # (skipsearch, plain) forward-call samples, the check on total_evals
+    confirmation_evals: int  # skipsearch's held-out evaluations (part of its evaluations to the winner)
+
+    @property
+    def ratio(self) -> float:
+        """Evaluations to the winner, plain / skipsearch (>= 3 is the target)."""
+        return self.plain.evals_to_winner / max(self.skipsearch.evals_to_winner, 1)
+
+    @property
+    def ratio_ceiling(self) -> float:
+        """The largest ratio this budget allows: skipsearch's winner is known only after its confirmation, and
+        the plain side cannot spend more than its total."""
+        return self.plain.total_evals / max(self.confirmation_evals, 1)
+
+    @property
+    def as_good(self) -> bool:
+        """skipsearch's held-out ΔFID is at most the plain side's."""
+        return self.skipsearch.delta_fid <= self.plain.delta_fid
+
+    @property
+    def met(self) -> bool:
+        return self.as_good and self.ratio >= TARGET_RATIO
+
+
+class NetworkCounter:
+    """Samples passed through the network's forward, summed over calls: network evaluations as the model sees
+    them, to check the samples x NFE arithmetic of both sides."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.count = 0
+        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        x = args[0] if args else next(iter(kwargs.values()), None)
+        if isinstance(x, torch.Tensor):
+            self.count += int(x.shape[0])
+
+    def close(self) -> None:
+        self._handle.remove()
+
+
+def say(line: str) -> None:
+    """One progress line, flushed: a run redirected to a file shows each side as it ends."""
+    print(line, flush=True)
+
+
+# --- the spec of each side -----------------------------------------------------------------------------------
+
+
+def check_comparable(spec: Spec) -> None:
+    """Only a training-free, single-objective method fits the plain loop (sample, score, keep the lowest)."""
+    method = method_for(spec.kind)
+    if method.fidelity(spec).unit != "samples":
+        raise UserError(f"--versus-plain compares training-free searches (trials that only sample); {spec.kind} "
+                        f"trials train, so a plain sampling loop would not search the same thing")
+    if len(method.objectives(spec)) > 1:
+        raise UserError("--versus-plain needs a single-objective study (the plain loop keeps the lowest FID)")
+
+
+def default_rungs(spec: Spec) -> tuple[int, ...]:
+    """n/4 and n/2 below n (one factor of 2, as successive halving wants), keeping only whole rungs no smaller
+    than ``kid_subset_size`` (KID draws subsets of that size at every rung)."""
+    m = spec.metric
+    if m.n % 2:
+        return ()
+    ladder = [m.n // 4, m.n // 2] if m.n % 4 == 0 else [m.n // 2]
+    return tuple(r for r in ladder if r >= m.kid_subset_size)
+
+
+def study_spec(spec: Spec, repeat: int, trials: int | None, rungs: tuple[int, ...], storage: str) -> Spec:
+    """The skipsearch side's spec for one repeat. The changed metric section is validated again (the ladder's
+    rules), and the trial budget is checked here, so an override that does not fit is a clear message."""
+    if trials is not None and not 1 <= trials <= TRIALS_MAX:
+        raise UserError(f"--trials must be between 1 and {TRIALS_MAX}, got {trials}")
+    try:
+        metric = type(spec.metric).model_validate(spec.metric.model_dump() | {"rungs": rungs})
+    except ValidationError as err:
+        raise UserError(format_validation_error(f"{spec.name} with rungs {list(rungs)}", err, "metric.")) from None
+    search = spec.search.model_copy(update={"seed": repeat} | ({} if trials is None else {"trials": trials}))
+    return spec.model_copy(update={"name": f"{spec.name}-versus-plain-r{repeat}"[:200], "storage": storage,
+                                   "search": search, "metric": metric})
+
+
+def heldout_ranges(spec: Spec) -> tuple[tuple[int, int], ...]:
+    starts = [heldout_seed_start(spec, j) for j in range(spec.confirm.seed_sets)]
+    return tuple((s, s + spec.confirm.n) for s in starts)
+
+
+def first_plain_seed(spec: Spec) -> int:
+    """Above every search and held-out seed of the spec, so the plain side never scores a seed they use."""
+    c, m = spec.confirm, spec.metric
+    return max(m.seed + m.n, c.seed + c.n * c.seed_sets)
+
+
+# --- the skipsearch side ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyOutcome:
+    side: Side
+    baseline_by_set: dict[int, float]  # held-out FID of the baseline per seed set
+    confirmation_evals: int
+
+
+def trial_costs(trials: pd.DataFrame, nfe: int) -> pd.Series:
+    """Network evaluations of each search trial, by trial number (in the order a single driver ran them):
+    the largest N it reached x NFE; a failed trial counts nothing."""
+    ran = trials.sort_values("trial_number")
+    reached = ran.n.where(ran.state.isin(["COMPLETE", "PRUNED"]), 0).astype("int64")
+    return pd.Series((reached * nfe).to_numpy(), index=ran.trial_number.to_numpy())
+
+
+def run_study(study: Spec, nfe: int) -> StudyOutcome:
+    """The skipsearch side: search and confirm through the public API, then read its costs and held-out rows."""
+    start = time.perf_counter()
+    result = api.run(study, storage=study.storage, echo=lambda line: say(line) if line.startswith("warning") else None)
+    wall = time.perf_counter() - start
+    costs = trial_costs(api.trials(study.storage, study.name), nfe)
+    rows = api.confirmations(study.storage, study.name, per_seed_set=True)
+    rows = rows[rows.n == study.confirm.n]
+    confirm_evals = len(rows) * study.confirm.n * nfe
+    base = rows[rows.role == "baseline"]
+    if base.empty:
+        raise RuntimeError(f"study {study.name}: the baseline has no held-out evaluation to compare with")
+    baseline_by_set = {int(r.seed_set): float(r.fid) for r in base.itertuples()}
+    total = int(costs.sum()) + confirm_evals
+    won = result.winner
+    if won is None:
+        side = Side(name="skipsearch", winner="baseline", trial=None, delta_fid=0.0,
+                    heldout_fid=statistics.fmean(baseline_by_set.values()), evals_to_winner=total,
+                    total_evals=total, trials=len(costs), wall_s=wall)
+        return StudyOutcome(side=side, baseline_by_set=baseline_by_set, confirmation_evals=confirm_evals)
+    mine = {int(r.seed_set): float(r.fid) for r in rows[rows.trial_number == won].itertuples()}
+    coefficients = rows[rows.trial_number == won].coefficients_json.iloc[0]
+    side = Side(name="skipsearch", winner=describe(coefficients), trial=won,
+                heldout_fid=statistics.fmean(mine.values()), delta_fid=mean_delta(mine, baseline_by_set),
+                evals_to_winner=int(costs[costs.index <= won].sum()) + confirm_evals, total_evals=total,
+                trials=len(costs), wall_s=wall)
+    return StudyOutcome(side=side, baseline_by_set=baseline_by_set, confirmation_evals=confirm_evals)
+
+
+def mean_delta(fids: dict[int, float], baseline: dict[int, float]) -> float:
+    """Mean over the seed sets both have of FID - baseline FID (paired by seed set)."""
+    shared = sorted(set(fids) & set(baseline))
+    if not shared:
+        return math.nan
+    return statistics.fmean(fids[j] - baseline[j] for j in shared)
+
+
+# --- the plain side --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlainSearch:
+    best_trial: int
+    best_value: float
+    coefficients: Coefficients
+    values: tuple[float, ...]
+    wall_s: float
+
+
+def torch_fidelity_fid(features: torch.Tensor, reference: dict) -> float:
+    """FID the way a torch-fidelity user computes it from features: its statistics, its distance."""
+    stats = fid_features_to_statistics(features.detach().cpu().to(torch.float64))
+    return float(fid_statistics_to_metric(stats, reference, verbose=False)[KEY_METRIC_FID])
+
+
+def plain_search(spec: Spec, ev: Evaluator, repeat: int, n_trials: int, seed_start: int) -> PlainSearch:
+    """The loop a user writes with Optuna and torch-fidelity: TPE over the method's space, N = ``confirm.n``
+    fresh seeds per trial (trial t uses ``seed_start + t*N`` onwards), no rungs, no baseline, lowest FID wins."""
+    method, info, n = method_for(spec.kind), ev.loaded.info, spec.confirm.n
+    reference = fid_features_to_statistics(ev.reference.features.detach().cpu().to(torch.float64))
+    sampler = spec.sampler.config()
+
+    def objective(trial: optuna.Trial) -> float:
+        coefficients = method.suggest(trial, spec, info)
+        seeds = range(seed_start + trial.number * n, seed_start + (trial.number + 1) * n)
+        labels = eval_task(spec, n=n, seed_start=seeds.start).labels(seeds, info.conditions)
+        with method.apply(ev.loaded.denoiser, coefficients, None):
+            images = generate(ev.loaded.denoiser, seeds, info.shape, sampler, batch_size=spec.metric.batch_size,
+                              device=ev.device, labels=labels)
+        trial.set_user_attr("coefficients", coefficients.model_dump_json())
+        return torch_fidelity_fid(ev.extractor(images, batch_size=spec.metric.batch_size), reference)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=repeat))
+    start = time.perf_counter()
+    study.optimize(objective, n_trials=n_trials, catch=(TrialError,))
+    wall = time.perf_counter() - start
+    best = study.best_trial
+    values = tuple(t.value if t.value is not None else math.nan for t in study.trials)
+    return PlainSearch(best_trial=best.number, best_value=float(best.value), wall_s=wall, values=values,
+                       coefficients=parse_coefficients(best.user_attrs["coefficients"]))
+
+
+def heldout_fids(spec: Spec, coefficients: Coefficients) -> dict[int, float]:
+    """A candidate's held-out FID on each of the spec's seed sets, as skipsearch's confirmation computes them."""
+    method = method_for(spec.kind)
+    return {j: float(method.heldout(spec, coefficients, j).score.fid) for j in range(spec.confirm.seed_sets)}
+
+
+# --- one repeat, all repeats ----------------------------------------------------------------------------------
+
+
+def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: int) -> VersusRepeat:
+    """skipsearch's study first (its total sets the budget), then the plain loop with the same budget, then the
+    plain winner on the held-out seed sets."""
+    nfe, n = spec.sampler.config().nfe, spec.confirm.n
+    counter = NetworkCounter(ev.loaded.denoiser)
+    try:
+        outcome = run_study(study, nfe)
+        at_network_study = counter.count
+        say(side_line(repeat, outcome.side))
+        per_trial = n * nfe
+        n_trials = max(1, outcome.side.total_evals // per_trial)
+        if n_trials * n + seed_start - 1 > SEED_MAX:
+            raise UserError(f"the plain side's {n_trials} trials of {n} fresh seeds from {seed_start} would pass "
+                            f"2^31; lower confirm.n or the seeds in the spec")
+        counter.count = 0
+        plain = plain_search(spec, ev, repeat, n_trials, seed_start)
+        at_network_plain = counter.count
+    finally:
+        counter.close()
+    fids = heldout_fids(spec, plain.coefficients)
+    side = Side(name="plain", winner=plain.coefficients.describe(), trial=plain.best_trial,
+                heldout_fid=statistics.fmean(fids.values()), delta_fid=mean_delta(fids, outcome.baseline_by_set),
+                evals_to_winner=(plain.best_trial + 1) * per_trial, total_evals=n_trials * per_trial,
+                trials=n_trials, wall_s=plain.wall_s)
+    say(side_line(repeat, side))
+    return VersusRepeat(repeat=repeat, nfe=nfe, skipsearch=outcome.side, plain=side,
+                        baseline_heldout_fid=statistics.fmean(outcome.baseline_by_set.values()),
+                        heldout_seeds=heldout_ranges(spec),
+                        plain_seeds=tuple((seed_start + t * n, seed_start + (t + 1) * n) for t in range(n_trials)),
+                        counted_at_network=(at_network_study, at_network_plain),
+                        confirmation_evals=outcome.confirmation_evals)
+
+
+def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None) -> list[VersusRepeat]:
+    """Both sides for sampler seeds 0 .. repeats-1 (see the module's docstring). ``trials`` overrides the
+    study's trial budget (the plain side's follows from the evaluations skipsearch spent)."""
+    if not 1 <= repeats <= 100:
+        raise UserError(f"--repeats must be between 1 and 100, got {repeats}")
+    spec = load_spec(spec_path)
+    check_comparable(spec)
+    rungs = spec.metric.rungs or default_rungs(spec)
+    say(header(spec, repeats, rungs, trials))
+    ev = evaluator_for(eval_task(spec, n=spec.confirm.n, seed_start=spec.confirm.seed))
+    seed_start, out = first_plain_seed(spec), []
+    with tempfile.TemporaryDirectory(prefix="skipsearch-versus-plain-") as tmp:
+        for repeat in range(repeats):
+            study = study_spec(spec, repeat, trials, rungs, f"sqlite:///{Path(tmp) / f'r{repeat}.db'}")
+            result = one_repeat(spec, study, ev, repeat, seed_start)
+            seed_start = result.plain_seeds[-1][1]  # the next repeat's plain trials use fresh seeds too
+            check_counts(result)
+            out.append(result)
+    return out
+
+
+def check_counts(result: VersusRepeat) -> None:
+    """Say so when the forward calls counted at the network differ from the samples x NFE arithmetic."""
+    for side, seen in zip((result.skipsearch, result.plain), result.counted_at_network):
+        if seen != side.total_evals:
+            say(f"warning: repeat {result.repeat} {side.name}: {seen:,} network evaluations counted at the "
+                     f"network's forward, {side.total_evals:,} by samples x NFE")
+
+
+# --- output ----------------------------------------------------------------------------------------------------
+
+
+def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None = None) -> str:
+    s, m, c = spec.sampler, spec.metric, spec.confirm
+    if spec.metric.rungs:
+        ladder = f"the spec's rungs {list(rungs)} below N={m.n}"
+    elif rungs:
+        ladder = f"rungs {list(rungs)} below N={m.n} ADDED (the spec has none)"
+    else:
+        ladder = f"no rungs (the spec has none, and N={m.n} has no whole n/2 rung >= kid_subset_size)"
+    return (f"versus plain: {spec.name}, model {spec.model.model_id}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
+            f"FID in the {m.extractor} feature space, {repeats} repeat(s) (sampler seeds 0..{repeats - 1})\n"
+            f"  skipsearch: {spec.search.sampler} sampler, {trials or spec.search.trials} trials at N={m.n}, {ladder}, "
+            f"confirmation of baseline + top {c.top_k} at N={c.n} on {c.seed_sets} held-out seed set(s)\n"
+            f"  plain: TPE, N={c.n} fresh seeds per trial, torch-fidelity FID, no rungs or baseline, as many "
+            f"trials as fit in skipsearch's network evaluations\n"
+            f"  network evaluations = samples x NFE; to the winner: plain, through its best trial; skipsearch, "
+            f"through its winner's search trial plus the whole confirmation")
+
+
+def side_line(repeat: int, side: Side) -> str:
+    which = "baseline kept" if side.trial is None else f"trial {side.trial} ({side.winner})"
+    return (f"repeat {repeat} {side.name:10s} done in {side.wall_s:6.1f} s: {side.trials} trials, winner {which}, "
+            f"held-out dFID {side.delta_fid:+.4f}, network evaluations {side.evals_to_winner:,} to the winner, "
+            f"{side.total_evals:,} in all")
+
+
+def table(results: list[VersusRepeat]) -> str:
+    """Per repeat and side: held-out FID and ΔFID, evaluations to the winner and in all; then the ratio."""
+    lines = [f"{'repeat':>6s}  {'side':10s} {'trials':>6s} {'held-out FID':>12s} {'dFID':>9s} "
+             f"{'evals to winner':>16s} {'evals in all':>13s}  winner"]
+    for r in results:
+        for side in (r.skipsearch, r.plain):
+            which = "baseline" if side.trial is None else f"trial {side.trial}: {side.winner}"
+            lines.append(f"{r.repeat:6d}  {side.name:10s} {side.trials:6d} {side.heldout_fid:12.4f} "
+                         f"{side.delta_fid:+9.4f} {side.evals_to_winner:16,d} {side.total_evals:13,d}  {which}")
+        lines.append(f"{'':6s}  evals to winner plain/skipsearch {r.ratio:6.2f} (target {RATIO_TARGET}: "
+                     f"{'met' if r.ratio >= TARGET_RATIO else 'MISSED'}); skipsearch dFID <= plain's: "
+                     f"{'met' if r.as_good else 'MISSED'}; baseline held-out FID {r.baseline_heldout_fid:.4f}")
+        lines.append(f"{'':6s}  (the ratio is at most {r.ratio_ceiling:.2f} at this budget: the confirmation alone is "
+                     f"{r.confirmation_evals / r.skipsearch.total_evals:.0%} of skipsearch's evaluations)")
+    return "\n".join(lines)
+
+
+def records(results: list[VersusRepeat], device: str) -> list[Record]:
+    """Per repeat and side, then the summary over repeats."""
+    out = []
+    for r in results:
+        head = f"versus plain, repeat {r.repeat}"
+        for side in (r.skipsearch, r.plain):
+            out += [Record.judged(f"{head}: {side.name} held-out dFID", side.delta_fid, None, device),
+                    Record.judged(f"{head}: {side.name} network evaluations to its winner", side.evals_to_winner,
+                                  None, device),
+                    Record.judged(f"{head}: {side.name} network evaluations in all", side.total_evals, None, device)]
+        out += [Record.judged(f"{head}: evaluations to winner, plain / skipsearch", r.ratio, RATIO_TARGET, device),
+                Record.judged(f"{head}: skipsearch held-out dFID - plain's", r.skipsearch.delta_fid - r.plain.delta_fid,
+                              "<= 0", device),
+                Record.judged(f"{head}: largest ratio this budget allows (plain's total / skipsearch's confirmation)",
+                              r.ratio_ceiling, None, device)]
+    k = len(results)
+    out += [Record.judged("versus plain: median evaluations to winner, plain / skipsearch",
+                          statistics.median(r.ratio for r in results), RATIO_TARGET, device),
+            Record.judged("versus plain: repeats where skipsearch's held-out dFID <= plain's",
+                          sum(r.as_good for r in results), f">= {k}", device),
+            Record.judged(f"versus plain: repeats meeting the target (dFID <= plain's, ratio {RATIO_TARGET})",
+                          sum(r.met for r in results), f">= {k}", device)]
+    return out
+
+
+def bench_versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None) -> list[Record]:
+    """Run both sides ``repeats`` times, print the table, and return the records (``skipsearch bench
+    --versus-plain``)."""
+    results = versus_plain(spec_path, repeats, trials)
+    print("versus plain, per repeat (held-out dFID = winner - baseline on the same held-out seed sets):")
+    print(table(results), flush=True)
+    return records(results, resolve_device(load_spec(spec_path).device))

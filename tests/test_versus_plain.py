@@ -1,0 +1,92 @@
+"""`skipsearch bench --versus-plain` end to end on a tiny study: both sides spend the same network evaluations
+(within one plain trial), the plain side's seeds are fresh, and the records hold together."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import yaml
+from conftest import tiny_spec_dict
+from test_spec import cli
+
+from skipsearch.bench.versus_plain import default_rungs, versus_plain
+from skipsearch.spec import parse_spec
+
+NFE = 5  # heun, 3 steps
+CONFIRM_N = 96
+
+
+def _spec_file(tmp_path, name: str = "vp", **overrides):
+    raw = tiny_spec_dict(name, confirm={"top_k": 1, "n": CONFIRM_N, "seed_sets": 1, "seed": 10_000}, **overrides)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_both_sides_spend_the_same_budget_on_fresh_seeds(tmp_path, capsys):
+    (r,) = versus_plain(_spec_file(tmp_path), repeats=1)
+    out = capsys.readouterr().out
+    assert "rungs [32] below N=64 ADDED" in out  # the tiny spec has no rungs: the bench says it added them
+    assert out.count("repeat 0 skipsearch") == 1 and out.count("repeat 0 plain") == 1
+    per_trial = CONFIRM_N * NFE
+    assert r.nfe == NFE and r.plain.total_evals == r.plain.trials * per_trial
+    assert 0 <= r.skipsearch.total_evals - r.plain.total_evals < per_trial
+    # the samples x NFE arithmetic is what the network's forward calls saw
+    assert r.counted_at_network == (r.skipsearch.total_evals, r.plain.total_evals)
+    for side in (r.skipsearch, r.plain):
+        assert 0 < side.evals_to_winner <= side.total_evals
+        assert math.isfinite(side.delta_fid) and math.isfinite(side.heldout_fid)
+    # skipsearch's winner needs the whole confirmation: at least the baseline's and one candidate's held-out N
+    assert r.skipsearch.evals_to_winner >= 2 * per_trial
+    seeds = [set(range(*span)) for span in r.plain_seeds]
+    assert len(seeds) == r.plain.trials and all(len(s) == CONFIRM_N for s in seeds)
+    assert len(set().union(*seeds)) == sum(map(len, seeds))  # never reused across trials
+    heldout = set().union(*(range(*span) for span in r.heldout_seeds))
+    assert r.heldout_seeds == ((10_000, 10_000 + CONFIRM_N),) and not heldout & set().union(*seeds)
+    assert not set(range(0, 64)) & set().union(*seeds)  # nor the search seeds
+    assert abs(r.plain.heldout_fid - r.plain.delta_fid - r.baseline_heldout_fid) < 1e-9  # one baseline for both
+
+
+def test_cli_writes_the_records(tmp_path):
+    spec = _spec_file(tmp_path)
+    proc = cli("bench", "--versus-plain", "--spec", str(spec), "--repeats", "1", "--trials", "3", "--json",
+               "vp.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "evals to winner plain/skipsearch" in proc.stdout
+    assert "3 trials at N=64" in proc.stdout  # the header says the budget that --trials set
+    assert not list(tmp_path.glob("*.db"))  # the studies live in a temporary directory
+    records = {r["name"]: r for r in json.loads((tmp_path / "vp.json").read_text())}
+    assert all(set(r) == {"name", "value", "target", "met", "device"} for r in records.values())
+    head = "versus plain, repeat 0"
+    totals = [records[f"{head}: {side} network evaluations in all"]["value"] for side in ("skipsearch", "plain")]
+    assert 0 <= totals[0] - totals[1] < CONFIRM_N * NFE
+    ratio = records[f"{head}: evaluations to winner, plain / skipsearch"]
+    to_winner = [records[f"{head}: {side} network evaluations to its winner"]["value"] for side in ("plain",
+                                                                                                      "skipsearch")]
+    assert ratio["target"] == ">= 3" and ratio["value"] == pytest.approx(to_winner[0] / to_winner[1])
+    assert ratio["met"] == (ratio["value"] >= 3)
+    better = records[f"{head}: skipsearch held-out dFID - plain's"]
+    assert better["met"] == (better["value"] <= 0)
+    assert records["versus plain: repeats where skipsearch's held-out dFID <= plain's"]["value"] == int(better["met"])
+
+
+def test_a_training_method_is_refused_with_a_message(tmp_path):
+    from conftest import tiny_dt_spec_dict
+
+    spec = tmp_path / "dt.yaml"
+    spec.write_text(yaml.safe_dump(tiny_dt_spec_dict("dt")))
+    proc = cli("bench", "--versus-plain", "--spec", str(spec), cwd=tmp_path)
+    assert proc.returncode == 2 and "training-free" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_default_rungs_halve_down_to_the_kid_subset():
+    def rungs(n: int, kid: int) -> tuple[int, ...]:
+        return default_rungs(parse_spec(tiny_spec_dict(metric={"n": n, "kid_subset_size": kid},
+                                                       confirm={"n": 2000})))
+
+    assert rungs(500, 100) == (125, 250)
+    assert rungs(64, 32) == (32,)  # 16 would be below the KID subset size
+    assert rungs(66, 32) == (33,)  # n/4 is not whole
+    assert rungs(63, 32) == ()
