@@ -27,7 +27,7 @@ from skipsearch.evaluate import EvalTask, Evaluator, check_images
 from skipsearch.previews import grid_png
 from skipsearch.progress import Progress
 from skipsearch.results import Score
-from skipsearch.timing import Stopwatch
+from skipsearch.timing import Stopwatch, drained_seconds
 
 @dataclass
 class BatchLayout:
@@ -140,15 +140,10 @@ def auto_trials_per_batch(ev: Evaluator, task: EvalTask, limit: int = 16) -> int
     seeds = range(task.seed_start, task.seed_start + task.batch_size)
 
     def call(copies: int) -> float:
-        times = []
-        for _ in range(3):
-            torch.cuda.synchronize(ev.device)
-            begun = time.perf_counter()
-            sample_seeds(ev.loaded.denoiser, seeds, ev.loaded.info.shape, probe, device=ev.device,
-                         labels=task.labels(seeds, ev.loaded.info.conditions), copies=copies)
-            torch.cuda.synchronize(ev.device)
-            times.append(time.perf_counter() - begun)
-        return statistics.median(times)
+        labels = task.labels(seeds, ev.loaded.info.conditions)
+        return statistics.median(drained_seconds(lambda: sample_seeds(
+            ev.loaded.denoiser, seeds, ev.loaded.info.shape, probe, device=ev.device, labels=labels,
+            copies=copies), ev.device) for _ in range(3))
 
     torch.cuda.reset_peak_memory_stats(ev.device)
     before = torch.cuda.memory_allocated(ev.device)

@@ -58,3 +58,15 @@ class Stopwatch:
                 return fn(*args, **kwargs)
 
         return wrapper
+
+
+def drained_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall seconds of ``fn()`` with the device drained before and after (a GPU call returns before its kernels
+    run): for timing whole calls side by side, where a ``Stopwatch`` would time the kernels alone."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start

@@ -3,22 +3,12 @@ makes (a GPU call returns before its kernels run, so an honest time drains the d
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Callable
 
 import torch
 
-
-def seconds(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall seconds of ``fn()``, the device drained before and after."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+from skipsearch.timing import drained_seconds as seconds  # noqa: F401 - the benchmarks' name for it
 
 
 def device_syncs(call: Callable[[], object]) -> int:

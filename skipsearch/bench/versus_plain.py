@@ -36,6 +36,8 @@ budget. The target: skipsearch's held-out ΔFID at most the plain side's, with a
 evaluations to the winner (ratio plain / skipsearch >= 3). With equal budgets the ratio cannot exceed the plain
 side's total over skipsearch's confirmation (its winner is known only after it), so the table prints that
 ceiling too: a spec whose confirmation is more than a third of its budget cannot meet the target.
+
+The plain loop itself is ``bench.plain_loop``; the header, lines, table and records are ``bench.versus_table``.
 """
 
 from __future__ import annotations
@@ -47,24 +49,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import torch
 from pydantic import ValidationError
-from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
 
 from skipsearch import api
+from skipsearch.bench.plain_loop import plain_search
 from skipsearch.bench.records import Record
-from skipsearch.diffusion.generation import generate
-from skipsearch.errors import TrialError, UserError
+from skipsearch.bench.versus_table import TARGET_RATIO, header, records, side_line, table
+from skipsearch.errors import UserError
 from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
-from skipsearch.methods import Coefficients, describe, method_for, parse_coefficients
+from skipsearch.methods import Coefficients, describe, method_for
 from skipsearch.methods.tasks import eval_task, heldout_seed_start
 from skipsearch.spec import TRIALS_MAX, Spec, format_validation_error, load_spec
 
-TARGET_RATIO = 3.0
-RATIO_TARGET = f">= {TARGET_RATIO:g}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -242,52 +241,6 @@ def mean_delta(fids: dict[int, float], baseline: dict[int, float]) -> float:
     return statistics.fmean(fids[j] - baseline[j] for j in shared)
 
 
-# --- the plain side --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class PlainSearch:
-    best_trial: int
-    best_value: float
-    coefficients: Coefficients
-    values: tuple[float, ...]
-    wall_s: float
-
-
-def torch_fidelity_fid(features: torch.Tensor, reference: dict) -> float:
-    """FID the way a torch-fidelity user computes it from features: its statistics, its distance."""
-    stats = fid_features_to_statistics(features.detach().cpu().to(torch.float64))
-    return float(fid_statistics_to_metric(stats, reference, verbose=False)[KEY_METRIC_FID])
-
-
-def plain_search(spec: Spec, ev: Evaluator, repeat: int, n_trials: int, seed_start: int) -> PlainSearch:
-    """The loop a user writes with Optuna and torch-fidelity: TPE over the method's space, N = ``confirm.n``
-    fresh seeds per trial (trial t uses ``seed_start + t*N`` onwards), no rungs, no baseline, lowest FID wins."""
-    method, info, n = method_for(spec.kind), ev.loaded.info, spec.confirm.n
-    reference = fid_features_to_statistics(ev.reference.features.detach().cpu().to(torch.float64))
-    sampler = spec.sampler.config()
-
-    def objective(trial: optuna.Trial) -> float:
-        coefficients = method.suggest(trial, spec, info)
-        seeds = range(seed_start + trial.number * n, seed_start + (trial.number + 1) * n)
-        labels = eval_task(spec, n=n, seed_start=seeds.start).labels(seeds, info.conditions)
-        with method.apply(ev.loaded.denoiser, coefficients, None):
-            images = generate(ev.loaded.denoiser, seeds, info.shape, sampler, batch_size=spec.metric.batch_size,
-                              device=ev.device, labels=labels)
-        trial.set_user_attr("coefficients", coefficients.model_dump_json())
-        return torch_fidelity_fid(ev.extractor(images, batch_size=spec.metric.batch_size), reference)
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=repeat))
-    start = time.perf_counter()
-    study.optimize(objective, n_trials=n_trials, catch=(TrialError,))
-    wall = time.perf_counter() - start
-    best = study.best_trial
-    values = tuple(t.value if t.value is not None else math.nan for t in study.trials)
-    return PlainSearch(best_trial=best.number, best_value=float(best.value), wall_s=wall, values=values,
-                       coefficients=parse_coefficients(best.user_attrs["coefficients"]))
-
-
 def heldout_fids(spec: Spec, coefficients: Coefficients) -> dict[int, float]:
     """A candidate's held-out FID on each of the spec's seed sets, as skipsearch's confirmation computes them."""
     method = method_for(spec.kind)
@@ -357,76 +310,6 @@ def check_counts(result: VersusRepeat) -> None:
         if seen != side.total_evals:
             say(f"warning: repeat {result.repeat} {side.name}: {seen:,} network evaluations counted at the "
                      f"network's forward, {side.total_evals:,} by samples x NFE")
-
-
-# --- output ----------------------------------------------------------------------------------------------------
-
-
-def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None = None) -> str:
-    s, m, c = spec.sampler, spec.metric, spec.confirm
-    if spec.metric.rungs:
-        ladder = f"the spec's rungs {list(rungs)} below N={m.n}"
-    elif rungs:
-        ladder = f"rungs {list(rungs)} below N={m.n} ADDED (the spec has none)"
-    else:
-        ladder = f"no rungs (the spec has none, and N={m.n} has no whole n/2 rung >= kid_subset_size)"
-    return (f"versus plain: {spec.name}, model {spec.model.model_id}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
-            f"FID in the {m.extractor} feature space, {repeats} repeat(s) (sampler seeds 0..{repeats - 1})\n"
-            f"  skipsearch: {spec.search.sampler} sampler, {trials or spec.search.trials} trials at N={m.n}, {ladder}, "
-            f"confirmation of baseline + top {c.top_k} at N={c.n} on {c.seed_sets} held-out seed set(s)\n"
-            f"  plain: TPE, N={c.n} fresh seeds per trial, torch-fidelity FID, no rungs or baseline, as many "
-            f"trials as fit in skipsearch's network evaluations\n"
-            f"  network evaluations = samples x NFE; to the winner: plain, through its best trial; skipsearch, "
-            f"through its winner's search trial plus the whole confirmation")
-
-
-def side_line(repeat: int, side: Side) -> str:
-    which = "baseline kept" if side.trial is None else f"trial {side.trial} ({side.winner})"
-    return (f"repeat {repeat} {side.name:10s} done in {side.wall_s:6.1f} s: {side.trials} trials, winner {which}, "
-            f"held-out dFID {side.delta_fid:+.4f}, network evaluations {side.evals_to_winner:,} to the winner, "
-            f"{side.total_evals:,} in all")
-
-
-def table(results: list[VersusRepeat]) -> str:
-    """Per repeat and side: held-out FID and ΔFID, evaluations to the winner and in all; then the ratio."""
-    lines = [f"{'repeat':>6s}  {'side':10s} {'trials':>6s} {'held-out FID':>12s} {'dFID':>9s} "
-             f"{'evals to winner':>16s} {'evals in all':>13s}  winner"]
-    for r in results:
-        for side in (r.skipsearch, r.plain):
-            which = "baseline" if side.trial is None else f"trial {side.trial}: {side.winner}"
-            lines.append(f"{r.repeat:6d}  {side.name:10s} {side.trials:6d} {side.heldout_fid:12.4f} "
-                         f"{side.delta_fid:+9.4f} {side.evals_to_winner:16,d} {side.total_evals:13,d}  {which}")
-        lines.append(f"{'':6s}  evals to winner plain/skipsearch {r.ratio:6.2f} (target {RATIO_TARGET}: "
-                     f"{'met' if r.ratio >= TARGET_RATIO else 'MISSED'}); skipsearch dFID <= plain's: "
-                     f"{'met' if r.as_good else 'MISSED'}; baseline held-out FID {r.baseline_heldout_fid:.4f}")
-        lines.append(f"{'':6s}  (the ratio is at most {r.ratio_ceiling:.2f} at this budget: the confirmation alone is "
-                     f"{r.confirmation_evals / r.skipsearch.total_evals:.0%} of skipsearch's evaluations)")
-    return "\n".join(lines)
-
-
-def records(results: list[VersusRepeat], device: str) -> list[Record]:
-    """Per repeat and side, then the summary over repeats."""
-    out = []
-    for r in results:
-        head = f"versus plain, repeat {r.repeat}"
-        for side in (r.skipsearch, r.plain):
-            out += [Record.judged(f"{head}: {side.name} held-out dFID", side.delta_fid, None, device),
-                    Record.judged(f"{head}: {side.name} network evaluations to its winner", side.evals_to_winner,
-                                  None, device),
-                    Record.judged(f"{head}: {side.name} network evaluations in all", side.total_evals, None, device)]
-        out += [Record.judged(f"{head}: evaluations to winner, plain / skipsearch", r.ratio, RATIO_TARGET, device),
-                Record.judged(f"{head}: skipsearch held-out dFID - plain's", r.skipsearch.delta_fid - r.plain.delta_fid,
-                              "<= 0", device),
-                Record.judged(f"{head}: largest ratio this budget allows (plain's total / skipsearch's confirmation)",
-                              r.ratio_ceiling, None, device)]
-    k = len(results)
-    out += [Record.judged("versus plain: median evaluations to winner, plain / skipsearch",
-                          statistics.median(r.ratio for r in results), RATIO_TARGET, device),
-            Record.judged("versus plain: repeats where skipsearch's held-out dFID <= plain's",
-                          sum(r.as_good for r in results), f">= {k}", device),
-            Record.judged(f"versus plain: repeats meeting the target (dFID <= plain's, ratio {RATIO_TARGET})",
-                          sum(r.met for r in results), f">= {k}", device)]
-    return out
 
 
 def bench_versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None) -> list[Record]:

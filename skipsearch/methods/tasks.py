@@ -7,7 +7,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from skipsearch.errors import TrialError
 from skipsearch.evaluate import EvalTask
 from skipsearch.methods.base import Coefficients, Fidelity, Removable
-from skipsearch.results import HeldOut, Rung
+from skipsearch.results import HeldOut, Rung, Score
 from skipsearch.spec import Spec
 
 
@@ -41,8 +41,7 @@ def sampled_ladder(apply: Callable[..., Removable], spec: Spec, coefficients: Co
     ev = evaluator_for(task)
     with apply(ev.loaded.denoiser, coefficients, None):
         for score in ev.ladder(task, progress):
-            yield Rung(score=score, progress=score.n, final=score.n == task.n, wall_s=score.wall_s,
-                       timings=score.timings)
+            yield sampled_rung(score, task)
 
 
 def sampled_batch(apply_batch: Callable[..., Removable], spec: Spec, coefficients: Sequence[Coefficients],
@@ -52,7 +51,6 @@ def sampled_batch(apply_batch: Callable[..., Removable], spec: Spec, coefficient
     rung, the trials to stop; closing the generator takes the hooks off."""
     from skipsearch.batched import BatchLayout, batch_ladder
     from skipsearch.evaluate import evaluator_for
-    from skipsearch.results import Score
 
     m = spec.metric
     task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
@@ -63,14 +61,17 @@ def sampled_batch(apply_batch: Callable[..., Removable], spec: Spec, coefficient
         try:
             results = next(ladder)
             while True:
-                stopped = yield {k: Rung(score=r, progress=r.n, final=r.n == task.n, wall_s=r.wall_s,
-                                         timings=r.timings) if isinstance(r, Score) else r
-                                 for k, r in results.items()}
+                stopped = yield {k: sampled_rung(r, task) if isinstance(r, Score) else r for k, r in results.items()}
                 results = ladder.send(stopped)
         except StopIteration:
             return
         finally:
             ladder.close()
+
+
+def sampled_rung(score: Score, task: EvalTask) -> Rung:
+    """A training-free trial's rung: its progress is the sample count; it is final at the task's N."""
+    return Rung(score=score, progress=score.n, final=score.n == task.n, wall_s=score.wall_s, timings=score.timings)
 
 
 def sampled_heldout(apply: Callable[..., Removable], spec: Spec, coefficients: Coefficients,

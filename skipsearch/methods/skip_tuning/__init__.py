@@ -8,7 +8,7 @@ skips are the model family's (``skipsearch.models``, ``skipsearch.hooks``).
 from __future__ import annotations
 
 import math
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,14 +70,9 @@ class SkipTuning(Method):
 
     def apply_batch(self, model: Any, schedules: Sequence[_Schedule], layout: Any) -> Removable:
         """Hooks scaling each sample of a shared batch by its own trial's schedule (``layout`` says which)."""
-        from skipsearch.hooks import SkipScaling
         from skipsearch.methods.skip_tuning.batched import batch_rhos
-        from skipsearch.models import family_of
 
-        family = family_of(model)
-        points = family.skip_points(model)
-        rhos = batch_rhos(schedules, points, layout)
-        return SkipScaling(family.hook_root(model), points, family.sigma_of(model), rhos)
+        return _scaling(model, lambda points: batch_rhos(schedules, points, layout))
 
     def profiles(self, spec: SkipTuningSpec, coefficients: _Schedule, info: Any) -> tuple[Profile, ...]:
         """rho over the skips (0 = outermost, as the paper's rho_top -> rho_bottom); for a time window, also
@@ -107,20 +102,26 @@ class SkipTuning(Method):
     def apply(self, model: Any, coefficients: _Schedule, provenance: Any) -> Removable:
         """Hooks on the model's skip points (found by its family); a schedule that does not fit the model's
         skips raises before any hook is on."""
-        from skipsearch.hooks import SkipScaling
-        from skipsearch.models import family_of
-
         if not isinstance(coefficients, _Schedule):
             raise UserError(f"Skip-Tuning coefficients expected, got {type(coefficients).__name__}")
-        family = family_of(model)
-        points = family.skip_points(model)
-        rhos = coefficients.rhos(points)  # raises (before any hook is on) where the schedule does not fit
-        return SkipScaling(family.hook_root(model), points, family.sigma_of(model), rhos)
+        return _scaling(model, coefficients.rhos)
 
     def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
         from skipsearch.methods import parse_coefficients
 
         return {"skips": skip_records(spec, parse_coefficients(row.coefficients_json))}
+
+
+def _scaling(model: Any, rhos_for: Callable[[list[Any]], Any]) -> Removable:
+    """Hooks on the model's skip points (found by its family), scaled by ``rhos_for(points)``, which raises
+    (before any hook is on) where the coefficients do not fit the skips."""
+    from skipsearch.hooks import SkipScaling
+    from skipsearch.models import family_of
+
+    family = family_of(model)
+    points = family.skip_points(model)
+    rhos = rhos_for(points)
+    return SkipScaling(family.hook_root(model), points, family.sigma_of(model), rhos)
 
 
 def skip_records(spec: Any, schedule: _Schedule) -> list[dict[str, Any]]:

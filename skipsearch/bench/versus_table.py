@@ -1,0 +1,83 @@
+"""What ``skipsearch bench --versus-plain`` prints and records: its header, one line per side as it ends, the
+table per repeat, and the records with their targets."""
+
+from __future__ import annotations
+
+import statistics
+from typing import TYPE_CHECKING
+
+from skipsearch.bench.records import Record
+from skipsearch.spec import Spec
+
+if TYPE_CHECKING:  # the results' types; versus_plain imports this module
+    from skipsearch.bench.versus_plain import Side, VersusRepeat
+
+TARGET_RATIO = 3.0
+RATIO_TARGET = f">= {TARGET_RATIO:g}"
+
+
+def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None = None) -> str:
+    s, m, c = spec.sampler, spec.metric, spec.confirm
+    if spec.metric.rungs:
+        ladder = f"the spec's rungs {list(rungs)} below N={m.n}"
+    elif rungs:
+        ladder = f"rungs {list(rungs)} below N={m.n} ADDED (the spec has none)"
+    else:
+        ladder = f"no rungs (the spec has none, and N={m.n} has no whole n/2 rung >= kid_subset_size)"
+    return (f"versus plain: {spec.name}, model {spec.model.model_id}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
+            f"FID in the {m.extractor} feature space, {repeats} repeat(s) (sampler seeds 0..{repeats - 1})\n"
+            f"  skipsearch: {spec.search.sampler} sampler, {trials or spec.search.trials} trials at N={m.n}, {ladder}, "
+            f"confirmation of baseline + top {c.top_k} at N={c.n} on {c.seed_sets} held-out seed set(s)\n"
+            f"  plain: TPE, N={c.n} fresh seeds per trial, torch-fidelity FID, no rungs or baseline, as many "
+            f"trials as fit in skipsearch's network evaluations\n"
+            f"  network evaluations = samples x NFE; to the winner: plain, through its best trial; skipsearch, "
+            f"through its winner's search trial plus the whole confirmation")
+
+
+def side_line(repeat: int, side: Side) -> str:
+    which = "baseline kept" if side.trial is None else f"trial {side.trial} ({side.winner})"
+    return (f"repeat {repeat} {side.name:10s} done in {side.wall_s:6.1f} s: {side.trials} trials, winner {which}, "
+            f"held-out dFID {side.delta_fid:+.4f}, network evaluations {side.evals_to_winner:,} to the winner, "
+            f"{side.total_evals:,} in all")
+
+
+def table(results: list[VersusRepeat]) -> str:
+    """Per repeat and side: held-out FID and ΔFID, evaluations to the winner and in all; then the ratio."""
+    lines = [f"{'repeat':>6s}  {'side':10s} {'trials':>6s} {'held-out FID':>12s} {'dFID':>9s} "
+             f"{'evals to winner':>16s} {'evals in all':>13s}  winner"]
+    for r in results:
+        for side in (r.skipsearch, r.plain):
+            which = "baseline" if side.trial is None else f"trial {side.trial}: {side.winner}"
+            lines.append(f"{r.repeat:6d}  {side.name:10s} {side.trials:6d} {side.heldout_fid:12.4f} "
+                         f"{side.delta_fid:+9.4f} {side.evals_to_winner:16,d} {side.total_evals:13,d}  {which}")
+        lines.append(f"{'':6s}  evals to winner plain/skipsearch {r.ratio:6.2f} (target {RATIO_TARGET}: "
+                     f"{'met' if r.ratio >= TARGET_RATIO else 'MISSED'}); skipsearch dFID <= plain's: "
+                     f"{'met' if r.as_good else 'MISSED'}; baseline held-out FID {r.baseline_heldout_fid:.4f}")
+        lines.append(f"{'':6s}  (the ratio is at most {r.ratio_ceiling:.2f} at this budget: the confirmation alone is "
+                     f"{r.confirmation_evals / r.skipsearch.total_evals:.0%} of skipsearch's evaluations)")
+    return "\n".join(lines)
+
+
+def records(results: list[VersusRepeat], device: str) -> list[Record]:
+    """Per repeat and side, then the summary over repeats."""
+    out = []
+    for r in results:
+        head = f"versus plain, repeat {r.repeat}"
+        for side in (r.skipsearch, r.plain):
+            out += [Record.judged(f"{head}: {side.name} held-out dFID", side.delta_fid, None, device),
+                    Record.judged(f"{head}: {side.name} network evaluations to its winner", side.evals_to_winner,
+                                  None, device),
+                    Record.judged(f"{head}: {side.name} network evaluations in all", side.total_evals, None, device)]
+        out += [Record.judged(f"{head}: evaluations to winner, plain / skipsearch", r.ratio, RATIO_TARGET, device),
+                Record.judged(f"{head}: skipsearch held-out dFID - plain's", r.skipsearch.delta_fid - r.plain.delta_fid,
+                              "<= 0", device),
+                Record.judged(f"{head}: largest ratio this budget allows (plain's total / skipsearch's confirmation)",
+                              r.ratio_ceiling, None, device)]
+    k = len(results)
+    out += [Record.judged("versus plain: median evaluations to winner, plain / skipsearch",
+                          statistics.median(r.ratio for r in results), RATIO_TARGET, device),
+            Record.judged("versus plain: repeats where skipsearch's held-out dFID <= plain's",
+                          sum(r.as_good for r in results), f">= {k}", device),
+            Record.judged(f"versus plain: repeats meeting the target (dFID <= plain's, ratio {RATIO_TARGET})",
+                          sum(r.met for r in results), f">= {k}", device)]
+    return out
