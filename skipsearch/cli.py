@@ -221,8 +221,13 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
           hooks: bool = typer.Option(False, "--hooks", help="Time Skip-Tuning's hooks per network call against the "
                                                            "bare model, for each model family."),
           device: str = typer.Option("auto", help="Device for --hooks (cpu, cuda, auto)."),
-          quick: bool = typer.Option(False, "--quick", help="Leave out the 2048-d FID timing (about a minute on "
-                                                             "a CPU)."),
+          quick: bool = typer.Option(False, "--quick", help="Leave out two timings of a trial's parts: FID on "
+                                                             "2048-d Gaussian features against torch-fidelity's (N = "
+                                                             "1000 and 4096; about a minute on a CPU) and the "
+                                                             "extractor precisions (each one this device computes "
+                                                             "against fp32: speed and FID deviation; minutes with "
+                                                             "Inception on a CPU). A diff_tuning spec's bench has "
+                                                             "neither."),
           versus_plain: bool = typer.Option(False, "--versus-plain",
                                             help="The spec's study against a plain Optuna + torch-fidelity loop with "
                                                  "the same network evaluations: held-out dFID of each winner and "

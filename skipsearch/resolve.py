@@ -20,6 +20,7 @@ from skipsearch import data
 from skipsearch.errors import FieldError, UserError
 from skipsearch.methods import method_for
 from skipsearch.metrics import EXTRACTORS, extractor_weights
+from skipsearch.metrics.features import precision_problem
 from skipsearch.models import ModelInfo, ModelSection, family_for, model_info
 from skipsearch.spec import Spec
 
@@ -109,12 +110,24 @@ def sampler_fits(spec: Spec, info: ModelInfo) -> list[str]:
     return []
 
 
+def extractor_fits(spec: Spec, device: str) -> None:
+    """The extractor's precision can be computed on the device the study runs on (confirmation runs on this
+    machine too). The spec alone refuses ``@tf32`` with ``device: cpu``; what ``auto`` becomes, or that a
+    ``cuda`` GPU predates Ampere, is only known here, and would otherwise be found by the first trial's
+    extractor, after the study was stored under its name."""
+    problem = precision_problem(spec.metric.extractor, device)
+    if problem is not None:
+        shown = device if device == spec.device else f"{spec.device} (resolved to {device})"
+        raise UserError(f"{spec.metric.extractor!r} on device {shown}: {problem}")
+
+
 def resolve(spec: Spec, source: str = "spec") -> Resolved:
     """Find and check everything the spec names; warnings are returned for the caller to show."""
     from skipsearch.evaluate import resolve_device
 
     check_names(spec, source)
-    named(source, "device", lambda: resolve_device(spec.device))
+    device = named(source, "device", lambda: resolve_device(spec.device))
+    named(source, "metric.extractor", lambda: extractor_fits(spec, device))
     info = named(source, "model", lambda: model_info(spec.model))
     named(source, "metric.extractor", lambda: extractor_weights(spec.metric.extractor))
     size = named(source, "metric.reference", lambda: reference_size(spec, spec.metric.reference, info.resolution))

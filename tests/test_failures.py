@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 from conftest import tiny_spec_dict
 
 import skipsearch
+from skipsearch import deadline
 from skipsearch.spec import parse_spec
 from skipsearch.storage import Store
 
@@ -35,16 +37,39 @@ def chaos_models(monkeypatch):
     return chaos.FORCED
 
 
-def test_trial_errors_are_fail_with_their_reason_and_the_study_goes_on(tmp_path, chaos_models):
+class SkippingClock:
+    """The clock ``skipsearch.deadline`` reads: real monotonic time plus all that ``sleep`` skipped. Given to
+    the chaos model as its ``time``, a hang moves this clock past the trial's deadline at once, so a hung
+    trial is past any timeout however fast or slow the machine, and the other trials can have a timeout far
+    beyond what any load makes of them, without the test waiting that long."""
+
+    def __init__(self) -> None:
+        self.skipped = 0.0
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.skipped
+
+    def sleep(self, seconds: float) -> None:
+        self.skipped += seconds
+
+
+def test_trial_errors_are_fail_with_their_reason_and_the_study_goes_on(tmp_path, chaos_models, monkeypatch):
+    timeout_s = 60.0  # the ok trials take 0.1-0.2 s alone (the first also builds the evaluator): 2 s was too
+    # little under a load of 4-6; the hang below is 10 timeouts long, on the deadline's clock only
+    clock = SkippingClock()
+    monkeypatch.setattr(deadline, "time", clock)
+    monkeypatch.setattr(chaos, "time", clock)
+    monkeypatch.setattr(chaos, "HANG_S", 10 * timeout_s)
     chaos_models.extend(["ok", "nan", "oom", "hang", "ok"])  # trials 0..4, one sampling run each
     spec = parse_spec(tiny_spec_dict("faults", model=chaos.section("chaos-digits"),
-                                     search={"trials": 5, "trial_timeout_s": 2.0}, confirm={"top_k": 1}))
+                                     search={"trials": 5, "trial_timeout_s": timeout_s}, confirm={"top_k": 1}))
     result = skipsearch.run(spec, storage=f"sqlite:///{tmp_path / 'f.db'}")
     rows = result.trials.set_index("trial_number")
     assert list(rows.state) == ["COMPLETE", "FAIL", "FAIL", "FAIL", "COMPLETE"]
     assert rows.loc[1].error.startswith("SampleError: non-finite values")
     assert rows.loc[2].error.startswith("OutOfMemoryError: chaos: CUDA out of memory")
-    assert rows.loc[3].error.startswith("timeout: the trial ran longer than search.trial_timeout_s = 2 s")
+    assert rows.loc[3].error.startswith("timeout: the trial ran longer than search.trial_timeout_s = 60 s")
+    assert clock.skipped == 10 * timeout_s  # the one hang happened, on the deadline's clock
     study = optuna.load_study(study_name="faults", storage=f"sqlite:///{tmp_path / 'f.db'}")
     assert all(t.user_attrs["evaluated"] for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
     assert result.winner == 4  # the study went on and confirmed its completed trial

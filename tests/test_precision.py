@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch_fidelity.utils import create_feature_extractor
 
 from skipsearch import data
@@ -21,7 +25,7 @@ from skipsearch.metrics import inception
 from skipsearch.metrics.digits import DIGITS_EXTRACTOR, DIGITS_FEATURE, DIGITS_WEIGHTS
 from skipsearch.metrics.features import supported_precisions, tf32
 from skipsearch.precisions import PRECISIONS, extractor_label, split_label
-from skipsearch.resolve import check_names
+from skipsearch.resolve import check_names, resolve
 from skipsearch.spec import changed_science, parse_spec, science
 
 from conftest import tiny_spec_dict
@@ -117,6 +121,35 @@ def test_tf32_is_refused_off_cuda():
     with pytest.raises(UserError, match="metric.extractor: precision 'tf32' needs a CUDA device"):
         parse_spec(tiny_spec_dict(device="cpu", metric={"extractor": f"{DIGITS_EXTRACTOR}@tf32"}))
     assert parse_spec(tiny_spec_dict(device="cuda", metric={"extractor": f"{DIGITS_EXTRACTOR}@tf32"}))
+
+
+def test_tf32_with_device_auto_on_a_cpu_is_refused_before_the_study_is_stored(tmp_path):
+    """``auto`` is known only where the study runs: on a CPU, ``@tf32`` must fail up front naming the field and
+    the device, not at the first trial's extractor once the study has taken its name in the database."""
+    spec_path, db = tmp_path / "tf32.yaml", tmp_path / "tf32.db"
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict("tf32", device="auto",
+                                                       metric={"extractor": f"{DIGITS_EXTRACTOR}@tf32"})))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # a CPU-only machine, also where the tests have a GPU
+    proc = subprocess.run([sys.executable, "-m", "skipsearch", "run", str(spec_path), "--storage", f"sqlite:///{db}"],
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert (f"metric.extractor: '{DIGITS_EXTRACTOR}@tf32' on device auto (resolved to cpu): precision 'tf32' is "
+            f"refused: it needs a CUDA device") in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not db.exists()  # no study stored: the same spec without the suffix just runs
+
+
+def test_tf32_on_a_pre_ampere_gpu_is_refused_by_resolve(monkeypatch):
+    """``device: cuda`` passes the spec's own check; a GPU without TF32 is found by resolve, naming it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla T4")
+    spec = parse_spec(tiny_spec_dict(device="cuda", metric={"extractor": f"{DIGITS_EXTRACTOR}@tf32"}))
+    with pytest.raises(UserError) as err:
+        resolve(spec)
+    assert str(err.value) == (f"spec: invalid spec\n  metric.extractor: '{DIGITS_EXTRACTOR}@tf32' on device cuda: "
+                              f"precision 'tf32' is refused: it needs a GPU of compute capability 8.0 (Ampere) or "
+                              f"newer, and Tesla T4 would compute plain fp32; drop the '@tf32' suffix for fp32")
 
 
 def test_tf32_flags_are_scoped_to_the_block():

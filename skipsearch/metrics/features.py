@@ -89,6 +89,17 @@ def precision_refusal(precision: str, device: torch.device) -> str | None:
     return None
 
 
+def precision_problem(label: str, device: str | torch.device) -> str | None:
+    """Why this extractor label cannot be computed on ``device`` (its precision refused there, and how to fix
+    the spec), or None. One message for the two places that check it: ``resolve`` before a study is stored
+    (device ``auto`` is only known there, on the machine that runs it) and FeatureExtractor itself."""
+    precision = parse_label(label)[1]
+    reason = precision_refusal(precision, torch.device(device))
+    if reason is None:
+        return None
+    return f"precision {precision!r} is refused: {reason}; drop the '@{precision}' suffix for fp32"
+
+
 def supported_precisions(device: str | torch.device) -> tuple[str, ...]:
     """The precisions a FeatureExtractor computes on this device, fp32 first."""
     return tuple(p for p in PRECISIONS if precision_refusal(p, torch.device(device)) is None)
@@ -125,9 +136,8 @@ class FeatureExtractor:
             raise UserError(f"unknown feature extractor {name!r}; valid: {', '.join(sorted(EXTRACTORS))}")
         self.name, self.feature = name, feature or EXTRACTORS[name]
         self.device = torch.device(device)
-        if (reason := precision_refusal(self.precision, self.device)) is not None:
-            raise UserError(f"feature extractor {name!r} (metric.extractor): precision {self.precision!r} is "
-                            f"refused: {reason}; drop the '@{self.precision}' suffix for fp32")
+        if (problem := precision_problem(name, self.device)) is not None:
+            raise UserError(f"feature extractor {name!r} (metric.extractor): {problem}")
         self.weights = extractor_weights(name, weights)
         if self.weights is not None:
             inception.check_feature(self.weights, self.feature)
