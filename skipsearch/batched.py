@@ -22,6 +22,7 @@ import torch
 
 from skipsearch.data import to_uint8
 from skipsearch.diffusion.generation import check_sampler, non_finite, sample_seeds
+from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.errors import SampleError, TrialError
 from skipsearch.evaluate import EvalTask, Evaluator, check_images
 from skipsearch.previews import grid_png
@@ -61,11 +62,12 @@ class BatchLayout:
 RungResults = dict[int, Score | TrialError]
 
 
-def batch_ladder(ev: Evaluator, task: EvalTask, layout: BatchLayout,
-                 progress: bool = False) -> Generator[RungResults, set[int] | None, None]:
+def batch_ladder(ev: Evaluator, task: EvalTask, layout: BatchLayout, progress: bool = False,
+                 shares: list[Sharing | None] | None = None) -> Generator[RungResults, set[int] | None, None]:
     """The ladder of ``task`` for the trials of ``layout`` at once (their coefficients are on the model, reading
     the layout). After each rung, send the set of trials to stop (pruned); a trial whose samples are not finite
-    or diverged fails alone and the others go on. A batched trial's wall time is its share of the batch's."""
+    or diverged fails alone and the others go on. A batched trial's wall time is its share of the batch's.
+    ``shares``: per trial, the steps it shares with the baseline's trajectory (``Sharing``), or None."""
     start, trials = time.perf_counter(), len(layout.alive)
     check_sampler(ev.loaded.denoiser, task.sampler)
     own = {k: Stopwatch() for k in layout.alive}  # per trial: features and distance
@@ -75,7 +77,7 @@ def batch_ladder(ev: Evaluator, task: EvalTask, layout: BatchLayout,
     done = 0
     for n in task.ladder:
         seeds = range(task.seed_start + done, task.seed_start + n)
-        images, failed = _sample_rung(ev, task, layout, seeds, network, progress)
+        images, failed = _sample_rung(ev, task, layout, seeds, network, progress, shares)
         results: RungResults = dict(failed)
         for k in layout.alive:
             try:
@@ -90,7 +92,9 @@ def batch_ladder(ev: Evaluator, task: EvalTask, layout: BatchLayout,
                 previews[k] = grid_png(batch)
             score = ev.score(torch.cat(feats[k]), task, n, own[k], start, previews[k])
             timings = {**score.timings, "network": network[k]}
-            results[k] = dataclasses.replace(score, wall_s=(time.perf_counter() - start) / trials, timings=timings)
+            saved = 0 if shares is None or shares[k] is None else shares[k].saved
+            results[k] = dataclasses.replace(score, wall_s=(time.perf_counter() - start) / trials, timings=timings,
+                                             evaluations_saved=saved)
         done = n
         stopped = yield results
         layout.drop({k for k, r in results.items() if not isinstance(r, Score)} | set(stopped or ()))
@@ -99,9 +103,11 @@ def batch_ladder(ev: Evaluator, task: EvalTask, layout: BatchLayout,
 
 
 def _sample_rung(ev: Evaluator, task: EvalTask, layout: BatchLayout, seeds: range, network: dict[int, float],
-                 progress: bool) -> tuple[dict[int, list[torch.Tensor]], dict[int, TrialError]]:
+                 progress: bool, shares: list[Sharing | None] | None = None,
+                 ) -> tuple[dict[int, list[torch.Tensor]], dict[int, TrialError]]:
     """One rung's new samples for every trial still running, chunk by chunk, all trials in each network batch.
-    Adds each trial's share of the network time to ``network``; returns the images and the trials that failed."""
+    Adds each trial's share of the network time to ``network``; returns the images and the trials that failed.
+    With ``shares``, a batch starts from the baseline's cached state where its earliest trial's window opens."""
     images: dict[int, list[torch.Tensor]] = {k: [] for k in layout.alive}
     failed: dict[int, TrialError] = {}
     shared: list[tuple[Stopwatch, list[int]]] = []  # read after the rung: reading waits for the device
@@ -113,9 +119,13 @@ def _sample_rung(ev: Evaluator, task: EvalTask, layout: BatchLayout, seeds: rang
             layout.per_trial, live = len(chunk), list(layout.alive)
             watch = Stopwatch()
             shared.append((watch, live))
+            plan = _batch_sharing(shares, live)
             x = sample_seeds(ev.loaded.denoiser, chunk, ev.loaded.info.shape, task.sampler, device=ev.device,
                              labels=task.labels(chunk, ev.loaded.info.conditions), copies=len(live),
-                             wrap=functools.partial(watch.timed, key="network", device=ev.device))
+                             wrap=functools.partial(watch.timed, key="network", device=ev.device), share=plan)
+            if plan is not None:
+                for k in live:
+                    shares[k].saved += plan.saved // len(live)
             for c, k in enumerate(live):
                 part = x[c * len(chunk) : (c + 1) * len(chunk)]
                 if not torch.isfinite(part).all():
@@ -128,6 +138,14 @@ def _sample_rung(ev: Evaluator, task: EvalTask, layout: BatchLayout, seeds: rang
         for k in live:
             network[k] += watch.seconds.get("network", 0.0) / len(live)
     return images, failed
+
+
+def _batch_sharing(shares: list[Sharing | None] | None, live: list[int]) -> Sharing | None:
+    """The shared steps of one batch: as many as its earliest-opening trial has; nothing is recorded (a state
+    is cached only from a batch of one trial, as that trial alone computes it)."""
+    if shares is None or any(shares[k] is None for k in live):
+        return None
+    return Sharing(steps=min(shares[k].steps for k in live), cache=shares[live[0]].cache, record=False)
 
 
 def auto_trials_per_batch(ev: Evaluator, task: EvalTask, limit: int = 16) -> int:

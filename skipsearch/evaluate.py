@@ -19,6 +19,7 @@ import torch
 
 from skipsearch import data
 from skipsearch.diffusion.generation import SamplerConfig, generate
+from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.errors import SampleError, TrialError, TrialTimeout, UserError
 from skipsearch.previews import grid_png
 from skipsearch.results import Score
@@ -76,33 +77,35 @@ class Evaluator:
     reference: Reference
     device: torch.device
 
-    def ladder(self, task: EvalTask, progress: bool = False) -> Iterator[Score]:
-        """One result per rung, sampling the model as it is now (with whatever coefficients are on it)."""
+    def ladder(self, task: EvalTask, progress: bool = False, share: Sharing | None = None) -> Iterator[Score]:
+        """One result per rung, sampling the model as it is now (with whatever coefficients are on it);
+        ``share``: its first steps are the baseline's (``skipsearch.diffusion.trajectories``)."""
         start, watch, feats, done, preview = time.perf_counter(), Stopwatch(), [], 0, None
         for n in task.ladder:
-            images = self.sample(task, range(task.seed_start + done, task.seed_start + n), watch, progress)
+            images = self.sample(task, range(task.seed_start + done, task.seed_start + n), watch, progress, share)
             with watch.measure("features", self.device):
                 feats.append(self.extractor(images, batch_size=task.batch_size))
             if preview is None:
                 preview = grid_png(images)
             done = n
-            yield self.score(torch.cat(feats), task, n, watch, start, preview)
+            yield self.score(torch.cat(feats), task, n, watch, start, preview, 0 if share is None else share.saved)
 
-    def __call__(self, task: EvalTask, progress: bool = False) -> Score:
-        *_, last = self.ladder(task, progress)
+    def __call__(self, task: EvalTask, progress: bool = False, share: Sharing | None = None) -> Score:
+        *_, last = self.ladder(task, progress, share)
         return last
 
-    def sample(self, task: EvalTask, seeds: range, watch: Stopwatch, progress: bool = False) -> torch.Tensor:
+    def sample(self, task: EvalTask, seeds: range, watch: Stopwatch, progress: bool = False,
+               share: Sharing | None = None) -> torch.Tensor:
         """Images for the seeds from the model as it is now (with whatever coefficients are applied)."""
         info = self.loaded.info
         images = generate(self.loaded.denoiser, seeds, info.shape, task.sampler, batch_size=task.batch_size,
                           device=self.device, progress=progress, labels=task.labels(seeds, info.conditions),
-                          wrap=lambda f: watch.timed(f, "network", self.device))
+                          wrap=lambda f: watch.timed(f, "network", self.device), share=share)
         check_images(images)
         return images
 
     def score(self, feats: torch.Tensor, task: EvalTask, n: int, watch: Stopwatch, start: float,
-              preview: str | None = None) -> Score:
+              preview: str | None = None, evaluations_saved: int = 0) -> Score:
         with watch.measure("distance", self.device):
             fid_value = fid(feats, self.reference.stats)
             kid_mean, kid_std = kid(feats, self.reference.features, task.kid_subset_size)
@@ -110,7 +113,7 @@ class Evaluator:
         return Score(fid=fid_value, kid=kid_mean, kid_std=kid_std, n=n, seed_start=task.seed_start,
                           nfe=task.sampler.nfe, extractor=self.extractor.name, ref_hash=self.reference.key,
                           model_id=info.model_id, model_hash=info.weights_hash, wall_s=time.perf_counter() - start,
-                          timings=dict(watch.seconds), preview=preview)
+                          timings=dict(watch.seconds), preview=preview, evaluations_saved=evaluations_saved)
 
 
 def check_images(images: torch.Tensor) -> None:

@@ -27,6 +27,8 @@ class Score:
     wall_s: float
     timings: dict[str, float] = field(default_factory=dict)
     preview: str | None = None  # base64 PNG grid of the first samples (``skipsearch.previews``)
+    # network evaluations (samples x per-sample evaluations) not run: started from the baseline's cached states
+    evaluations_saved: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

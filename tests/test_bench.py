@@ -32,6 +32,9 @@ def test_bench_prints_breakdown_and_writes_the_records(tmp_path):
     agreement = [r for r in records if r["name"].startswith("KID") and "relative difference" in r["name"]]
     assert agreement and all(r["met"] for r in agreement)  # KID equals torch-fidelity's for the same subsets
     assert any(r["name"].startswith("common random numbers") for r in records)
+    saved = next(r for r in records if r["name"].startswith("shared trajectories: share of network evaluations"))
+    assert 0.0 < saved["value"] < 1.0  # the baseline computes all its steps; some windows open late
+    assert by_name["shared trajectories: largest relative FID difference from whole"]["value"] == 0.0
 
 
 def test_bench_imports_reports_the_apply_path(tmp_path):

@@ -187,7 +187,8 @@ class Method(ABC):
     def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Record]:
         """``skipsearch bench`` for this method's specs: whole trials and where their time goes, trials sharing
         batches against one at a time (where they can), a trial's parts against their bare equivalents
-        (``quick``: without the 2048-d FID timing), and (``use_ray``) Ray against in-process. Returns the records."""
+        (``quick``: without the 2048-d FID timing and the extractor precisions), and (``use_ray``) Ray against
+        in-process. Returns the records."""
         from skipsearch.bench.batched import bench_batched
         from skipsearch.bench.parts import bench_parts
         from skipsearch.bench.trial import bench_trial

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
 
+from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.errors import TrialError
-from skipsearch.evaluate import EvalTask
+from skipsearch.evaluate import EvalTask, Evaluator
 from skipsearch.methods.base import Coefficients, Fidelity, Removable
 from skipsearch.results import HeldOut, Rung, Score
 from skipsearch.spec import Spec
+
+# A method's shared-trajectory plan for one evaluation (skipsearch.diffusion.trajectories), or None.
+ShareFor = Callable[[Evaluator, EvalTask], Sharing | None]
 
 
 def eval_task(spec: Spec, *, n: int, seed_start: int, rungs: tuple[int, ...] = (), dataset: str | None = None,
@@ -31,24 +35,27 @@ def sample_fidelity(spec: Spec) -> Fidelity:
 
 
 def sampled_ladder(apply: Callable[..., Removable], spec: Spec, coefficients: Coefficients,
-                   progress: bool = False) -> Iterator[Rung]:
+                   progress: bool = False, share_for: ShareFor | None = None) -> Iterator[Rung]:
     """A training-free trial: the ladder of sample counts with ``apply``'s change on the model; closing the
-    iterator early (a pruned trial) takes the change off."""
+    iterator early (a pruned trial) takes the change off. ``share_for``: the steps it shares with the baseline."""
     from skipsearch.evaluate import evaluator_for
 
     m = spec.metric
     task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
     ev = evaluator_for(task)
+    share = None if share_for is None else share_for(ev, task)
     with apply(ev.loaded.denoiser, coefficients, None):
-        for score in ev.ladder(task, progress):
+        for score in ev.ladder(task, progress, share):
             yield sampled_rung(score, task)
 
 
 def sampled_batch(apply_batch: Callable[..., Removable], spec: Spec, coefficients: Sequence[Coefficients],
-                  progress: bool = False) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
+                  progress: bool = False, share_for: Sequence[ShareFor] | None = None,
+                  ) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
     """Training-free trials sharing network batches (``skipsearch.batched``): ``apply_batch`` puts every trial's
     coefficients on the model at once, each sample reading its trial from the layout. Send back, after each
-    rung, the trials to stop; closing the generator takes the hooks off."""
+    rung, the trials to stop; closing the generator takes the hooks off. ``share_for``: per trial, the steps it
+    shares with the baseline (a batch starts where the earliest of its trials must)."""
     from skipsearch.batched import BatchLayout, batch_ladder
     from skipsearch.evaluate import evaluator_for
 
@@ -56,8 +63,9 @@ def sampled_batch(apply_batch: Callable[..., Removable], spec: Spec, coefficient
     task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
     ev = evaluator_for(task)
     layout = BatchLayout(alive=list(range(len(coefficients))))
+    shares = None if share_for is None else [f(ev, task) for f in share_for]
     with apply_batch(ev.loaded.denoiser, coefficients, layout):
-        ladder = batch_ladder(ev, task, layout, progress)
+        ladder = batch_ladder(ev, task, layout, progress, shares)
         try:
             results = next(ladder)
             while True:
@@ -75,14 +83,15 @@ def sampled_rung(score: Score, task: EvalTask) -> Rung:
 
 
 def sampled_heldout(apply: Callable[..., Removable], spec: Spec, coefficients: Coefficients,
-                    seed_set: int) -> HeldOut:
+                    seed_set: int, share_for: ShareFor | None = None) -> HeldOut:
     """A training-free candidate on held-out seed set ``seed_set``, at ``confirm.n``."""
     from skipsearch.evaluate import evaluator_for
 
     task = eval_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set))
     ev = evaluator_for(task)
+    share = None if share_for is None else share_for(ev, task)
     with apply(ev.loaded.denoiser, coefficients, None):
-        score = ev(task)
+        score = ev(task, share=share)
     return HeldOut(score=score, wall_s=score.wall_s)
 
 

@@ -72,7 +72,10 @@ def trial_attrs(row: TrialRow) -> dict[str, Any]:
 def annotate_trial(ctx: StudyContext, frozen: optuna.trial.FrozenTrial, row: TrialRow, rung: Rung | None) -> None:
     """Numbers and pictures of a trial about to be told COMPLETE or PRUNED (its profile plots were drawn while
     it ran: ``search.pictures``)."""
-    for key, value in trial_attrs(row).items():
+    attrs = trial_attrs(row)
+    if rung is not None and rung.score.evaluations_saved:
+        attrs["evaluations_saved"] = rung.score.evaluations_saved  # started from the baseline's states
+    for key, value in attrs.items():
         ctx.storage.set_trial_user_attr(frozen._trial_id, key, value)
     if ctx.artifacts is None:
         return

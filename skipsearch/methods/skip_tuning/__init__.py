@@ -57,7 +57,7 @@ class SkipTuning(Method):
         the iterator is closed."""
         from skipsearch.methods.tasks import sampled_ladder
 
-        yield from sampled_ladder(self.apply, spec, coefficients, progress)
+        yield from sampled_ladder(self.apply, spec, coefficients, progress, self._share_for(spec, coefficients))
 
     def batch_trials(self, spec: SkipTuningSpec) -> int | Literal["auto"]:
         return spec.search.batch_trials
@@ -66,7 +66,8 @@ class SkipTuning(Method):
                     progress: bool = False) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
         from skipsearch.methods.tasks import sampled_batch
 
-        return sampled_batch(self.apply_batch, spec, coefficients, progress)
+        return sampled_batch(self.apply_batch, spec, coefficients, progress,
+                             [self._share_for(spec, c) for c in coefficients])
 
     def apply_batch(self, model: Any, schedules: Sequence[_Schedule], layout: Any) -> Removable:
         """Hooks scaling each sample of a shared batch by its own trial's schedule (``layout`` says which)."""
@@ -97,7 +98,14 @@ class SkipTuning(Method):
     def heldout(self, spec: SkipTuningSpec, coefficients: _Schedule, seed_set: int) -> HeldOut:
         from skipsearch.methods.tasks import sampled_heldout
 
-        return sampled_heldout(self.apply, spec, coefficients, seed_set)
+        return sampled_heldout(self.apply, spec, coefficients, seed_set, self._share_for(spec, coefficients))
+
+    @staticmethod
+    def _share_for(spec: SkipTuningSpec, coefficients: _Schedule) -> Callable[..., Any]:
+        """The steps a schedule shares with the baseline's trajectory (``shared``), once the model is loaded."""
+        from skipsearch.methods.skip_tuning.shared import sharing
+
+        return lambda ev, task: sharing(spec, coefficients, ev, task)
 
     def apply(self, model: Any, coefficients: _Schedule, provenance: Any) -> Removable:
         """Hooks on the model's skip points (found by its family); a schedule that does not fit the model's
@@ -105,6 +113,12 @@ class SkipTuning(Method):
         if not isinstance(coefficients, _Schedule):
             raise UserError(f"Skip-Tuning coefficients expected, got {type(coefficients).__name__}")
         return _scaling(model, coefficients.rhos)
+
+    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Any]:
+        """The common records, and time-window trials starting from the baseline's states against computed whole."""
+        from skipsearch.bench.trajectories import bench_trajectories
+
+        return super().bench(spec_path, trials, use_ray, quick) + bench_trajectories(spec_path)
 
     def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
         from skipsearch.methods import parse_coefficients

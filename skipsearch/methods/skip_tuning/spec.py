@@ -14,12 +14,14 @@ MAX_TRIALS_PER_BATCH = 64
 
 
 class SkipSearchSpec(SearchCommon):
-    operational: ClassVar[frozenset[str]] = SearchCommon.operational | {"batch_trials"}
+    operational: ClassVar[frozenset[str]] = SearchCommon.operational | {"batch_trials", "trajectory_cache_mb"}
     family: Literal[SCHEDULE_FAMILIES] = "linear"  # type: ignore[valid-type]
     rho_range: tuple[Rho, Rho] = (0.5, 1.5)
     sigma_range: tuple[Sigma, Sigma] = (0.002, 80.0)
     # trials sharing one network batch (in-process drivers): a number, or "auto" (1 on a CPU; measured on a GPU)
     batch_trials: Literal["auto"] | Annotated[int, Field(ge=1, le=MAX_TRIALS_PER_BATCH)] = "auto"
+    # time_window: host memory for the baseline's states that trials start from before their window opens; 0 = off
+    trajectory_cache_mb: Annotated[int, Field(ge=0, le=2**20)] = 1024
 
     @model_validator(mode="after")
     def _ranges(self) -> SkipSearchSpec:
