@@ -8,7 +8,7 @@ import torch
 
 from skipsearch import data
 from skipsearch.metrics.digits import load_classifier, to_classifier_input
-from skipsearch.diffusion.generation import SamplerConfig, generate, latents
+from skipsearch.diffusion.generation import SamplerConfig, chunk_noise, generate, latents
 from skipsearch.models.embedded import SHIPPED
 
 
@@ -30,6 +30,13 @@ def test_samples_are_recognisable_digits(digits_model):
     assert len(probs.argmax(1)[confident].unique()) == 10
     real = data.digits(16)
     assert abs(images.float().mean() - real.float().mean()) < 10  # brightness like the data
+
+
+def test_remembered_noise_is_the_seeds_noise_and_cannot_be_changed_by_a_caller():
+    first = chunk_noise(range(3, 9), (1, 16, 16))
+    assert torch.equal(first, latents(range(3, 9), (1, 16, 16)))
+    first.mul_(0)  # a caller writing into its noise
+    assert torch.equal(chunk_noise(range(3, 9), (1, 16, 16)), latents(range(3, 9), (1, 16, 16)))
 
 
 def test_noise_depends_on_seed_only_not_on_batching(digits_model):

@@ -12,6 +12,7 @@ import time
 
 import pandas as pd
 
+from skipsearch.diffusion.trajectories import clear_all
 from skipsearch.evaluate import TRIAL_ERRORS
 from skipsearch.methods import Coefficients, parse_coefficients
 from skipsearch.progress import Progress
@@ -49,14 +50,19 @@ def confirm(ctx: StudyContext, progress: bool = True) -> pd.DataFrame:
     for it (or take it over when its driver is gone), so none is computed twice. ``progress`` counts the
     held-out evaluations, with an ETA (those stored before this call are not in its rate)."""
     c, name = ctx.spec.confirm, ctx.spec.name
-    pending = [(num, j) for num in candidates(ctx) for j in range(c.seed_sets)]
+    # seed set by seed set: the candidates of one set share its baseline states (shared trajectories), which
+    # are dropped when the next set starts, so each set has the whole cache
+    pending = [(num, j) for j in range(c.seed_sets) for num in candidates(ctx)]
     total = len(pending)
     pending = _unstored(ctx, pending)
     with Progress(total, "held-out confirmation", "evaluations", enabled=progress,
                   initial=total - len(pending)) as bar:
         while pending:
-            done_here = []
+            done_here, seed_set = [], None
             for p in pending:
+                if p[1] != seed_set:
+                    clear_all()
+                    seed_set = p[1]
                 if _confirm_one(ctx, *p):
                     done_here.append(p)
                     bar.update()
