@@ -391,11 +391,11 @@ class _Evaluator:
         self.outputs.append(self.case.call())
         return type("Score", (), {"n": n, "wall_s": 0.0, "timings": {}})()
 
-    def ladder(self, task, progress):
+    def ladder(self, task, progress, share=None):
         for n in (*task.rungs, task.n):
             yield self._score(n)
 
-    def __call__(self, task):
+    def __call__(self, task, share=None):
         return self._score(task.n)
 
 

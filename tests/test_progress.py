@@ -151,7 +151,7 @@ def test_a_whole_study_in_a_log_file_reports_trials_samples_and_evaluations(tmp_
     log = tmp_path / "nohup.out"
     with open(log, "wb") as out:
         proc = subprocess.run([sys.executable, "-c", STUDY, json.dumps(spec), f"sqlite:///{tmp_path / 's.db'}"],
-                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env("0.05"),
+                              stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env("0.01"),
                               cwd=tmp_path, timeout=600)
     text = log.read_text()
     assert proc.returncode == 0, text[-3000:]
