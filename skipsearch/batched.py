@@ -141,11 +141,11 @@ def _sample_rung(ev: Evaluator, task: EvalTask, layout: BatchLayout, seeds: rang
 
 
 def _batch_sharing(shares: list[Sharing | None] | None, live: list[int]) -> Sharing | None:
-    """The shared steps of one batch: as many as its earliest-opening trial has; nothing is recorded (a state
-    is cached only from a batch of one trial, as that trial alone computes it)."""
+    """The shared steps of one batch: as many as its earliest-opening trial has (``sample_seeds`` caches no state
+    from a batch of several trials)."""
     if shares is None or any(shares[k] is None for k in live):
         return None
-    return Sharing(steps=min(shares[k].steps for k in live), cache=shares[live[0]].cache, record=False)
+    return Sharing(steps=min(shares[k].steps for k in live), cache=shares[live[0]].cache)
 
 
 def auto_trials_per_batch(ev: Evaluator, task: EvalTask, limit: int = 16) -> int:

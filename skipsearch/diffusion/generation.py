@@ -147,13 +147,13 @@ def sample_seeds(denoiser: nn.Module, seeds: Sequence[int], shape: tuple[int, ..
     y = None
     if labels is not None:
         y = torch.as_tensor(list(labels), dtype=torch.long, device=device)
+    if share is not None and (sampler.scheduler or share.steps == 0):
+        share = None  # a diffusers scheduler's state is more than x (multistep history); nothing to share
     key = (tuple(int(s) for s in seeds), None if labels is None else tuple(int(c) for c in labels), sampler,
            tuple(shape), str(device), _weights_version(denoiser)) if share is not None else ()
     if copies > 1:
         noise = noise.repeat(copies, *([1] * (noise.dim() - 1)))
         y = None if y is None else y.repeat(copies)
-    if share is not None and (sampler.scheduler or share.steps == 0):
-        share = None  # a diffusers scheduler's state is more than x (multistep history); nothing to share
     x = _sample(denoiser, noise, sampler, y, wrap, share, key, copies)
     return wrap(denoiser.decode)(x) if hasattr(denoiser, "decode") else x
 
@@ -192,7 +192,7 @@ def _sample(denoiser: nn.Module, noise: torch.Tensor, sampler: SamplerConfig, y:
     def keep(step: int, state: torch.Tensor) -> None:
         """Cache a shared state computed here; only from a batch of one trial, so that a cached state is the
         one the trial alone would compute, whatever the kernels do with larger batches."""
-        if 0 < step <= share.steps and share.record and copies == 1:
+        if 0 < step <= share.steps and copies == 1:
             share.cache.put(key, step, state)
 
     return run(net, x, sigmas, start, keep)

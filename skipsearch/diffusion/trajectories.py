@@ -95,15 +95,9 @@ def clear_all() -> None:
 @dataclass
 class Sharing:
     """One trial's use of the cache: its first ``steps`` sampler steps call the network exactly as the baseline
-    does (so the state before step ``steps`` is the baseline's). ``record``: whether its own shared states go
-    into the cache. ``saved`` counts the network evaluations (per sample, as NFE counts them) it skipped."""
+    does (so the state before step ``steps`` is the baseline's). ``saved`` counts the network evaluations it
+    skipped: samples times evaluations per sample, as NFE counts them."""
 
     steps: int
     cache: TrajectoryCache
-    record: bool = True
     saved: int = field(default=0)
-
-
-def evaluations_before(step: int, per_step: list[int]) -> int:
-    """Network evaluations per sample in the steps before ``step``."""
-    return sum(per_step[:step])
