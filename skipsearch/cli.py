@@ -234,6 +234,11 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
                                                  "the evaluations each needed to reach it."),
           repeats: int = typer.Option(3, min=1, max=100,
                                       help="With --versus-plain: how many repeats (sampler seeds 0, 1, ...)."),
+          plain_budget: float = typer.Option(3.0, "--plain-budget", min=1.0, max=10.0,
+                                             help="With --versus-plain: the plain loop runs on to this many times "
+                                                  "skipsearch's network evaluations, to find when its winner is "
+                                                  "first as good as skipsearch's on the held-out sets (its "
+                                                  "equal-budget winner is the same run cut at 1x)."),
           json_out: Optional[Path] = typer.Option(
               None, "--json", help="Also write the records to this JSON file ({name, value, target, met, device}).")):
     """The performance record: whole trials and the share outside network passes and features, then a trial's
@@ -246,7 +251,8 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     --hooks: the hooks' cost per network call against the bare model, per model family. With --versus-plain:
     the spec's study (rungs, baseline, confirmation) against the loop a user would write with Optuna and
     torch-fidelity (TPE, N = confirm.n fresh seeds per trial), on the same budget of network evaluations
-    (samples x NFE), both winners judged on the spec's held-out seed sets, --repeats times.
+    (samples x NFE), both winners judged on the spec's held-out seed sets, --repeats times; the plain loop runs on
+    to --plain-budget times that budget, to find when its winner first matches skipsearch's on those sets.
 
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
     skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports;  skipsearch bench --hooks;
@@ -267,7 +273,7 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     elif versus_plain:
         from skipsearch.bench.versus_plain import bench_versus_plain
 
-        records = bench_versus_plain(spec, repeats, trials)
+        records = bench_versus_plain(spec, repeats, trials, plain_budget)
     else:
         records = method_for(load_spec(spec).kind).bench(spec, trials or 3, use_ray, quick)
     show(records, "benchmark record:")

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 import yaml
 from conftest import tiny_spec_dict
 from test_spec import cli
 
-from skipsearch.bench.versus_plain import default_rungs, versus_plain
-from skipsearch.spec import parse_spec
+from skipsearch.bench.plain_loop import plain_search
+from skipsearch.bench.versus_plain import default_rungs, heldout_fids, versus_plain
+from skipsearch.evaluate import evaluator_for
+from skipsearch.methods.tasks import eval_task
+from skipsearch.spec import load_spec, parse_spec
 
 NFE = 5  # heun, 3 steps
 CONFIRM_N = 96
@@ -26,22 +30,28 @@ def _spec_file(tmp_path, name: str = "vp", **overrides):
 
 
 def test_both_sides_spend_the_same_budget_on_fresh_seeds(tmp_path, capsys):
-    (r,) = versus_plain(_spec_file(tmp_path), repeats=1)
+    (r,) = versus_plain(_spec_file(tmp_path), repeats=1, plain_budget=2.0)
     out = capsys.readouterr().out
     assert "rungs [32] below N=64 ADDED" in out  # the tiny spec has no rungs: the bench says it added them
-    assert out.count("repeat 0 skipsearch") == 1 and out.count("repeat 0 plain") == 1
+    assert out.count("repeat 0 skipsearch") == 1 and out.count("repeat 0 plain      done") == 1
+    assert out.count("repeat 0 plain run of") == 1
     per_trial = CONFIRM_N * NFE
     assert r.nfe == NFE and r.plain.total_evals == r.plain.trials * per_trial
     assert 0 <= r.skipsearch.total_evals - r.plain.total_evals < per_trial
+    # the plain loop ran on to twice skipsearch's evaluations, in whole trials
+    run = len(r.plain_run.values)
+    assert r.match.run_evals == run * per_trial and run == 2 * r.skipsearch.total_evals // per_trial
     # the samples x NFE arithmetic is what the network's forward calls saw
-    assert r.counted_at_network == (r.skipsearch.total_evals, r.plain.total_evals)
+    assert r.counted_at_network == (r.skipsearch.total_evals, r.match.run_evals)
     for side in (r.skipsearch, r.plain):
         assert 0 < side.evals_to_winner <= side.total_evals
         assert math.isfinite(side.delta_fid) and math.isfinite(side.heldout_fid)
+    # skipsearch keeps the baseline when its confirmation measured the best candidate worse than it
+    assert r.skipsearch.delta_fid <= 0 and (r.skipsearch.trial is not None or r.skipsearch.delta_fid == 0)
     # skipsearch's winner needs the whole confirmation: at least the baseline's and one candidate's held-out N
     assert r.skipsearch.evals_to_winner >= 2 * per_trial
     seeds = [set(range(*span)) for span in r.plain_seeds]
-    assert len(seeds) == r.plain.trials and all(len(s) == CONFIRM_N for s in seeds)
+    assert len(seeds) == run and all(len(s) == CONFIRM_N for s in seeds)
     assert len(set().union(*seeds)) == sum(map(len, seeds))  # never reused across trials
     heldout = set().union(*(range(*span) for span in r.heldout_seeds))
     assert r.heldout_seeds == ((10_000, 10_000 + CONFIRM_N),) and not heldout & set().union(*seeds)
@@ -49,10 +59,53 @@ def test_both_sides_spend_the_same_budget_on_fresh_seeds(tmp_path, capsys):
     assert abs(r.plain.heldout_fid - r.plain.delta_fid - r.baseline_heldout_fid) < 1e-9  # one baseline for both
 
 
+def test_the_plain_run_is_judged_until_its_winner_matches_skipsearch(tmp_path):
+    spec_path = _spec_file(tmp_path)
+    (r,) = versus_plain(spec_path, repeats=1, plain_budget=3.0)
+    per_trial, values = CONFIRM_N * NFE, r.plain_run.values
+    # the equal-budget winner is the lowest FID of the trials that fit in skipsearch's budget
+    equal = values[:r.plain.trials]
+    assert r.plain.trial == min(range(len(equal)), key=lambda t: (equal[t], t))
+    assert r.plain.evals_to_winner == (r.plain.trial + 1) * per_trial
+    # the judged trials are the running bests in order, each beating every FID before it, and all but the
+    # matching one were worse than skipsearch on the held-out sets
+    judged = [t for t, _ in r.match.judged]
+    assert judged == sorted(judged) and judged
+    for t in judged:
+        assert all(values[t] < v for v in values[:t])
+    deltas = [d for _, d in r.match.judged]
+    if r.match.evals is None:
+        assert all(d > r.skipsearch.delta_fid for d in deltas)
+        assert judged[-1] == min(range(len(values)), key=lambda t: (values[t], t))  # it judged them all
+        assert r.match_ratio == pytest.approx(r.match.run_evals / r.skipsearch.evals_to_winner)
+    else:
+        assert all(d > r.skipsearch.delta_fid for d in deltas[:-1]) and deltas[-1] <= r.skipsearch.delta_fid
+        assert r.match.trial == judged[-1] and r.match.evals == (r.match.trial + 1) * per_trial
+        assert r.match_ratio == pytest.approx(r.match.evals / r.skipsearch.evals_to_winner)
+        # the matching winner judged again, from its coefficients, on the spec's held-out sets
+        spec = load_spec(spec_path)
+        again = heldout_fids(spec, r.plain_run.coefficients[r.match.trial])
+        baseline = r.baseline_heldout_fid
+        assert statistics.fmean(again.values()) - baseline == pytest.approx(r.match.delta_fid, abs=1e-9)
+    # the equal-budget winner's held-out dFID is the same whether judged for the table or for the match
+    if r.plain.trial in judged:
+        assert dict(r.match.judged)[r.plain.trial] == pytest.approx(r.plain.delta_fid, abs=1e-12)
+
+
+def test_a_tpe_run_begins_as_the_shorter_run_does(tmp_path):
+    """The equal-budget side is the longer run cut short: TPE's first trials do not depend on how many follow."""
+    spec = load_spec(_spec_file(tmp_path))
+    ev = evaluator_for(eval_task(spec, n=spec.confirm.n, seed_start=spec.confirm.seed))
+    short, long = (plain_search(spec, ev, 1, k, 50_000) for k in (3, 6))
+    assert long.values[:3] == short.values and long.coefficients[:3] == short.coefficients
+    assert len(long.ended_s) == 6 and list(long.ended_s) == sorted(long.ended_s)
+    assert long.best_within(3) == short.best_within(3)
+
+
 def test_cli_writes_the_records(tmp_path):
     spec = _spec_file(tmp_path)
     proc = cli("bench", "--versus-plain", "--spec", str(spec), "--repeats", "1", "--trials", "3", "--json",
-               "vp.json", cwd=tmp_path)
+               "vp.json", "--plain-budget", "1.5", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "evals to winner plain/skipsearch" in proc.stdout
     assert "3 trials at N=64" in proc.stdout  # the header says the budget that --trials set
@@ -70,6 +123,13 @@ def test_cli_writes_the_records(tmp_path):
     better = records[f"{head}: skipsearch held-out dFID - plain's"]
     assert better["met"] == (better["value"] <= 0)
     assert records["versus plain: repeats where skipsearch's held-out dFID <= plain's"]["value"] == int(better["met"])
+    (match,) = [r for name, r in records.items() if name.startswith(f"{head}: plain evaluations to a held-out winner")]
+    assert match["target"] == ">= 3" and match["value"] > 0
+    if "lower bound" in next(n for n in records if n.startswith(f"{head}: plain evaluations to a held-out")):
+        assert match["met"] is (True if match["value"] >= 3 else None)  # none matched: known only above 3
+    else:
+        assert match["met"] == (match["value"] >= 3)
+    assert "run on to 1.5x" in proc.stdout and "to match:" in proc.stdout
 
 
 def test_a_training_method_is_refused_with_a_message(tmp_path):
@@ -79,6 +139,9 @@ def test_a_training_method_is_refused_with_a_message(tmp_path):
     spec.write_text(yaml.safe_dump(tiny_dt_spec_dict("dt")))
     proc = cli("bench", "--versus-plain", "--spec", str(spec), cwd=tmp_path)
     assert proc.returncode == 2 and "training-free" in proc.stderr and "Traceback" not in proc.stderr
+    for budget in ("0.5", "11", "lots"):
+        proc = cli("bench", "--versus-plain", "--spec", str(spec), "--plain-budget", budget, cwd=tmp_path)
+        assert proc.returncode == 2 and "--plain-budget" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_default_rungs_halve_down_to_the_kid_subset():

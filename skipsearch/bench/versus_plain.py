@@ -8,7 +8,9 @@ about the search strategy alone:
   successive halving, held-out confirmation of the top-k), run through the public ``skipsearch.run`` into a
   fresh temporary SQLite database, with ``search.seed`` = the repeat. A spec without ``metric.rungs`` gets
   ``n/4, n/2`` below ``n`` (the rungs no smaller than ``kid_subset_size``), and the output says so. Its
-  winner is the confirmed winner (``skipsearch best``'s choice), or the baseline when none was confirmed.
+  winner is the confirmed winner (``skipsearch best``'s choice), or the baseline when none was confirmed or
+  the confirmed winner's mean held-out ΔFID is above zero (the confirmation measured the baseline too, and
+  says the candidate is worse).
 - **plain**: an in-memory ``optuna.create_study(sampler=TPESampler(seed=repeat))`` over the method's own
   ``suggest`` (the identical space); each trial samples N = ``confirm.n`` images from seeds no other trial,
   no held-out set and no search trial uses, and scores them with torch-fidelity's ``fid_features_to_statistics``
@@ -37,6 +39,17 @@ evaluations to the winner (ratio plain / skipsearch >= 3). With equal budgets th
 side's total over skipsearch's confirmation (its winner is known only after it), so the table prints that
 ceiling too: a spec whose confirmation is more than a third of its budget cannot meet the target.
 
+**The plain side's evaluations to match skipsearch** answer the target's question directly: how many evaluations
+does the plain loop need before the winner it would report is as good as skipsearch's on the held-out sets?
+With equal budgets the ratio above cannot reach 3 whenever the confirmation is more than a third of the budget,
+so the plain loop runs on, to ``plain_budget`` times skipsearch's total (default 3, ``--plain-budget``), and
+each trial that becomes its running best is judged on the held-out seed sets (the benchmark's cost, not the
+loop's) until one is at least as good as skipsearch's winner (held-out ΔFID at most skipsearch's). The
+evaluations through that trial, over skipsearch's evaluations to its winner, is the ratio to match (target >= 3).
+When no running best gets there, the ratio is only known to exceed the run's total over skipsearch's
+evaluations to its winner. The equal-budget side is the same run cut at the budget (the first trials of a TPE
+run do not depend on how many follow; see ``bench.plain_loop``).
+
 The plain loop itself is ``bench.plain_loop``; the header, lines, table and records are ``bench.versus_table``.
 """
 
@@ -54,9 +67,9 @@ import torch
 from pydantic import ValidationError
 
 from skipsearch import api
-from skipsearch.bench.plain_loop import plain_search
+from skipsearch.bench.plain_loop import PlainSearch, plain_search
 from skipsearch.bench.records import Record
-from skipsearch.bench.versus_table import TARGET_RATIO, header, records, side_line, table
+from skipsearch.bench.versus_table import TARGET_RATIO, header, match_line, records, side_line, table
 from skipsearch.errors import UserError
 from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
@@ -64,6 +77,7 @@ from skipsearch.methods import Coefficients, describe, method_for
 from skipsearch.methods.tasks import eval_task, heldout_seed_start
 from skipsearch.spec import TRIALS_MAX, Spec, format_validation_error, load_spec
 
+PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's evaluations
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -82,6 +96,18 @@ class Side:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Match:
+    """How far the plain loop, run on past the equal budget, went before its winner was as good as skipsearch's
+    on the held-out seed sets."""
+
+    trial: int | None  # the plain trial whose win first matched skipsearch's held-out dFID (None: none did)
+    delta_fid: float  # that trial's held-out dFID (NaN when none matched)
+    evals: int | None  # plain evaluations through that trial (None: none matched)
+    run_evals: int  # plain evaluations of the whole run (plain_budget x skipsearch's total, whole trials)
+    judged: tuple[tuple[int, float], ...]  # (trial, held-out dFID) of each running best judged, in order
+
+
+@dataclass(frozen=True, kw_only=True)
 class VersusRepeat:
     """Both sides of one repeat (sampler seed ``repeat``), with the seeds each used."""
 
@@ -92,8 +118,10 @@ class VersusRepeat:
     baseline_heldout_fid: float
     heldout_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each held-out seed set
     plain_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each plain trial's seeds
-    counted_at_network: tuple[int, int]  # (skipsearch, plain) forward-call samples, the check on total_evals
+    counted_at_network: tuple[int, int]  # (skipsearch, plain run) forward-call samples: the check on the counts
     confirmation_evals: int  # skipsearch's held-out evaluations (part of its evaluations to the winner)
+    match: Match
+    plain_run: PlainSearch  # every trial of the plain run (the equal-budget side is its first plain.trials)
 
     @property
     def ratio(self) -> float:
@@ -114,6 +142,20 @@ class VersusRepeat:
     @property
     def met(self) -> bool:
         return self.as_good and self.ratio >= TARGET_RATIO
+
+    @property
+    def match_ratio(self) -> float:
+        """Plain evaluations to a held-out winner as good as skipsearch's, over skipsearch's to its winner; when
+        none matched, the lower bound (the plain run's total over skipsearch's)."""
+        plain = self.match.run_evals if self.match.evals is None else self.match.evals
+        return plain / max(self.skipsearch.evals_to_winner, 1)
+
+    @property
+    def match_met(self) -> bool | None:
+        """>= 3; None when no plain winner matched and the run was too short to say (its bound is below 3)."""
+        if self.match.evals is None and self.match_ratio < TARGET_RATIO:
+            return None
+        return self.match_ratio >= TARGET_RATIO
 
 
 class NetworkCounter:
@@ -219,18 +261,25 @@ def run_study(study: Spec, nfe: int) -> StudyOutcome:
     baseline_by_set = {int(r.seed_set): float(r.fid) for r in base.itertuples()}
     total = int(costs.sum()) + confirm_evals
     won = result.winner
+    if won is not None and mean_delta(held_out_of(rows, won), baseline_by_set) > 0:
+        won = None  # the confirmation measured the best candidate worse than the baseline: a user keeps rho = 1
     if won is None:
         side = Side(name="skipsearch", winner="baseline", trial=None, delta_fid=0.0,
                     heldout_fid=statistics.fmean(baseline_by_set.values()), evals_to_winner=total,
                     total_evals=total, trials=len(costs), wall_s=wall)
         return StudyOutcome(side=side, baseline_by_set=baseline_by_set, confirmation_evals=confirm_evals)
-    mine = {int(r.seed_set): float(r.fid) for r in rows[rows.trial_number == won].itertuples()}
+    mine = held_out_of(rows, won)
     coefficients = rows[rows.trial_number == won].coefficients_json.iloc[0]
     side = Side(name="skipsearch", winner=describe(coefficients), trial=won,
                 heldout_fid=statistics.fmean(mine.values()), delta_fid=mean_delta(mine, baseline_by_set),
                 evals_to_winner=int(costs[costs.index <= won].sum()) + confirm_evals, total_evals=total,
                 trials=len(costs), wall_s=wall)
     return StudyOutcome(side=side, baseline_by_set=baseline_by_set, confirmation_evals=confirm_evals)
+
+
+def held_out_of(rows: pd.DataFrame, trial: int) -> dict[int, float]:
+    """A confirmed trial's held-out FID per seed set."""
+    return {int(r.seed_set): float(r.fid) for r in rows[rows.trial_number == trial].itertuples()}
 
 
 def mean_delta(fids: dict[int, float], baseline: dict[int, float]) -> float:
@@ -250,54 +299,109 @@ def heldout_fids(spec: Spec, coefficients: Coefficients) -> dict[int, float]:
 # --- one repeat, all repeats ----------------------------------------------------------------------------------
 
 
-def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: int) -> VersusRepeat:
-    """skipsearch's study first (its total sets the budget), then the plain loop with the same budget, then the
-    plain winner on the held-out seed sets."""
+def plain_trials(spec: Spec, total_evals: int, plain_budget: float, seed_start: int) -> tuple[int, int]:
+    """Whole plain trials within skipsearch's total (at least one), and within ``plain_budget`` times it."""
+    per_trial = spec.confirm.n * spec.sampler.config().nfe
+    equal = max(1, total_evals // per_trial)
+    run = max(equal, math.floor(plain_budget * total_evals / per_trial))
+    if run * spec.confirm.n + seed_start - 1 > SEED_MAX:
+        raise UserError(f"the plain side's {run} trials of {spec.confirm.n} fresh seeds from {seed_start} would pass "
+                        f"2^31; lower confirm.n, the seeds in the spec or --plain-budget")
+    return equal, run
+
+
+class HeldoutJudge:
+    """Held-out dFID of plain trials against skipsearch's baseline, each trial's computed once (the equal-budget
+    winner is usually also one of the running bests)."""
+
+    def __init__(self, spec: Spec, plain: PlainSearch, baseline_by_set: dict[int, float]):
+        self.spec, self.plain, self.baseline = spec, plain, baseline_by_set
+        self.fids: dict[int, dict[int, float]] = {}
+
+    def __call__(self, trial: int) -> float:
+        return mean_delta(self.heldout(trial), self.baseline)
+
+    def heldout(self, trial: int) -> dict[int, float]:
+        if trial not in self.fids:
+            coefficients = self.plain.coefficients[trial]
+            if coefficients is None:
+                raise RuntimeError(f"plain trial {trial} has a FID but no coefficients")
+            self.fids[trial] = heldout_fids(self.spec, coefficients)
+        return self.fids[trial]
+
+
+def match_skipsearch(spec: Spec, plain: PlainSearch, target: float, judge: HeldoutJudge) -> Match:
+    """Walk the plain loop's running best in order, judging each on the held-out sets, until one's held-out dFID
+    is at most ``target`` (skipsearch's)."""
+    per_trial = spec.confirm.n * spec.sampler.config().nfe
+    judged = []
+    for t in plain.running_best():
+        delta = judge(t)
+        judged.append((t, delta))
+        if delta <= target:
+            return Match(trial=t, delta_fid=delta, evals=(t + 1) * per_trial, judged=tuple(judged),
+                         run_evals=len(plain.values) * per_trial)
+    return Match(trial=None, delta_fid=math.nan, evals=None, judged=tuple(judged),
+                 run_evals=len(plain.values) * per_trial)
+
+
+def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: int,
+               plain_budget: float = 1.0) -> VersusRepeat:
+    """skipsearch's study first (its total sets the budget), then the plain loop to ``plain_budget`` times that
+    budget, then the plain winners on the held-out seed sets: the one within the equal budget, and the running
+    bests until one matches skipsearch's."""
     nfe, n = spec.sampler.config().nfe, spec.confirm.n
+    per_trial = n * nfe
     counter = NetworkCounter(ev.loaded.denoiser)
     try:
         outcome = run_study(study, nfe)
         at_network_study = counter.count
         say(side_line(repeat, outcome.side))
-        per_trial = n * nfe
-        n_trials = max(1, outcome.side.total_evals // per_trial)
-        if n_trials * n + seed_start - 1 > SEED_MAX:
-            raise UserError(f"the plain side's {n_trials} trials of {n} fresh seeds from {seed_start} would pass "
-                            f"2^31; lower confirm.n or the seeds in the spec")
+        equal, run = plain_trials(spec, outcome.side.total_evals, plain_budget, seed_start)
         counter.count = 0
-        plain = plain_search(spec, ev, repeat, n_trials, seed_start)
+        plain = plain_search(spec, ev, repeat, run, seed_start)
         at_network_plain = counter.count
     finally:
         counter.close()
-    fids = heldout_fids(spec, plain.coefficients)
-    side = Side(name="plain", winner=plain.coefficients.describe(), trial=plain.best_trial,
-                heldout_fid=statistics.fmean(fids.values()), delta_fid=mean_delta(fids, outcome.baseline_by_set),
-                evals_to_winner=(plain.best_trial + 1) * per_trial, total_evals=n_trials * per_trial,
-                trials=n_trials, wall_s=plain.wall_s)
+    best = plain.best_within(equal)
+    if best is None:
+        raise UserError(f"every one of the plain side's first {equal} trials failed; see the trial errors above")
+    judge = HeldoutJudge(spec, plain, outcome.baseline_by_set)
+    fids = judge.heldout(best)
+    side = Side(name="plain", winner=plain.coefficients[best].describe(), trial=best,
+                heldout_fid=statistics.fmean(fids.values()), delta_fid=judge(best),
+                evals_to_winner=(best + 1) * per_trial, total_evals=equal * per_trial,
+                trials=equal, wall_s=plain.wall_within(equal))
     say(side_line(repeat, side))
+    match = match_skipsearch(spec, plain, outcome.side.delta_fid, judge)
+    say(match_line(repeat, match, run, outcome.side.evals_to_winner))
     return VersusRepeat(repeat=repeat, nfe=nfe, skipsearch=outcome.side, plain=side,
                         baseline_heldout_fid=statistics.fmean(outcome.baseline_by_set.values()),
                         heldout_seeds=heldout_ranges(spec),
-                        plain_seeds=tuple((seed_start + t * n, seed_start + (t + 1) * n) for t in range(n_trials)),
+                        plain_seeds=tuple((seed_start + t * n, seed_start + (t + 1) * n) for t in range(run)),
                         counted_at_network=(at_network_study, at_network_plain),
-                        confirmation_evals=outcome.confirmation_evals)
+                        confirmation_evals=outcome.confirmation_evals, match=match, plain_run=plain)
 
 
-def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None) -> list[VersusRepeat]:
+def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None,
+                 plain_budget: float = 3.0) -> list[VersusRepeat]:
     """Both sides for sampler seeds 0 .. repeats-1 (see the module's docstring). ``trials`` overrides the
-    study's trial budget (the plain side's follows from the evaluations skipsearch spent)."""
+    study's trial budget (the plain side's follows from the evaluations skipsearch spent); the plain loop runs to
+    ``plain_budget`` times skipsearch's evaluations."""
     if not 1 <= repeats <= 100:
         raise UserError(f"--repeats must be between 1 and 100, got {repeats}")
+    if not 1.0 <= plain_budget <= PLAIN_BUDGET_MAX:
+        raise UserError(f"--plain-budget must be between 1 and {PLAIN_BUDGET_MAX:g}, got {plain_budget:g}")
     spec = load_spec(spec_path)
     check_comparable(spec)
     rungs = spec.metric.rungs or default_rungs(spec)
-    say(header(spec, repeats, rungs, trials))
+    say(header(spec, repeats, rungs, trials, plain_budget))
     ev = evaluator_for(eval_task(spec, n=spec.confirm.n, seed_start=spec.confirm.seed))
     seed_start, out = first_plain_seed(spec), []
     with tempfile.TemporaryDirectory(prefix="skipsearch-versus-plain-") as tmp:
         for repeat in range(repeats):
             study = study_spec(spec, repeat, trials, rungs, f"sqlite:///{Path(tmp) / f'r{repeat}.db'}")
-            result = one_repeat(spec, study, ev, repeat, seed_start)
+            result = one_repeat(spec, study, ev, repeat, seed_start, plain_budget)
             seed_start = result.plain_seeds[-1][1]  # the next repeat's plain trials use fresh seeds too
             check_counts(result)
             out.append(result)
@@ -306,16 +410,19 @@ def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = N
 
 def check_counts(result: VersusRepeat) -> None:
     """Say so when the forward calls counted at the network differ from the samples x NFE arithmetic."""
-    for side, seen in zip((result.skipsearch, result.plain), result.counted_at_network):
-        if seen != side.total_evals:
-            say(f"warning: repeat {result.repeat} {side.name}: {seen:,} network evaluations counted at the "
-                     f"network's forward, {side.total_evals:,} by samples x NFE")
+    counted = zip(("skipsearch", "plain"), (result.skipsearch.total_evals, result.match.run_evals),
+                  result.counted_at_network)
+    for name, evals, seen in counted:
+        if seen != evals:
+            say(f"warning: repeat {result.repeat} {name}: {seen:,} network evaluations counted at the network's "
+                f"forward, {evals:,} by samples x NFE")
 
 
-def bench_versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None) -> list[Record]:
+def bench_versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None,
+                       plain_budget: float = 3.0) -> list[Record]:
     """Run both sides ``repeats`` times, print the table, and return the records (``skipsearch bench
     --versus-plain``)."""
-    results = versus_plain(spec_path, repeats, trials)
+    results = versus_plain(spec_path, repeats, trials, plain_budget)
     print("versus plain, per repeat (held-out dFID = winner - baseline on the same held-out seed sets):")
     print(table(results), flush=True)
     return records(results, resolve_device(load_spec(spec_path).device))

@@ -10,13 +10,14 @@ from skipsearch.bench.records import Record
 from skipsearch.spec import Spec
 
 if TYPE_CHECKING:  # the results' types; versus_plain imports this module
-    from skipsearch.bench.versus_plain import Side, VersusRepeat
+    from skipsearch.bench.versus_plain import Match, Side, VersusRepeat
 
 TARGET_RATIO = 3.0
 RATIO_TARGET = f">= {TARGET_RATIO:g}"
 
 
-def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None = None) -> str:
+def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None = None,
+           plain_budget: float = 1.0) -> str:
     s, m, c = spec.sampler, spec.metric, spec.confirm
     if spec.metric.rungs:
         ladder = f"the spec's rungs {list(rungs)} below N={m.n}"
@@ -29,7 +30,8 @@ def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None 
             f"  skipsearch: {spec.search.sampler} sampler, {trials or spec.search.trials} trials at N={m.n}, {ladder}, "
             f"confirmation of baseline + top {c.top_k} at N={c.n} on {c.seed_sets} held-out seed set(s)\n"
             f"  plain: TPE, N={c.n} fresh seeds per trial, torch-fidelity FID, no rungs or baseline, as many "
-            f"trials as fit in skipsearch's network evaluations\n"
+            f"trials as fit in skipsearch's network evaluations (its equal-budget winner), run on to "
+            f"{plain_budget:g}x them to find when its winner is first as good as skipsearch's on the held-out sets\n"
             f"  network evaluations = samples x NFE; to the winner: plain, through its best trial; skipsearch, "
             f"through its winner's search trial plus the whole confirmation")
 
@@ -39,6 +41,20 @@ def side_line(repeat: int, side: Side) -> str:
     return (f"repeat {repeat} {side.name:10s} done in {side.wall_s:6.1f} s: {side.trials} trials, winner {which}, "
             f"held-out dFID {side.delta_fid:+.4f}, network evaluations {side.evals_to_winner:,} to the winner, "
             f"{side.total_evals:,} in all")
+
+
+def match_text(match: Match, skipsearch_evals: int) -> str:
+    if match.evals is None:
+        return (f"no plain winner in {match.run_evals:,} evaluations was as good as skipsearch's on the held-out "
+                f"sets (running bests judged: {len(match.judged)}): more than "
+                f"{match.run_evals / max(skipsearch_evals, 1):.2f}x skipsearch's evaluations to its winner")
+    return (f"plain's winner was first as good as skipsearch's at trial {match.trial} (held-out dFID "
+            f"{match.delta_fid:+.4f}), after {match.evals:,} evaluations: "
+            f"{match.evals / max(skipsearch_evals, 1):.2f}x skipsearch's to its winner")
+
+
+def match_line(repeat: int, match: Match, run_trials: int, skipsearch_evals: int) -> str:
+    return f"repeat {repeat} plain run of {run_trials} trials: {match_text(match, skipsearch_evals)}"
 
 
 def table(results: list[VersusRepeat]) -> str:
@@ -55,6 +71,9 @@ def table(results: list[VersusRepeat]) -> str:
                      f"{'met' if r.as_good else 'MISSED'}; baseline held-out FID {r.baseline_heldout_fid:.4f}")
         lines.append(f"{'':6s}  (the ratio is at most {r.ratio_ceiling:.2f} at this budget: the confirmation alone is "
                      f"{r.confirmation_evals / r.skipsearch.total_evals:.0%} of skipsearch's evaluations)")
+        verdict = {True: "met", False: "MISSED", None: "unknown: run longer with --plain-budget"}[r.match_met]
+        lines.append(f"{'':6s}  to match: {match_text(r.match, r.skipsearch.evals_to_winner)} (target "
+                     f"{RATIO_TARGET}: {verdict})")
     return "\n".join(lines)
 
 
@@ -72,12 +91,20 @@ def records(results: list[VersusRepeat], device: str) -> list[Record]:
                 Record.judged(f"{head}: skipsearch held-out dFID - plain's", r.skipsearch.delta_fid - r.plain.delta_fid,
                               "<= 0", device),
                 Record.judged(f"{head}: largest ratio this budget allows (plain's total / skipsearch's confirmation)",
-                              r.ratio_ceiling, None, device)]
+                              r.ratio_ceiling, None, device),
+                Record(name=f"{head}: plain evaluations to a held-out winner as good as skipsearch's / skipsearch's "
+                            f"to its winner{'' if r.match.evals is not None else ' (lower bound: none matched)'}",
+                       value=r.match_ratio, target=RATIO_TARGET, met=r.match_met, device=str(device))]
     k = len(results)
     out += [Record.judged("versus plain: median evaluations to winner, plain / skipsearch",
                           statistics.median(r.ratio for r in results), RATIO_TARGET, device),
             Record.judged("versus plain: repeats where skipsearch's held-out dFID <= plain's",
                           sum(r.as_good for r in results), f">= {k}", device),
             Record.judged(f"versus plain: repeats meeting the target (dFID <= plain's, ratio {RATIO_TARGET})",
-                          sum(r.met for r in results), f">= {k}", device)]
+                          sum(r.met for r in results), f">= {k}", device),
+            Record.judged("versus plain: median plain evaluations to match skipsearch's held-out winner / "
+                          "skipsearch's to its winner (a repeat none matched counts at its lower bound)",
+                          statistics.median(r.match_ratio for r in results), RATIO_TARGET, device),
+            Record.judged(f"versus plain: repeats where plain needed {RATIO_TARGET} skipsearch's evaluations to "
+                          f"match its held-out winner", sum(r.match_met is True for r in results), f">= {k}", device)]
     return out
