@@ -130,6 +130,8 @@ def test_cli_writes_the_records(tmp_path):
     else:
         assert match["met"] == (match["value"] >= 3)
     assert "run on to 1.5x" in proc.stdout and "to match:" in proc.stdout
+    # long parts say how far they are when the output goes to a file: the plain loop, and its held-out judging
+    assert "plain loop, repeat 0: 1/" in proc.stderr and "held-out, plain trial" in proc.stderr
 
 
 def test_a_training_method_is_refused_with_a_message(tmp_path):

@@ -22,6 +22,7 @@ from skipsearch.errors import TrialError
 from skipsearch.evaluate import Evaluator
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.methods.tasks import eval_task
+from skipsearch.progress import Progress
 from skipsearch.spec import Spec
 
 
@@ -71,7 +72,7 @@ def plain_search(spec: Spec, ev: Evaluator, repeat: int, n_trials: int, seed_sta
         labels = eval_task(spec, n=n, seed_start=seeds.start).labels(seeds, info.conditions)
         with method.apply(ev.loaded.denoiser, coefficients, None):
             images = generate(ev.loaded.denoiser, seeds, info.shape, sampler, batch_size=spec.metric.batch_size,
-                              device=ev.device, labels=labels)
+                              device=ev.device, labels=labels, progress=True)
         trial.set_user_attr("coefficients", coefficients.model_dump_json())
         return torch_fidelity_fid(ev.extractor(images, batch_size=spec.metric.batch_size), reference)
 
@@ -79,8 +80,13 @@ def plain_search(spec: Spec, ev: Evaluator, repeat: int, n_trials: int, seed_sta
     study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=repeat))
     start = time.perf_counter()
     ended: list[float] = []
-    study.optimize(objective, n_trials=n_trials, catch=(TrialError,),
-                   callbacks=[lambda _study, _trial: ended.append(time.perf_counter() - start)])
+
+    def done(_study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        ended.append(time.perf_counter() - start)
+        bar.update(1)
+
+    with Progress(n_trials, f"plain loop, repeat {repeat}", "trials") as bar:
+        study.optimize(objective, n_trials=n_trials, catch=(TrialError,), callbacks=[done])
     trials = study.trials
     return PlainSearch(values=tuple(math.nan if t.value is None else float(t.value) for t in trials),
                        coefficients=tuple(parse_coefficients(t.user_attrs["coefficients"])

@@ -75,6 +75,7 @@ from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
 from skipsearch.methods import Coefficients, describe, method_for
 from skipsearch.methods.tasks import eval_task, heldout_seed_start
+from skipsearch.progress import Progress
 from skipsearch.spec import TRIALS_MAX, Spec, format_validation_error, load_spec
 
 PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's evaluations
@@ -290,10 +291,14 @@ def mean_delta(fids: dict[int, float], baseline: dict[int, float]) -> float:
     return statistics.fmean(fids[j] - baseline[j] for j in shared)
 
 
-def heldout_fids(spec: Spec, coefficients: Coefficients) -> dict[int, float]:
+def heldout_fids(spec: Spec, coefficients: Coefficients, desc: str = "held-out") -> dict[int, float]:
     """A candidate's held-out FID on each of the spec's seed sets, as skipsearch's confirmation computes them."""
-    method = method_for(spec.kind)
-    return {j: float(method.heldout(spec, coefficients, j).score.fid) for j in range(spec.confirm.seed_sets)}
+    method, sets, out = method_for(spec.kind), spec.confirm.seed_sets, {}
+    with Progress(sets, desc, "seed sets") as bar:
+        for j in range(sets):
+            out[j] = float(method.heldout(spec, coefficients, j).score.fid)
+            bar.update(1)
+    return out
 
 
 # --- one repeat, all repeats ----------------------------------------------------------------------------------
@@ -326,7 +331,7 @@ class HeldoutJudge:
             coefficients = self.plain.coefficients[trial]
             if coefficients is None:
                 raise RuntimeError(f"plain trial {trial} has a FID but no coefficients")
-            self.fids[trial] = heldout_fids(self.spec, coefficients)
+            self.fids[trial] = heldout_fids(self.spec, coefficients, f"held-out, plain trial {trial}")
         return self.fids[trial]
 
 
