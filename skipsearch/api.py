@@ -99,6 +99,7 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
         from skipsearch.search.ray_tune import require_ray
 
         require_ray()
+        _ray_fits(spec, placement)
     ctx = _driver.open_study(spec, storage, source, echo)
     try:
         budget = trials or spec.search.trials
@@ -114,6 +115,17 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
         return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front)
     finally:
         ctx.close()
+
+
+def _ray_fits(spec: Spec, placement: Placement) -> None:
+    """Ray hides the GPUs from a trial given none, so its extractor runs on the worker's CPU whatever the
+    driver's device is; a CUDA-only precision would fail every trial after the study was stored."""
+    from skipsearch.metrics.features import precision_problem
+
+    problem = precision_problem(spec.metric.extractor, "cpu") if placement.gpus_per_trial == 0 else None
+    if problem is not None:
+        raise UserError(f"metric.extractor {spec.metric.extractor!r} with --gpus-per-trial 0: Ray trials given no "
+                        f"GPU run on the CPU, where {problem}; or give each trial a GPU with --gpus-per-trial")
 
 
 def _hand_over(spec: Spec, model: Any, placement: Placement | None) -> None:

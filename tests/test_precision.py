@@ -139,6 +139,21 @@ def test_tf32_with_device_auto_on_a_cpu_is_refused_before_the_study_is_stored(tm
     assert not db.exists()  # no study stored: the same spec without the suffix just runs
 
 
+def test_tf32_on_ray_trials_given_no_gpu_is_refused_before_the_study_is_stored(tmp_path):
+    """Ray hides the GPUs from a trial given none: its extractor would run on the worker's CPU, whatever the
+    driver's device, so ``@tf32`` with ``--gpus-per-trial 0`` is refused up front."""
+    pytest.importorskip("ray")
+    spec_path, db = tmp_path / "tf32.yaml", tmp_path / "tf32.db"
+    spec_path.write_text(yaml.safe_dump(tiny_spec_dict("tf32", device="cuda",
+                                                       metric={"extractor": f"{DIGITS_EXTRACTOR}@tf32"})))
+    proc = subprocess.run([sys.executable, "-m", "skipsearch", "run", str(spec_path), "--storage", f"sqlite:///{db}",
+                           "--workers", "1"], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    assert proc.returncode == 2, proc.stderr
+    assert (f"metric.extractor '{DIGITS_EXTRACTOR}@tf32' with --gpus-per-trial 0: Ray trials given no GPU run on "
+            f"the CPU, where precision 'tf32' is refused") in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and not db.exists()
+
+
 def test_tf32_on_a_pre_ampere_gpu_is_refused_by_resolve(monkeypatch):
     """``device: cuda`` passes the spec's own check; a GPU without TF32 is found by resolve, naming it."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
