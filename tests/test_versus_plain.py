@@ -13,7 +13,7 @@ from conftest import tiny_spec_dict
 from test_spec import cli
 
 from skipsearch.bench.plain_loop import plain_search
-from skipsearch.bench.versus_plain import default_rungs, heldout_fids, versus_plain
+from skipsearch.bench.versus_plain import default_rungs, heldout_fids, judging_spec, versus_plain
 from skipsearch.evaluate import evaluator_for
 from skipsearch.methods.tasks import eval_task
 from skipsearch.spec import load_spec, parse_spec
@@ -47,15 +47,21 @@ def test_both_sides_spend_the_same_budget_on_fresh_seeds(tmp_path, capsys):
         assert 0 < side.evals_to_winner <= side.total_evals
         assert math.isfinite(side.delta_fid) and math.isfinite(side.heldout_fid)
     # skipsearch keeps the baseline when its confirmation measured the best candidate worse than it
-    assert r.skipsearch.delta_fid <= 0 and (r.skipsearch.trial is not None or r.skipsearch.delta_fid == 0)
+    assert r.skipsearch_confirmation_dfid <= 0
+    if r.skipsearch.trial is None:
+        assert r.skipsearch.delta_fid == 0 and r.skipsearch_confirmation_dfid == 0
     # skipsearch's winner needs the whole confirmation: at least the baseline's and one candidate's held-out N
     assert r.skipsearch.evals_to_winner >= 2 * per_trial
     seeds = [set(range(*span)) for span in r.plain_seeds]
     assert len(seeds) == run and all(len(s) == CONFIRM_N for s in seeds)
     assert len(set().union(*seeds)) == sum(map(len, seeds))  # never reused across trials
-    heldout = set().union(*(range(*span) for span in r.heldout_seeds))
-    assert r.heldout_seeds == ((10_000, 10_000 + CONFIRM_N),) and not heldout & set().union(*seeds)
-    assert not set(range(0, 64)) & set().union(*seeds)  # nor the search seeds
+    # both winners are judged on a set neither side saw: above the search seeds and the confirmation's set
+    judging = set().union(*(range(*span) for span in r.heldout_seeds))
+    confirmation = set(range(10_000, 10_000 + CONFIRM_N))
+    assert r.heldout_seeds == ((10_000 + CONFIRM_N, 10_000 + 2 * CONFIRM_N),)
+    for used in (confirmation, set(range(0, 64))):
+        assert not used & set().union(*seeds) and not used & judging
+    assert not judging & set().union(*seeds)
     assert abs(r.plain.heldout_fid - r.plain.delta_fid - r.baseline_heldout_fid) < 1e-9  # one baseline for both
 
 
@@ -83,7 +89,7 @@ def test_the_plain_run_is_judged_until_its_winner_matches_skipsearch(tmp_path):
         assert r.match.trial == judged[-1] and r.match.evals == (r.match.trial + 1) * per_trial
         assert r.match_ratio == pytest.approx(r.match.evals / r.skipsearch.evals_to_winner)
         # the matching winner judged again, from its coefficients, on the spec's held-out sets
-        spec = load_spec(spec_path)
+        spec = judging_spec(load_spec(spec_path))
         again = heldout_fids(spec, r.plain_run.coefficients[r.match.trial])
         baseline = r.baseline_heldout_fid
         assert statistics.fmean(again.values()) - baseline == pytest.approx(r.match.delta_fid, abs=1e-9)

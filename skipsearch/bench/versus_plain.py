@@ -1,8 +1,8 @@
 """``skipsearch bench --versus-plain``: what a confirmed winner costs, against the loop a user would otherwise write.
 
 Both sides search the same space of the same method on the same model, sampler and feature extractor, and
-both winners are judged on the same held-out seed sets (the spec's ``confirm`` section), so the comparison is
-about the search strategy alone:
+both winners are judged on the same held-out seed sets, which neither side saw, so the comparison is about the
+search strategy alone:
 
 - **skipsearch**: the spec's study (its baseline, common random numbers, a ladder of sample counts with
   successive halving, held-out confirmation of the top-k), run through the public ``skipsearch.run`` into a
@@ -29,15 +29,16 @@ that became its final best. skipsearch's, the cumulative search evaluations up t
 trial that became the confirmed winner, plus all of the confirmation (the winner is only known after it); when
 nothing was confirmed (the baseline stays), all of the study's evaluations.
 
-**Held-out ΔFID** = FID(winner) - FID(baseline) on each held-out seed set at ``confirm.n``, mean over the
-sets, both FIDs from skipsearch's held-out evaluation (``Method.heldout``). skipsearch's winner reuses its
-confirmation's rows (same seed sets, same N); note that the confirmation also chose the winner among the
-top-k on those very seeds, which favours skipsearch by the selection among k candidates. The plain winner is
-evaluated on those sets afterwards; that evaluation is the benchmark's, not counted in the plain side's
-budget. The target: skipsearch's held-out ΔFID at most the plain side's, with at most a third of its
-evaluations to the winner (ratio plain / skipsearch >= 3). With equal budgets the ratio cannot exceed the plain
-side's total over skipsearch's confirmation (its winner is known only after it), so the table prints that
-ceiling too: a spec whose confirmation is more than a third of its budget cannot meet the target.
+**Held-out ΔFID** = FID(winner) - FID(baseline) on each judging seed set, mean over the sets, both FIDs from
+skipsearch's held-out evaluation (``Method.heldout``). The judging sets are as many sets of ``confirm.n``
+seeds as the spec's confirmation has, above every seed the study and the spec use (the plain side's seeds lie
+above them). They are not the confirmation's own sets: the confirmation chose skipsearch's winner as the best
+of its top-k on those, so its value there is flattered by that selection (it is still printed, as
+``confirmation dFID``). Judging is the benchmark's cost, counted on neither side. The target: skipsearch's
+held-out ΔFID at most the plain side's, with at most a third of its evaluations to the winner (ratio plain /
+skipsearch >= 3). With equal budgets the ratio cannot exceed the plain side's total over skipsearch's
+confirmation (its winner is known only after it), so the table prints that ceiling too: a spec whose
+confirmation is more than a third of its budget cannot meet the target.
 
 **The plain side's evaluations to match skipsearch** answer the target's question directly: how many evaluations
 does the plain loop need before the winner it would report is as good as skipsearch's on the held-out sets?
@@ -59,6 +60,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +75,7 @@ from skipsearch.bench.versus_table import TARGET_RATIO, header, match_line, reco
 from skipsearch.errors import UserError
 from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
-from skipsearch.methods import Coefficients, describe, method_for
+from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.methods.tasks import eval_task, heldout_seed_start
 from skipsearch.progress import Progress
 from skipsearch.spec import TRIALS_MAX, Spec, format_validation_error, load_spec
@@ -116,8 +118,9 @@ class VersusRepeat:
     nfe: int
     skipsearch: Side
     plain: Side
-    baseline_heldout_fid: float
-    heldout_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each held-out seed set
+    skipsearch_confirmation_dfid: float  # its winner's held-out dFID on its own confirmation (which chose it there)
+    baseline_heldout_fid: float  # on the judging seed sets
+    heldout_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each judging seed set
     plain_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each plain trial's seeds
     counted_at_network: tuple[int, int]  # (skipsearch, plain run) forward-call samples: the check on the counts
     confirmation_evals: int  # skipsearch's held-out evaluations (part of its evaluations to the winner)
@@ -224,7 +227,8 @@ def heldout_ranges(spec: Spec) -> tuple[tuple[int, int], ...]:
 
 
 def first_plain_seed(spec: Spec) -> int:
-    """Above every search and held-out seed of the spec, so the plain side never scores a seed they use."""
+    """Above every search and held-out seed of the spec: the benchmark's judging sets start here, the plain
+    side's seeds above them, so neither scores a seed the study uses."""
     c, m = spec.confirm, spec.metric
     return max(m.seed + m.n, c.seed + c.n * c.seed_sets)
 
@@ -234,9 +238,17 @@ def first_plain_seed(spec: Spec) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class StudyOutcome:
-    side: Side
-    baseline_by_set: dict[int, float]  # held-out FID of the baseline per seed set
+    """What the skipsearch side chose and spent; its winner is judged afterwards, with the plain side's."""
+
+    trial: int | None  # the confirmed winner, None when the baseline stays
+    coefficients: Coefficients  # the winner's (the baseline's when it stays)
+    baseline: Coefficients
+    confirmation_dfid: float  # the winner's held-out dFID on its own confirmation's seed sets (0 for the baseline)
+    evals_to_winner: int
+    total_evals: int
     confirmation_evals: int
+    trials: int
+    wall_s: float
 
 
 def trial_costs(trials: pd.DataFrame, nfe: int) -> pd.Series:
@@ -259,23 +271,19 @@ def run_study(study: Spec, nfe: int) -> StudyOutcome:
     base = rows[rows.role == "baseline"]
     if base.empty:
         raise RuntimeError(f"study {study.name}: the baseline has no held-out evaluation to compare with")
-    baseline_by_set = {int(r.seed_set): float(r.fid) for r in base.itertuples()}
+    baseline = parse_coefficients(base.coefficients_json.iloc[0])
+    baseline_by_set = held_out_of(rows, int(base.trial_number.iloc[0]))
     total = int(costs.sum()) + confirm_evals
     won = result.winner
-    if won is not None and mean_delta(held_out_of(rows, won), baseline_by_set) > 0:
-        won = None  # the confirmation measured the best candidate worse than the baseline: a user keeps rho = 1
-    if won is None:
-        side = Side(name="skipsearch", winner="baseline", trial=None, delta_fid=0.0,
-                    heldout_fid=statistics.fmean(baseline_by_set.values()), evals_to_winner=total,
-                    total_evals=total, trials=len(costs), wall_s=wall)
-        return StudyOutcome(side=side, baseline_by_set=baseline_by_set, confirmation_evals=confirm_evals)
-    mine = held_out_of(rows, won)
-    coefficients = rows[rows.trial_number == won].coefficients_json.iloc[0]
-    side = Side(name="skipsearch", winner=describe(coefficients), trial=won,
-                heldout_fid=statistics.fmean(mine.values()), delta_fid=mean_delta(mine, baseline_by_set),
-                evals_to_winner=int(costs[costs.index <= won].sum()) + confirm_evals, total_evals=total,
-                trials=len(costs), wall_s=wall)
-    return StudyOutcome(side=side, baseline_by_set=baseline_by_set, confirmation_evals=confirm_evals)
+    own = math.nan if won is None else mean_delta(held_out_of(rows, won), baseline_by_set)
+    if won is None or own > 0:  # none confirmed, or the confirmation measured it worse: a user keeps rho = 1
+        return StudyOutcome(trial=None, coefficients=baseline, baseline=baseline, confirmation_dfid=0.0,
+                            evals_to_winner=total, total_evals=total, confirmation_evals=confirm_evals,
+                            trials=len(costs), wall_s=wall)
+    chosen = parse_coefficients(rows[rows.trial_number == won].coefficients_json.iloc[0])
+    return StudyOutcome(trial=won, coefficients=chosen, baseline=baseline, confirmation_dfid=own,
+                        evals_to_winner=int(costs[costs.index <= won].sum()) + confirm_evals, total_evals=total,
+                        confirmation_evals=confirm_evals, trials=len(costs), wall_s=wall)
 
 
 def held_out_of(rows: pd.DataFrame, trial: int) -> dict[int, float]:
@@ -315,33 +323,40 @@ def plain_trials(spec: Spec, total_evals: int, plain_budget: float, seed_start: 
     return equal, run
 
 
-class HeldoutJudge:
-    """Held-out dFID of plain trials against skipsearch's baseline, each trial's computed once (the equal-budget
-    winner is usually also one of the running bests)."""
+class Judge:
+    """Held-out FIDs on the benchmark's own seed sets (``judging_spec``), each set of coefficients computed once:
+    the baseline serves every repeat, and the plain side's equal-budget winner is usually one of its running
+    bests too."""
 
-    def __init__(self, spec: Spec, plain: PlainSearch, baseline_by_set: dict[int, float]):
-        self.spec, self.plain, self.baseline = spec, plain, baseline_by_set
-        self.fids: dict[int, dict[int, float]] = {}
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.fids: dict[str, dict[int, float]] = {}
 
-    def __call__(self, trial: int) -> float:
-        return mean_delta(self.heldout(trial), self.baseline)
+    def heldout(self, coefficients: Coefficients, desc: str) -> dict[int, float]:
+        key = coefficients.model_dump_json()
+        if key not in self.fids:
+            self.fids[key] = heldout_fids(self.spec, coefficients, desc)
+        return self.fids[key]
 
-    def heldout(self, trial: int) -> dict[int, float]:
-        if trial not in self.fids:
-            coefficients = self.plain.coefficients[trial]
-            if coefficients is None:
-                raise RuntimeError(f"plain trial {trial} has a FID but no coefficients")
-            self.fids[trial] = heldout_fids(self.spec, coefficients, f"held-out, plain trial {trial}")
-        return self.fids[trial]
+    def delta(self, coefficients: Coefficients, baseline: Coefficients, desc: str) -> float:
+        return mean_delta(self.heldout(coefficients, desc), self.heldout(baseline, "held-out, baseline"))
 
 
-def match_skipsearch(spec: Spec, plain: PlainSearch, target: float, judge: HeldoutJudge) -> Match:
+def judging_spec(spec: Spec) -> Spec:
+    """The spec whose held-out seed sets judge both winners: as many sets of ``confirm.n`` as the spec's
+    confirmation, from the first seed above every search and held-out seed of the spec, so that neither side
+    chose its winner on them (skipsearch's confirmation picks the best of its top-k on its own sets, which
+    would flatter its winner there)."""
+    return spec.model_copy(update={"confirm": spec.confirm.model_copy(update={"seed": first_plain_seed(spec)})})
+
+
+def match_skipsearch(spec: Spec, plain: PlainSearch, target: float, judge_delta: Callable[[int], float]) -> Match:
     """Walk the plain loop's running best in order, judging each on the held-out sets, until one's held-out dFID
     is at most ``target`` (skipsearch's)."""
     per_trial = spec.confirm.n * spec.sampler.config().nfe
     judged = []
     for t in plain.running_best():
-        delta = judge(t)
+        delta = judge_delta(t)
         judged.append((t, delta))
         if delta <= target:
             return Match(trial=t, delta_fid=delta, evals=(t + 1) * per_trial, judged=tuple(judged),
@@ -350,39 +365,51 @@ def match_skipsearch(spec: Spec, plain: PlainSearch, target: float, judge: Heldo
                  run_evals=len(plain.values) * per_trial)
 
 
-def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: int,
+def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: int, judge: Judge,
                plain_budget: float = 1.0) -> VersusRepeat:
     """skipsearch's study first (its total sets the budget), then the plain loop to ``plain_budget`` times that
-    budget, then the plain winners on the held-out seed sets: the one within the equal budget, and the running
-    bests until one matches skipsearch's."""
+    budget, then the winners on the judging seed sets: skipsearch's, the plain one within the equal budget, and
+    the plain running bests until one matches skipsearch's."""
     nfe, n = spec.sampler.config().nfe, spec.confirm.n
     per_trial = n * nfe
     counter = NetworkCounter(ev.loaded.denoiser)
     try:
         outcome = run_study(study, nfe)
         at_network_study = counter.count
-        say(side_line(repeat, outcome.side))
-        equal, run = plain_trials(spec, outcome.side.total_evals, plain_budget, seed_start)
+        equal, run = plain_trials(spec, outcome.total_evals, plain_budget, seed_start)
         counter.count = 0
         plain = plain_search(spec, ev, repeat, run, seed_start)
         at_network_plain = counter.count
     finally:
         counter.close()
+    base = judge.heldout(outcome.baseline, "held-out, baseline")
+    mine = judge.heldout(outcome.coefficients, "held-out, skipsearch's winner")
+    ours = Side(name="skipsearch", winner="baseline" if outcome.trial is None else outcome.coefficients.describe(),
+                trial=outcome.trial, heldout_fid=statistics.fmean(mine.values()), delta_fid=mean_delta(mine, base),
+                evals_to_winner=outcome.evals_to_winner, total_evals=outcome.total_evals, trials=outcome.trials,
+                wall_s=outcome.wall_s)
+    say(side_line(repeat, ours))
     best = plain.best_within(equal)
     if best is None:
         raise UserError(f"every one of the plain side's first {equal} trials failed; see the trial errors above")
-    judge = HeldoutJudge(spec, plain, outcome.baseline_by_set)
-    fids = judge.heldout(best)
+
+    def plain_delta(t: int) -> float:
+        chosen = plain.coefficients[t]
+        if chosen is None:
+            raise RuntimeError(f"plain trial {t} has a FID but no coefficients")
+        return judge.delta(chosen, outcome.baseline, f"held-out, plain trial {t}")
+
+    theirs = judge.heldout(plain.coefficients[best], f"held-out, plain trial {best}")
     side = Side(name="plain", winner=plain.coefficients[best].describe(), trial=best,
-                heldout_fid=statistics.fmean(fids.values()), delta_fid=judge(best),
+                heldout_fid=statistics.fmean(theirs.values()), delta_fid=plain_delta(best),
                 evals_to_winner=(best + 1) * per_trial, total_evals=equal * per_trial,
                 trials=equal, wall_s=plain.wall_within(equal))
     say(side_line(repeat, side))
-    match = match_skipsearch(spec, plain, outcome.side.delta_fid, judge)
-    say(match_line(repeat, match, run, outcome.side.evals_to_winner))
-    return VersusRepeat(repeat=repeat, nfe=nfe, skipsearch=outcome.side, plain=side,
-                        baseline_heldout_fid=statistics.fmean(outcome.baseline_by_set.values()),
-                        heldout_seeds=heldout_ranges(spec),
+    match = match_skipsearch(spec, plain, ours.delta_fid, plain_delta)
+    say(match_line(repeat, match, run, ours.evals_to_winner))
+    return VersusRepeat(repeat=repeat, nfe=nfe, skipsearch=ours, plain=side,
+                        skipsearch_confirmation_dfid=outcome.confirmation_dfid,
+                        baseline_heldout_fid=statistics.fmean(base.values()), heldout_seeds=heldout_ranges(judge.spec),
                         plain_seeds=tuple((seed_start + t * n, seed_start + (t + 1) * n) for t in range(run)),
                         counted_at_network=(at_network_study, at_network_plain),
                         confirmation_evals=outcome.confirmation_evals, match=match, plain_run=plain)
@@ -402,11 +429,12 @@ def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = N
     rungs = spec.metric.rungs or default_rungs(spec)
     say(header(spec, repeats, rungs, trials, plain_budget))
     ev = evaluator_for(eval_task(spec, n=spec.confirm.n, seed_start=spec.confirm.seed))
-    seed_start, out = first_plain_seed(spec), []
+    judge = Judge(judging_spec(spec))
+    seed_start, out = heldout_ranges(judge.spec)[-1][1], []  # the plain trials' seeds: above the judging sets
     with tempfile.TemporaryDirectory(prefix="skipsearch-versus-plain-") as tmp:
         for repeat in range(repeats):
             study = study_spec(spec, repeat, trials, rungs, f"sqlite:///{Path(tmp) / f'r{repeat}.db'}")
-            result = one_repeat(spec, study, ev, repeat, seed_start, plain_budget)
+            result = one_repeat(spec, study, ev, repeat, seed_start, judge, plain_budget)
             seed_start = result.plain_seeds[-1][1]  # the next repeat's plain trials use fresh seeds too
             check_counts(result)
             out.append(result)
@@ -428,6 +456,6 @@ def bench_versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | No
     """Run both sides ``repeats`` times, print the table, and return the records (``skipsearch bench
     --versus-plain``)."""
     results = versus_plain(spec_path, repeats, trials, plain_budget)
-    print("versus plain, per repeat (held-out dFID = winner - baseline on the same held-out seed sets):")
+    print("versus plain, per repeat (held-out dFID = winner - baseline on judging seed sets neither side saw):")
     print(table(results), flush=True)
     return records(results, resolve_device(load_spec(spec_path).device))

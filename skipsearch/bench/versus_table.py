@@ -33,7 +33,9 @@ def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None 
             f"trials as fit in skipsearch's network evaluations (its equal-budget winner), run on to "
             f"{plain_budget:g}x them to find when its winner is first as good as skipsearch's on the held-out sets\n"
             f"  network evaluations = samples x NFE; to the winner: plain, through its best trial; skipsearch, "
-            f"through its winner's search trial plus the whole confirmation")
+            f"through its winner's search trial plus the whole confirmation\n"
+            f"  both winners judged on {c.seed_sets} seed set(s) of N={c.n} that neither side saw (not the "
+            f"confirmation's, where skipsearch chose its winner)")
 
 
 def side_line(repeat: int, side: Side) -> str:
@@ -68,7 +70,8 @@ def table(results: list[VersusRepeat]) -> str:
                          f"{side.delta_fid:+9.4f} {side.evals_to_winner:16,d} {side.total_evals:13,d}  {which}")
         lines.append(f"{'':6s}  evals to winner plain/skipsearch {r.ratio:6.2f} (target {RATIO_TARGET}: "
                      f"{'met' if r.ratio >= TARGET_RATIO else 'MISSED'}); skipsearch dFID <= plain's: "
-                     f"{'met' if r.as_good else 'MISSED'}; baseline held-out FID {r.baseline_heldout_fid:.4f}")
+                     f"{'met' if r.as_good else 'MISSED'}; baseline held-out FID {r.baseline_heldout_fid:.4f}; "
+                     f"skipsearch's winner on its own confirmation sets: dFID {r.skipsearch_confirmation_dfid:+.4f}")
         lines.append(f"{'':6s}  (the ratio is at most {r.ratio_ceiling:.2f} at this budget: the confirmation alone is "
                      f"{r.confirmation_evals / r.skipsearch.total_evals:.0%} of skipsearch's evaluations)")
         verdict = {True: "met", False: "MISSED", None: "unknown: run longer with --plain-budget"}[r.match_met]
@@ -90,6 +93,8 @@ def records(results: list[VersusRepeat], device: str) -> list[Record]:
         out += [Record.judged(f"{head}: evaluations to winner, plain / skipsearch", r.ratio, RATIO_TARGET, device),
                 Record.judged(f"{head}: skipsearch held-out dFID - plain's", r.skipsearch.delta_fid - r.plain.delta_fid,
                               "<= 0", device),
+                Record.judged(f"{head}: skipsearch's winner dFID on its own confirmation sets",
+                              r.skipsearch_confirmation_dfid, None, device),
                 Record.judged(f"{head}: largest ratio this budget allows (plain's total / skipsearch's confirmation)",
                               r.ratio_ceiling, None, device),
                 Record(name=f"{head}: plain evaluations to a held-out winner as good as skipsearch's / skipsearch's "
