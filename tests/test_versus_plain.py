@@ -102,10 +102,11 @@ def test_a_tpe_run_begins_as_the_shorter_run_does(tmp_path):
     """The equal-budget side is the longer run cut short: TPE's first trials do not depend on how many follow."""
     spec = load_spec(_spec_file(tmp_path))
     ev = evaluator_for(eval_task(spec, n=spec.confirm.n, seed_start=spec.confirm.seed))
-    short, long = (plain_search(spec, ev, 1, k, 50_000) for k in (3, 6))
-    assert long.values[:3] == short.values and long.coefficients[:3] == short.coefficients
-    assert len(long.ended_s) == 6 and list(long.ended_s) == sorted(long.ended_s)
-    assert long.best_within(3) == short.best_within(3)
+    # TPE proposes at random for its first 10 trials: 12 of them reach its model-based proposals too
+    short, long = (plain_search(spec, ev, 1, k, 50_000) for k in (12, 14))
+    assert long.values[:12] == short.values and long.coefficients[:12] == short.coefficients
+    assert len(long.ended_s) == 14 and list(long.ended_s) == sorted(long.ended_s)
+    assert long.best_within(12) == short.best_within(12)
 
 
 def test_cli_writes_the_records(tmp_path):
