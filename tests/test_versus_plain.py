@@ -13,7 +13,8 @@ from conftest import tiny_spec_dict
 from test_spec import cli
 
 from skipsearch.bench.plain_loop import plain_search
-from skipsearch.bench.versus_plain import default_rungs, heldout_fids, judging_spec, versus_plain
+from skipsearch.bench.versus_judge import heldout_fids, judging_spec
+from skipsearch.bench.versus_plain import default_rungs, versus_plain
 from skipsearch.evaluate import evaluator_for
 from skipsearch.methods.tasks import eval_task
 from skipsearch.spec import load_spec, parse_spec

@@ -51,7 +51,8 @@ When no running best gets there, the ratio is only known to exceed the run's tot
 evaluations to its winner. The equal-budget side is the same run cut at the budget (the first trials of a TPE
 run do not depend on how many follow; see ``bench.plain_loop``).
 
-The plain loop itself is ``bench.plain_loop``; the header, lines, table and records are ``bench.versus_table``.
+The plain loop itself is ``bench.plain_loop``; judging the winners and the match, ``bench.versus_judge``; the
+header, lines, table and records, ``bench.versus_table``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ import math
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,13 +71,14 @@ from pydantic import ValidationError
 from skipsearch import api
 from skipsearch.bench.plain_loop import PlainSearch, plain_search
 from skipsearch.bench.records import Record
+from skipsearch.bench.versus_judge import (Judge, Match, heldout_ranges, judging_spec,
+                                           match_skipsearch, mean_delta)
 from skipsearch.bench.versus_table import TARGET_RATIO, header, match_line, records, side_line, table
 from skipsearch.errors import UserError
 from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
-from skipsearch.methods.tasks import eval_task, heldout_seed_start
-from skipsearch.progress import Progress
+from skipsearch.methods.tasks import eval_task
 from skipsearch.spec import TRIALS_MAX, Spec, format_validation_error, load_spec
 
 PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's evaluations
@@ -96,18 +97,6 @@ class Side:
     total_evals: int  # network evaluations the side spent in all
     trials: int  # search trials run
     wall_s: float  # the side's wall time (the plain side's held-out evaluation excluded)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Match:
-    """How far the plain loop, run on past the equal budget, went before its winner was as good as skipsearch's
-    on the held-out seed sets."""
-
-    trial: int | None  # the plain trial whose win first matched skipsearch's held-out dFID (None: none did)
-    delta_fid: float  # that trial's held-out dFID (NaN when none matched)
-    evals: int | None  # plain evaluations through that trial (None: none matched)
-    run_evals: int  # plain evaluations of the whole run (plain_budget x skipsearch's total, whole trials)
-    judged: tuple[tuple[int, float], ...]  # (trial, held-out dFID) of each running best judged, in order
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -221,18 +210,6 @@ def study_spec(spec: Spec, repeat: int, trials: int | None, rungs: tuple[int, ..
                                    "search": search, "metric": metric})
 
 
-def heldout_ranges(spec: Spec) -> tuple[tuple[int, int], ...]:
-    starts = [heldout_seed_start(spec, j) for j in range(spec.confirm.seed_sets)]
-    return tuple((s, s + spec.confirm.n) for s in starts)
-
-
-def first_plain_seed(spec: Spec) -> int:
-    """Above every search and held-out seed of the spec: the benchmark's judging sets start here, the plain
-    side's seeds above them, so neither scores a seed the study uses."""
-    c, m = spec.confirm, spec.metric
-    return max(m.seed + m.n, c.seed + c.n * c.seed_sets)
-
-
 # --- the skipsearch side ---------------------------------------------------------------------------------
 
 
@@ -291,24 +268,6 @@ def held_out_of(rows: pd.DataFrame, trial: int) -> dict[int, float]:
     return {int(r.seed_set): float(r.fid) for r in rows[rows.trial_number == trial].itertuples()}
 
 
-def mean_delta(fids: dict[int, float], baseline: dict[int, float]) -> float:
-    """Mean over the seed sets both have of FID - baseline FID (paired by seed set)."""
-    shared = sorted(set(fids) & set(baseline))
-    if not shared:
-        return math.nan
-    return statistics.fmean(fids[j] - baseline[j] for j in shared)
-
-
-def heldout_fids(spec: Spec, coefficients: Coefficients, desc: str = "held-out") -> dict[int, float]:
-    """A candidate's held-out FID on each of the spec's seed sets, as skipsearch's confirmation computes them."""
-    method, sets, out = method_for(spec.kind), spec.confirm.seed_sets, {}
-    with Progress(sets, desc, "seed sets") as bar:
-        for j in range(sets):
-            out[j] = float(method.heldout(spec, coefficients, j).score.fid)
-            bar.update(1)
-    return out
-
-
 # --- one repeat, all repeats ----------------------------------------------------------------------------------
 
 
@@ -321,48 +280,6 @@ def plain_trials(spec: Spec, total_evals: int, plain_budget: float, seed_start: 
         raise UserError(f"the plain side's {run} trials of {spec.confirm.n} fresh seeds from {seed_start} would pass "
                         f"2^31; lower confirm.n, the seeds in the spec or --plain-budget")
     return equal, run
-
-
-class Judge:
-    """Held-out FIDs on the benchmark's own seed sets (``judging_spec``), each set of coefficients computed once:
-    the baseline serves every repeat, and the plain side's equal-budget winner is usually one of its running
-    bests too."""
-
-    def __init__(self, spec: Spec):
-        self.spec = spec
-        self.fids: dict[str, dict[int, float]] = {}
-
-    def heldout(self, coefficients: Coefficients, desc: str) -> dict[int, float]:
-        key = coefficients.model_dump_json()
-        if key not in self.fids:
-            self.fids[key] = heldout_fids(self.spec, coefficients, desc)
-        return self.fids[key]
-
-    def delta(self, coefficients: Coefficients, baseline: Coefficients, desc: str) -> float:
-        return mean_delta(self.heldout(coefficients, desc), self.heldout(baseline, "held-out, baseline"))
-
-
-def judging_spec(spec: Spec) -> Spec:
-    """The spec whose held-out seed sets judge both winners: as many sets of ``confirm.n`` as the spec's
-    confirmation, from the first seed above every search and held-out seed of the spec, so that neither side
-    chose its winner on them (skipsearch's confirmation picks the best of its top-k on its own sets, which
-    would flatter its winner there)."""
-    return spec.model_copy(update={"confirm": spec.confirm.model_copy(update={"seed": first_plain_seed(spec)})})
-
-
-def match_skipsearch(spec: Spec, plain: PlainSearch, target: float, judge_delta: Callable[[int], float]) -> Match:
-    """Walk the plain loop's running best in order, judging each on the held-out sets, until one's held-out dFID
-    is at most ``target`` (skipsearch's)."""
-    per_trial = spec.confirm.n * spec.sampler.config().nfe
-    judged = []
-    for t in plain.running_best():
-        delta = judge_delta(t)
-        judged.append((t, delta))
-        if delta <= target:
-            return Match(trial=t, delta_fid=delta, evals=(t + 1) * per_trial, judged=tuple(judged),
-                         run_evals=len(plain.values) * per_trial)
-    return Match(trial=None, delta_fid=math.nan, evals=None, judged=tuple(judged),
-                 run_evals=len(plain.values) * per_trial)
 
 
 def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: int, judge: Judge,

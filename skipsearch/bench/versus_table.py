@@ -10,7 +10,8 @@ from skipsearch.bench.records import Record
 from skipsearch.spec import Spec
 
 if TYPE_CHECKING:  # the results' types; versus_plain imports this module
-    from skipsearch.bench.versus_plain import Match, Side, VersusRepeat
+    from skipsearch.bench.versus_judge import Match
+    from skipsearch.bench.versus_plain import Side, VersusRepeat
 
 TARGET_RATIO = 3.0
 RATIO_TARGET = f">= {TARGET_RATIO:g}"
