@@ -74,3 +74,25 @@ def test_full_schedule_lands_on_the_denoised_mean():
     out = sample_heun(gaussian_denoiser, x, karras_sigmas(200))
     assert out.mean().item() == pytest.approx(MU, abs=5e-3)
     assert out.std().item() == pytest.approx(S, rel=1e-2)
+
+
+def test_remembered_noise_is_the_seeds_noise_within_its_byte_limit():
+    """Each chunk's noise is remembered for the next trial: the same values as drawn afresh, handed out as copies,
+    and the oldest chunks dropped once the memo passes its limit (its running count stays the true size)."""
+    from skipsearch.diffusion.generation import _NoiseMemo, chunk_noise, latents
+
+    first = chunk_noise(range(5), (1, 4, 4))
+    assert torch.equal(first, latents(range(5), (1, 4, 4)))
+    first.zero_()  # a caller writing into its copy changes nothing remembered
+    assert torch.equal(chunk_noise(range(5), (1, 4, 4)), latents(range(5), (1, 4, 4)))
+    chunk = latents(range(2), (1, 4, 4))
+    size = chunk.numel() * chunk.element_size()
+    memo = _NoiseMemo(2 * size)
+    for k in range(4):
+        memo.put((k,), latents(range(k, k + 2), (1, 4, 4)))
+        memo.put((k,), chunk)  # a second put of a key (another thread first) is not counted twice
+    assert memo.get((0,)) is None and memo.get((1,)) is None
+    assert torch.equal(memo.get((3,)), latents(range(3, 5), (1, 4, 4)))
+    assert memo.nbytes == 2 * size
+    memo.put(("big",), latents(range(5), (1, 4, 4)))  # larger than the whole limit: not kept
+    assert memo.get(("big",)) is None and memo.nbytes == 2 * size

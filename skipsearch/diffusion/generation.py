@@ -69,9 +69,34 @@ def latents(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
 
 
-_NOISE_LIMIT_BYTES = 256 * 2**20
-_noise: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-_noise_lock = threading.Lock()
+class _NoiseMemo:
+    """Chunks' noise, least recently used out past a byte limit (a running count, not a sum per insert)."""
+
+    def __init__(self, limit_bytes: int):
+        self.limit_bytes, self.nbytes = limit_bytes, 0
+        self._chunks: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        with self._lock:
+            if key not in self._chunks:
+                return None
+            self._chunks.move_to_end(key)
+            return self._chunks[key].clone()
+
+    def put(self, key: tuple, noise: torch.Tensor) -> None:
+        size = noise.numel() * noise.element_size()
+        with self._lock:
+            if size > self.limit_bytes or key in self._chunks:  # too big, or another thread was first
+                return
+            self._chunks[key] = noise.clone()
+            self.nbytes += size
+            while self.nbytes > self.limit_bytes:
+                _, dropped = self._chunks.popitem(last=False)
+                self.nbytes -= dropped.numel() * dropped.element_size()
+
+
+_noise = _NoiseMemo(256 * 2**20)
 
 
 def chunk_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
@@ -79,17 +104,10 @@ def chunk_noise(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
     the same seeds, and one generator per sample costs about 0.1 ms each on the CPU, every trial. A fresh copy is
     returned, so no caller can change the remembered noise."""
     key = (tuple(int(s) for s in seeds), tuple(shape))
-    with _noise_lock:
-        if key in _noise:
-            _noise.move_to_end(key)
-            return _noise[key].clone()
-    noise = latents(seeds, shape)
-    size = noise.numel() * noise.element_size()
-    with _noise_lock:
-        if size <= _NOISE_LIMIT_BYTES:
-            _noise[key] = noise.clone()
-            while sum(t.numel() * t.element_size() for t in _noise.values()) > _NOISE_LIMIT_BYTES:
-                _noise.popitem(last=False)
+    noise = _noise.get(key)
+    if noise is None:
+        noise = latents(seeds, shape)
+        _noise.put(key, noise)
     return noise
 
 
