@@ -20,12 +20,17 @@ from skipsearch import data
 from skipsearch.errors import FieldError, UserError
 from skipsearch.methods import method_for
 from skipsearch.metrics import EXTRACTORS, extractor_weights
+from skipsearch.metrics.digits import DIGITS_EXTRACTOR
 from skipsearch.metrics.features import precision_problem
+from skipsearch.metrics.inception import INCEPTION_EXTRACTOR
 from skipsearch.models import ModelInfo, ModelSection, family_for, model_info
-from skipsearch.spec import Spec
+from skipsearch.precisions import split_label
+from skipsearch.spec import MIN_FID_N, Spec
 
 T = TypeVar("T")
-MIN_REFERENCE = 2  # a covariance needs two images; KID needs kid_subset_size of them
+MIN_REFERENCE = MIN_FID_N  # distinct images, as many as a FID needs samples; KID needs kid_subset_size of them
+# Each network's FID feature dimension d: a covariance of fewer than d images is singular (rank <= N - 1).
+FEATURE_DIMS = {DIGITS_EXTRACTOR: 128, INCEPTION_EXTRACTOR: 2048}
 
 
 @contextmanager
@@ -73,16 +78,56 @@ class Resolved:
     info: ModelInfo
     reference_size: int
     warnings: list[str] = field(default_factory=list)
+    # content hashes of the model's weights ("model") and of each data set, by spec field: ``search.integrity``
+    hashes: dict[str, str] = field(default_factory=dict)
 
 
 def reference_size(spec: Spec, dataset: str, resolution: int) -> int:
-    """How many images a reference holds; too few for a covariance or a KID subset is a UserError."""
+    """How many images a reference holds. Fewer than a FID needs (``MIN_REFERENCE``, counting copies of one
+    image once: they add nothing to a covariance) or than a KID subset is a UserError, raised here so that
+    no study is stored, and no statistics cached, from a reference that cannot give a meaningful FID."""
     images = data.load(dataset, resolution=resolution)
-    if len(images) < max(MIN_REFERENCE, spec.metric.kid_subset_size):
-        raise UserError(f"{dataset} has {len(images)} image(s); a reference needs at least "
-                        f"{max(MIN_REFERENCE, spec.metric.kid_subset_size)} (metric.kid_subset_size, and two for a "
-                        f"covariance)")
+    need = max(MIN_REFERENCE, spec.metric.kid_subset_size)
+    if len(images) < need:
+        raise UserError(f"{dataset} has {len(images)} image(s); a reference needs at least {need}: {MIN_REFERENCE} "
+                        f"for a FID (README, \"FID at small N\") and metric.kid_subset_size "
+                        f"({spec.metric.kid_subset_size}) for KID")
+    distinct = data.distinct_count(images, enough=MIN_REFERENCE)
+    if distinct < MIN_REFERENCE:
+        raise UserError(f"{dataset} has {len(images)} images but only {distinct} distinct one(s); a reference needs "
+                        f"at least {MIN_REFERENCE} different images (copies of an image add nothing to a covariance)")
     return len(images)
+
+
+def below_dimension(spec: Spec, counts: list[tuple[str, int, str]]) -> list[str]:
+    """At most one warning naming every (field, count, unit) below the extractor's feature dimension: FID is
+    then computed from a singular covariance. Allowed (FID at 1,000 Inception samples is common), but its
+    upward bias is large, so such FIDs compare only at the same N and reference."""
+    network = split_label(spec.metric.extractor)[0]
+    dim = FEATURE_DIMS.get(network)
+    low = [f"{what} ({n} {unit})" for what, n, unit in counts if dim is not None and n < dim]
+    if not low:
+        return []
+    listed = low[0] if len(low) == 1 else f"{', '.join(low[:-1])} and {low[-1]}"
+    return [f"{listed} {'is' if len(low) == 1 else 'are'} below the {dim} dimensions of {network}'s features: a "
+            f"covariance of N images has rank at most N - 1, so these FIDs are biased upward and compare only at "
+            f"the same N and reference (README, \"FID at small N\")"]
+
+
+def data_hash(spec: Spec, dataset: str, resolution: int) -> str:
+    """A data set's content key as the study's trials record it for their reference (``ref_hash``)."""
+    from skipsearch.metrics.reference import reference_key
+
+    return reference_key(data.load(dataset, resolution=resolution), spec.metric.extractor)
+
+
+def content_hashes(spec: Spec, info: ModelInfo, source: str = "spec") -> dict[str, str]:
+    """What the study's numbers depend on beyond the spec's values: the model's weights and every data set the
+    spec names, each by content; the study records them when it is stored and compares them at each open."""
+    hashes = {"model": info.weights_hash}
+    for name, dataset in method_for(spec.kind).named_data(spec):
+        hashes[name] = named(source, name, lambda d=dataset: data_hash(spec, d, info.resolution))
+    return hashes
 
 
 def writable_folder(path: str) -> None:
@@ -134,6 +179,9 @@ def resolve(spec: Spec, source: str = "spec") -> Resolved:
     warnings = [f"{what} ({n}) is larger than the {size} reference images of {spec.metric.reference}: FID is "
                 f"then computed from more samples than the reference has"
                 for what, n in (("metric.n", spec.metric.n), ("confirm.n", spec.confirm.n)) if n > size]
+    counts = [("metric.n", spec.metric.n, "samples"), ("confirm.n", spec.confirm.n, "samples"),
+              ("metric.reference", size, "images")]
+    warnings += below_dimension(spec, [c for c in counts if c[0] != "confirm.n" or spec.confirm.top_k > 0])
     warnings += named(source, "sampler", lambda: sampler_fits(spec, info))
     warnings += method_for(spec.kind).check(spec, info, source)
-    return Resolved(info, size, warnings)
+    return Resolved(info, size, warnings, content_hashes(spec, info, source))

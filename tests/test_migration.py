@@ -36,6 +36,9 @@ ADDED = {2: {"columns": {"skipsearch_trials": ("source_fid", "source_kid", "weig
              "tables": ("skipsearch_steps",)},
          3: {"columns": {"skipsearch_trials": ("evaluated",)}, "tables": ("skipsearch_drivers", "skipsearch_claims")}}
 
+# Tables added without a new schema version (every writer creates them, no reader needs them): the file lacks them.
+LATER_TABLES = ("skipsearch_study_hashes",)
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_db(request, tmp_path, monkeypatch) -> str:
@@ -57,13 +60,15 @@ def copy_to_postgres(url: str) -> str:
     old_tables, new_tables = MetaData(), MetaData()
     old_tables.reflect(old)
     new_tables.reflect(new)
-    assert sorted(old_tables.tables) == sorted(new_tables.tables)
+    assert sorted(old_tables.tables) == sorted(n for n in new_tables.tables if n not in LATER_TABLES)
     for name, table in old_tables.tables.items():  # the same columns: a faithful copy, not a conversion
         assert sorted(table.columns.keys()) == sorted(new_tables.tables[name].columns.keys()), name
     with old.connect() as src, new.begin() as dst:
         for table in reversed(new_tables.sorted_tables):  # the rows today's code put there (versions) go
             dst.execute(table.delete())
         for table in new_tables.sorted_tables:  # parents before children
+            if table.name in LATER_TABLES:
+                continue
             rows = [dict(r) for r in src.execute(old_tables.tables[table.name].select()).mappings()]
             if rows:
                 dst.execute(table.insert(), rows)

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from skipsearch.data import content_hash
-from skipsearch.files import cache_dir
-from skipsearch.metrics.cache import cached_arrays, write_cached_arrays
+from skipsearch.metrics.cache import cache_file, cached_arrays, write_cached_arrays
 from skipsearch.metrics.distance import Statistics, statistics
-from skipsearch.metrics.features import FeatureExtractor, extractor_fingerprint
+from skipsearch.metrics.features import EXTRACTORS, FeatureExtractor, extractor_fingerprint, extractor_weights
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,22 @@ class Reference:
 KEYS = ("features", "mu", "sigma", "sqrt_sigma")
 
 
+def reference_key(images: torch.Tensor, extractor: str, feature: str | None = None,
+                  weights: str | Path | None = None) -> str:
+    """The reference's content key (a trial's ``ref_hash``): its pixels, the extractor's label and weights and
+    the feature layer. Computed without running the extractor, so a study can check, before any trial, that
+    the reference it was stored with is still the one its spec names (``search.integrity``)."""
+    if weights is None:
+        weights = extractor_weights(extractor)
+    fingerprint = extractor_fingerprint(extractor, weights)
+    raw = f"{content_hash(images)}|{fingerprint}|{feature or EXTRACTORS[extractor]}"
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
 def reference(images: torch.Tensor, extractor: FeatureExtractor, *, cache: bool = True) -> Reference:
     """Features and statistics of the reference images, from the disk cache when the same pixels were seen."""
-    fingerprint = extractor_fingerprint(extractor.name, getattr(extractor, "weights", None))
-    raw = f"{content_hash(images)}|{fingerprint}|{extractor.feature}"
-    key = hashlib.sha256(raw.encode()).hexdigest()[:16]
-    path = cache_dir() / f"ref-{extractor.name}-{key}.npz"
+    key = reference_key(images, extractor.name, extractor.feature, getattr(extractor, "weights", None))
+    path = cache_file("ref", extractor.name, key)
     if cache and (entry := cached_arrays(path, KEYS)) is not None and _sound(entry, len(images)):
         stats = Statistics(mu=entry["mu"], sigma=entry["sigma"], n=len(images), sqrt_sigma=entry["sqrt_sigma"])
         return Reference(key, entry["features"], stats)

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 UNETS = ("UNet2DModel", "UNet2DConditionModel")
 SAFE_WEIGHTS = "diffusion_pytorch_model.safetensors"
 PICKLED_WEIGHTS = "diffusion_pytorch_model.bin"
+TEXT_WEIGHTS = "model.safetensors"  # transformers' name, for a pipeline's text encoder
 
 
 @dataclass(frozen=True)
@@ -82,21 +83,43 @@ def unet_class(config: dict[str, Any], folder: Path) -> type[nn.Module]:
     return getattr(diffusers, name)
 
 
-def weights_file(folder: Path, spec: DiffusersModel, what: str) -> Path:
-    """The safetensors file; a pickled one only with ``trust_pickles`` (it can run code when loaded)."""
-    if (folder / SAFE_WEIGHTS).is_file():
-        return folder / SAFE_WEIGHTS
+def weights_file(folder: Path, spec: DiffusersModel, what: str, name: str = SAFE_WEIGHTS) -> Path:
+    """The file the library will load the weights from, checked now (before a study is stored), not when a
+    trial loads it: a readable safetensors file ``name`` (diffusers': ``diffusion_pytorch_model.safetensors``,
+    transformers': ``model.safetensors``) or the first shard of an indexed set, else a pickled ``.bin`` only with
+    ``trust_pickles`` (it can run code when loaded). Any other ``*.safetensors`` is refused by name: the library
+    would not load it, so the model would be hashed from one file and loaded from another, or not at all."""
+    if (folder / name).is_file():
+        return readable_safetensors(folder / name, what)
     safe = sorted(folder.glob("*.safetensors"))
-    if safe:
-        return safe[0]
+    if safe and (folder / f"{name}.index.json").is_file():  # sharded: the library loads the shards it lists
+        return readable_safetensors(safe[0], what)
     pickled = [folder / PICKLED_WEIGHTS, *sorted(folder.glob("*.bin"))]
     found = next((p for p in pickled if p.is_file()), None)
+    if safe and not (found and spec.trust_pickles):
+        beside = f"; {found.name} beside it is a pickle (model.trust_pickles: false)" if found else ""
+        raise UserError(f"{safe[0]}: {what} load only from {name} (or the shards that {name}.index.json "
+                        f"lists), not from this file{beside}. Rename it to {name} if it holds these weights, or "
+                        f"remove it")
     if found and not spec.trust_pickles:
         raise UserError(f"{found}: {what} is a pickle, which can run code when loaded; convert it to safetensors, "
                         f"or set model.trust_pickles: true if you trust where it came from")
     if found:
         return found
     raise UserError(f"{folder}: no weights file ({SAFE_WEIGHTS}) for {what}")
+
+
+def readable_safetensors(path: Path, what: str) -> Path:
+    """The file if its safetensors header reads (nothing else is loaded); else one message naming it."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"{path}: {what} is not a readable safetensors file ({first})") from None
+    return path
 
 
 def loaded(load: Any, folder: Path) -> Any:
@@ -180,7 +203,8 @@ class FolderSource(Source):
         if spec.prompts or spec.prompt_embeds:
             files.append(Path(spec.prompts or spec.prompt_embeds))
         if spec.prompts and self.layout.text_encoder is not None:
-            files.append(weights_file(self.layout.text_encoder, spec, "the text encoder's weights"))
+            files.append(weights_file(self.layout.text_encoder, spec, "the text encoder's weights",
+                                      TEXT_WEIGHTS))
         return hashlib.sha256("|".join(file_hash(f) for f in files).encode()).hexdigest()[:16]
 
     def unet(self) -> nn.Module:
@@ -204,7 +228,7 @@ class FolderSource(Source):
                             f"with; give model.prompt_embeds instead")
         import transformers
 
-        weights_file(layout.text_encoder, spec, "the text encoder's weights")
+        weights_file(layout.text_encoder, spec, "the text encoder's weights", TEXT_WEIGHTS)
         tokenizer = loaded(lambda: transformers.AutoTokenizer.from_pretrained(layout.tokenizer), layout.tokenizer)
         encoder = loaded(lambda: transformers.AutoModel.from_pretrained(layout.text_encoder, use_safetensors=True),
                           layout.text_encoder)

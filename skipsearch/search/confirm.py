@@ -19,6 +19,7 @@ from skipsearch.progress import Progress
 from skipsearch.search.context import StudyContext
 from skipsearch.search.annotations import annotate_confirmation
 from skipsearch.search.coordination import confirm_item, study_lock
+from skipsearch.search.integrity import check_scores
 from skipsearch.search.driver import POLL_S
 from skipsearch.search.verdict import paired_interval, winner
 from skipsearch.storage import Store
@@ -108,6 +109,7 @@ def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
             ctx.echo(f"held-out  trial {num:3d}  seed set {seed_set}  FAILED: {type(err).__name__}: {err}")
             return True
         s, source = out.score, out.source
+        check_scores(ctx.spec, ctx.hashes, s, source, f"held-out evaluation of trial {num} (seed set {seed_set})")
         row = ConfirmationRow(study_name=name, trial_number=num, seed_set=seed_set, seed_start=s.seed_start, n=c.n,
                               fid=s.fid, kid=s.kid, kid_std=s.kid_std, extractor=s.extractor, ref_hash=s.ref_hash,
                               wall_s=out.wall_s, source_fid=source.fid if source else None,

@@ -30,6 +30,7 @@ class StudyContext:
     echo: Callable[[str], None] = field(default=tqdm.write)
     artifacts: Any = None  # Optuna's artifact store for per-trial pictures (``storage.artifacts``)
     plots: ProfilePlots = field(default_factory=ProfilePlots)  # trials' profile plots, drawn while they run
+    hashes: dict[str, str] = field(default_factory=dict)  # the files' hashes the study was stored with (integrity)
 
     @property
     def multi_objective(self) -> bool:

@@ -5,6 +5,10 @@
 - 3: drivers (one row per ``skipsearch run`` process, with its heartbeat), claims (who holds the study
   lock, which trial each driver runs, which held-out evaluation each driver computes), and whether a
   failed trial counts towards the budget (``skipsearch_trials.evaluated``).
+
+``skipsearch_study_hashes`` (the content hashes a study was stored with: its model's weights and each data set
+it names, checked at every open, trial and confirmation: ``search.integrity``) came later without a new
+version: every writer creates it when missing, and no reader needs it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,15 @@ studies = Table(
     Column("study_name", String(256), primary_key=True),
     Column("spec_json", Text, nullable=False),  # the spec as first stored, its storage URL without password
     Column("winner_trial", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+study_hashes = Table(
+    "skipsearch_study_hashes", metadata,
+    Column("study_name", String(256), primary_key=True),
+    Column("field", String(64), primary_key=True),  # "model", or the spec field of a data set: "metric.reference"
+    Column("hash", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -99,4 +112,5 @@ claims = Table(
     Column("claimed_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("study_name", "item"),
 )
-PER_STUDY = (trials, steps, rungs, confirmations, drivers, claims, studies)  # what deleting a study removes
+# what deleting a study removes
+PER_STUDY = (trials, steps, rungs, confirmations, drivers, claims, study_hashes, studies)
