@@ -7,10 +7,15 @@ Numbers have documented bounds (``README.md``, "Study specs"): seeds are 31-bit 
 32-bit database columns, and seed + sample count must stay below 2^31), sizes are capped at values no
 study on one GPU reaches, and floats must be finite. A spec names things (model, extractor, data sets,
 device) that ``skipsearch.resolve`` checks before anything is stored.
+
+Two limits guard against results that look like numbers but mean nothing (README, "FID at small N"): a
+study's ``name`` becomes a folder and file names, so it is a plain file name (``NAME_RULE``), and every N a
+FID is computed at (``metric.n``, ``metric.rungs``, ``confirm.n``) is at least ``MIN_FID_N``.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -26,10 +31,37 @@ from skipsearch.precisions import CUDA_ONLY, split_label
 
 DEFAULT_STORAGE = "sqlite:///skipsearch.db"
 
+# The fewest samples (and reference images) a FID is computed from. N samples' covariance has rank at most
+# N - 1, so in any feature space (128-d digits, 2048-d Inception) FID at a handful of samples measures the
+# sample size, not the model. 16 keeps the smallest rungs that tests and quick screens use; N below the
+# feature dimension is allowed (FID-1k is common with Inception) and warned about by ``resolve``.
+MIN_FID_N = 16
+
+# A study name becomes a folder (``finetune.weights_dir/NAME/``) and file names (the export hint's
+# ``NAME.yaml``): a letter or digit first (no ``.``, ``..``, hidden or option-like names), then letters,
+# digits, '.', '_' and '-' only (no path separators, spaces or characters a shell or file system reads).
+NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
 __all__ = ["BATCH_MAX", "DEFAULT_STORAGE", "N_MAX", "RHO_MAX", "SEED_MAX", "SIGMA_LIMIT", "STEPS_MAX", "TIMEOUT_MAX",
-           "TRIALS_MAX", "Batch", "ConfirmSpec", "Count", "MetricSpec", "ModelSpec", "Rate", "Rho", "SamplerSpec",
-           "SearchCommon", "Section", "Seed", "Sigma", "Spec", "Steps", "changed_science", "load_spec", "parse_spec",
-           "science"]
+           "TRIALS_MAX", "Batch", "ConfirmSpec", "Count", "MIN_FID_N", "MetricSpec", "ModelSpec", "NAME_RULE", "Rate",
+           "Rho", "SamplerSpec", "SearchCommon", "Section", "Seed", "Sigma", "Spec", "Steps", "changed_science",
+           "check_fid_n", "check_name", "load_spec", "parse_spec", "science"]
+
+
+def check_name(name: str) -> str:
+    """A study name that is safe as a folder and a file name (``NAME_RULE``); a ValueError says the rule."""
+    if not NAME_RULE.fullmatch(name):
+        raise ValueError(f"{_shown(name)} cannot be a study name: it names a folder and files, so it must start with "
+                         f"a letter or a digit and hold only letters, digits, '.', '_' and '-'")
+    return name
+
+
+def check_fid_n(n: int, what: str = "FID") -> int:
+    """At least ``MIN_FID_N`` samples for a FID; a ValueError says why."""
+    if n < MIN_FID_N:
+        raise ValueError(f"{what} needs at least {MIN_FID_N} samples, got {n}: the covariance of N samples has rank "
+                         f"at most N - 1, so a FID from so few measures the sample size, not the model")
+    return n
 
 
 class SamplerSpec(Section):
@@ -68,6 +100,18 @@ class MetricSpec(Section):
     seed: Seed = 0
     batch_size: Batch = 500
     kid_subset_size: int = Field(100, ge=2, le=N_MAX)
+
+    @field_validator("n")
+    @classmethod
+    def _enough_samples(cls, n: int) -> int:
+        return check_fid_n(n)
+
+    @field_validator("rungs")
+    @classmethod
+    def _enough_samples_per_rung(cls, rungs: tuple[int, ...]) -> tuple[int, ...]:
+        for n in rungs:
+            check_fid_n(n, f"every rung ({list(rungs)}) is a FID and")
+        return rungs
 
     @field_validator("extractor")
     @classmethod
@@ -119,6 +163,11 @@ class ConfirmSpec(Section):
     seed_sets: int = Field(3, ge=1, le=100)
     seed: Seed = 1_000_000
 
+    @field_validator("n")
+    @classmethod
+    def _enough_samples(cls, n: int) -> int:
+        return check_fid_n(n, "each held-out FID")
+
     @model_validator(mode="after")
     def _seeds(self) -> ConfirmSpec:
         if self.seed + self.n * self.seed_sets - 1 > SEED_MAX:
@@ -132,7 +181,7 @@ class Spec(Section):
 
     operational: ClassVar[frozenset[str]] = frozenset({"name", "description", "storage", "device"})
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=200)
     kind: str
     description: str = Field("", max_length=10_000)
     storage: str = Field(DEFAULT_STORAGE, max_length=4096)
@@ -141,6 +190,11 @@ class Spec(Section):
     sampler: SamplerSpec = SamplerSpec()
     metric: MetricSpec = MetricSpec()
     confirm: ConfirmSpec = ConfirmSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _file_safe(cls, name: str) -> str:
+        return check_name(name)
 
     @model_validator(mode="after")
     def _disjoint_seeds(self) -> Spec:

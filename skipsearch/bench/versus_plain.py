@@ -79,7 +79,7 @@ from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.methods.tasks import eval_task
-from skipsearch.spec import TRIALS_MAX, Spec, format_validation_error, load_spec
+from skipsearch.spec import MIN_FID_N, TRIALS_MAX, Spec, format_validation_error, load_spec
 
 PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's evaluations
 
@@ -188,12 +188,12 @@ def check_comparable(spec: Spec) -> None:
 
 def default_rungs(spec: Spec) -> tuple[int, ...]:
     """n/4 and n/2 below n (one factor of 2, as successive halving wants), keeping only whole rungs no smaller
-    than ``kid_subset_size`` (KID draws subsets of that size at every rung)."""
+    than ``kid_subset_size`` (KID draws subsets of that size at every rung) or ``MIN_FID_N`` (a FID's floor)."""
     m = spec.metric
     if m.n % 2:
         return ()
     ladder = [m.n // 4, m.n // 2] if m.n % 4 == 0 else [m.n // 2]
-    return tuple(r for r in ladder if r >= m.kid_subset_size)
+    return tuple(r for r in ladder if r >= max(m.kid_subset_size, MIN_FID_N))
 
 
 def study_spec(spec: Spec, repeat: int, trials: int | None, rungs: tuple[int, ...], storage: str) -> Spec:

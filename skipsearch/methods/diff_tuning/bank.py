@@ -11,15 +11,14 @@ from pathlib import Path
 import torch
 
 from skipsearch.diffusion.generation import SamplerConfig, generate
-from skipsearch.files import cache_dir
-from skipsearch.metrics.cache import cached_array, write_cached_array
+from skipsearch.metrics.cache import cache_file, cached_array, write_cached_array
 from skipsearch.models import LoadedModel
 
 
 def bank_path(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed: int) -> Path:
     key = json.dumps({"model": loaded.info.model_id, "hash": loaded.info.weights_hash, "sampler": asdict(sampler),
                       "count": count, "seed": seed}, sort_keys=True)
-    return cache_dir() / f"bank-{loaded.info.model_id}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    return cache_file("bank", loaded.info.model_id, hashlib.sha256(key.encode()).hexdigest()[:16])
 
 
 def knowledge_bank(loaded: LoadedModel, sampler: SamplerConfig, count: int, seed: int = 2_000_000,
