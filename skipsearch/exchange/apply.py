@@ -19,6 +19,12 @@ from skipsearch.methods import Coefficients, method_of
 from skipsearch.methods.base import Removable
 
 
+def disagreeing(path: str | Path, disagreements: list[str]) -> str:
+    """The message for a coefficient file that disagrees with itself, one field a line (``apply`` and
+    ``verify`` word it alike)."""
+    return f"{path}: the coefficient file disagrees with itself\n  " + "\n  ".join(disagreements)
+
+
 def apply(model: nn.Module | Any, coefficients: str | Path | Coefficients) -> Removable:
     """Put coefficients (or a coefficient file's) on a model or a diffusers pipeline (its UNet); use as
     ``with apply(pipe, f):`` or ``.remove()``."""
@@ -27,8 +33,11 @@ def apply(model: nn.Module | Any, coefficients: str | Path | Coefficients) -> Re
         raise UserError(f"apply takes a torch.nn.Module or a diffusers pipeline, got {type(model).__name__}{hint}")
     provenance = None
     if isinstance(coefficients, (str, Path)):
-        cf = coeffile.read(coefficients)
+        path, cf = coefficients, coeffile.read(coefficients)
         coefficients, provenance = cf.coefficients, cf.provenance
+        disagree = [] if provenance is None else method_of(coefficients).disagreements(coefficients, provenance)
+        if disagree:  # what verify exits 1 for is refused here, before the model is touched
+            raise UserError(disagreeing(path, disagree))
     if not isinstance(coefficients, Coefficients):
         raise UserError(f"apply takes a coefficient file or coefficients, got {type(coefficients).__name__}")
     return method_of(coefficients).apply(model, coefficients, provenance)

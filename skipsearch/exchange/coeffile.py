@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tomli_w
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from skipsearch import textfiles
 from skipsearch.errors import UserError
@@ -65,6 +65,21 @@ def write(cf: CoefficientFile, path: str | Path, fmt: str | None = None) -> Path
     return path
 
 
+def _unset(model: BaseModel, prefix: str = "") -> str | None:
+    """The first field (dotted, nested ones too) the file left out, which the schema would fill with its default.
+    Defaults serve coefficients built in Python; a file that omits one would be applied with a value it never
+    stated (``apply`` would read a missing ``rho_top`` as 1.0 while its provenance lists other rhos), so
+    ``apply`` and ``verify``, which both read files here, refuse it alike."""
+    for name in type(model).model_fields:
+        if name not in model.model_fields_set:
+            return f"{prefix}{name}"
+        value = getattr(model, name)
+        inner = _unset(value, f"{prefix}{name}.") if isinstance(value, BaseModel) else None
+        if inner is not None:
+            return inner
+    return None
+
+
 def read(path: str | Path) -> CoefficientFile:
     path = Path(path)
     fmt = format_of(path)
@@ -78,6 +93,10 @@ def read(path: str | Path) -> CoefficientFile:
         coefficients = coefficients_adapter().validate_python(doc.get("coefficients"))
     except ValidationError as err:
         raise UserError(format_validation_error(str(path), err, prefix="coefficients.")) from None
+    unset = _unset(coefficients)
+    if unset is not None:
+        raise UserError(f"{path}: invalid coefficient file\n  coefficients.{unset}: missing; a coefficient file gives "
+                        f"every value of its coefficients (export writes them all), none is filled in with a default")
     kind = method_of(coefficients).kind
     if "kind" in doc and doc["kind"] != kind:
         raise UserError(f"{path}: invalid coefficient file\n  kind: {str(doc['kind'])[:60]!r} does not match the "

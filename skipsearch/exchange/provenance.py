@@ -41,8 +41,31 @@ class ModelRef(_Part):
     hash: Hash16
     spec: ModelSpec | None = None  # the study's model section (files from before model families: a shipped name)
 
-    def section(self) -> ModelSection:
-        return self.spec if self.spec is not None else as_section(self.id)
+    @property
+    def asks_trust(self) -> bool:
+        """Whether the file's model section says a trust flag was needed (informative only: never honoured)."""
+        return self.spec is not None and any(getattr(self.spec, name) is True for name in trust_fields(self.spec))
+
+    def section(self, trust_pickles: bool = False) -> ModelSection:
+        """The model section with trust as the USER gives it. A coefficient file's own ``trust_*`` flags are
+        switched off here, before anything looks the model up, hashes or loads it: a file cannot vouch for the
+        pickle it names (a hostile file would otherwise run code). ``trust_pickles`` is the user's own choice
+        (``skipsearch verify --trust-pickles``), given on their command line or in their Python call."""
+        section = self.spec if self.spec is not None else as_section(self.id)
+        flags = trust_fields(section)
+        if not flags:
+            return section
+        given = {name: False for name in flags}
+        if "trust_pickles" in flags and getattr(section, "path", None) is not None:  # a folder or a file to trust
+            given["trust_pickles"] = trust_pickles
+        return section.model_copy(update=given)
+
+
+def trust_fields(section: ModelSection) -> tuple[str, ...]:
+    """The model section's trust flags: every boolean ``trust_*`` field (``trust_pickles`` today), so that a
+    family adding one is covered without a change here."""
+    return tuple(name for name, f in type(section).model_fields.items()
+                 if name.startswith("trust_") and f.annotation is bool)
 
 
 class MetricRef(_Part):
@@ -82,10 +105,13 @@ class ConfirmationRecord(_Part):
 
 
 class WeightsRef(_Part):
-    """A Diff-Tuning trial's fine-tuned state dict."""
+    """A Diff-Tuning trial's fine-tuned state dict, and the recipe it was trained with (the trial's coefficients
+    as the database holds them): ``verify`` and ``apply`` refuse a file whose coefficients say otherwise (files
+    from before this field: nothing to compare)."""
 
     path: Name
     sha256_16: Hash16
+    recipe: dict[Annotated[str, Field(max_length=64)], int | float] | None = Field(None, max_length=32)
 
 
 class SourceRecord(_Part):

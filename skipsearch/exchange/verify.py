@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,8 @@ from skipsearch.evaluate import EvalTask, build_evaluator
 from skipsearch.exchange import coeffile
 from skipsearch.exchange.apply import apply
 from skipsearch.exchange.provenance import Provenance
-from skipsearch.models import family_for
+from skipsearch.methods import method_of
+from skipsearch.models import ModelSection, family_for, model_info
 from skipsearch.resolve import check_registered
 
 DEFAULT_TOLERANCE = 1e-4  # relative: a reproduction on the same kind of device agrees to ~1e-7
@@ -19,18 +23,20 @@ DEFAULT_TOLERANCE = 1e-4  # relative: a reproduction on the same kind of device 
 
 @dataclass(frozen=True, kw_only=True)
 class Verification:
-    """A coefficient file's recorded search FID against the one reproduced from it now."""
+    """A coefficient file's recorded search FID against the one reproduced from it now; or, for a file that
+    disagrees with itself, the disagreements (nothing is sampled then: which of its values would be the file's?)."""
 
     recorded_fid: float
-    reproduced_fid: float
+    reproduced_fid: float | None  # None: not sampled (see ``disagreements``)
     recorded_kid: float
-    reproduced_kid: float
-    reference_hash_match: bool
+    reproduced_kid: float | None
+    reference_hash_match: bool | None  # None: not sampled
     tolerance: float  # relative to max(1, |recorded FID|)
+    disagreements: tuple[str, ...] = ()  # one line each, naming the field
 
     @property
     def difference(self) -> float:
-        return abs(self.reproduced_fid - self.recorded_fid)
+        return math.inf if self.reproduced_fid is None else abs(self.reproduced_fid - self.recorded_fid)
 
     @property
     def allowed(self) -> float:
@@ -38,47 +44,78 @@ class Verification:
 
     @property
     def ok(self) -> bool:
-        return self.difference <= self.allowed
+        return not self.disagreements and self.difference <= self.allowed
 
 
-def _names(p: Provenance, path: Path) -> None:
+@contextmanager
+def _trust_said(path: Path, p: Provenance, trust_pickles: bool) -> Iterator[None]:
+    """A model refused for want of trust says how the user gives it: a file's own flag is never honoured, so
+    the family's "set model.trust_pickles" would send them to edit a field that changes nothing."""
+    try:
+        yield
+    except UserError as err:
+        if trust_pickles or "trust_pickles" not in str(err):
+            raise
+        said = (" (its provenance.model.trust_pickles says the study trusted it, which is not a reason for you to)"
+                if p.model.asks_trust else "")
+        raise UserError(f"{err}\n  a coefficient file never gives trust{said}; if you trust that model file, give "
+                        f"it yourself: skipsearch verify {path} --trust-pickles (Python: verify(..., "
+                        f"trust_pickles=True))") from None
+
+
+def _names(p: Provenance, path: Path, section: ModelSection) -> None:
     """What the provenance names exists here: model, extractor, reference data set."""
-    check_registered(str(path), "provenance", ("provenance.model", p.model.section()),
+    check_registered(str(path), "provenance", ("provenance.model", section),
                      ("provenance.metric.extractor", p.metric.extractor),
                      [("provenance.metric.reference", p.metric.reference)])
 
 
-def check(path: str | Path, model: Any = None) -> tuple[coeffile.CoefficientFile, Provenance]:
+def check(path: str | Path, model: Any = None,
+          trust_pickles: bool = False) -> tuple[coeffile.CoefficientFile, Provenance]:
     """Everything ``verify`` checks before sampling: the file, its schema and the names it holds. ``model``:
-    the network the study was handed (``skipsearch.run(spec, model=...)``), handed over again here."""
+    the network the study was handed (``skipsearch.run(spec, model=...)``), handed over again here.
+    ``trust_pickles``: the user's own trust in the pickled model file the provenance names; the file's
+    ``trust_pickles`` is switched off before the model is looked up (``ModelRef.section``)."""
     path = Path(path)
     cf = coeffile.read(path)
     if cf.provenance is None:
         raise UserError(f"{path}: invalid coefficient file\n  provenance: missing; verify needs the provenance that "
                         f"`skipsearch export` writes")
+    section = cf.provenance.model.section(trust_pickles)
     if model is not None:
-        section = cf.provenance.model.section()
         family_for(section).hand_over(section, model)
-    _names(cf.provenance, path)
+    with _trust_said(path, cf.provenance, trust_pickles):
+        _names(cf.provenance, path, section)
     return cf, cf.provenance
 
 
 def verify(path: str | Path, device: str = "cpu", tolerance: float = DEFAULT_TOLERANCE,
-           model: Any = None) -> Verification:
+           model: Any = None, trust_pickles: bool = False) -> Verification:
     """Reproduce a file's recorded search FID: fresh model (or the handed-over ``model`` a study was run on),
-    ``apply()`` of the file, the recorded seeds."""
+    ``apply()`` of the file, the recorded seeds. A file that disagrees with itself (its coefficients against
+    what its provenance records of them) is not sampled: ``disagreements`` says where. ``trust_pickles``: as
+    in ``check``; only the caller gives trust."""
     if not 0 <= tolerance < 1:
         raise UserError(f"tolerance must be in [0, 1), got {tolerance}")
-    _, p = check(path, model)
+    path = Path(path)
+    cf, p = check(path, model, trust_pickles)
+    section = p.model.section(trust_pickles)
     m, s = p.metric, p.search
-    task = EvalTask(model=p.model.section(), sampler=p.sampler.config(), extractor=m.extractor, dataset=m.reference,
+    task = EvalTask(model=section, sampler=p.sampler.config(), extractor=m.extractor, dataset=m.reference,
                     n=s.n, seed_start=s.seed_start, batch_size=m.batch_size, kid_subset_size=m.kid_subset_size,
                     device=device, rungs=tuple(m.rungs),
                     classes=tuple(p.sampling_classes.target) if p.sampling_classes else ())
     if task.kid_subset_size > min(task.ladder):
         raise UserError(f"{path}: invalid provenance\n  provenance.metric.kid_subset_size: "
                         f"{task.kid_subset_size} exceeds the smallest N ({min(task.ladder)})")
-    ev = build_evaluator(task.model, task.extractor, task.dataset, device)
+    with _trust_said(path, p, trust_pickles):
+        skips = model_info(section).skips if p.skips is not None else None  # the model's facts, not its network
+    disagree = method_of(cf.coefficients).disagreements(cf.coefficients, p, skips)
+    if disagree:
+        return Verification(recorded_fid=s.fid, reproduced_fid=None, recorded_kid=s.kid, reproduced_kid=None,
+                            reference_hash_match=None, tolerance=tolerance, disagreements=tuple(disagree))
+    with _trust_said(path, p, trust_pickles):
+        ev = build_evaluator(task.model, task.extractor, task.dataset, device)
     if ev.loaded.info.weights_hash != p.model.hash:  # the pre-trained weights, for Diff-Tuning
         raise UserError(f"{path}: model {p.model.id} has weights {ev.loaded.info.weights_hash}, "
                         f"the file was recorded with {p.model.hash}")

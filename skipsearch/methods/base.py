@@ -172,6 +172,14 @@ class Method(ABC):
     def apply(self, model: nn.Module, coefficients: Coefficients, provenance: Provenance | None) -> Removable:
         """Put the coefficients on a user's model, all or nothing; the handle takes them off again."""
 
+    def disagreements(self, coefficients: Coefficients, provenance: Provenance,
+                      skips: Sequence[Any] | None = None) -> list[str]:
+        """Where a coefficient file disagrees with itself, one line each naming the field: its coefficients
+        against what its provenance records of them (``skips``: the model's skip points, where the caller has
+        the model's facts; None: only what the file holds is compared). ``verify`` exits 1 on any, ``apply``
+        refuses the file; hand-edited files otherwise verify or apply something other than they say."""
+        return []
+
     def profiles(self, spec: Spec, coefficients: Coefficients, info: ModelInfo) -> tuple[Profile, ...]:
         """Plots of what the coefficients do (none by default)."""
         return ()

@@ -9,6 +9,8 @@ Files: ``spec`` (the ``search`` and ``finetune`` sections), ``weights`` (the sea
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,16 +45,18 @@ class DiffTuning(Method):
     def check(self, spec: DiffTuningSpec, info: Any, source: str) -> list[str]:
         """The source reference and the new data load, hold enough images, and the weights folder is writable."""
         from skipsearch import data
-        from skipsearch.resolve import named, reference_size, writable_folder
+        from skipsearch.resolve import below_dimension, named, reference_size, writable_folder
 
         f = spec.finetune
-        named(source, "finetune.source_reference", lambda: reference_size(spec, f.source_reference, info.resolution))
+        size = named(source, "finetune.source_reference",
+                     lambda: reference_size(spec, f.source_reference, info.resolution))
         images = named(source, "finetune.data", lambda: data.load(f.data, resolution=info.resolution))
         if f.n_images is not None and f.n_images > len(images):
             raise UserError(f"{source}: invalid spec\n  finetune.n_images: {f.n_images} images asked for, but "
                             f"{f.data} has only {len(images)}")
         named(source, "finetune.weights_dir", lambda: writable_folder(f.weights_dir))
-        return []
+        named(source, "name", lambda: self.artifact(spec, 0))  # inside weights_dir, before the study is stored
+        return below_dimension(spec, [("finetune.source_reference", size, "images")])
 
     def suggest(self, trial: Any, spec: DiffTuningSpec, info: Any) -> DiffTuningWeights:
         from skipsearch.methods.diff_tuning import space
@@ -100,8 +104,16 @@ class DiffTuning(Method):
         return finetune_ladder(task, coefficients, artifact, progress)
 
     def artifact(self, spec: DiffTuningSpec, number: int) -> Path:
-        """Absolute, so the database's reference holds from any working directory."""
-        return (Path(spec.finetune.weights_dir) / spec.name / f"trial-{number:04d}.pt").resolve()
+        """Absolute, so the database's reference holds from any working directory. The study's name is a plain
+        file name (the spec checks it); as a second guard, for a spec changed past validation (``model_copy``),
+        the file must lie in the name's own folder under ``finetune.weights_dir``, compared lexically (a folder
+        there that the user made a symlink stays theirs to make)."""
+        folder = Path(os.path.abspath(Path(spec.finetune.weights_dir).expanduser()))
+        path = Path(os.path.abspath(folder / spec.name / f"trial-{number:04d}.pt"))
+        if path.parent.parent != folder or path.parent.name != spec.name:
+            raise UserError(f"the study name {spec.name!r} would put a trial's weights at {path}, outside its own "
+                            f"folder in finetune.weights_dir ({folder}); a study name must be a plain file name")
+        return path.resolve()
 
     def heldout(self, spec: DiffTuningSpec, coefficients: DiffTuningWeights, seed_set: int) -> HeldOut:
         """Fine-tuned again with a new training seed, as well as scored on new sampling seeds: a recipe chosen
@@ -115,6 +127,20 @@ class DiffTuning(Method):
                              train_seed=train_seed)
         *_, last = finetune_ladder(task, coefficients)
         return HeldOut(score=last.score, wall_s=last.wall_s, source=last.source, train_seed=train_seed)
+
+    def disagreements(self, coefficients: DiffTuningWeights, provenance: Any, skips: Any = None) -> list[str]:
+        """The recipe in ``coefficients`` against the one its weights were trained with (``provenance.weights
+        .recipe``): an edited ``steps`` or ``lr`` would describe weights that were never trained that way."""
+        weights = getattr(provenance, "weights", None)
+        if weights is None or weights.recipe is None or not isinstance(coefficients, DiffTuningWeights):
+            return []
+        mine = coefficients.model_dump(exclude={"family"})
+        out = [f"coefficients.{name}: {mine[name]!r}, but the weights were trained with {name} = "
+               f"{weights.recipe.get(name)!r} (provenance.weights.recipe.{name})"
+               for name in mine if not _same(mine[name], weights.recipe.get(name))]
+        out += [f"provenance.weights.recipe.{name}: not a field of Diff-Tuning coefficients"
+                for name in weights.recipe if name not in mine]
+        return out
 
     def apply(self, model: nn.Module, coefficients: DiffTuningWeights, provenance: Any) -> Removable:
         from skipsearch.methods.diff_tuning.apply import LoadedWeights
@@ -133,13 +159,15 @@ class DiffTuning(Method):
     def provenance(self, spec: DiffTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
         """The fine-tuned weights (path and hash), the recipe's data and budget, the labels FIDs were sampled
         with (class-conditional models), and the forgetting (source) FID."""
+        from skipsearch.methods import parse_coefficients
         from skipsearch.methods.diff_tuning.trial import class_plan
         from skipsearch.models import model_info
 
         f = spec.finetune
         target, source = class_plan(model_info(spec.model), f.data)
+        recipe = parse_coefficients(row.coefficients_json).model_dump(mode="json", exclude={"family"})
         weights = None if not row.weights_path else {"path": str(Path(row.weights_path).resolve()),
-                                                     "sha256_16": row.weights_hash}
+                                                     "sha256_16": row.weights_hash, "recipe": recipe}
         return {"weights": weights, "finetune": f.model_dump(mode="json"),
                 "sampling_classes": {"target": list(target), "source": list(source)},
                 "source": {"reference": f.source_reference, "fid": row.source_fid, "kid": row.source_kid,
@@ -151,3 +179,8 @@ class DiffTuning(Method):
         if use_ray:
             raise UserError("--ray benchmarks Skip-Tuning trials; diff_tuning studies run in-process")
         return bench_difftuning(spec_path)
+
+
+def _same(value: float, recorded: float | None) -> bool:
+    """Equal up to the last bits a text format may round (a YAML, JSON or TOML float reads back exactly)."""
+    return recorded is not None and math.isclose(value, recorded, rel_tol=1e-12, abs_tol=0.0)

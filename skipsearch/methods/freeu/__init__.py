@@ -27,7 +27,7 @@ from skipsearch.errors import UserError
 from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.freeu.coefficients import FREEU_TYPES, KEYS, FreeU, SkipFreeU
 from skipsearch.methods.freeu.spec import FreeUSpec
-from skipsearch.methods.skip_tuning import SkipTuning, skip_records
+from skipsearch.methods.skip_tuning import SkipTuning, skip_disagreements, skip_records
 from skipsearch.results import HeldOut, Rung
 
 STAGES = ("up_blocks.0", "up_blocks.1")  # where diffusers applies FreeU (resolution_idx 0 and 1)
@@ -191,6 +191,11 @@ class FreeUMethod(Method):
         if s.combine_skip:
             line += f", with a Skip-Tuning {s.skip.family} schedule (rho in {list(s.skip.rho_range)}, baseline 1)"
         return line
+
+    def disagreements(self, coefficients: FreeU | SkipFreeU, provenance: Any,
+                      skips: Sequence[Any] | None = None) -> list[str]:
+        """Combined: the Skip-Tuning half against ``provenance.skips``, as Skip-Tuning's files are checked."""
+        return skip_disagreements(coefficients.skip, provenance, skips) if isinstance(coefficients, SkipFreeU) else []
 
     def provenance(self, spec: FreeUSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
         """Combined: every skip point with its rho, as Skip-Tuning's files have them. FreeU's four factors are

@@ -19,6 +19,9 @@ from skipsearch.methods.skip_tuning.spec import SkipTuningSpec
 from skipsearch.results import HeldOut, Rung
 
 
+RHO_TOLERANCE = 1e-9  # export writes each rho as computed; YAML, JSON and TOML floats read back exactly
+
+
 def _sigma_grid(spec: SkipTuningSpec):
     """200 noise levels, log-spaced over the sampler's range."""
     import torch
@@ -114,6 +117,9 @@ class SkipTuning(Method):
             raise UserError(f"Skip-Tuning coefficients expected, got {type(coefficients).__name__}")
         return _scaling(model, coefficients.rhos)
 
+    def disagreements(self, coefficients: _Schedule, provenance: Any, skips: Sequence[Any] | None = None) -> list[str]:
+        return skip_disagreements(coefficients, provenance, skips)
+
     def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Any]:
         """The common records, and time-window trials starting from the baseline's states against computed whole."""
         from skipsearch.bench.trajectories import bench_trajectories
@@ -136,6 +142,27 @@ def _scaling(model: Any, rhos_for: Callable[[list[Any]], Any]) -> Removable:
     points = family.skip_points(model)
     rhos = rhos_for(points)
     return SkipScaling(family.hook_root(model), points, family.sigma_of(model), rhos)
+
+
+def skip_disagreements(schedule: _Schedule, provenance: Any, skips: Sequence[Any] | None) -> list[str]:
+    """``provenance.skips`` against the schedule computed on the model's actual skip points (``skips``, as
+    ``model_info`` gives them, the way export listed them): the same points, and the rho each is listed with is
+    the one the coefficients give it. A listed rho that was edited (or coefficients edited under it) is named.
+    Without the model's skips, or a file that lists none (older files), there is nothing to compare."""
+    listed = getattr(provenance, "skips", None)
+    if listed is None or skips is None:
+        return []
+    if len(listed) != len(skips):
+        return [f"provenance.skips: lists {len(listed)} skip points, the model has {len(skips)}"]
+    out = []
+    for i, (record, skip, rho) in enumerate(zip(listed, skips, schedule.depth_profile(skips))):
+        out += [f"provenance.skips[{i}].{name}: {getattr(record, name)!r}, the model's skip {i} has "
+                f"{getattr(skip, name)!r}" for name in ("index", "level", "path")
+                if getattr(record, name) != getattr(skip, name)]
+        if not math.isclose(record.rho, rho, rel_tol=RHO_TOLERANCE, abs_tol=RHO_TOLERANCE):
+            out.append(f"provenance.skips[{i}].rho: {record.rho!r}, but the coefficients give {rho!r} on that skip "
+                       f"({skip.path})")
+    return out
 
 
 def skip_records(spec: Any, schedule: _Schedule) -> list[dict[str, Any]]:
