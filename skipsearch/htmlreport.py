@@ -94,6 +94,7 @@ def _grids(study: optuna.Study, rdb, store, numbers: dict[str, int | None]) -> d
 def gather(url: str, study: str) -> StudyData:
     """One study's evidence, read only."""
     store = Store(url, create=False)
+    reader_url = store.reader_url  # Optuna reads it as the store does: read-only (a read-only file too)
     try:
         spec = stored_spec(store, study)
         trials, rungs = store.trials_frame(study), store.rungs_frame(study)
@@ -104,7 +105,7 @@ def gather(url: str, study: str) -> StudyData:
     method = method_for(spec.kind)
     judged = verdict(table) if not table.empty else Verdict(
         trial=None, win=False, interval=None, text="Not confirmed on held-out seeds yet: no verdict.")
-    rdb = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
+    rdb = optuna.storages.RDBStorage(reader_url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
     try:
         ostudy = optuna.load_study(study_name=study, storage=rdb)
     except KeyError:

@@ -8,7 +8,9 @@ killed driver loses no recorded trial. ``Store(url, create=False)`` is for reade
 from __future__ import annotations
 
 import json
+import os
 import random
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +20,7 @@ from datetime import datetime, timezone
 import pandas as pd
 from sqlalchemy import (Table, create_engine, delete, event, func, inspect, select, text, update)
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from skipsearch.errors import StorageError
 from skipsearch.storage import tables as t
@@ -26,6 +28,8 @@ from skipsearch.storage import urls
 from skipsearch.storage.records import ConfirmationRow, RungRow, StepRow, TrialRow, from_mapping
 
 SCHEMA_ATTEMPTS = 8  # two processes creating a new database at once: the loser retries and finds the tables
+DAMAGED_HINT = ("restore it from a backup, or save what is left with `sqlite3 FILE .recover | sqlite3 NEW.db`, or "
+                "give another --storage")
 
 
 def _sqlite_wal(engine: Engine) -> None:
@@ -62,26 +66,77 @@ def _aware(value: datetime | str | None) -> datetime | None:
     return value
 
 
+def _damage(err: BaseException) -> str | None:
+    """SQLite's own word that a file is damaged or no database at all (``database disk image is malformed``,
+    ``file is not a database``): a plain sqlite3.DatabaseError, not one of its subclasses (a lock, a constraint)."""
+    orig = getattr(err, "orig", None)
+    if type(orig) is sqlite3.DatabaseError:
+        return (str(orig).splitlines() or ["damaged"])[0]
+    return None
+
+
 class Store:
     def __init__(self, url: str, create: bool = True):
         parsed = urls.parse(url)
         self.url, self.shown_url = url, urls.shown(parsed)
         self.read_only = not create
-        if not create and parsed.get_backend_name() == "sqlite" and not urls.sqlite_path(parsed).is_file():
-            raise StorageError(f"no database at {urls.sqlite_path(parsed)} ({self.shown_url})")
+        self.sqlite_file = urls.sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
+        if not create and self.sqlite_file is not None and not self.sqlite_file.is_file():
+            raise StorageError(f"no database at {self.sqlite_file} ({self.shown_url})")
+        if create:
+            urls.check_writable(parsed)  # before a file, a -wal or a table is made
+        # what reads this database as this store does (Optuna's storage for ``report`` too): read-only for readers
+        self.reader_url = urls.read_only(url) if not create else url
         try:
-            self.engine = create_engine(urls.read_only(url) if not create else url, **urls.engine_kwargs(url))
+            self.engine = create_engine(self.reader_url, **urls.engine_kwargs(url))
             if create:
                 if self.engine.dialect.name == "sqlite":
                     _sqlite_wal(self.engine)
+                self._check_intact()
                 self._create_schema()
             else:
-                self._check_schema()
+                self._open_reader()
         except (SQLAlchemyError, ImportError, ValueError, OSError) as err:  # the driver's own complaints too
             hint = (" (install the database driver, e.g. pip install 'psycopg[binary]' for PostgreSQL)"
                     if isinstance(err, ImportError) else "")
-            raise StorageError(f"cannot open the database {self.shown_url}: "
+            raise StorageError(self._damaged_line(err) or f"cannot open the database {self.shown_url}: "
                                f"{urls.error_line(err, self.url)}{hint}") from None
+
+    def _open_reader(self) -> None:
+        """Check a reader's database. A SQLite file in WAL mode that this user may not write, in a folder it may
+        not write either (a colleague's results, a read-only mount), cannot be opened ``mode=ro``: SQLite would
+        have to create the ``-shm`` file beside it. It is then read ``immutable`` (``urls.read_only``)."""
+        try:
+            self._check_intact()
+            self._check_schema()
+        except OperationalError:
+            path = self.sqlite_file
+            if path is None or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
+                raise  # not a permission problem: the error stands
+            self.engine.dispose()
+            self.reader_url = urls.read_only(self.url, immutable=True)
+            self.engine = create_engine(self.reader_url, **urls.engine_kwargs(self.url))
+            self._check_intact()
+            self._check_schema()
+
+    def _check_intact(self) -> None:
+        """SQLite only: refuse a damaged file when it is opened (``PRAGMA quick_check``, a pass over every page),
+        rather than with a traceback from whichever query, ours or Optuna's, first reads a damaged page."""
+        path = self.sqlite_file
+        if path is None or not path.is_file() or path.stat().st_size == 0:
+            return  # not SQLite, or a database still to be made
+        with self.engine.connect() as conn:
+            problems = [str(row[0]) for row in conn.exec_driver_sql("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            lines = [line for p in problems for line in p.splitlines() if line and not line.startswith("*** in ")]
+            raise StorageError(f"the SQLite file {path} is damaged ({(lines or problems)[0][:160]}); {DAMAGED_HINT}")
+
+    def _damaged_line(self, err: BaseException) -> str | None:
+        """The one message for a SQLite file that is damaged or no database at all, naming the file."""
+        why = _damage(err)
+        if why is None or self.sqlite_file is None:
+            return None
+        return f"the SQLite file {self.sqlite_file} is damaged or not a database ({why}); {DAMAGED_HINT}"
 
     def _create_schema(self) -> None:
         for attempt in range(SCHEMA_ATTEMPTS):
@@ -117,7 +172,8 @@ class Store:
         except SQLAlchemyError as err:
             if isinstance(err, IntegrityError):
                 raise  # two writers disagree about a row: a bug, not a user mistake (errors.py)
-            raise StorageError(f"database error on {self.shown_url}: {urls.error_line(err, self.url)}") from None
+            raise StorageError(self._damaged_line(err) or f"database error on {self.shown_url}: "
+                               f"{urls.error_line(err, self.url)}") from None
 
     # --- studies -------------------------------------------------------------------------------------
 
@@ -140,6 +196,39 @@ class Store:
         with self.begin() as conn:
             row = conn.execute(select(t.studies.c.spec_json).where(t.studies.c.study_name == name)).first()
         return json.loads(row[0]) if row else None
+
+    def study_hashes(self, name: str) -> dict[str, str]:
+        """The content hashes the study was stored with, by field ("model", "metric.reference", ...)."""
+        h = t.study_hashes.c
+        with self.begin() as conn:
+            return dict(conn.execute(select(h.field, h.hash).where(h.study_name == name)).all())
+
+    def save_study_hashes(self, name: str, hashes: dict[str, str]) -> dict[str, str]:
+        """Record the fields not recorded yet (another driver may record them at the same moment: its value is
+        kept), and return every hash the study now holds."""
+        for field, value in hashes.items():
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(t.study_hashes.insert().values(study_name=name, field=field, hash=value,
+                                                                created_at=_now()))
+            except IntegrityError:
+                continue  # recorded already (by an earlier run, or another driver just now): theirs stands
+            except SQLAlchemyError as err:
+                raise StorageError(f"database error on {self.shown_url}: {urls.error_line(err, self.url)}") from None
+        return self.study_hashes(name)
+
+    def recorded_hashes(self, name: str) -> dict[str, set[str]]:
+        """The model and reference hashes a study's recorded trials and confirmations carry (a study stored
+        before its hashes were, or one to check): {"model": {...}, "metric.reference": {...}}."""
+        tr, co = t.trials.c, t.confirmations.c
+        with self.begin() as conn:
+            models = set(conn.execute(select(tr.model_hash).distinct().where(tr.study_name == name,
+                                                                             tr.model_hash.is_not(None))).scalars())
+            refs = set(conn.execute(select(tr.ref_hash).distinct().where(tr.study_name == name,
+                                                                         tr.ref_hash.is_not(None))).scalars())
+            refs |= set(conn.execute(select(co.ref_hash).distinct().where(co.study_name == name,
+                                                                          co.ref_hash.is_not(None))).scalars())
+        return {"model": models, "metric.reference": refs}
 
     def set_winner(self, name: str, trial_number: int) -> None:
         with self.begin() as conn:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import quote, unquote
+from urllib.parse import quote, quote_plus, unquote
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from skipsearch.errors import UserError
+from skipsearch.errors import StorageError, UserError
 
 STORAGE_ENV = "SKIPSEARCH_STORAGE"
 BACKENDS = ("sqlite", "postgresql")
@@ -22,21 +22,34 @@ SQLITE_TIMEOUT_S = 60
 EXAMPLES = "sqlite:///skipsearch.db, or postgresql+psycopg://USER@HOST:5432/DB with the password in $PGPASSWORD"
 
 
+# Query parameters that carry a secret: libpq and psycopg take the password from ``?password=`` as readily as
+# from the user-info part (``user:PASSWORD@host``), which is all SQLAlchemy's ``hide_password`` masks.
+SECRET_PARAMS = ("password", "sslpassword")
+MASK = "***"
+
 SECRETS: set[str] = set()  # passwords of URLs seen in this process, scrubbed from anything printed
 
 
 def scrub(text: str) -> str:
     """The text with every known password replaced by ***."""
-    for secret in SECRETS:
-        text = text.replace(secret, "***")
+    for secret in sorted(SECRETS, key=len, reverse=True):  # a longer secret first: it may contain a shorter one
+        text = text.replace(secret, MASK)
     return text
 
 
 def error_line(err: BaseException, url: str | URL) -> str:
-    """One line about a database error, with the URL's password (and any other known one) scrubbed out."""
+    """One line about a database error, with the URL's passwords (and any other known one) scrubbed out."""
     line = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
-    secret = password(url)
-    return scrub(line.replace(secret, "***") if secret else line)
+    for secret in passwords(url):
+        line = line.replace(secret, MASK)
+    return scrub(line)
+
+
+def _remember(secrets: list[str]) -> None:
+    """Add a URL's passwords to SECRETS, as given and as they appear percent-encoded in the URL's text."""
+    for secret in secrets:
+        if len(secret) >= 3:  # shorter ones would mangle every message
+            SECRETS.update({secret, quote(secret, safe=""), quote_plus(secret, safe="")})
 
 
 def parse(url: object, field: str = "storage") -> URL:
@@ -49,8 +62,7 @@ def parse(url: object, field: str = "storage") -> URL:
         parsed = make_url(url.strip())
     except (ArgumentError, ValueError):
         raise UserError(f"{field}: not a valid database URL (e.g. {EXAMPLES})") from None
-    if parsed.password and len(str(parsed.password)) >= 3:  # shorter ones would mangle every message
-        SECRETS.add(str(parsed.password))
+    _remember(passwords(parsed))
     backend = parsed.get_backend_name()
     if backend not in BACKENDS:
         raise UserError(f"{field}: unsupported database {backend!r}; valid: {', '.join(BACKENDS)} (e.g. {EXAMPLES})")
@@ -75,27 +87,50 @@ def sqlite_path(url: URL) -> Path:
     return Path(database).expanduser()
 
 
-def shown(url: str | URL) -> str:
-    """The URL as it may be printed or logged: the password masked."""
+def _parsed(url: str | URL) -> URL | None:
     try:
-        parsed = url if isinstance(url, URL) else make_url(url)
+        return url if isinstance(url, URL) else make_url(url)
     except (ArgumentError, ValueError):
+        return None
+
+
+def shown(url: str | URL) -> str:
+    """The URL as it may be printed, logged or written into a file: every password masked, in the user-info part
+    and in the query string alike."""
+    parsed = _parsed(url)
+    if parsed is None:
         return "(an unparsable database URL)"
-    return parsed.render_as_string(hide_password=True)
+    placeholder = "%2A%2A%2A"  # how MASK is rendered as a query value
+    query = {k: (MASK if k in SECRET_PARAMS else v) for k, v in parsed.query.items()}
+    text = parsed.set(query=query).render_as_string(hide_password=True)
+    for key in SECRET_PARAMS:
+        text = text.replace(f"{key}={placeholder}", f"{key}={MASK}")
+    return text
 
 
 def without_password(url: str | URL) -> str:
     """The URL as it may be stored: no password at all (the user supplies it again to reconnect)."""
     parsed = url if isinstance(url, URL) else make_url(url)
+    parsed = parsed.difference_update_query(SECRET_PARAMS)
     return parsed._replace(password=None).render_as_string(hide_password=False)  # URL.set(password=None) keeps it
 
 
-def password(url: str | URL) -> str | None:
-    try:
-        parsed = url if isinstance(url, URL) else make_url(url)
-    except (ArgumentError, ValueError):
-        return None
-    return parsed.password or None
+def passwords(url: str | URL | None) -> list[str]:
+    """Every secret a URL carries: the user-info password and the query's ``password=``/``sslpassword=``."""
+    parsed = None if url is None else _parsed(url)
+    if parsed is None:
+        return []
+    found = [str(parsed.password)] if parsed.password else []
+    for key in SECRET_PARAMS:
+        value = parsed.query.get(key)
+        found += [v for v in ([value] if isinstance(value, str) else value or ()) if v]
+    return found
+
+
+def password(url: str | URL | None) -> str | None:
+    """The URL's first password (user-info or query string), or None: does it carry one at all?"""
+    found = passwords(url)
+    return found[0] if found else None
 
 
 def for_command_line(url: str) -> str:
@@ -107,8 +142,23 @@ def for_command_line(url: str) -> str:
 
 
 def choose(given: str | None, spec_storage: str | None = None) -> str:
-    """--storage, else $SKIPSEARCH_STORAGE, else the spec's ``storage:``."""
-    return given or os.environ.get(STORAGE_ENV) or spec_storage or "sqlite:///skipsearch.db"
+    """--storage, else $SKIPSEARCH_STORAGE, else the spec's ``storage:``, else ``sqlite:///skipsearch.db``.
+
+    Given but empty is a refusal, not a step to the next source: ``--storage "$DB"`` with ``$DB`` unset, or an
+    empty ``$SKIPSEARCH_STORAGE``, would otherwise quietly read or write ``./skipsearch.db``. Only a variable that
+    is not set at all falls back."""
+    if given is not None:
+        if not given.strip():
+            raise UserError(f"--storage is empty; give a database URL (e.g. {EXAMPLES}), or leave --storage out to "
+                            f"use ${STORAGE_ENV} or the spec's storage")
+        return given
+    env = os.environ.get(STORAGE_ENV)
+    if env is not None:
+        if not env.strip():
+            raise UserError(f"${STORAGE_ENV} is set but empty; give it a database URL (e.g. {EXAMPLES}), or unset "
+                            f"it (unset {STORAGE_ENV}) to fall back to the spec's storage, else sqlite:///skipsearch.db")
+        return env
+    return spec_storage if spec_storage is not None else "sqlite:///skipsearch.db"
 
 
 def engine_kwargs(url: str) -> dict:
@@ -116,11 +166,53 @@ def engine_kwargs(url: str) -> dict:
     return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if make_url(url).get_backend_name() == "sqlite" else {}
 
 
-def read_only(url: str) -> str:
-    """A SQLite URL opened read-only (a missing file is an error, never created); others unchanged."""
+def read_only(url: str, immutable: bool = False) -> str:
+    """A SQLite URL opened read-only (a missing file is an error, never created); others unchanged.
+
+    ``immutable``: for a file SQLite cannot open read-only otherwise (a WAL database in a folder this user may not
+    write, where SQLite cannot create the ``-shm`` file that readers share): no locks and no ``-shm``, so it reads
+    the file as it stands; only a reader's last resort, as it does not see a writer's changes while it reads."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return url
     path = quote(str(sqlite_path(parsed).resolve()))
-    return parsed.set(database=f"file:{path}", query={"mode": "ro", "uri": "true"}).render_as_string(
-        hide_password=False)
+    query = {"immutable": "1"} if immutable else {"mode": "ro"}
+    return parsed.set(database=f"file:{path}", query=query | {"uri": "true"}).render_as_string(hide_password=False)
+
+
+READ_ONLY_PARAMS = {"mode": ("ro",), "immutable": ("1", "true", "yes", "on")}
+
+
+def read_only_param(url: str | URL) -> str | None:
+    """The query parameter that makes a SQLite URL read-only (``mode=ro``, ``immutable=1``), or None."""
+    parsed = _parsed(url)
+    if parsed is None or parsed.get_backend_name() != "sqlite":
+        return None
+    for key, values in READ_ONLY_PARAMS.items():
+        value = parsed.query.get(key)
+        if isinstance(value, str) and value.lower() in values:
+            return f"{key}={value}"
+    return None
+
+
+def check_writable(url: str | URL) -> None:
+    """Refuse, before anything is written, a database a writer (``run``, ``delete``) could not write: a SQLite URL
+    marked read-only, a SQLite file this user may not write, or a folder it may not write in (SQLite keeps its
+    ``-wal`` and ``-shm`` files beside the database, and creates the database there). PostgreSQL says so itself."""
+    parsed = url if isinstance(url, URL) else parse(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    readers = "best, export, studies and report can still read it"
+    param = read_only_param(parsed)
+    if param is not None:
+        raise StorageError(f"the database {shown(parsed)} is opened read-only ({param}), and this command writes to "
+                           f"it; give the URL without ?{param} ({readers})")
+    path = sqlite_path(parsed)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StorageError(f"the database file {path} is read-only, and this command writes to it; make it writable "
+                           f"(chmod u+w) or copy it somewhere you can write ({readers})")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        if path.exists():
+            raise StorageError(f"the database file {path}: its folder {path.parent} is read-only, and SQLite writes "
+                               f"its -wal and -shm files there; use a writable folder ({readers})")
+        raise StorageError(f"cannot create the database file {path}: its folder {path.parent} is read-only")
