@@ -23,6 +23,7 @@ from skipsearch.exchange import export as _export
 from skipsearch.exchange.apply import apply
 from skipsearch.exchange.provenance import Provenance
 from skipsearch.exchange.verify import verify
+from skipsearch.interrupts import sigterm_as_interrupt
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.search import confirm as _confirm
 from skipsearch.search import driver as _driver
@@ -78,6 +79,7 @@ class BestTrial:
         return out
 
 
+@sigterm_as_interrupt()  # SIGTERM records the trial in flight as Ctrl-C does (skipsearch.interrupts)
 def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None = None,
         placement: Placement | None = None, echo: Callable[[str], None] = tqdm.write,
         model: Any = None) -> RunResult:
@@ -88,6 +90,10 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
     ``trials`` is the study-wide budget of evaluated trials. ``model``: the user's own network, in memory, for a
     spec whose model section is ``family: hooked`` (it names the network's skips) or ``family: diffusers``
     without a path (a UNet or pipeline object); it runs in this process.
+
+    SIGTERM during the run raises ``skipsearch.errors.Terminated`` (a ``KeyboardInterrupt``) after the trial in
+    flight is recorded as not evaluated, when called on the main thread and SIGTERM has no handler of the
+    program's own (the default handler is restored after; ``skipsearch.interrupts``).
     """
     source = "spec" if isinstance(spec, Spec) else str(spec)
     spec = spec if isinstance(spec, Spec) else load_spec(spec)

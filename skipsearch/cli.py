@@ -1,7 +1,8 @@
 """Command line: parses arguments and calls the public API.
 
 Exit codes: 0 done; 1 a bug (a traceback, passwords scrubbed) or ``verify`` found a different FID; 2 a
-user mistake (one clear message, no traceback); 130 interrupted.
+user mistake or a machine failure such as a full disk (one clear message, no traceback); 130 interrupted (Ctrl-C);
+143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from typing import Optional
 
 import typer
 
-from skipsearch.errors import UserError
+from skipsearch.errors import Terminated, UserError
+from skipsearch.files import machine_failure
+from skipsearch.interrupts import exit_code, sigterm_as_interrupt
 from skipsearch.storage import urls
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -26,7 +29,8 @@ STORAGE = typer.Option(None, "--storage", show_default=False,
 
 
 def friendly(fn):
-    """Turn user mistakes into 'error: ...' and exit code 2; an interrupt keeps what was recorded."""
+    """Turn user mistakes and machine failures (a full disk, an unwritable folder, a database Optuna cannot write
+    to) into 'error: ...' and exit code 2; Ctrl-C (130) and SIGTERM (143) keep what was recorded."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -35,12 +39,35 @@ def friendly(fn):
         except UserError as err:
             typer.echo(f"error: {urls.scrub(str(err))}", err=True)
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted: every completed trial is saved; run the same command again to continue.",
-                       err=True)
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (``interrupts``): the trial in flight was recorded
+            what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+            typer.echo(f"{what}: every completed trial is saved; run the same command again to continue.", err=True)
+            raise typer.Exit(exit_code(err)) from None
+        except OSError as err:  # a full disk or an unwritable folder that no check above caught: the machine's
+            machine = machine_failure(err)  # doing, one message; any other OSError stays a bug's traceback
+            if machine is None:
+                raise
+            typer.echo(f"error: {urls.scrub(machine)}", err=True)
+            raise typer.Exit(2) from None
+        except Exception as err:
+            cause = database_failure(err)
+            if cause is None:
+                raise
+            typer.echo(f"error: Optuna could not write to the database: {urls.scrub(cause)}", err=True)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def database_failure(err: BaseException) -> str | None:
+    """The database's own complaint when Optuna's storage failed on it (a full disk, a lost server): Optuna
+    raises ``StorageInternalError`` from SQLAlchemy's ``OperationalError``, which is the machine's doing, not a bug.
+    Told by class names, so that the CLI's start stays free of Optuna's and SQLAlchemy's imports."""
+    cause = err.__cause__
+    if type(err).__name__ != "StorageInternalError" or type(cause).__name__ != "OperationalError":
+        return None
+    lines = str(getattr(cause, "orig", None) or cause).strip().splitlines()
+    return lines[0] if lines else type(cause).__name__
 
 
 @app.command()
@@ -70,7 +97,7 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
 
     loaded = load_spec(spec)
     url = urls.choose(storage, loaded.storage)
-    urls.parse(url)
+    urls.check_writable(url)  # parses it too; a read-only database is refused before the model is loaded
     if urls.password(loaded.storage) and not storage:
         typer.echo(f"warning: {spec} holds a database password; put the URL in ${urls.STORAGE_ENV} instead",
                    err=True)
@@ -152,19 +179,28 @@ def export(study: str = typer.Argument(..., help="Study name."), storage: Option
 def verify(file: Path = typer.Argument(..., help="A coefficient file written by export."),
            device: str = typer.Option("cpu", help="cpu or cuda."),
            tolerance: float = typer.Option(1e-4, min=0.0, max=0.999,
-                                           help="Allowed difference, relative to max(1, recorded FID).")):
+                                           help="Allowed difference, relative to max(1, recorded FID)."),
+           trust_pickles: bool = typer.Option(False, "--trust-pickles",
+                                              help="Load the pickled model file the provenance names (a pickle "
+                                                   "runs code when loaded); a file's own trust_pickles is never "
+                                                   "honoured.")):
     """Re-sample with a coefficient file applied and compare with the FID it records.
 
-    Exits 1 when the reproduced FID differs from the recorded one by more than the tolerance.
+    Exits 1 when the reproduced FID differs from the recorded one by more than the tolerance, or when the file
+    disagrees with itself (its coefficients against the rho per skip or the recipe its provenance records).
 
     Example: skipsearch verify best.yaml
     """
     from skipsearch import api
+    from skipsearch.exchange.apply import disagreeing
 
-    r = api.verify(file, device, tolerance)
+    r = api.verify(file, device, tolerance, trust_pickles=trust_pickles)
+    if r.disagreements:
+        typer.echo(f"verify: {disagreeing(file, list(r.disagreements))}\nverify: nothing was sampled", err=True)
+        raise typer.Exit(1)
     typer.echo(f"recorded FID {r.recorded_fid:.8f}, reproduced {r.reproduced_fid:.8f} (|diff| {r.difference:.2e}, "
                f"tolerance {r.allowed:.2e})")
-    if not r.reference_hash_match:
+    if r.reference_hash_match is False:
         typer.echo("warning: the reference data changed since the FID was recorded", err=True)
     if not r.ok:
         typer.echo("verify: the reproduced FID differs from the recorded one beyond the tolerance", err=True)
@@ -313,11 +349,15 @@ def report(studies: list[str] = typer.Argument(..., help="One or more study name
 
 
 def main() -> None:
-    """Run the CLI; a bug's traceback is printed with every known password scrubbed out (exit 1)."""
+    """Run the CLI; a bug's traceback is printed with every known password scrubbed out (exit 1). SIGTERM stops a
+    command as Ctrl-C does (``skipsearch.interrupts``): exit 143, nothing left RUNNING."""
     try:
-        app(prog_name="skipsearch")
+        with sigterm_as_interrupt():
+            app(prog_name="skipsearch")
     except SystemExit:
         raise
+    except KeyboardInterrupt as err:  # arrived outside a command's own handling (while starting, or ending)
+        sys.exit(exit_code(err))
     except BaseException as err:  # noqa: BLE001 - the last place to keep a password out of a traceback
         sys.stderr.write(urls.scrub("".join(traceback.format_exception(err))))
         sys.exit(1)

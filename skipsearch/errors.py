@@ -41,3 +41,16 @@ class DivergedError(TrialError):
 
 class TrialTimeout(TrialError):
     """The trial ran past ``search.trial_timeout_s``."""
+
+
+class FileWriteError(UserError, OSError):
+    """The machine refused a file skipsearch writes (a full disk, a read-only or unwritable folder, a path under a
+    regular file): not the trial's fault and not a bug, so the run stops with one message (exit 2) and the trial
+    in flight is recorded as not evaluated. It is an ``OSError`` too, so code that already handles a failed write
+    as one keeps doing so."""
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop by SIGTERM (``kill``, Slurm's time limit, a container stopping). A
+    ``KeyboardInterrupt``, so it takes the path of Ctrl-C everywhere: the trial in flight is recorded as not
+    evaluated and every completed trial stays saved (``skipsearch.interrupts``)."""

@@ -195,6 +195,11 @@ class Progress:
         elif self.lines and self.outermost and not self.said:
             self.say()
 
+    def advance_to(self, n: int) -> None:
+        """Set the count to ``n`` units done when that is more than counted so far: work that others share (a
+        study's trials, which other drivers run too) is counted where it is recorded, not by who did it."""
+        self.update(int(n) - self.n)
+
     def close(self) -> None:
         """End the work; in line mode its last line, if it said anything before (finished or not)."""
         if self.closed:

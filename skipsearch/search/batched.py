@@ -3,7 +3,8 @@
 The driver asks Optuna for K trials at once under the study lock and claims each. At every rung each trial is
 recorded as it would be alone: its rung, then (pruned, complete, or its own failure) its result, while the other
 trials go on. A failure of the shared work (a timeout, running out of memory) fails every trial still running,
-and an interruption or a bug records them all as not evaluated before it propagates.
+and an interruption (Ctrl-C, SIGTERM), a failed write or a bug records them all as not evaluated (a trial
+whose recording it cut short: as its row says) before it propagates.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def trials_per_batch(ctx: StudyContext, budget: int) -> int:
 def run_batch(ctx: StudyContext, trials: list[optuna.trial.Trial], progress: bool = False) -> list:
     """Run ``trials`` in shared batches; returns how each ended (``driver.Finished``), in order. The trial
     timeout covers the whole batch, scaled by its number of trials."""
-    from skipsearch.search.driver import Finished, ask, stop_reason
+    from skipsearch.search.driver import Finished, ask, stopped
 
     asked = [ask(ctx, t) for t in trials]
     roles = [role for role, _ in asked]
@@ -75,10 +76,10 @@ def run_batch(ctx: StudyContext, trials: list[optuna.trial.Trial], progress: boo
             for k in range(len(trials)):
                 if k not in finished:
                     failure(k, failure_reason(err))
-        except BaseException as err:
-            for k in range(len(trials)):
+        except BaseException as err:  # each trial still held is settled: told from its row if it has one (its
+            for k in range(len(trials)):  # recording was cut short), else FAIL, not evaluated
                 if k not in finished:
-                    failure(k, stop_reason(err), evaluated=False)
+                    stopped(ctx, trials[k].number, roles[k], jsons[k], err)
             raise
         finally:
             ladder.close()

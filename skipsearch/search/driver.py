@@ -19,8 +19,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm.auto import tqdm
 
 from skipsearch import deadline
-from skipsearch.errors import StorageError, UserError
+from skipsearch.errors import StorageError, Terminated, UserError
 from skipsearch.evaluate import TRIAL_ERRORS, failure_reason
+from skipsearch.files import machine_failure
 from skipsearch.methods import Coefficients, method_for
 from skipsearch.progress import Progress
 from skipsearch.resolve import resolve
@@ -30,9 +31,10 @@ from skipsearch.search.batched import run_batch, trials_per_batch
 from skipsearch.search.context import StudyContext
 from skipsearch.search.coordination import Driver, study_lock, trial_item
 from skipsearch.search.fidelity import pruner
+from skipsearch.search.integrity import check_study_hashes
 from skipsearch.search.proposals import PerTrialSeed
 from skipsearch.search.recording import (baseline_fid, baseline_trial, record_failure, record_result, record_rung,
-                                         recover_stale)
+                                         recover_stale, settle)
 from skipsearch.spec import Spec, changed_science
 from skipsearch.storage import Store, engine_kwargs, urls
 from skipsearch.storage.artifacts import artifact_store
@@ -96,9 +98,11 @@ def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
     for warning in resolved.warnings:
         echo(f"warning: {warning}")
     method = method_for(spec.kind)
+    artifacts = artifact_store(url)  # an unwritable artifact folder is refused before the study is stored
     store = Store(url)
     first = store.save_study(spec.name, stored_form(spec))
     check_same_science(spec.name, first, spec)
+    hashes = check_study_hashes(store, spec, resolved.hashes)  # the same files as when it was stored
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rdb = open_optuna_storage(url)
     study = optuna.create_study(study_name=spec.name, storage=rdb,
@@ -106,7 +110,7 @@ def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
                                 sampler=PerTrialSeed(spec.search.sampler, spec.search.seed),
                                 pruner=pruner(method.fidelity(spec)), load_if_exists=True)
     ctx = StudyContext(spec=spec, method=method, info=resolved.info, store=store, study=study, storage=rdb,
-                       driver=Driver(store, spec.name), echo=echo, artifacts=artifact_store(url))
+                       driver=Driver(store, spec.name), echo=echo, artifacts=artifacts, hashes=hashes)
     with study_lock(ctx.driver):
         annotate_study(ctx)
     return ctx
@@ -126,6 +130,14 @@ def counted(ctx: StudyContext, trials=None) -> tuple[int, int]:
     in_flight = {c["trial_number"] for c in ctx.store.claims(ctx.spec.name, "trial:")}
     done = {t.number for t in trials if t.state.is_finished() and t.user_attrs.get("evaluated", True)}
     return len(done | in_flight), len(in_flight - done)
+
+
+def evaluated(ctx: StudyContext, budget: int) -> int:
+    """The study's evaluated trials so far, as its progress counts them (never past ``budget``). Progress counts
+    these, not the trials this driver ran: a trial left RUNNING by a killed driver, a trial another driver took over
+    (LOST here) and one stopped by an interruption or a bug are not evaluated, and other drivers' trials are."""
+    used, in_flight = counted(ctx)
+    return min(budget, used - in_flight)
 
 
 def reserve(ctx: StudyContext, budget: int) -> optuna.trial.Trial | str | None:
@@ -186,20 +198,40 @@ def run_trial(ctx: StudyContext, trial: optuna.trial.Trial, progress: bool = Fal
         reason = failure_reason(err)
         record_failure(ctx, trial.number, role, cj, reason)
         return Finished(number=trial.number, state="FAIL", reason=reason)
-    except BaseException as err:  # interrupted, a user mistake found late, or a bug: record why, then re-raise
-        record_failure(ctx, trial.number, role, cj, stop_reason(err), evaluated=False)
+    except BaseException as err:  # interrupted, a user mistake or full disk found late, or a bug: record why
+        stopped(ctx, trial.number, role, cj, err)
         raise
     finally:
         ladder.close()
-    return Finished(number=trial.number, state=record_result(ctx, trial.number, role, cj, result), rung=result)
+    try:
+        state = record_result(ctx, trial.number, role, cj, result)
+    except BaseException as err:  # cut short while recording (SIGTERM, a failed write): settled, then re-raised
+        stopped(ctx, trial.number, role, cj, err)
+        raise
+    return Finished(number=trial.number, state=state, rung=result)
+
+
+def stopped(ctx: StudyContext, number: int, role: str, coefficients_json: str, err: BaseException) -> None:
+    """Settle a trial that ``err`` stops (``recording.settle``: never left RUNNING). Should that fail too (the
+    database is gone with the disk), ``err`` is still what the caller re-raises; the next run recovers the trial."""
+    try:
+        settle(ctx, number, role, coefficients_json, stop_reason(err))
+    except Exception as inner:  # noqa: BLE001 - the original error is the one to report
+        ctx.echo(f"trial {number}: could not record why it stopped ({type(inner).__name__}: "
+                 f"{str(inner).splitlines()[0] if str(inner) else ''}); the next run marks it FAIL")
 
 
 def stop_reason(err: BaseException) -> str:
     """Why a trial stopped that is not its own failure (it does not count towards the budget)."""
+    if isinstance(err, Terminated):
+        return "terminated (SIGTERM) before the trial finished"
     if isinstance(err, (KeyboardInterrupt, SystemExit)):
         return f"interrupted ({type(err).__name__}) before the trial finished"
     if isinstance(err, UserError):
         return f"stopped: {str(err).splitlines()[0]}"
+    machine = machine_failure(err)
+    if machine is not None:
+        return f"stopped: {machine}"
     return f"skipsearch bug: {type(err).__name__}: {err}"
 
 
@@ -245,13 +277,15 @@ def search(ctx: StudyContext, budget: int, progress: bool = True) -> None:
     per_batch = trials_per_batch(ctx, budget - used) if budget > used else 1
     if per_batch > 1:
         ctx.echo(f"{per_batch} trials share each network batch (search.batch_trials)")
-    with Progress(max(0, budget - used), f"study {ctx.spec.name}", "trials", enabled=progress) as bar:
+    with Progress(budget, f"study {ctx.spec.name}", "trials", enabled=progress,
+                  initial=evaluated(ctx, budget)) as bar:
         while True:
             ctx.driver.check_heartbeat()
             trials = reserve_many(ctx, budget, per_batch)
             if trials is None:
                 break
             if trials == WAIT:
+                bar.advance_to(evaluated(ctx, budget))  # other drivers' trials end meanwhile
                 waiting()
                 continue
             waiting.reset()
@@ -260,7 +294,7 @@ def search(ctx: StudyContext, budget: int, progress: bool = True) -> None:
             for done in ended:
                 ran += 1
                 ctx.echo(trial_line(ctx, done))
-                bar.update()
+            bar.advance_to(evaluated(ctx, budget))
     if ran == 0:
         say_budget_reached(ctx, counted(ctx)[0], budget)
 

@@ -22,8 +22,8 @@ from skipsearch.errors import UserError
 from skipsearch.progress import Progress
 from skipsearch.results import Rung
 from skipsearch.search.context import StudyContext
-from skipsearch.search.driver import (POLL_S, WAIT, Finished, Waiting, ask, counted, reserve, say_budget_reached,
-                                      stop_reason, stored_form, trial_line)
+from skipsearch.search.driver import (POLL_S, WAIT, Finished, Waiting, ask, counted, evaluated, reserve,
+                                      say_budget_reached, stop_reason, stored_form, trial_line)
 from skipsearch.search.fidelity import scheduler
 from skipsearch.search.recording import record_failure, record_result, record_rung
 
@@ -77,6 +77,7 @@ def worker_trial(config: dict) -> None:
     from skipsearch.evaluate import TRIAL_ERRORS, failure_reason
     from skipsearch.methods import method_for, parse_coefficients
     from skipsearch.search.driver import trial_ladder
+    from skipsearch.search.integrity import check_scores
     from skipsearch.spec import parse_spec
 
     started = time.time()
@@ -93,6 +94,9 @@ def worker_trial(config: dict) -> None:
         fidelity = method_for(spec.kind).fidelity(spec)
         with Progress(fidelity.top, f"Ray trial {config.get('number', '?')}", fidelity.unit) as bar:
             for rung in trial_ladder(spec, parse_coefficients(config["coefficients"]), artifact, progress=True):
+                # a file changed on this machine since the study was stored: a stop (UserError), never a result
+                check_scores(spec, config.get("hashes", {}), rung.score, rung.source,
+                             f"trial {config.get('number', '?')}")
                 bar.update(rung.progress - progress)
                 progress = rung.progress
                 tune.report({"fid": rung.score.fid, "progress": progress, "rung": rung.to_json(), **where,
@@ -123,7 +127,7 @@ def _searcher_class():
             self.fatal: tuple[str, str] | None = None  # ("stop" | "bug", text): the run stops after this
             self.next_look = 0.0
             self.waiting = Waiting(ctx)
-            self.bar = Progress(max(0, budget - counted(ctx)[0]), f"study {ctx.spec.name}", "trials")
+            self.bar = Progress(budget, f"study {ctx.spec.name}", "trials", initial=evaluated(ctx, budget))
 
         def __getstate__(self) -> dict:
             """Tune pickles its searcher for Tuner.restore, which skipsearch never uses (it resumes by study
@@ -155,7 +159,8 @@ def _searcher_class():
             self.live[trial_id] = (trial, role, coeffs.model_dump_json(), None)
             artifact = self.ctx.method.artifact(self.ctx.spec, trial.number)
             return {"spec": self.spec, "coefficients": coeffs.model_dump_json(), "number": trial.number,
-                    "role": role, "artifact": None if artifact is None else str(artifact)}
+                    "role": role, "artifact": None if artifact is None else str(artifact),
+                    "hashes": dict(self.ctx.hashes)}  # the worker checks its scores against the study's files
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
             trial, role, cj, _ = self.live[trial_id]
@@ -202,7 +207,7 @@ def _searcher_class():
 
         def _done(self, line: str) -> None:
             self.echo(line)
-            self.bar.update()
+            self.bar.advance_to(evaluated(self.ctx, self.budget))  # the study's count (driver.evaluated)
 
     return StudySearcher
 

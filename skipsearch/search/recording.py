@@ -13,12 +13,14 @@ from contextlib import suppress
 
 import optuna
 
-from skipsearch.errors import UserError
+from skipsearch.errors import FileWriteError, UserError
 from skipsearch.exchange.provenance import versions
 from skipsearch.results import Rung
 from skipsearch.search.annotations import annotate_baseline, annotate_trial
 from skipsearch.search.context import StudyContext
 from skipsearch.search.coordination import trial_item
+from skipsearch.search.integrity import check_scores
+from skipsearch.storage.artifacts import ARTIFACTS_ENV
 from skipsearch.storage.records import RungRow, StepRow, TrialRow
 
 STALE_REASON = "the driver stopped before this trial finished; marked FAIL on resume"
@@ -45,6 +47,7 @@ def _trial_id(ctx: StudyContext, number: int) -> int:
 def record_rung(ctx: StudyContext, trial: optuna.trial.Trial, rung: Rung) -> None:
     """An intermediate FID at step = progress (N, or the training step), in Optuna and in skipsearch's tables."""
     s = rung.score
+    check_scores(ctx.spec, ctx.hashes, s, rung.source, f"trial {trial.number}")  # never another model's or data's
     if not ctx.multi_objective:  # Optuna keeps no intermediate values for multi-objective trials
         trial.report(s.fid, step=rung.progress)
     common = dict(study_name=ctx.spec.name, trial_number=trial.number, n=s.n, fid=s.fid, kid=s.kid,
@@ -61,6 +64,7 @@ def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: 
     """COMPLETE if the trial's last rung was reached, else PRUNED (its last rung's numbers, at that N)."""
     state = "COMPLETE" if rung.final else "PRUNED"
     s = rung.score
+    check_scores(ctx.spec, ctx.hashes, s, rung.source, f"trial {number}")
     base = s.fid if role == "baseline" else baseline_fid(ctx)
     delta = None if base is None or state != "COMPLETE" else s.fid - base
     source, artifact = rung.source, rung.artifact
@@ -87,9 +91,24 @@ def _record(ctx: StudyContext, number: int, rung: Rung | None, row: TrialRow) ->
         ctx.echo(f"trial {number}: another driver recovered it while this one ran it (no heartbeat for too "
                  f"long?); this result is discarded")
         return LOST
-    _tell(ctx, number, row, rung)
-    ctx.store.release(ctx.spec.name, item, ctx.driver.id)
+    try:
+        _tell(ctx, number, row, rung)
+    finally:  # told, or not tellable now: either way this driver is done with it (a rerun tells it from its row)
+        ctx.store.release(ctx.spec.name, item, ctx.driver.id)
     return row.state
+
+
+def settle(ctx: StudyContext, number: int, role: str, coefficients_json: str, reason: str) -> None:
+    """After recording a trial was cut short (an interruption, a failed write): a trial whose row was written is
+    told from it; one without a row is FAIL, not evaluated. So no trial this driver holds is left RUNNING."""
+    row = ctx.store.trial(ctx.spec.name, number)
+    if row is None:
+        record_failure(ctx, number, role, coefficients_json, reason, evaluated=False)
+        return
+    try:
+        _tell(ctx, number, row)
+    finally:
+        ctx.store.release(ctx.spec.name, trial_item(number), ctx.driver.id)
 
 
 def _tell(ctx: StudyContext, number: int, row: TrialRow, rung: Rung | None = None) -> None:
@@ -98,9 +117,13 @@ def _tell(ctx: StudyContext, number: int, row: TrialRow, rung: Rung | None = Non
     if frozen.state.is_finished():
         return
     trial_id = frozen._trial_id
+    pictures: OSError | None = None
     with suppress(optuna.exceptions.UpdateFinishedTrialError):  # another driver finished it a moment ago
         if row.state in ("COMPLETE", "PRUNED"):
-            annotate_trial(ctx, frozen, row, rung)
+            try:
+                annotate_trial(ctx, frozen, row, rung)
+            except OSError as err:  # a full disk or an unusable artifact folder: the numbers are told all the same
+                pictures = err
         if row.state == "COMPLETE":
             ctx.study.tell(number, ctx.method.values(ctx.spec, row.fid, row.source_fid), skip_if_finished=True)
             if row.role == "baseline":  # trials finished before the baseline (in parallel) get their dFID now
@@ -112,6 +135,12 @@ def _tell(ctx: StudyContext, number: int, row: TrialRow, rung: Rung | None = Non
             ctx.storage.set_trial_user_attr(trial_id, "fail_reason", row.error or "")
             ctx.storage.set_trial_user_attr(trial_id, "evaluated", row.evaluated is not False)
             ctx.study.tell(number, state=State.FAIL, skip_if_finished=True)
+    if pictures is not None:
+        why = pictures.strerror or str(pictures)
+        where = f" ({pictures.filename})" if pictures.filename else ""
+        raise FileWriteError(f"trial {number} is recorded ({row.state}), but its pictures for optuna-dashboard could "
+                             f"not be written: {why}{where}; free some space or set ${ARTIFACTS_ENV} to a writable "
+                             f"folder, then run the same command again to continue") from pictures
 
 
 def recover_stale(ctx: StudyContext) -> list[int]:

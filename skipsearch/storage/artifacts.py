@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from skipsearch.errors import UserError
@@ -33,16 +34,30 @@ def artifact_dir(url: str) -> Path:
 
 
 def artifact_store(url: str, create: bool = True):
-    """Optuna's file-system artifact store in ``artifact_dir``; ``create=False`` for readers (None if absent)."""
+    """Optuna's file-system artifact store in ``artifact_dir``; ``create=False`` for readers (None if absent).
+
+    A driver (``create=True``) gets a store it has just written to: the folder is created and a probe file is
+    written and removed in it, so an unusable folder is refused before a study is stored rather than after its
+    first trial ran. Permission bits alone cannot tell (root ignores them; a read-only mount or a full disk does
+    not show in them)."""
     from optuna.artifacts import FileSystemArtifactStore
 
     folder = artifact_dir(url)
-    if not folder.is_dir():
-        if not create:
-            return None
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise UserError(f"cannot create the artifact folder {folder} ({err.strerror}); set "
-                            f"${ARTIFACTS_ENV} to a writable folder") from None
+    if not folder.is_dir() and not create:
+        return None
+    if create:
+        check_writable(folder)
     return FileSystemArtifactStore(str(folder))
+
+
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` if need be and write a file in it, or raise one UserError that says how to fix it."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".skipsearch-probe-") as probe:
+            probe.write(b"skipsearch")
+            probe.flush()
+    except OSError as err:
+        reason = "a file on its path is not a folder" if isinstance(err, FileExistsError) else err.strerror or err
+        raise UserError(f"the artifact folder {folder} cannot be written ({reason}); set ${ARTIFACTS_ENV} to a "
+                        f"writable folder (it holds the sample grids and plots optuna-dashboard shows)") from None
