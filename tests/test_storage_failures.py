@@ -207,6 +207,8 @@ def test_a_damaged_database_is_one_message_naming_the_file_for_every_command(stu
             assert result.exit_code == 2, said
             assert result.output.count("error:") == 1 and f"the SQLite file {path} is damaged" in result.output, said
     assert _digest(*files.values()) == before  # run wrote nothing into them
+    beside = {p.name for p in (tmp_path / "bad").iterdir()} - {p.name for p in files.values()}
+    assert all(name.endswith(("-wal", "-shm")) for name in beside), beside  # no artifact folder left behind
     assert not (tmp_path / "e.yaml").exists() and not (tmp_path / "r.html").exists()
 
 

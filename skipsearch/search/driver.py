@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from skipsearch.search.recording import (baseline_fid, baseline_trial, record_fa
                                          recover_stale, settle)
 from skipsearch.spec import Spec, changed_science
 from skipsearch.storage import Store, engine_kwargs, urls
-from skipsearch.storage.artifacts import artifact_store
+from skipsearch.storage.artifacts import artifact_dir, artifact_store
 
 POLL_S = 1.0  # how often a driver waiting on other drivers' trials looks again
 OPTUNA_ATTEMPTS = 8
@@ -98,8 +99,15 @@ def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
     for warning in resolved.warnings:
         echo(f"warning: {warning}")
     method = method_for(spec.kind)
+    fresh = not artifact_dir(url).is_dir()
     artifacts = artifact_store(url)  # an unwritable artifact folder is refused before the study is stored
-    store = Store(url)
+    try:
+        store = Store(url)
+    except BaseException:  # a damaged or read-only database: leave no empty artifact folder behind either
+        if fresh:
+            with suppress(OSError):
+                artifact_dir(url).rmdir()
+        raise
     first = store.save_study(spec.name, stored_form(spec))
     check_same_science(spec.name, first, spec)
     hashes = check_study_hashes(store, spec, resolved.hashes)  # the same files as when it was stored

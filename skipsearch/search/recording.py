@@ -15,6 +15,7 @@ import optuna
 
 from skipsearch.errors import FileWriteError, UserError
 from skipsearch.exchange.provenance import versions
+from skipsearch.files import machine_failure
 from skipsearch.results import Rung
 from skipsearch.search.annotations import annotate_baseline, annotate_trial
 from skipsearch.search.context import StudyContext
@@ -123,6 +124,8 @@ def _tell(ctx: StudyContext, number: int, row: TrialRow, rung: Rung | None = Non
             try:
                 annotate_trial(ctx, frozen, row, rung)
             except OSError as err:  # a full disk or an unusable artifact folder: the numbers are told all the same
+                if machine_failure(err) is None:
+                    raise  # any other OSError is a bug of ours: its traceback, and the caller settles the trial
                 pictures = err
         if row.state == "COMPLETE":
             ctx.study.tell(number, ctx.method.values(ctx.spec, row.fid, row.source_fid), skip_if_finished=True)
