@@ -11,8 +11,8 @@ import importlib
 _EXPORTS = {
     "run": "skipsearch.api", "best": "skipsearch.api", "export": "skipsearch.api", "apply": "skipsearch.exchange.apply",
     "verify": "skipsearch.api", "trials": "skipsearch.api", "confirmations": "skipsearch.api",
-    "RunResult": "skipsearch.api",
-    "studies": "skipsearch.api", "delete": "skipsearch.api", "report": "skipsearch.api",
+    "RunResult": "skipsearch.api", "BestTrial": "skipsearch.api", "Verdict": "skipsearch.api",
+    "pareto": "skipsearch.api", "studies": "skipsearch.api", "delete": "skipsearch.api", "report": "skipsearch.api",
     "UserError": "skipsearch.errors", "load_model": "skipsearch.models", "model_info": "skipsearch.models",
     "Spec": "skipsearch.spec", "load_spec": "skipsearch.spec",
 }
@@ -23,3 +23,8 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'skipsearch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The verbs too, though they load on first use: what ``dir(skipsearch)`` and completion offer."""
+    return sorted(set(globals()) | set(__all__))

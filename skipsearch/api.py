@@ -34,8 +34,8 @@ from skipsearch.search.ray_tune import Placement
 from skipsearch.spec import TRIALS_MAX, Spec, load_spec
 from skipsearch.storage import Store, urls
 
-__all__ = ["BestTrial", "RunResult", "apply", "best", "confirmations", "delete", "export", "pareto", "report",
-           "run", "studies", "trials", "verify"]
+__all__ = ["BestTrial", "RunResult", "Verdict", "apply", "best", "confirmations", "delete", "export", "pareto",
+           "report", "run", "studies", "trials", "verify"]
 
 
 @dataclass(kw_only=True)
@@ -48,7 +48,15 @@ class RunResult:
 
     @property
     def winner(self) -> int | None:
+        """The confirmed trial with the lowest mean held-out FID, whether or not it beats the baseline: read
+        ``verdict`` before using it."""
         return winner(self.confirmation)
+
+    @property
+    def verdict(self) -> Verdict:
+        """The same verdict ``best`` and the end-of-run table give: ``win`` only when the 95% paired interval on
+        the held-out dFID lies below zero; ``interval`` (mean, low, high) and ``text`` say by how much."""
+        return judge(self.confirmation)
 
 
 @dataclass(frozen=True, kw_only=True)

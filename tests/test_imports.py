@@ -69,3 +69,12 @@ def test_workers_without_ray_is_a_clear_error(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'skipsearch[ray]'" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_dir_lists_every_verb_without_loading_them():
+    code = ("import skipsearch\n"
+            "names = dir(skipsearch)\n"
+            "assert set(skipsearch.__all__) <= set(names), sorted(set(skipsearch.__all__) - set(names))\n"
+            "assert {'run', 'best', 'export', 'apply', 'verify', 'Verdict'} <= set(skipsearch.__all__)")
+    assert _loaded(code) == []  # listing the verbs imports none of the heavy libraries behind them
+
