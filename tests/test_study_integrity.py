@@ -160,3 +160,24 @@ def test_an_old_study_gets_its_hashes_from_its_trials_unless_they_mix(tmp_path):
                                         r"\(0123456789abcdef, 5fe7b9f17c1d46c5\)"):
         open_study(spec, url, echo=lambda line: None)
     assert Store(url).study_hashes("old-skip") == {}
+
+
+def test_a_change_in_any_shard_of_a_sharded_model_changes_its_hash(tmp_path):
+    from skipsearch.models import model_info
+
+    folder = families.ddpm_folder(tmp_path / "ddpm")
+    unet = folder / "unet"
+    from diffusers import UNet2DModel
+
+    UNet2DModel.from_pretrained(unet).save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    (unet / "diffusion_pytorch_model.safetensors").unlink()
+    for path in (tmp_path / "sharded").iterdir():
+        shutil.copy(path, unet / path.name)
+    shards = sorted(unet.glob("diffusion_pytorch_model-*.safetensors"))
+    assert len(shards) >= 2  # really sharded
+    spec = parse_spec(tiny_spec_dict("sharded", model={"family": "diffusers", "path": str(folder)},
+                                     sampler={"name": "ddim", "steps": 2})).model
+    before = model_info(spec).weights_hash
+    _scale_one_tensor(shards[-1])  # the last shard, which the first shard's hash alone would never see
+    assert model_info(spec).weights_hash != before
+

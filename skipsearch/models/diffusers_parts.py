@@ -109,6 +109,19 @@ def weights_file(folder: Path, spec: DiffusersModel, what: str, name: str = SAFE
     raise UserError(f"{folder}: no weights file ({SAFE_WEIGHTS}) for {what}")
 
 
+def shards(weights: Path) -> list[Path]:
+    """Every file the library loads for these weights: the one file, or (sharded) the index and each shard it
+    lists, so that a change in any shard changes the model's hash, not only a change in the first."""
+    for index in sorted(weights.parent.glob("*.index.json")):
+        try:
+            listed = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (OSError, ValueError, AttributeError):
+            continue  # not a shard index that lists files: the library would not read these weights through it
+        if weights.name in listed:
+            return [index, *(weights.parent / name for name in sorted(listed))]
+    return [weights]
+
+
 def readable_safetensors(path: Path, what: str) -> Path:
     """The file if its safetensors header reads (nothing else is loaded); else one message naming it."""
     from safetensors import SafetensorError, safe_open
@@ -199,12 +212,11 @@ class FolderSource(Source):
                                                                str(layout.scheduler))
 
     def weights_hash(self, spec: DiffusersModel) -> str:
-        files = [self.unet_weights, *([self.vae_weights] if self.vae_weights else [])]
+        files = [*shards(self.unet_weights), *(shards(self.vae_weights) if self.vae_weights else [])]
         if spec.prompts or spec.prompt_embeds:
             files.append(Path(spec.prompts or spec.prompt_embeds))
         if spec.prompts and self.layout.text_encoder is not None:
-            files.append(weights_file(self.layout.text_encoder, spec, "the text encoder's weights",
-                                      TEXT_WEIGHTS))
+            files += shards(weights_file(self.layout.text_encoder, spec, "the text encoder's weights", TEXT_WEIGHTS))
         return hashlib.sha256("|".join(file_hash(f) for f in files).encode()).hexdigest()[:16]
 
     def unet(self) -> nn.Module:
