@@ -9,6 +9,7 @@ temporary name is a symlink to /dev/full (ENOSPC on write).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -69,26 +70,25 @@ def signalled_run(spec_path: Path, db: Path, sig: signal.Signals, log: Path) -> 
     return proc, number
 
 
-def dead_driver_with_a_trial(spec, url: str) -> int:
-    """What SIGKILL leaves mid-trial, without a second interpreter's start-up: a forked child joins the study as a
-    driver, reserves (asks and claims) a trial, and kills itself with SIGKILL. Returns the trial's number."""
-    from skipsearch.search.driver import open_study, reserve
+DEAD_DRIVER = """
+import json, os, signal, sys
+from skipsearch.search.driver import open_study, reserve
+from skipsearch.spec import parse_spec
+spec = parse_spec(json.loads(sys.argv[1]))
+trial = reserve(open_study(spec, sys.argv[2], echo=lambda line: None), spec.search.trials)
+print(trial.number, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
 
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        try:
-            os.close(read)
-            trial = reserve(open_study(spec, url, echo=lambda line: None), spec.search.trials)
-            os.write(write, str(trial.number).encode())
-        finally:
-            os.kill(os.getpid(), signal.SIGKILL)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        number = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL and number, (status, number)
-    return int(number)
+
+def dead_driver_with_a_trial(spec: dict, url: str) -> int:
+    """What SIGKILL leaves mid-trial: a second interpreter joins the study as a driver, reserves (asks and claims)
+    a trial, and kills itself with SIGKILL. Returns the trial's number. (Not a fork of pytest: a fork of a process
+    with threads, Ray's or a library's, can deadlock in the child on a lock held by a thread that did not follow.)"""
+    done = subprocess.run([sys.executable, "-c", DEAD_DRIVER, json.dumps(spec), url], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=300)
+    assert done.returncode == -signal.SIGKILL and done.stdout.strip().isdigit(), (done.returncode, done.stderr[-2000:])
+    return int(done.stdout.strip())
 
 
 def test_sigterm_records_the_trial_in_flight_and_a_resume_continues_with_honest_progress(tmp_path, monkeypatch,
@@ -117,7 +117,7 @@ def test_sigterm_records_the_trial_in_flight_and_a_resume_continues_with_honest_
     values = {t.number: t.value for t in optuna.load_study(study_name="termed", storage=url).trials
               if t.state == State.COMPLETE}
 
-    killed = dead_driver_with_a_trial(parse_spec(spec), url)
+    killed = dead_driver_with_a_trial(spec, url)
     assert states(url, "termed")[killed] == State.RUNNING
 
     monkeypatch.setattr(progress, "on_terminal", lambda: False)  # lines, as in a log file
