@@ -63,7 +63,8 @@ def check_shared_study(url: str, name: str, budget: int, spec: dict, logs: list[
         "per_driver": [log.read_text().count("\ntrial ") for log in logs]}
     print(f"\n{name} on {url.split(':')[0]}: {figures}")
     for log, ran in zip(logs, figures["per_driver"]):  # each driver's last word: the study's state and its share
-        assert ran == 0 or f"study {name}: {budget}/{budget} trials evaluated, {ran} by this driver" in log.read_text()
+        said = f"done: {budget}/{budget} trials of study {name} evaluated, {ran} by this driver"
+        assert ran == 0 or said in log.read_text()
     assert figures["evaluated"] == budget and figures["baselines"] == 1 and figures["running"] == 0
     assert figures["repeated"] == 0 and figures["tracebacks"] == 0
     assert figures["confirmations"] == expected == figures["held_out_evaluations"]  # each computed once

@@ -306,7 +306,8 @@ def search(ctx: StudyContext, budget: int, progress: bool = True) -> None:
     if ran == 0:
         say_budget_reached(ctx, counted(ctx)[0], budget)
     else:  # several drivers: each one's last word is the study's state, not only its own share
-        ctx.echo(f"study {ctx.spec.name}: {evaluated(ctx, budget)}/{budget} trials evaluated, {ran} by this driver")
+        ctx.echo(f"done: {evaluated(ctx, budget)}/{budget} trials of study {ctx.spec.name} evaluated, {ran} by this "
+                 f"driver")
 
 
 def say_budget_reached(ctx: StudyContext, used: int, budget: int) -> None:
