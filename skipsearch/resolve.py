@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import torch
+
 from skipsearch import data
 from skipsearch.errors import FieldError, UserError
 from skipsearch.methods import method_for
-from skipsearch.metrics import EXTRACTORS, extractor_weights
+from skipsearch.metrics import EXTRACTORS, compat, extractor_weights
 from skipsearch.metrics.digits import DIGITS_EXTRACTOR
 from skipsearch.metrics.features import precision_problem
 from skipsearch.metrics.inception import INCEPTION_EXTRACTOR
@@ -82,10 +84,10 @@ class Resolved:
     hashes: dict[str, str] = field(default_factory=dict)
 
 
-def reference_size(spec: Spec, dataset: str, resolution: int) -> int:
-    """How many images a reference holds. Fewer than a FID needs (``MIN_REFERENCE``, counting copies of one
-    image once: they add nothing to a covariance) or than a KID subset is a UserError, raised here so that
-    no study is stored, and no statistics cached, from a reference that cannot give a meaningful FID."""
+def checked_reference(spec: Spec, dataset: str, resolution: int) -> torch.Tensor:
+    """A reference's images. Fewer than a FID needs (``MIN_REFERENCE``, counting copies of one image once: they
+    add nothing to a covariance) or than a KID subset is a UserError, raised here so that no study is stored,
+    and no statistics cached, from a reference that cannot give a meaningful FID."""
     images = data.load(dataset, resolution=resolution)
     need = max(MIN_REFERENCE, spec.metric.kid_subset_size)
     if len(images) < need:
@@ -96,7 +98,20 @@ def reference_size(spec: Spec, dataset: str, resolution: int) -> int:
     if distinct < MIN_REFERENCE:
         raise UserError(f"{dataset} has {len(images)} images but only {distinct} distinct one(s); a reference needs "
                         f"at least {MIN_REFERENCE} different images (copies of an image add nothing to a covariance)")
-    return len(images)
+    return images
+
+
+def input_fits(spec: Spec, info: ModelInfo, images: torch.Tensor, name: str, source: str = "spec") -> list[str]:
+    """The model's samples, ``spec.metric.extractor`` and the images at spec field ``name`` can give a FID that
+    means something (``metrics.compat``): a refusal is an invalid spec naming the field, a doubt a warning. For
+    a field other than ``metric.reference`` only what concerns that field is said (the rest was, there)."""
+    samples = compat.Samples(channels=info.img_channels, resolution=info.resolution, latent=bool(info.noise_shape))
+    found = compat.problems(samples, compat.Images.of(images), spec.metric.extractor, name)
+    found = found if name == "metric.reference" else [p for p in found if p.field == name]
+    refused = [f"  {p.field}: {p.text}" for p in found if p.refused]
+    if refused:
+        raise UserError("\n".join([f"{source}: invalid spec", *refused]))
+    return [f"{p.field}: {p.text}" for p in found if not p.refused]
 
 
 def below_dimension(spec: Spec, counts: list[tuple[str, int, str]]) -> list[str]:
@@ -175,13 +190,15 @@ def resolve(spec: Spec, source: str = "spec") -> Resolved:
     named(source, "metric.extractor", lambda: extractor_fits(spec, device))
     info = named(source, "model", lambda: model_info(spec.model))
     named(source, "metric.extractor", lambda: extractor_weights(spec.metric.extractor))
-    size = named(source, "metric.reference", lambda: reference_size(spec, spec.metric.reference, info.resolution))
+    images = named(source, "metric.reference", lambda: checked_reference(spec, spec.metric.reference, info.resolution))
+    size = len(images)
     warnings = [f"{what} ({n}) is larger than the {size} reference images of {spec.metric.reference}: FID is "
                 f"then computed from more samples than the reference has"
                 for what, n in (("metric.n", spec.metric.n), ("confirm.n", spec.confirm.n)) if n > size]
     counts = [("metric.n", spec.metric.n, "samples"), ("confirm.n", spec.confirm.n, "samples"),
               ("metric.reference", size, "images")]
     warnings += below_dimension(spec, [c for c in counts if c[0] != "confirm.n" or spec.confirm.top_k > 0])
+    warnings += input_fits(spec, info, images, "metric.reference", source)
     warnings += named(source, "sampler", lambda: sampler_fits(spec, info))
     warnings += method_for(spec.kind).check(spec, info, source)
     return Resolved(info, size, warnings, content_hashes(spec, info, source))

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from skipsearch import textfiles
-from skipsearch.diffusion.generation import SamplerConfig
 from skipsearch.errors import UserError
 from skipsearch.fields import (BATCH_MAX, N_MAX, RHO_MAX, SEED_MAX, SIGMA_LIMIT, STEPS_MAX, TIMEOUT_MAX, TRIALS_MAX,
-                               Batch, Count, Rate, Rho, Section, Seed, Sigma, Steps)
+                               Batch, Count, DataName, Rate, Rho, Section, Seed, Sigma, Steps)
 from skipsearch.models import FAMILIES, ModelSpec
 from skipsearch.precisions import CUDA_ONLY, split_label
+
+if TYPE_CHECKING:  # sampling's module is torch's: a spec is parsed (``skipsearch best``, ``export``) without it
+    from skipsearch.diffusion.generation import SamplerConfig
 
 DEFAULT_STORAGE = "sqlite:///skipsearch.db"
 
@@ -69,6 +71,9 @@ class SamplerSpec(Section):
     ``ddim``/``dpmpp_2m``/``euler_discrete``: diffusers' schedulers, for diffusers models (the sigma fields
     do not apply). ``guidance_scale`` > 1 is classifier-free guidance (text-conditioned models)."""
 
+    KARRAS: ClassVar[tuple[str, ...]] = ("sigma_min", "sigma_max", "rho")  # read by EDM's samplers only
+    EDM_SAMPLERS: ClassVar[tuple[str, ...]] = ("heun", "euler")
+
     name: Literal["heun", "euler", "ddim", "dpmpp_2m", "euler_discrete"] = "heun"
     steps: int = Field(10, ge=1, le=1000)
     sigma_min: Sigma = 0.002
@@ -83,9 +88,21 @@ class SamplerSpec(Section):
             raise ValueError("sigma_min must be below sigma_max")
         return self
 
+    def used(self) -> dict[str, Any]:
+        """The settings this sampler reads, as provenance lists them: a diffusers scheduler takes its noise
+        levels from the model's own schedule, so EDM's Karras fields would only mislead a reader there. A
+        section read back from this (the left-out fields at their defaults) gives the same ``config()``."""
+        values = self.model_dump(mode="json")
+        return values if self.name in self.EDM_SAMPLERS else {k: v for k, v in values.items() if k not in self.KARRAS}
+
     def config(self) -> SamplerConfig:
-        return SamplerConfig(self.name, self.steps, self.sigma_min, self.sigma_max, self.rho, self.guidance_scale,
-                             self.cfg_batched)
+        """What sampling reads. For a diffusers scheduler the Karras fields are unused, so they take their
+        defaults here: a section that leaves them out (``used()``) is the same sampler as one that sets them."""
+        from skipsearch.diffusion.generation import SamplerConfig
+
+        karras = (self.sigma_min, self.sigma_max, self.rho) if self.name in self.EDM_SAMPLERS else tuple(
+            type(self).model_fields[k].default for k in self.KARRAS)
+        return SamplerConfig(self.name, self.steps, *karras, self.guidance_scale, self.cfg_batched)
 
 
 class MetricSpec(Section):
@@ -94,7 +111,7 @@ class MetricSpec(Section):
     the name, and with it of every stored FID's label and of the study's science."""
 
     extractor: str = Field("skipsearch-digits", min_length=1, max_length=200)
-    reference: str = Field("digits", min_length=1, max_length=4096)
+    reference: DataName = "digits"
     n: Count = 500
     rungs: tuple[Count, ...] = Field((), max_length=20)  # smaller N reported first, e.g. [64, 256] below n = 1024
     seed: Seed = 0
@@ -234,10 +251,12 @@ def _differences(first: object, now: object, prefix: str = "") -> list[str]:
 
 def changed_science(first: dict, now: Spec) -> list[str]:
     """Dotted names of the fields that decide the numbers and differ between a stored spec and ``now``.
-    The stored spec is read through today's models, so fields added since then compare at their default."""
-    after = science(now)
+    The stored spec is read through today's models, so fields added since then compare at their default. Paths
+    compare anchored: ``now``'s are absolute, and a study stored with relative text (before paths were anchored)
+    meant them from the working directory it ran in, so they are read from this one."""
+    after = science(now.anchored(Path.cwd()))
     try:
-        before = science(parse_spec(first, "stored spec"))
+        before = science(parse_spec(first, "stored spec").anchored(Path.cwd()))
     except UserError:  # stored by a skipsearch whose spec no longer validates: compare what is there
         before = {k: v for k, v in first.items() if k in after}
     return _differences(before, after)
@@ -282,8 +301,9 @@ def parse_spec(raw: object, source: str = "spec") -> Spec:
 
 
 def load_spec(path: str | Path) -> Spec:
-    """A spec file; relative paths in its model section are taken from the file's folder (and stored absolute),
-    so a study runs and resumes the same from any working directory."""
+    """A spec file, anchored (``skipsearch.paths``): the relative paths it writes are taken from the file's
+    folder, those it leaves at their defaults from the working directory, and all are kept absolute, so a study
+    runs and resumes the same from any working directory, and on Ray workers."""
     text = textfiles.read_text(path, "spec file")
     spec = parse_spec(textfiles.parse(text, "yaml", str(path)), str(path))
-    return spec.model_copy(update={"model": spec.model.anchored(Path(path).resolve().parent)})
+    return spec.anchored(Path(path).resolve().parent, defaults=Path.cwd())

@@ -2,7 +2,7 @@
 
 ``features`` holds the extractors (torch-fidelity networks, by name), ``reference`` the cached reference
 statistics, ``distance`` FID and KID, ``cache`` the disk cache; ``digits`` and ``inception`` are the two
-extractors' own code.
+extractors' own code, and ``compat`` says whether samples, extractor and reference can give a meaningful FID.
 """
 
 from skipsearch.files import cache_dir

@@ -7,6 +7,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from skipsearch.fields import DataName, OutputFolder
 from skipsearch.spec import (SEED_MAX, TRIALS_MAX, Batch, Count, MetricSpec, ModelSpec, Rate, SearchCommon, Section,
                              Seed, Spec, Steps)
 from skipsearch.models.embedded import EmbeddedModel
@@ -51,10 +52,10 @@ class FinetuneSpec(Section):
 
     operational: ClassVar[frozenset[str]] = frozenset({"weights_dir"})
 
-    data: str = Field("digits-5to9", min_length=1, max_length=4096)  # the new domain's training images
+    data: DataName = "digits-5to9"  # the new domain's training images
     n_images: Count | None = 100  # a seeded random subset of that many images; None: all of them
     data_seed: Seed = 0
-    source_reference: str = Field("digits-0to4", min_length=1, max_length=4096)  # the pre-training domain
+    source_reference: DataName = "digits-0to4"  # the pre-training domain
     steps: Steps = 300  # the baseline's (plain fine-tuning's) budget, and every trial's without steps_range
     lr: Rate = 1e-3
     batch_size: Batch = 64
@@ -62,7 +63,7 @@ class FinetuneSpec(Section):
     bank_size: Count = 500  # images sampled once from the pre-trained model, before any fine-tuning
     bank_seed: Seed = 2_000_000
     seed: Seed = 0  # training noise of the search (held-out confirmation retrains with new seeds)
-    weights_dir: str = Field("skipsearch-weights", min_length=1, max_length=4096)  # one file per completed trial
+    weights_dir: OutputFolder = "skipsearch-weights"  # one file per completed trial
 
     @model_validator(mode="after")
     def _steps(self) -> FinetuneSpec:
