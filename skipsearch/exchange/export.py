@@ -12,10 +12,11 @@ from skipsearch.errors import UserError
 from skipsearch.exchange import coeffile
 from skipsearch.exchange.provenance import Provenance
 from skipsearch.methods import method_for
-from skipsearch.search.confirm import coefficients_of, heldout_summary
+from skipsearch.search.heldout import coefficients_of, heldout_summary
 from skipsearch.search.verdict import interval_of
 from skipsearch.spec import Spec, parse_spec
 from skipsearch.storage import Store
+from skipsearch.storage.facts import study_facts
 from skipsearch.storage.records import TrialRow
 
 
@@ -46,7 +47,8 @@ def chosen_trial(store: Store, study: str, trial: int | None = None) -> TrialRow
 
 def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | None = None) -> Provenance:
     """What reproduces the trial's FID, and the held-out evidence for it, as a schema; the method adds its own.
-    ``table``: the study's ``heldout_summary`` at ``confirm.n``, when the caller has it already."""
+    ``table``: the study's ``heldout_summary`` at ``confirm.n``, when the caller has it already. The model's facts
+    (its skip points) come from the database, so a study of a model handed over in memory exports in any process."""
     spec = stored_spec(store, study)
     table = heldout_summary(store, study, spec.confirm.n) if table is None else table
     mine = table[table.trial_number == row.trial_number] if not table.empty else table
@@ -73,7 +75,8 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     source = None if mine.empty or pd.isna(mine.heldout_source_fid.iloc[0]) else float(mine.heldout_source_fid.iloc[0])
-    return Provenance.model_validate(record | method_for(spec.kind).provenance(spec, row, source))
+    info = study_facts(store, study, spec.model)  # as stored with the study: the model itself may be gone
+    return Provenance.model_validate(record | method_for(spec.kind).provenance(spec, row, source, info))
 
 
 def _interval(row) -> dict:

@@ -70,6 +70,16 @@ def _names(p: Provenance, path: Path, section: ModelSection) -> None:
                      [("provenance.metric.reference", p.metric.reference)])
 
 
+def _network_here(path: Path, section: ModelSection) -> None:
+    """A model handed over in memory (``skipsearch.run(spec, model=pipe)``) lives only in the user's process; a
+    file of its study is re-sampled only where it is handed over again, which the CLI cannot do. Said plainly,
+    before the family's own lookup would word it as a spec's mistake."""
+    name = family_for(section).missing_network(section)
+    if name is not None:
+        raise UserError(f"model {section.model_id!r} was handed over in memory; verify it from Python: "
+                        f"skipsearch.verify({str(path)!r}, model={name})")
+
+
 def check(path: str | Path, model: Any = None,
           trust_pickles: bool = False) -> tuple[coeffile.CoefficientFile, Provenance]:
     """Everything ``verify`` checks before sampling: the file, its schema and the names it holds. ``model``:
@@ -84,6 +94,7 @@ def check(path: str | Path, model: Any = None,
     section = cf.provenance.model.section(trust_pickles)
     if model is not None:
         family_for(section).hand_over(section, model)
+    _network_here(path, section)
     with _trust_said(path, cf.provenance, trust_pickles):
         _names(cf.provenance, path, section)
     return cf, cf.provenance

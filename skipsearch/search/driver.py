@@ -39,6 +39,7 @@ from skipsearch.search.recording import (baseline_fid, baseline_trial, record_fa
 from skipsearch.spec import Spec, changed_science
 from skipsearch.storage import Store, engine_kwargs, urls
 from skipsearch.storage.artifacts import artifact_dir, artifact_store
+from skipsearch.storage.facts import record_facts
 
 POLL_S = 1.0  # how often a driver waiting on other drivers' trials looks again
 OPTUNA_ATTEMPTS = 8
@@ -92,7 +93,9 @@ def stored_form(spec: Spec) -> dict:
 
 def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
                echo: Callable[[str], None] = tqdm.write) -> StudyContext:
-    """Check everything the spec names, then open (or create) the study and join it as a driver."""
+    """Check everything the spec names, then open (or create) the study and join it as a driver. A relative path
+    in a spec given as an object is read from the working directory, and stored absolute (``skipsearch.paths``)."""
+    spec = spec.anchored(Path.cwd())
     url = urls.choose(storage, spec.storage)
     urls.parse(url)
     resolved = resolve(spec, source)
@@ -111,6 +114,7 @@ def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
     first = store.save_study(spec.name, stored_form(spec))
     check_same_science(spec.name, first, spec)
     hashes = check_study_hashes(store, spec, resolved.hashes)  # the same files as when it was stored
+    record_facts(store, spec.name, resolved.info)  # what readers need of the model, which they never load
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rdb = open_optuna_storage(url)
     study = optuna.create_study(study_name=spec.name, storage=rdb,

@@ -8,7 +8,10 @@
 
 ``skipsearch_study_hashes`` (the content hashes a study was stored with: its model's weights and each data set
 it names, checked at every open, trial and confirmation: ``search.integrity``) came later without a new
-version: every writer creates it when missing, and no reader needs it.
+version: every writer creates it when missing, and no reader needs it. ``skipsearch_study_facts`` (the study's
+model's facts, ``ModelInfo`` as JSON: its skip points, channels, resolution, conditions, stored at the first open:
+``storage.facts``) came the same way; readers use it where it exists, and look the model up in a database that
+predates it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,12 @@ study_hashes = Table(
     Column("study_name", String(256), primary_key=True),
     Column("field", String(64), primary_key=True),  # "model", or the spec field of a data set: "metric.reference"
     Column("hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+study_facts = Table(
+    "skipsearch_study_facts", metadata,
+    Column("study_name", String(256), primary_key=True),
+    Column("facts_json", Text, nullable=False),  # ``modelfacts.to_json``: what readers need of the model
     Column("created_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -113,4 +122,4 @@ claims = Table(
     UniqueConstraint("study_name", "item"),
 )
 # what deleting a study removes
-PER_STUDY = (trials, steps, rungs, confirmations, drivers, claims, study_hashes, studies)
+PER_STUDY = (trials, steps, rungs, confirmations, drivers, claims, study_hashes, study_facts, studies)

@@ -126,10 +126,11 @@ class SkipTuning(Method):
 
         return super().bench(spec_path, trials, use_ray, quick) + bench_trajectories(spec_path)
 
-    def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
+    def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None,
+                   info: Any) -> dict[str, Any]:
         from skipsearch.methods import parse_coefficients
 
-        return {"skips": skip_records(spec, parse_coefficients(row.coefficients_json))}
+        return {"skips": skip_records(info, parse_coefficients(row.coefficients_json))}
 
 
 def _scaling(model: Any, rhos_for: Callable[[list[Any]], Any]) -> Removable:
@@ -165,11 +166,9 @@ def skip_disagreements(schedule: _Schedule, provenance: Any, skips: Sequence[Any
     return out
 
 
-def skip_records(spec: Any, schedule: _Schedule) -> list[dict[str, Any]]:
-    """Every skip point of the spec's model with its module path, resolution level and rho (outside a time
-    window, 1), as coefficient files list them."""
-    from skipsearch.models import model_info
-
-    skips = model_info(spec.model).skips
+def skip_records(info: Any, schedule: _Schedule) -> list[dict[str, Any]]:
+    """Every skip point of the model (``info``: its facts as the study stored them) with its module path,
+    resolution level and rho (outside a time window, 1), as coefficient files list them."""
+    skips = info.skips
     return [{"index": s.index, "level": s.level, "path": s.path, "rho": rho}
             for s, rho in zip(skips, schedule.depth_profile(skips))]
