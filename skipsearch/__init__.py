@@ -15,6 +15,7 @@ _EXPORTS = {
     "pareto": "skipsearch.api", "studies": "skipsearch.api", "delete": "skipsearch.api", "report": "skipsearch.api",
     "UserError": "skipsearch.errors", "load_model": "skipsearch.models", "model_info": "skipsearch.models",
     "Spec": "skipsearch.spec", "load_spec": "skipsearch.spec",
+    "sample": "skipsearch.exchange.sample", "Samples": "skipsearch.exchange.sample",
 }
 __all__ = sorted(_EXPORTS)
 
