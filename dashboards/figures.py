@@ -74,8 +74,10 @@ def profile(d: StudyData) -> go.Figure | None:
 
 
 def fid_vs_inverse_n(d: StudyData) -> go.Figure | None:
-    """FID of the baseline and the shown trial at every N they were scored at, with the FID-infinity line."""
-    fig, drawn = go.Figure(), False
+    """FID of the baseline and the shown trial at every N they were scored at, with the FID-infinity line. The
+    x axis always runs from 0 (where FID-infinity sits) past the smallest N; a trial scored at one N only has no
+    line, and the figure says so rather than leave a reader guessing at a lone dot."""
+    fig, drawn, widest, unfitted = go.Figure(), False, 0.0, []
     for label, number in (("baseline", None if d.baseline is None else int(d.baseline.trial_number)),
                           (f"trial {d.shown_trial}", d.shown_trial)):
         if number is None:
@@ -94,10 +96,19 @@ def fid_vs_inverse_n(d: StudyData) -> go.Figure | None:
             xs = [0.0, 1 / ns[0]]
             fig.add_trace(go.Scatter(x=xs, y=[fit.fid_inf + fit.slope * x for x in xs], mode="lines",
                                      line_dash="dot", name=f"{label}: FID-inf {fit.fid_inf:.4f}"))
-        drawn = True
+        else:
+            unfitted.append(f"{label} (N={ns[0]})")
+        widest, drawn = max(widest, 1 / ns[0]), True
     if not drawn:
         return None
-    fig.update_layout(**LAYOUT, xaxis_title="1 / N", yaxis_title="FID")
+    fig.update_layout(**LAYOUT, xaxis_title="1 / N", yaxis_title="FID", xaxis_range=[0.0, 1.15 * widest])
+    if unfitted:
+        why = ("FID-inf needs FID at two N or more (metric.rungs below metric.n, or confirm.n other than "
+               "metric.n).")
+        fig.add_annotation(text=f"No FID-inf line: {' and '.join(unfitted)} scored at one N only;<br>{why}",
+                           xref="paper", yref="paper", x=0.5, y=1.0, yanchor="bottom", showarrow=False,
+                           font=dict(size=12, color="#a33"))
+        fig.update_layout(margin=dict(LAYOUT["margin"], t=60))
     return fig
 
 

@@ -23,12 +23,12 @@ from skipsearch.exchange.export import stored_spec
 from skipsearch.files import atomic_write_text
 from skipsearch.methods import Method, method_for, parse_coefficients
 from skipsearch.methods.base import Profile
-from skipsearch.models import model_info
-from skipsearch.search.confirm import heldout_summary
+from skipsearch.search.heldout import heldout_summary
 from skipsearch.search.verdict import Verdict, verdict
 from skipsearch.spec import Spec
 from skipsearch.storage import Store, engine_kwargs, urls
 from skipsearch.storage.artifacts import artifact_store
+from skipsearch.storage.facts import study_facts
 
 GRID_PREFIX = "samples-trial-"
 
@@ -100,6 +100,7 @@ def gather(url: str, study: str) -> StudyData:
         trials, rungs = store.trials_frame(study), store.rungs_frame(study)
         confirmations = store.confirmations_frame(study)
         table = heldout_summary(store, study, spec.confirm.n)
+        info = study_facts(store, study, spec.model)  # as stored: the model may have lived in another process
     finally:
         store.close()
     method = method_for(spec.kind)
@@ -117,7 +118,7 @@ def gather(url: str, study: str) -> StudyData:
     profiles: tuple[Profile, ...] = ()
     if shown is not None:
         row = trials[trials.trial_number == shown].iloc[0]
-        profiles = method.profiles(spec, parse_coefficients(row.coefficients_json), model_info(spec.model))
+        profiles = method.profiles(spec, parse_coefficients(row.coefficients_json), info)
     base = trials[trials.role == "baseline"].trial_number
     numbers = {"baseline": None if base.empty else int(base.iloc[0]), "winner": shown}
     data = StudyData(name=study, spec=spec, method=method, trials=trials, rungs=rungs, table=table,
@@ -138,7 +139,8 @@ def _img(png: bytes | None, caption: str) -> str:
 
 def _facts(d: StudyData) -> str:
     s, sampler = d.spec, d.spec.sampler.config()
-    rows = [("method", d.method.title), ("model", s.model.model_id), ("sampler", f"{sampler.name}, NFE {sampler.nfe}"),
+    rows = [("method", d.method.display_name(s)), ("model", s.model.model_id),
+            ("sampler", f"{sampler.name}, NFE {sampler.nfe}"),
             ("extractor", s.metric.extractor), ("reference", s.metric.reference),
             ("search N (rungs)", f"{s.metric.n} ({', '.join(map(str, s.metric.rungs)) or 'none'})"),
             ("trials", ", ".join(f"{int((d.trials.state == st).sum())} {st.lower()}"

@@ -5,10 +5,17 @@ from __future__ import annotations
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from skipsearch.methods import describe
+from skipsearch.methods import describe as _describe
 from skipsearch.search.verdict import interval_of
 from skipsearch.search.verdict import verdict as judge
+
+
+def describe(coefficients_json: str) -> Text:
+    """The coefficients' line as plain text: rich would read a combined study's ``[linear: ...] [freeu: ...]`` as
+    markup tags and print nothing of them."""
+    return Text(_describe(coefficients_json))
 
 
 def _has_source(frame: pd.DataFrame, column: str) -> bool:
@@ -80,15 +87,15 @@ def pareto_table(front: pd.DataFrame) -> Table:
 
 def print_summary(header: str, trials: pd.DataFrame, conf: pd.DataFrame, console: Console | None = None,
                   pareto: pd.DataFrame | None = None) -> None:
-    console = console or Console(width=180)
-    console.print(header)
+    console = console or Console(width=180, markup=False)  # coefficients and ranges hold brackets, not markup
+    console.print(header, markup=False)
     if not trials.empty:
         console.print(search_table(trials))
         if pareto is not None and not pareto.empty:
             console.print(pareto_table(pareto))
         savings = pruning_savings(trials)
         if savings:
-            console.print(savings)
+            console.print(savings, markup=False)
     if not conf.empty:
         console.print(heldout_table(conf))
-        console.print(verdict(conf))
+        console.print(verdict(conf), markup=False)

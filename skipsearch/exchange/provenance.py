@@ -11,7 +11,7 @@ import platform
 from importlib import metadata
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
 from skipsearch.models import ModelSection, ModelSpec, as_section
 from skipsearch.spec import N_MAX, SEED_MAX, Batch, Count, Rho, SamplerSpec, Seed
@@ -153,3 +153,9 @@ class Provenance(_Part):
     sampling_classes: SamplingClasses | None = None  # class-conditional models
     source: SourceRecord | None = None  # Diff-Tuning: the forgetting (source-domain) FID
     skips: tuple[SkipRecord, ...] | None = Field(None, max_length=10_000)  # Skip-Tuning: every skip point's rho
+
+    @field_serializer("sampler")
+    def _sampler_as_used(self, sampler: SamplerSpec) -> dict[str, Any]:
+        """Only the settings the named sampler reads (no EDM sigma range for a diffusers scheduler); a file
+        written before this, with them all, still reads back (they are the section's own fields)."""
+        return sampler.used()

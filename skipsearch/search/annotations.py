@@ -42,7 +42,7 @@ def study_facts(ctx: StudyContext) -> dict[str, Any]:
     are added when the baseline completes)."""
     spec, sampler = ctx.spec, ctx.spec.sampler.config()
     m, c = spec.metric, spec.confirm
-    return {"method": ctx.method.title, "kind": spec.kind, "model": spec.model.model_id,
+    return {"method": ctx.method.display_name(spec), "kind": spec.kind, "model": spec.model.model_id,
             "model_hash": ctx.info.weights_hash, "sampler": f"{sampler.name}, {sampler.steps} steps",
             "nfe": sampler.nfe, "extractor": m.extractor, "reference": m.reference, "n": m.n,
             "rungs": list(m.rungs), "seed": m.seed,
@@ -160,7 +160,7 @@ def save_study_note(ctx: StudyContext, verdict_text: str, table: pd.DataFrame | 
     from skipsearch.search.driver import stored_form
 
     spec = ctx.spec
-    lines = [f"# {spec.name}: {ctx.method.title} on {spec.model.model_id}", ""]
+    lines = [f"# {spec.name}: {ctx.method.display_name(spec)} on {spec.model.model_id}", ""]
     if spec.description:
         lines += [spec.description, ""]
     lines += ["## Verdict", "", verdict_text, ""]

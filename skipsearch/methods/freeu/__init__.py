@@ -184,10 +184,14 @@ class FreeUMethod(Method):
             out += SkipTuning().profiles(spec, coefficients.skip, info)  # its sampler's sigma range
         return tuple(out)
 
+    def display_name(self, spec: FreeUSpec) -> str:
+        """Combined, the study searches Skip-Tuning's rho too, and is named for both."""
+        return f"{self.title} + {SkipTuning.title}" if spec.search.combine_skip else self.title
+
     def header(self, spec: FreeUSpec) -> str:
         s = spec.search
-        line = (f"FreeU: b1, b2 in [{s.b_range[0]:g}, {s.b_range[1]:g}], s1, s2 in [{s.s_range[0]:g}, "
-                f"{s.s_range[1]:g}]; the baseline is FreeU off (b = s = 1 taken as off)")
+        line = (f"{self.display_name(spec)}: b1, b2 in [{s.b_range[0]:g}, {s.b_range[1]:g}], s1, s2 in "
+                f"[{s.s_range[0]:g}, {s.s_range[1]:g}]; the baseline is FreeU off (b = s = 1 taken as off)")
         if s.combine_skip:
             line += f", with a Skip-Tuning {s.skip.family} schedule (rho in {list(s.skip.rho_range)}, baseline 1)"
         return line
@@ -197,10 +201,10 @@ class FreeUMethod(Method):
         """Combined: the Skip-Tuning half against ``provenance.skips``, as Skip-Tuning's files are checked."""
         return skip_disagreements(coefficients.skip, provenance, skips) if isinstance(coefficients, SkipFreeU) else []
 
-    def provenance(self, spec: FreeUSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
+    def provenance(self, spec: FreeUSpec, row: Any, heldout_source_fid: float | None, info: Any) -> dict[str, Any]:
         """Combined: every skip point with its rho, as Skip-Tuning's files have them. FreeU's four factors are
         the coefficients themselves; the provenance schema has no field of its own for them."""
         from skipsearch.methods import parse_coefficients
 
         coefficients = parse_coefficients(row.coefficients_json)
-        return {"skips": skip_records(spec, coefficients.skip)} if isinstance(coefficients, SkipFreeU) else {}
+        return {"skips": skip_records(info, coefficients.skip)} if isinstance(coefficients, SkipFreeU) else {}
