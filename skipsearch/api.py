@@ -8,34 +8,41 @@ The DataFrames of ``trials`` and ``confirmations`` are documented in README.md, 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import optuna
-import pandas as pd
-from tqdm.auto import tqdm
-
-from skipsearch import frames
 from skipsearch.errors import UserError
-from skipsearch.exchange import export as _export
-from skipsearch.exchange.apply import apply
-from skipsearch.exchange.provenance import Provenance
-from skipsearch.exchange.verify import verify
 from skipsearch.interrupts import sigterm_as_interrupt
-from skipsearch.methods import Coefficients, method_for, parse_coefficients
-from skipsearch.search import confirm as _confirm
-from skipsearch.search import driver as _driver
-from skipsearch.search.coordination import live_drivers
-from skipsearch.search.verdict import Verdict, winner
-from skipsearch.search.verdict import verdict as judge
-from skipsearch.search.ray_tune import Placement
-from skipsearch.spec import TRIALS_MAX, Spec, load_spec
 from skipsearch.storage import Store, urls
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from skipsearch.exchange.apply import apply
+    from skipsearch.exchange.provenance import Provenance
+    from skipsearch.exchange.verify import verify
+    from skipsearch.methods import Coefficients
+    from skipsearch.search.ray_tune import Placement
+    from skipsearch.search.verdict import Verdict
+    from skipsearch.spec import Spec
+    from skipsearch.storage.store import StudySummary
+
+# Each verb imports what it uses, where it uses it: a reader (``studies``, ``best``, ``export``) never pays for the
+# driver's Optuna, Ray or torch, and ``studies`` not even for pandas. Re-exported names load on first use.
+_LATER = {"apply": "skipsearch.exchange.apply", "verify": "skipsearch.exchange.verify",
+          "Verdict": "skipsearch.search.verdict"}
+
 __all__ = ["BestTrial", "RunResult", "Verdict", "apply", "best", "confirmations", "delete", "export", "pareto",
-           "report", "run", "studies", "trials", "verify"]
+           "report", "run", "studies", "study_summaries", "trials", "verify"]
+
+
+def __getattr__(name: str):
+    if name in _LATER:
+        return getattr(importlib.import_module(_LATER[name]), name)
+    raise AttributeError(f"module 'skipsearch.api' has no attribute {name!r}")
 
 
 @dataclass(kw_only=True)
@@ -50,13 +57,17 @@ class RunResult:
     def winner(self) -> int | None:
         """The confirmed trial with the lowest mean held-out FID, whether or not it beats the baseline: read
         ``verdict`` before using it."""
+        from skipsearch.search.verdict import winner
+
         return winner(self.confirmation)
 
     @property
     def verdict(self) -> Verdict:
         """The same verdict ``best`` and the end-of-run table give: ``win`` only when the 95% paired interval on
         the held-out dFID lies below zero; ``interval`` (mean, low, high) and ``text`` say by how much."""
-        return judge(self.confirmation)
+        from skipsearch.search.verdict import verdict
+
+        return verdict(self.confirmation)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,10 +86,13 @@ class BestTrial:
     provenance: Provenance
     pareto_front: tuple[ParetoPoint, ...] | None = None
     verdict: Verdict | None = None  # the held-out verdict (95% paired interval), once confirmed
+    method: str = ""  # the method as the run's header and the report name it ("FreeU + Skip-Tuning")
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form ``skipsearch best --json`` prints: the provenance's fields, the coefficients, the front."""
-        out = self.provenance.model_dump(mode="json") | {"coefficients": self.coefficients.model_dump(mode="json")}
+        """The JSON form ``skipsearch best --json`` prints: the method, the provenance's fields, the coefficients,
+        the front."""
+        out = ({"method": self.method} if self.method else {}) | self.provenance.model_dump(mode="json") | {
+            "coefficients": self.coefficients.model_dump(mode="json")}
         if self.pareto_front is not None:
             out["pareto_front"] = [{"trial": p.trial, "target_fid": p.target_fid, "source_fid": p.source_fid,
                                     "coefficients": p.coefficients.model_dump(mode="json")} for p in self.pareto_front]
@@ -89,7 +103,7 @@ class BestTrial:
 
 @sigterm_as_interrupt()  # SIGTERM records the trial in flight as Ctrl-C does (skipsearch.interrupts)
 def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None = None,
-        placement: Placement | None = None, echo: Callable[[str], None] = tqdm.write,
+        placement: Placement | None = None, echo: Callable[[str], None] | None = None,
         model: Any = None) -> RunResult:
     """Search (continuing a study of the same name), then confirm the top-k on held-out seeds.
 
@@ -101,10 +115,19 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
 
     SIGTERM during the run raises ``skipsearch.errors.Terminated`` (a ``KeyboardInterrupt``) after the trial in
     flight is recorded as not evaluated, when called on the main thread and SIGTERM has no handler of the
-    program's own (the default handler is restored after; ``skipsearch.interrupts``).
+    program's own (the default handler is restored after; ``skipsearch.interrupts``). ``echo`` takes the
+    driver's lines (default: printed above the progress bars).
     """
+    from tqdm.auto import tqdm
+
+    from skipsearch import frames
+    from skipsearch.search import confirm as _confirm
+    from skipsearch.search import driver as _driver
+    from skipsearch.search.heldout import pareto_front
+    from skipsearch.spec import TRIALS_MAX, Spec, load_spec
+
     source = "spec" if isinstance(spec, Spec) else str(spec)
-    spec = spec if isinstance(spec, Spec) else load_spec(spec)
+    spec = spec.anchored(Path.cwd()) if isinstance(spec, Spec) else load_spec(spec)  # paths absolute: skipsearch.paths
     if trials is not None and not 1 <= trials <= TRIALS_MAX:
         raise UserError(f"--trials must be between 1 and {TRIALS_MAX}, got {trials}")
     if model is not None:
@@ -114,7 +137,7 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
 
         require_ray()
         _ray_fits(spec, placement)
-    ctx = _driver.open_study(spec, storage, source, echo)
+    ctx = _driver.open_study(spec, storage, source, echo or tqdm.write)
     try:
         budget = trials or spec.search.trials
         if placement is None:
@@ -125,7 +148,7 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
             search_on_ray(ctx, budget, placement)
         conf = _confirm.confirm(ctx)
         frame = frames.trials(ctx.store, spec.name)
-        front = _confirm.pareto_front(frame) if ctx.multi_objective else None
+        front = pareto_front(frame) if ctx.multi_objective else None
         return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front)
     finally:
         ctx.close()
@@ -133,13 +156,16 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
 
 def _ray_fits(spec: Spec, placement: Placement) -> None:
     """Ray hides the GPUs from a trial given none, so its extractor runs on the worker's CPU whatever the
-    driver's device is; a CUDA-only precision would fail every trial after the study was stored."""
+    driver's device is; a CUDA-only precision would fail every trial after the study was stored. So would a
+    file the spec names that the cluster's nodes do not see (``search.worker_paths``)."""
     from skipsearch.metrics.features import precision_problem
+    from skipsearch.search.worker_paths import check_on_workers
 
     problem = precision_problem(spec.metric.extractor, "cpu") if placement.gpus_per_trial == 0 else None
     if problem is not None:
         raise UserError(f"metric.extractor {spec.metric.extractor!r} with --gpus-per-trial 0: Ray trials given no "
                         f"GPU run on the CPU, where {problem}; or give each trial a GPU with --gpus-per-trial")
+    check_on_workers(spec, placement)
 
 
 def _hand_over(spec: Spec, model: Any, placement: Placement | None) -> None:
@@ -157,6 +183,8 @@ def _reader(storage: str | None) -> Store:
 def trials(storage: str | None, study: str) -> pd.DataFrame:
     """skipsearch's table of a study's trials, one row per trial, with one column per coefficient field
     (schema: README, "Reading results with pandas"). An unknown study raises UserError."""
+    from skipsearch import frames
+
     return frames.trials(_reader(storage), study)
 
 
@@ -166,12 +194,19 @@ def confirmations(storage: str | None, study: str, per_seed_set: bool = False) -
     one column per coefficient field. ``per_seed_set=True``: the stored rows themselves, one per candidate and
     seed set, at every N confirmed so far (see their ``n``), with each trial's role and coefficients.
     An unknown study raises UserError."""
+    from skipsearch import frames
+
     return frames.confirmations(_reader(storage), study, per_seed_set)
 
 
 def best(storage: str | None, study: str) -> BestTrial:
     """The confirmed winner (else the best search trial), with its coefficients and provenance; a
     multi-objective study adds its Pareto front (target FID, source FID)."""
+    from skipsearch.exchange import export as _export
+    from skipsearch.methods import method_for, parse_coefficients
+    from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
+    from skipsearch.search.verdict import verdict as judge
+
     store = _reader(storage)
     row = _export.chosen_trial(store, study)
     spec = _export.stored_spec(store, study)
@@ -179,20 +214,25 @@ def best(storage: str | None, study: str) -> BestTrial:
     if len(method_for(spec.kind).objectives(spec)) > 1:
         front = tuple(ParetoPoint(trial=int(r.trial_number), target_fid=float(r.fid), source_fid=float(r.source_fid),
                                   coefficients=parse_coefficients(r.coefficients_json))
-                      for r in _confirm.pareto_front(store.trials_frame(study)).itertuples())
-    table = _confirm.heldout_summary(store, study, spec.confirm.n)
+                      for r in pareto_front(store.trials_frame(study)).itertuples())
+    table = heldout_summary(store, study, spec.confirm.n)
     judged = None if table.empty else judge(table)
-    return BestTrial(coefficients=_confirm.coefficients_of(row),
-                     provenance=_export.provenance(store, study, row, table), pareto_front=front, verdict=judged)
+    return BestTrial(coefficients=coefficients_of(row),
+                     provenance=_export.provenance(store, study, row, table), pareto_front=front, verdict=judged,
+                     method=method_for(spec.kind).display_name(spec))
 
 
 def pareto(storage: str | None, study: str) -> pd.DataFrame:
     """Completed trials on the (target FID, source FID) Pareto front, best target FID first."""
-    return _confirm.pareto_front(_reader(storage).trials_frame(study))
+    from skipsearch.search.heldout import pareto_front
+
+    return pareto_front(_reader(storage).trials_frame(study))
 
 
 def export(storage: str | None, study: str, path: str | Path, fmt: str | None = None,
            trial: int | None = None) -> Path:
+    from skipsearch.exchange import export as _export
+
     return _export.export(_reader(storage), study, path, fmt, trial)
 
 
@@ -201,9 +241,21 @@ def studies(storage: str | None) -> pd.DataFrame:
     return _reader(storage).studies_frame()
 
 
+def study_summaries(storage: str | None) -> list[StudySummary]:
+    """``studies`` as typed rows, without pandas: what the CLI's ``studies`` prints, at the cost of opening the
+    database and no more."""
+    return _reader(storage).study_summaries()
+
+
 def delete(storage: str | None, study: str) -> int:
     """Remove a study: Optuna's records and skipsearch's, together. Refused while a driver runs it.
     Fine-tuned weights files on disk are left alone. Returns how many skipsearch rows were removed."""
+    import optuna
+
+    from skipsearch import frames
+    from skipsearch.search import driver as _driver
+    from skipsearch.search.coordination import live_drivers
+
     url = urls.choose(storage)
     frames.require_study(_reader(url), study)
     store = Store(url)

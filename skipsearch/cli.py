@@ -109,10 +109,11 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
     typer.echo(f"study {loaded.name}: {where}; results go to {urls.shown(url)} (Optuna storage and skipsearch "
                f"tables)")
     result = api.run(spec, url, trials, placement)
-    s = loaded.sampler
-    header = (f"Study {result.study}: model {loaded.model.model_id}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
+    s, method = loaded.sampler, method_for(loaded.kind)
+    header = (f"Study {result.study} ({method.display_name(loaded)}): model {loaded.model.model_id}, {s.name} "
+              f"{s.steps} steps = {s.config().nfe} NFE, "
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
-    extra = method_for(loaded.kind).header(loaded)
+    extra = method.header(loaded)
     header += f"\n{extra}" if extra else ""
     tables.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
     typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
@@ -135,7 +136,8 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: Optional
         return
     p = won.provenance
     s, c = p.search, p.confirmation
-    typer.echo(f"study {study}: trial {p.trial} ({p.role}) {won.coefficients.describe()}")
+    named = f" ({won.method})" if won.method else ""
+    typer.echo(f"study {study}{named}: trial {p.trial} ({p.role}) {won.coefficients.describe()}")
     delta = "" if s.delta_fid is None else f" (dFID {s.delta_fid:+.4f})"
     typer.echo(f"  search  N={s.n}: FID {s.fid:.4f}{delta}, KID {s.kid:.5f} [{p.metric.extractor}]")
     if c:
@@ -209,6 +211,46 @@ def verify(file: Path = typer.Argument(..., help="A coefficient file written by 
 
 @app.command()
 @friendly
+def sample(source: Path = typer.Argument(..., help="A study spec (YAML), or a coefficient file alone (its provenance "
+                                                   "names the model and the sampler)."),
+           coefficients: Optional[Path] = typer.Option(None, "--coefficients", "-c",
+                                                       help="A coefficient file to apply (default: none, the "
+                                                            "study's baseline)."),
+           n: int = typer.Option(64, "-n", help="How many images."),
+           output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                                 help="File prefix: writes PREFIX.png and PREFIX.npz."),
+           output_dir: Optional[Path] = typer.Option(None, "--output-dir",
+                                                     help="Folder for NAME-samples.png and NAME-samples.npz "
+                                                          "(default: the working folder)."),
+           seed_start: Optional[int] = typer.Option(None, "--seed-start",
+                                                    help="First seed (default: the study's metric.seed, as its "
+                                                         "trials)."),
+           device: Optional[str] = typer.Option(None, help="cpu, cuda or auto (default: the spec's device; cpu for "
+                                                           "a coefficient file alone)."),
+           trust_pickles: bool = typer.Option(False, "--trust-pickles",
+                                              help="Load the pickled model file a coefficient file names (a pickle "
+                                                   "runs code when loaded); a file's own trust_pickles is never "
+                                                   "honoured.")):
+    """Write N images of a study's model as a PNG grid and an .npz (key images, uint8, NHWC), with a coefficient
+    file applied or without: the study's own sampler, seeds (from metric.seed) and conditioning (seed s: class
+    label or prompt s mod count), so they are the images its trials scored.
+
+    Example: skipsearch sample studies/demo-skip.yaml -c best.yaml -n 64 -o winner;  skipsearch sample best.yaml
+    """
+    from skipsearch.exchange.sample import sample as draw
+
+    s = draw(source, coefficients, n, output=output, output_dir=output_dir, seed_start=seed_start, device=device,
+             trust_pickles=trust_pickles, echo=lambda line: typer.echo(line, err=True))
+    applied = f"with {s.coefficients} applied" if s.coefficients is not None else "without coefficients (baseline)"
+    shown = ", ".join(map(str, s.conditions[:10])) + (", ..." if len(s.conditions) > 10 else "")
+    labels = f", seed s conditioned on [{shown}][s mod {len(s.conditions)}]" if s.conditions else ""
+    typer.echo(f"{len(s.images)} samples of {s.model_id} {applied}: {s.sampler}, seeds {s.seeds.start}.."
+               f"{s.seeds.stop - 1}{labels}, on {s.device}, {s.wall_s:.1f} s")
+    typer.echo(f"wrote {s.grid} (grid of the first {s.grid_count}) and {s.npz} (npz:{s.npz} reads it as a data set)")
+
+
+@app.command()
+@friendly
 def studies(storage: Optional[str] = STORAGE):
     """List the studies in a database, with their trials counted by state.
 
@@ -216,12 +258,12 @@ def studies(storage: Optional[str] = STORAGE):
     """
     from skipsearch import api
 
-    frame = api.studies(storage)
-    if frame.empty:
+    found = api.study_summaries(storage)  # typed rows: listing studies needs no pandas
+    if not found:
         typer.echo(f"no studies in {urls.shown(urls.choose(storage))}")
         return
     typer.echo(f"{'study':40s} {'complete':>8s} {'pruned':>8s} {'fail':>8s}  created")
-    for r in frame.itertuples():
+    for r in found:
         typer.echo(f"{r.study_name:40s} {r.complete:8d} {r.pruned:8d} {r.fail:8d}  {r.created_at:%Y-%m-%d %H:%M}")
 
 
@@ -253,7 +295,9 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
                                                help="Timed trials, after one warm-up (default 3); with "
                                                     "--versus-plain, the study's trial budget (default: the spec's)."),
           use_ray: bool = typer.Option(False, "--ray", help="Compare in-process with Ray at 1 and 2 workers."),
-          imports: bool = typer.Option(False, "--imports", help="Time `skipsearch.apply`'s import against torch's."),
+          imports: bool = typer.Option(False, "--imports", help="Time `skipsearch.apply`'s import against torch's, "
+                                                                 "and the CLI's --help and read-only verbs against "
+                                                                 "`import optuna`."),
           hooks: bool = typer.Option(False, "--hooks", help="Time Skip-Tuning's hooks per network call against the "
                                                            "bare model, for each model family."),
           device: str = typer.Option("auto", help="Device for --hooks (cpu, cuda, auto)."),
@@ -268,8 +312,10 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
                                             help="The spec's study against a plain Optuna + torch-fidelity loop with "
                                                  "the same network evaluations: held-out dFID of each winner and "
                                                  "the evaluations each needed to reach it."),
-          repeats: int = typer.Option(3, min=1, max=100,
-                                      help="With --versus-plain: how many repeats (sampler seeds 0, 1, ...)."),
+          repeats: Optional[int] = typer.Option(None, min=1, max=100, show_default=False,
+                                                help="With --versus-plain: how many repeats (sampler seeds 0, 1, "
+                                                     "...; default 3); with --imports: runs of each command "
+                                                     "(default 5)."),
           plain_budget: float = typer.Option(3.0, "--plain-budget", min=1.0, max=10.0,
                                              help="With --versus-plain: the plain loop runs on to this many times "
                                                   "skipsearch's network evaluations, to find when its winner is "
@@ -283,7 +329,8 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
 
     With --ray: also the same trials in-process and on a local Ray with 1 and 2 workers.
     A spec's method may time what matters to it instead (a method that fine-tunes: training steps/s
-    against a bare loop). With --imports: what `skipsearch.apply` costs to import, against torch. With
+    against a bare loop). With --imports: what `skipsearch.apply` costs to import, against torch, and the
+    CLI's --help, studies, best and export against `import optuna` (fresh interpreters, medians). With
     --hooks: the hooks' cost per network call against the bare model, per model family. With --versus-plain:
     the spec's study (rungs, baseline, confirmation) against the loop a user would write with Optuna and
     torch-fidelity (TPE, N = confirm.n fresh seeds per trial), on the same budget of network evaluations
@@ -301,7 +348,7 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     if imports:
         from skipsearch.bench.imports import bench_imports
 
-        records = bench_imports()
+        records = bench_imports(repeats or 5)
     elif hooks:
         from skipsearch.bench.hooks import bench_hooks
 
@@ -309,7 +356,7 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     elif versus_plain:
         from skipsearch.bench.versus_plain import bench_versus_plain
 
-        records = bench_versus_plain(spec, repeats, trials, plain_budget)
+        records = bench_versus_plain(spec, repeats or 3, trials, plain_budget)
     else:
         records = method_for(load_spec(spec).kind).bench(spec, trials or 3, use_ray, quick)
     show(records, "benchmark record:")

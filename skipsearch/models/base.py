@@ -15,16 +15,17 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar
-
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from skipsearch.errors import UserError
 from skipsearch.fields import Section
-from skipsearch.hooks import SkipPoint
-from skipsearch.hooks.scaling import SigmaOf
-from skipsearch.safeload import content_digest
+from skipsearch.modelfacts import ModelInfo, SkipInfo  # noqa: F401 (the families import SkipInfo from here)
+
+if TYPE_CHECKING:  # torch where a network is handled: a spec's model section, which readers parse, needs none
+    from torch import nn
+
+    from skipsearch.hooks import SkipPoint
+    from skipsearch.hooks.scaling import SigmaOf
 
 MODEL_ID_MAX = 128  # the database column that stores a model's id
 
@@ -39,53 +40,8 @@ class ModelSection(Section):
         """The model's name in stored results and tables (at most ``MODEL_ID_MAX`` characters)."""
         raise NotImplementedError
 
-    def anchored(self, base: Path) -> ModelSection:
-        """The section with its relative paths taken from ``base`` (the spec file's folder)."""
-        return self
 
-
-@dataclass(frozen=True, kw_only=True)
-class SkipInfo:
-    """A skip as stored and exported: its index (0 = outermost), resolution level (0 = highest) and the
-    path of the module that consumes it."""
-
-    index: int
-    level: int
-    path: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelInfo:
-    """What a stored result needs to name the model it came from, and what a search space needs of it."""
-
-    model_id: str
-    family: str
-    weights_hash: str
-    img_channels: int
-    resolution: int
-    skips: tuple[SkipInfo, ...]
-    reference: str  # the data set the model was trained on, the FID reference by default
-    num_classes: int = 0  # > 0: class-conditional, with label num_classes as the null (unconditional) label
-    classes: tuple[int, ...] = ()  # the labels it was trained on (a conditional model's source classes)
-    conditions: tuple[int, ...] = ()  # the conditions a trial samples by default (seed s: conditions[s % len])
-    noise_shape: tuple[int, ...] = ()  # the sampler's state per sample (a latent model's latents); () = image
-    schedulers: bool = False  # whether diffusers' schedulers can drive it (sampler.name ddim, ...)
-    guidance: bool = False  # whether it has an unconditional input for classifier-free guidance
-    sigma_range: tuple[float, float] | None = None  # the noise levels it was trained on, where finite
-    freeu: bool = False  # whether diffusers' FreeU can be switched on it
-
-    @property
-    def n_skips(self) -> int:
-        return len(self.skips)
-
-    @property
-    def n_levels(self) -> int:
-        return len({s.level for s in self.skips})
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        """The shape of one sample's initial noise."""
-        return self.noise_shape or (self.img_channels, self.resolution, self.resolution)
+# ``SkipInfo`` and ``ModelInfo`` are plain data in ``skipsearch.modelfacts`` (readers need them without torch)
 
 
 @dataclass
@@ -108,6 +64,10 @@ _HANDED: dict[tuple[str, str], Handed] = {}  # (family, model name) -> what was 
 
 def keep_handed(family: str, name: str, model: Any, parts: dict[str, Any]) -> Handed:
     """Keep ``model`` for ``family``'s sections named ``name``; ``parts`` (the modules among them) are digested."""
+    from torch import nn
+
+    from skipsearch.safeload import content_digest
+
     digests = {k: content_digest(m.state_dict()) for k, m in parts.items() if isinstance(m, nn.Module)}
     _HANDED[(family, name)] = handed = Handed(model, digests)
     return handed
@@ -138,6 +98,12 @@ class Family(ABC):
         """Take the user's own network for ``spec`` (``skipsearch.run(spec, model=...)``) in this process."""
         raise UserError(f"model= hands over a network for a spec whose model section is family hooked or diffusers "
                         f"(without a path); this spec's model is family {self.name}")
+
+    def missing_network(self, spec: ModelSection) -> str | None:
+        """For a section that names a network handed over in memory (no file holds it) when none was handed over
+        in this process: what a user would pass as ``model=`` (``pipe``, ``net``), for the message saying where
+        to do so; None for a section that finds its model itself, or whose network is here."""
+        return None
 
     def choices(self) -> tuple[str, ...]:
         """Names this family serves without a path (the embedded models), for error messages."""

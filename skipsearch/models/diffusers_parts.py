@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
 from skipsearch.errors import UserError
 from skipsearch.files import file_hash
 from skipsearch.models.base import Handed, handed, keep_handed
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # types only: the diffusers family's registry entry loads no torch until a model is used
+    import torch
+    from torch import nn
+
     from skipsearch.models.diffusers_unet import DiffusersModel
 
 UNETS = ("UNet2DModel", "UNet2DConditionModel")

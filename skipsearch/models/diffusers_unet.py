@@ -31,30 +31,34 @@ skipsearch.run("studies/mine.yaml", model=pipe)              # model: {family: d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field, model_validator
-from torch import nn
 
-from skipsearch.diffusion.vp import VPSchedule
 from skipsearch.errors import UserError
-from skipsearch.hooks import SkipPoint, TupleSkip
-from skipsearch.hooks.scaling import SigmaOf
+from skipsearch.fields import OptionalFilePath
 from skipsearch.models import diffusers_parts as parts
-from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
+from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo, handed
+
+if TYPE_CHECKING:  # torch where a network is handled: parsing a spec's section needs none
+    import torch
+    from torch import nn
+
+    from skipsearch.hooks import SkipPoint, TupleSkip
+    from skipsearch.hooks.scaling import SigmaOf
+
 
 class DiffusersModel(ModelSection):
     """``model:`` for a diffusers UNet or pipeline folder."""
 
     operational = frozenset({"name"})
     family: Literal["diffusers"] = "diffusers"
-    path: str | None = Field(None, min_length=1, max_length=4096)  # None: a network handed over by the Python API
+    path: OptionalFilePath = None  # None: a network handed over by the Python API
     subfolder: str | None = Field(None, min_length=1, max_length=200)  # default: unet, in a pipeline folder
     name: str | None = Field(None, min_length=1, max_length=MODEL_ID_MAX)  # default: the folder's name
     prediction_type: Literal["epsilon", "v_prediction", "sample"] | None = None  # default: the scheduler config's
-    prompts: str | None = Field(None, min_length=1, max_length=4096)
-    prompt_embeds: str | None = Field(None, min_length=1, max_length=4096)
+    prompts: OptionalFilePath = None
+    prompt_embeds: OptionalFilePath = None
     negative_prompt: str = Field("", max_length=10_000)
     trust_pickles: bool = False
 
@@ -73,13 +77,6 @@ class DiffusersModel(ModelSection):
     def model_id(self) -> str:
         return (self.name or Path(self.path).name or self.path)[:MODEL_ID_MAX]  # type: ignore[arg-type]
 
-    def anchored(self, base: Path) -> DiffusersModel:
-        def at(p: str | None) -> str | None:
-            return None if p is None else str(base / Path(p).expanduser())
-
-        return self.model_copy(update={"path": at(self.path), "prompts": at(self.prompts),
-                                       "prompt_embeds": at(self.prompt_embeds)})
-
 
 def _square(size: Any, what: str) -> int:
     sizes = size if isinstance(size, (list, tuple)) else (size, size)
@@ -90,6 +87,8 @@ def _square(size: Any, what: str) -> int:
 
 def tuple_skips(unet: nn.Module) -> list[TupleSkip]:
     """Every entry of ``down_block_res_samples`` as the up block that pops it sees it, outermost first."""
+    from skipsearch.hooks import TupleSkip
+
     levels, level = [0], 0  # the conv_in output
     for block in unet.down_blocks:
         levels += [level] * len(block.resnets)
@@ -122,6 +121,8 @@ def _alphas_cumprod(model: Any) -> torch.Tensor:
 def _text_embeds(spec: DiffusersModel, tokenizer: Any, encoder: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt embeddings (P, L, D), the negative prompt's (1, L, D)) from the prompts file through the
     pipeline's own tokenizer and text encoder."""
+    import torch
+
     prompts = _prompt_lines(spec.prompts)
     encoder = encoder.eval()
 
@@ -178,10 +179,17 @@ class DiffusersFamily(Family):
     def hand_over(self, spec: DiffusersModel, model: Any) -> None:
         parts.hand_over(model, spec)
 
+    def missing_network(self, spec: DiffusersModel) -> str | None:
+        return "pipe" if spec.path is None and handed("diffusers", spec.name) is None else None
+
     def info(self, spec: DiffusersModel) -> ModelInfo:
         return self._info(spec, parts.source(spec))
 
     def _info(self, spec: DiffusersModel, source: parts.Source) -> ModelInfo:
+        import torch
+
+        from skipsearch.diffusion.vp import VPSchedule
+
         config, cls = source.config, source.cls
         with torch.device("meta"):  # the structure without memory or weights
             unet = cls.from_config(config)
@@ -243,6 +251,10 @@ class DiffusersFamily(Family):
         return parts.unet_of(model)
 
     def sigma_of(self, model: Any) -> SigmaOf:
+        import torch
+
+        from skipsearch.diffusion.vp import VPSchedule
+
         schedule = model.schedule if hasattr(model, "schedule") else VPSchedule(_alphas_cumprod(model))
 
         def read(args: tuple, kwargs: dict) -> torch.Tensor:

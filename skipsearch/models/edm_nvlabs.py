@@ -37,18 +37,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from skipsearch.errors import UserError
+from skipsearch.fields import FilePath
 from skipsearch.files import file_hash
-from skipsearch.hooks import ChannelSlice, SkipPoint
-from skipsearch.hooks.scaling import SigmaOf, sigma_argument
 from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
-from skipsearch.safeload import LOAD_ERRORS
+
+if TYPE_CHECKING:  # torch where a network is handled: parsing a spec's section needs none
+    import torch
+    from torch import nn
+
+    from skipsearch.hooks import SkipPoint
+    from skipsearch.hooks.scaling import SigmaOf
 
 UNETS = ("SongUNet", "DhariwalUNet")
 PRECONDS = ("EDMPrecond", "VPPrecond", "VEPrecond", "iDDPMPrecond")
@@ -61,8 +64,8 @@ class NVlabsModel(ModelSection):
 
     operational = frozenset({"name"})
     family: Literal["edm"] = "edm"
-    path: str = Field(min_length=1, max_length=4096)
-    code: str = Field(min_length=1, max_length=4096)
+    path: FilePath
+    code: FilePath
     trust_pickles: bool = False
     name: str | None = Field(None, min_length=1, max_length=MODEL_ID_MAX)  # default: the pickle's file name
 
@@ -70,60 +73,34 @@ class NVlabsModel(ModelSection):
     def model_id(self) -> str:
         return (self.name or Path(self.path).stem or self.path)[:MODEL_ID_MAX]
 
-    def anchored(self, base: Path) -> NVlabsModel:
-        return self.model_copy(update={"path": str(base / Path(self.path).expanduser()),
-                                       "code": str(base / Path(self.code).expanduser())})
-
-
-class NVlabsDenoiser(nn.Module):
-    """NVlabs' preconditioned network as skipsearch calls a denoiser: D(x, sigma[, class_labels]) with sigma a
-    number or a tensor, and integer labels turned into the one-hot rows NVlabs' networks take."""
-
-    def __init__(self, net: nn.Module):
-        super().__init__()
-        self.net = net
-        self.label_dim = int(getattr(net, "label_dim", 0) or 0)
-
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, class_labels: torch.Tensor | None = None,
-                guidance_scale: float = 1.0, cfg_batched: bool = True) -> torch.Tensor:
-        if guidance_scale != 1.0:
-            raise UserError("sampler.guidance_scale: NVlabs EDM networks have no null label to guide against; "
-                            "sample them with guidance_scale 1")
-        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
-        return self.net(x, sigma, self._one_hot(class_labels, x))
-
-    def _one_hot(self, labels: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
-        if labels is None:
-            return None  # NVlabs' precond gives a conditional network an all-zero label row
-        if not self.label_dim:
-            raise UserError("class labels given to an unconditional NVlabs network (label_dim 0); sample it "
-                            "without classes")
-        labels = torch.as_tensor(labels, device=x.device)
-        if labels.is_floating_point():
-            if labels.shape[-1:] != (self.label_dim,):
-                raise UserError(f"class labels: float labels must be rows of label_dim={self.label_dim} values "
-                                f"(one-hot), got shape {tuple(labels.shape)}")
-            return labels
-        labels = labels.reshape(-1).long()
-        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.label_dim):
-            raise UserError(f"class labels must be 0..{self.label_dim - 1} for this network (label_dim "
-                            f"{self.label_dim}), got {int(labels.min())}..{int(labels.max())}")
-        return nn.functional.one_hot(labels, self.label_dim).to(torch.float32)
-
 
 # What a model is, by type name: NVlabs' classes are rebuilt from the source inside each pickle, so there is
 # no one class to import and test against (and this module imports none of NVlabs' code).
+def __getattr__(name: str):
+    if name == "NVlabsDenoiser":  # its own module (torch); named here too, beside the family
+        from skipsearch.models.nvlabs_denoiser import NVlabsDenoiser
+
+        return NVlabsDenoiser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _is_unet(model: Any) -> bool:
+    from torch import nn
+
     return (type(model).__name__ in UNETS and isinstance(getattr(model, "enc", None), nn.ModuleDict)
             and isinstance(getattr(model, "dec", None), nn.ModuleDict))
 
 
 def _is_precond(model: Any) -> bool:
+    from torch import nn
+
     return type(model).__name__ in PRECONDS and isinstance(model, nn.Module) and _is_unet(getattr(model, "model", None))
 
 
 def _precond_of(model: Any) -> nn.Module | None:
     """The precond of a wrapper or the precond itself; None for a bare UNet."""
+    from skipsearch.models.nvlabs_denoiser import NVlabsDenoiser
+
     if isinstance(model, NVlabsDenoiser):
         return model.net
     return model if _is_precond(model) else None
@@ -241,6 +218,8 @@ def _on_path(folder: Path) -> Iterator[None]:
 def _unpickle(spec: NVlabsModel) -> nn.Module:
     """``pickle.load(f)['ema']``, NVlabs' way, with ``model.code`` on sys.path meanwhile; checked to be a
     precond around a UNet whose skips skipsearch understands."""
+    from skipsearch.safeload import LOAD_ERRORS
+
     path, code = _check(spec)
     with _on_path(code):
         try:
@@ -294,14 +273,20 @@ class NVlabsFamily(Family):
         return self._info(spec, structure)
 
     def load(self, spec: NVlabsModel) -> LoadedModel:
+        from skipsearch.models.nvlabs_denoiser import NVlabsDenoiser
+
         net = _unpickle(spec)
         denoiser = NVlabsDenoiser(net).eval().requires_grad_(False)
         return LoadedModel(denoiser, self._info(spec, _structure(net)))  # from the network: no second unpickling
 
     def matches(self, model: Any) -> bool:
+        from skipsearch.models.nvlabs_denoiser import NVlabsDenoiser
+
         return isinstance(model, NVlabsDenoiser) or _is_precond(model) or _is_unet(model)
 
     def skip_points(self, model: Any) -> list[SkipPoint]:
+        from skipsearch.hooks import ChannelSlice
+
         unet = _unet_of(model)
         return [ChannelSlice(index=s.index, level=s.level, module=unet.dec[s.key], path=s.path, position=0,
                              start=s.start, stop=s.stop) for s in _skips(unet)]
@@ -310,6 +295,8 @@ class NVlabsFamily(Family):
         return model if _precond_of(model) is not None else _unet_of(model)
 
     def sigma_of(self, model: Any) -> SigmaOf:
+        from skipsearch.hooks.scaling import sigma_argument
+
         return sigma_argument(1) if _precond_of(model) is not None else _no_sigma  # forward(x, sigma, ...)
 
 

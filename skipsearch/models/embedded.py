@@ -13,20 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
-from torch import nn
 
-from skipsearch.data import DIGIT_SUBSETS
-from skipsearch.diffusion.preconditioning import EDMPrecond
 from skipsearch.errors import FieldError
 from skipsearch.files import file_hash
-from skipsearch.hooks import ArgumentSkip, SkipPoint
-from skipsearch.hooks.scaling import SigmaOf, sigma_argument
 from skipsearch.models.base import Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
-from skipsearch.models.skipunet import SkipUNet
-from skipsearch.safeload import state_dict
+from skipsearch.subsets import DIGIT_SUBSETS
+
+if TYPE_CHECKING:  # the network's modules are imported where one is built or hooked: parsing a spec needs none
+    from torch import nn
+
+    from skipsearch.diffusion.preconditioning import EDMPrecond
+    from skipsearch.hooks import SkipPoint
+    from skipsearch.hooks.scaling import SigmaOf
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +44,9 @@ class Shipped:
     training: dict = field(default_factory=dict)  # what the training script used (steps, batch, lr, ...)
 
     def build(self) -> EDMPrecond:
+        from skipsearch.diffusion.preconditioning import EDMPrecond
+        from skipsearch.models.skipunet import SkipUNet
+
         return EDMPrecond(SkipUNet(1, self.channels, self.emb_channels, self.num_classes))
 
     def path(self) -> Path:
@@ -103,6 +107,8 @@ class EmbeddedFamily(Family):
 
     def load(self, spec: EmbeddedModel) -> LoadedModel:
         """Weights shipped fp32 or fp16 on disk, loaded without code; a fresh copy each call."""
+        from skipsearch.safeload import state_dict
+
         s = self._shipped(spec)
         denoiser = s.build()
         state = state_dict(s.path(), f"the shipped weights of {spec.name}")
@@ -111,13 +117,20 @@ class EmbeddedFamily(Family):
         return LoadedModel(denoiser, self.info(spec))
 
     def matches(self, model: Any) -> bool:
+        from skipsearch.diffusion.preconditioning import EDMPrecond
+        from skipsearch.models.skipunet import SkipUNet
+
         return isinstance(model, EDMPrecond) and isinstance(model.net, SkipUNet)
 
     def skip_points(self, model: nn.Module) -> list[SkipPoint]:
+        from skipsearch.hooks import ArgumentSkip
+
         levels = model.net.levels
         return [ArgumentSkip(index=s.index, level=s.level, module=model.net.dec[levels - 1 - s.index],
                              path=s.path, position=1, keyword="skip") for s in _skips(levels)]
 
     def sigma_of(self, model: nn.Module) -> SigmaOf:
+        from skipsearch.hooks.scaling import sigma_argument
+
         return sigma_argument(1)
 

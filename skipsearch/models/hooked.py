@@ -28,17 +28,20 @@ slice of a concatenated input (argument ``argument``, 0 by default), in place on
 from __future__ import annotations
 
 import weakref
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
-from torch import nn
 
 from skipsearch.errors import UserError
 from skipsearch.fields import Section
-from skipsearch.hooks import ArgumentSkip, ChannelSlice, SkipPoint
-from skipsearch.hooks.scaling import SigmaOf, sigma_argument
 from skipsearch.models.base import (MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo, handed,
                                     keep_handed)
+
+if TYPE_CHECKING:  # torch where a network is handled: parsing a spec's section needs none
+    from torch import nn
+
+    from skipsearch.hooks import SkipPoint
+    from skipsearch.hooks.scaling import SigmaOf
 
 _DECLARED: weakref.WeakKeyDictionary[nn.Module, HookedModel] = weakref.WeakKeyDictionary()
 
@@ -84,6 +87,8 @@ def hand_over(model: nn.Module, section: HookedModel) -> None:
 
 
 def _points(model: nn.Module, section: HookedModel) -> list[SkipPoint]:
+    from skipsearch.hooks import ArgumentSkip, ChannelSlice
+
     modules = dict(model.named_modules())
     points: list[SkipPoint] = []
     for i, skip in enumerate(section.skips):
@@ -112,9 +117,14 @@ class HookedFamily(Family):
                          skips=tuple(SkipInfo(index=i, level=s.level, path=s.module) for i, s in enumerate(spec.skips)))
 
     def hand_over(self, spec: HookedModel, model: Any) -> None:
+        from torch import nn
+
         if not isinstance(model, nn.Module):
             raise UserError(f"model= takes a torch.nn.Module for family hooked, got {type(model).__name__}")
         hand_over(model, spec)
+
+    def missing_network(self, spec: HookedModel) -> str | None:
+        return "net" if handed("hooked", spec.name) is None else None
 
     def lookup(self, spec: HookedModel) -> None:
         """The network must have been handed over in this process: checked before a study is stored."""
@@ -135,10 +145,14 @@ class HookedFamily(Family):
         return LoadedModel(model, self.info(spec))
 
     def matches(self, model: Any) -> bool:
+        from torch import nn
+
         return isinstance(model, nn.Module) and model in _DECLARED
 
     def skip_points(self, model: nn.Module) -> list[SkipPoint]:
         return _points(model, _DECLARED[model])
 
     def sigma_of(self, model: nn.Module) -> SigmaOf:
+        from skipsearch.hooks.scaling import sigma_argument
+
         return sigma_argument(_DECLARED[model].sigma_argument)

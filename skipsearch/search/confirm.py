@@ -3,7 +3,9 @@
 What one held-out evaluation computes is the method's (``Method.heldout``: Diff-Tuning retrains with a new
 training seed too). The winner is the confirmed search trial with the lowest mean held-out FID
 (``verdict.winner``), and whether it beats the baseline is ``verdict.verdict``'s 95% paired interval: the
-rules that the run's tables, ``best``, ``export`` and the report all apply.
+rules that the run's tables, ``best``, ``export`` and the report all apply. What they read of a stored
+confirmation (``heldout_summary``, ``pareto_front``, ``coefficients_of``) is in ``heldout``, which imports no
+evaluator, sampler or Optuna; it is re-exported here.
 """
 
 from __future__ import annotations
@@ -14,24 +16,17 @@ import pandas as pd
 
 from skipsearch.diffusion.trajectories import clear_all
 from skipsearch.evaluate import TRIAL_ERRORS
-from skipsearch.methods import Coefficients, parse_coefficients
 from skipsearch.progress import Progress
 from skipsearch.search.context import StudyContext
 from skipsearch.search.annotations import annotate_confirmation
 from skipsearch.search.coordination import confirm_item, study_lock
 from skipsearch.search.integrity import check_scores
 from skipsearch.search.driver import POLL_S
-from skipsearch.search.verdict import paired_interval, winner
-from skipsearch.storage import Store
-from skipsearch.storage.records import ConfirmationRow, TrialRow
+from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
+from skipsearch.search.verdict import winner
+from skipsearch.storage.records import ConfirmationRow
 
-
-def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
-    """Completed trials that no other completed trial beats on both target and source FID."""
-    done = frame[(frame.state == "COMPLETE") & frame.source_fid.notna()]
-    keep = [not ((done.fid <= r.fid) & (done.source_fid <= r.source_fid) &
-                 ((done.fid < r.fid) | (done.source_fid < r.source_fid))).any() for r in done.itertuples()]
-    return done[keep].sort_values("fid")
+__all__ = ["candidates", "coefficients_of", "confirm", "heldout_summary", "pareto_front"]  # readers: ``heldout``
 
 
 def candidates(ctx: StudyContext) -> list[int]:
@@ -119,41 +114,3 @@ def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
     finally:
         ctx.store.release(name, item, ctx.driver.id)
     return True
-
-
-def coefficients_of(row: TrialRow) -> Coefficients:
-    """A stored trial's coefficients, parsed by the method that owns their family."""
-    return parse_coefficients(row.coefficients_json)
-
-
-def heldout_summary(store: Store, study: str, n: int | None = None) -> pd.DataFrame:
-    """One row per confirmed trial: mean held-out FID, and dFID against the baseline paired by seed set."""
-    conf, trials = store.confirmations_frame(study), store.trials_frame(study)
-    if n is not None:
-        conf = conf[conf.n == n]
-    if conf.empty or trials.empty:
-        return pd.DataFrame()
-    roles = trials.set_index("trial_number").role
-    base_nums = [t for t in conf.trial_number.unique() if roles.get(t) == "baseline"]
-    if not base_nums:
-        return pd.DataFrame()
-    base = conf[conf.trial_number == base_nums[0]].set_index("seed_set").fid
-    base_source = conf[conf.trial_number == base_nums[0]].set_index("seed_set").source_fid
-    rows = []
-    for num, group in conf.groupby("trial_number"):
-        g = group.set_index("seed_set")
-        delta = (g.fid - base.reindex(g.index)).dropna()
-        ci = paired_interval(delta.tolist())
-        search = trials[trials.trial_number == num].iloc[0]
-        source = (g.source_fid - base_source.reindex(g.index)).dropna()
-        rows.append(dict(trial_number=int(num), role=roles.get(num), search_fid=search.fid, search_kid=search.kid,
-                         search_source_fid=search.source_fid, heldout_source_fid=g.source_fid.mean(),
-                         heldout_source_fid_std=g.source_fid.std(ddof=1) if len(g) > 1 else 0.0,
-                         delta_source_fid=source.mean() if len(source) else None,
-                         heldout_fid=g.fid.mean(), heldout_fid_std=g.fid.std(ddof=1) if len(g) > 1 else 0.0,
-                         heldout_kid=g.kid.mean(), delta_fid=delta.mean(),
-                         delta_fid_std=delta.std(ddof=1) if len(delta) > 1 else 0.0,
-                         delta_fid_low=ci.low, delta_fid_high=ci.high, lower_on=int((delta < 0).sum()),
-                         seed_sets=len(g),
-                         n=int(g.n.iloc[0]), coefficients=search.coefficients_json))
-    return pd.DataFrame(rows).sort_values(["role", "heldout_fid"]).reset_index(drop=True)

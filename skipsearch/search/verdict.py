@@ -38,16 +38,18 @@ class PairedInterval:
 
 
 def paired_interval(deltas: Sequence[float], level: float = LEVEL) -> PairedInterval:
-    """Student-t interval on the mean of paired differences; scipy only where there is one to compute."""
+    """Student-t interval on the mean of paired differences; scipy only where there is one to compute, and its
+    t quantile from ``scipy.special`` (``stdtrit``, what ``scipy.stats.t.ppf`` computes), which ``best`` and
+    ``export`` import in a fraction of the time ``scipy.stats`` takes."""
     values = [float(d) for d in deltas if not math.isnan(float(d))]
     k = len(values)
     mean = sum(values) / k if k else math.nan
     if k < 2:
         return PairedInterval(mean=mean, k=k)
-    from scipy import stats
+    from scipy.special import stdtrit
 
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
-    half = float(stats.t.ppf((1 + level) / 2, k - 1)) * sd / math.sqrt(k)
+    half = float(stdtrit(k - 1, (1 + level) / 2)) * sd / math.sqrt(k)
     return PairedInterval(mean=mean, k=k, low=mean - half, high=mean + half)
 
 

@@ -14,10 +14,10 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import (Table, create_engine, delete, event, func, inspect, select, text, update)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -26,6 +26,9 @@ from skipsearch.errors import StorageError
 from skipsearch.storage import tables as t
 from skipsearch.storage import urls
 from skipsearch.storage.records import ConfirmationRow, RungRow, StepRow, TrialRow, from_mapping
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a frame is built: ``skipsearch studies`` and the URL checks go without
 
 SCHEMA_ATTEMPTS = 8  # two processes creating a new database at once: the loser retries and finds the tables
 DAMAGED_HINT = ("restore it from a backup, or save what is left with `sqlite3 FILE .recover | sqlite3 NEW.db`, or "
@@ -73,6 +76,17 @@ def _damage(err: BaseException) -> str | None:
     if type(orig) is sqlite3.DatabaseError:
         return (str(orig).splitlines() or ["damaged"])[0]
     return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudySummary:
+    """A study as ``skipsearch studies`` lists it: computed by the store, not a table's row."""
+
+    study_name: str
+    created_at: datetime
+    complete: int
+    pruned: int
+    fail: int
 
 
 class Store:
@@ -217,6 +231,29 @@ class Store:
                 raise StorageError(f"database error on {self.shown_url}: {urls.error_line(err, self.url)}") from None
         return self.study_hashes(name)
 
+    def study_facts(self, name: str) -> str | None:
+        """The model's facts the study was stored with (``modelfacts.to_json``); None for a study stored before
+        skipsearch kept them (in a database that predates them, a reader finds no table at all)."""
+        f = t.study_facts.c
+        with self.begin() as conn:
+            if not inspect(conn).has_table(t.study_facts.name):
+                return None
+            return conn.execute(select(f.facts_json).where(f.study_name == name)).scalar()
+
+    def save_study_facts(self, name: str, facts_json: str) -> str:
+        """Record the study's model facts unless it has them (another driver may record them at the same moment:
+        the first stands); return the study's."""
+        if self.study_facts(name) is None:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(t.study_facts.insert().values(study_name=name, facts_json=facts_json,
+                                                               created_at=_now()))
+            except IntegrityError:
+                pass  # another driver recorded them just now: theirs stand
+            except SQLAlchemyError as err:
+                raise StorageError(f"database error on {self.shown_url}: {urls.error_line(err, self.url)}") from None
+        return self.study_facts(name) or facts_json
+
     def recorded_hashes(self, name: str) -> dict[str, set[str]]:
         """The model and reference hashes a study's recorded trials and confirmations carry (a study stored
         before its hashes were, or one to check): {"model": {...}, "metric.reference": {...}}."""
@@ -239,20 +276,25 @@ class Store:
             row = conn.execute(select(t.studies.c.winner_trial).where(t.studies.c.study_name == name)).first()
         return None if row is None else row[0]
 
-    def studies_frame(self) -> pd.DataFrame:
-        """Every study with its creation time and its trials counted by state."""
+    def study_summaries(self) -> list[StudySummary]:
+        """Every study, by name, with its creation time and its trials counted by state."""
         counts = (select(t.trials.c.study_name, t.trials.c.state, func.count().label("n"))
                   .group_by(t.trials.c.study_name, t.trials.c.state))
         with self.begin() as conn:
             names = conn.execute(select(t.studies.c.study_name, t.studies.c.created_at)
                                  .order_by(t.studies.c.study_name)).all()
             rows = conn.execute(counts).all()
-        frame = pd.DataFrame([{"study_name": n, "created_at": c} for n, c in names],
-                             columns=["study_name", "created_at"])
-        for state in ("COMPLETE", "PRUNED", "FAIL"):
-            frame[state.lower()] = [sum(r.n for r in rows if r.study_name == n and r.state == state)
-                                    for n in frame.study_name]
-        return frame
+        n = {(r.study_name, r.state): r.n for r in rows}
+        return [StudySummary(study_name=name, created_at=created, complete=n.get((name, "COMPLETE"), 0),
+                             pruned=n.get((name, "PRUNED"), 0), fail=n.get((name, "FAIL"), 0))
+                for name, created in names]
+
+    def studies_frame(self) -> pd.DataFrame:
+        """``study_summaries`` as a frame, one column per field."""
+        import pandas as pd
+
+        columns = [f.name for f in fields(StudySummary)]
+        return pd.DataFrame([asdict(s) for s in self.study_summaries()], columns=columns)
 
     def delete_study(self, name: str) -> int:
         """Remove every skipsearch row of a study, in one transaction; returns how many rows went."""
@@ -323,6 +365,8 @@ class Store:
         self._insert_claimed(table, values, None)
 
     def _frame(self, query) -> pd.DataFrame:
+        import pandas as pd
+
         with self.begin() as conn:
             rows = conn.execute(query).mappings().all()
         cols = [c.name for c in query.selected_columns]

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, quote_plus, unquote
 
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
-
 from skipsearch.errors import StorageError, UserError
+
+if TYPE_CHECKING:  # SQLAlchemy where a URL is parsed: the CLI's start (every --help) reads only the names here
+    from sqlalchemy.engine import URL
 
 STORAGE_ENV = "SKIPSEARCH_STORAGE"
 BACKENDS = ("sqlite", "postgresql")
@@ -58,6 +59,9 @@ def parse(url: object, field: str = "storage") -> URL:
         raise UserError(f"{field}: the database URL is empty; e.g. {EXAMPLES}")
     if any(ord(ch) < 32 for ch in url):
         raise UserError(f"{field}: the database URL holds a control character (e.g. a NUL byte)")
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url.strip())
     except (ArgumentError, ValueError):
@@ -88,6 +92,9 @@ def sqlite_path(url: URL) -> Path:
 
 
 def _parsed(url: str | URL) -> URL | None:
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return url if isinstance(url, URL) else make_url(url)
     except (ArgumentError, ValueError):
@@ -110,6 +117,8 @@ def shown(url: str | URL) -> str:
 
 def without_password(url: str | URL) -> str:
     """The URL as it may be stored: no password at all (the user supplies it again to reconnect)."""
+    from sqlalchemy.engine import URL, make_url
+
     parsed = url if isinstance(url, URL) else make_url(url)
     parsed = parsed.difference_update_query(SECRET_PARAMS)
     return parsed._replace(password=None).render_as_string(hide_password=False)  # URL.set(password=None) keeps it
@@ -163,6 +172,8 @@ def choose(given: str | None, spec_storage: str | None = None) -> str:
 
 def engine_kwargs(url: str) -> dict:
     """Shared by skipsearch's engine and Optuna's RDBStorage: SQLite waits for locks instead of failing."""
+    from sqlalchemy.engine import make_url
+
     return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if make_url(url).get_backend_name() == "sqlite" else {}
 
 
@@ -172,6 +183,8 @@ def read_only(url: str, immutable: bool = False) -> str:
     ``immutable``: for a file SQLite cannot open read-only otherwise (a WAL database in a folder this user may not
     write, where SQLite cannot create the ``-shm`` file that readers share): no locks and no ``-shm``, so it reads
     the file as it stands; only a reader's last resort, as it does not see a writer's changes while it reads."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return url
@@ -199,6 +212,8 @@ def check_writable(url: str | URL) -> None:
     """Refuse, before anything is written, a database a writer (``run``, ``delete``) could not write: a SQLite URL
     marked read-only, a SQLite file this user may not write, or a folder it may not write in (SQLite keeps its
     ``-wal`` and ``-shm`` files beside the database, and creates the database there). PostgreSQL says so itself."""
+    from sqlalchemy.engine import URL
+
     parsed = url if isinstance(url, URL) else parse(url)
     if parsed.get_backend_name() != "sqlite":
         return

@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
 from skipsearch.errors import UserError
 from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.diff_tuning.spec import DiffTuningSpec
@@ -24,6 +22,8 @@ from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
 from skipsearch.results import HeldOut, Rung
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from skipsearch.bench.records import Record
 
 PRUNE_AFTER = 5  # finished trials before the median rule stops any
@@ -43,20 +43,24 @@ class DiffTuning(Method):
                 ("finetune.source_reference", spec.finetune.source_reference)]
 
     def check(self, spec: DiffTuningSpec, info: Any, source: str) -> list[str]:
-        """The source reference and the new data load, hold enough images, and the weights folder is writable."""
+        """The source reference and the new data load, hold enough images of the model's kind (channels), and the
+        weights folder is writable."""
         from skipsearch import data
-        from skipsearch.resolve import below_dimension, named, reference_size, writable_folder
+        from skipsearch.resolve import below_dimension, checked_reference, input_fits, named, writable_folder
 
         f = spec.finetune
-        size = named(source, "finetune.source_reference",
-                     lambda: reference_size(spec, f.source_reference, info.resolution))
+        source_images = named(source, "finetune.source_reference",
+                              lambda: checked_reference(spec, f.source_reference, info.resolution))
+        size = len(source_images)
         images = named(source, "finetune.data", lambda: data.load(f.data, resolution=info.resolution))
+        fits = [*input_fits(spec, info, source_images, "finetune.source_reference", source),
+                *input_fits(spec, info, images, "finetune.data", source)]
         if f.n_images is not None and f.n_images > len(images):
             raise UserError(f"{source}: invalid spec\n  finetune.n_images: {f.n_images} images asked for, but "
                             f"{f.data} has only {len(images)}")
         named(source, "finetune.weights_dir", lambda: writable_folder(f.weights_dir))
         named(source, "name", lambda: self.artifact(spec, 0))  # inside weights_dir, before the study is stored
-        return below_dimension(spec, [("finetune.source_reference", size, "images")])
+        return [*fits, *below_dimension(spec, [("finetune.source_reference", size, "images")])]
 
     def suggest(self, trial: Any, spec: DiffTuningSpec, info: Any) -> DiffTuningWeights:
         from skipsearch.methods.diff_tuning import space
@@ -142,6 +146,13 @@ class DiffTuning(Method):
                 for name in weights.recipe if name not in mine]
         return out
 
+    def sampling_classes(self, spec: DiffTuningSpec) -> tuple[int, ...]:
+        """The target FID's labels: the new data's classes (a class-conditional model), as the trials sample."""
+        from skipsearch.methods.diff_tuning.trial import class_plan
+        from skipsearch.models import model_info
+
+        return class_plan(model_info(spec.model), spec.finetune.data)[0]
+
     def apply(self, model: nn.Module, coefficients: DiffTuningWeights, provenance: Any) -> Removable:
         from skipsearch.methods.diff_tuning.apply import LoadedWeights
 
@@ -156,15 +167,15 @@ class DiffTuning(Method):
                 f"fine-tuning (s = 0, r = 0) for {f.steps} steps at lr {f.lr:g}; source FID vs "
                 f"{f.source_reference} measures forgetting")
 
-    def provenance(self, spec: DiffTuningSpec, row: Any, heldout_source_fid: float | None) -> dict[str, Any]:
+    def provenance(self, spec: DiffTuningSpec, row: Any, heldout_source_fid: float | None,
+                   info: Any) -> dict[str, Any]:
         """The fine-tuned weights (path and hash), the recipe's data and budget, the labels FIDs were sampled
         with (class-conditional models), and the forgetting (source) FID."""
         from skipsearch.methods import parse_coefficients
         from skipsearch.methods.diff_tuning.trial import class_plan
-        from skipsearch.models import model_info
 
         f = spec.finetune
-        target, source = class_plan(model_info(spec.model), f.data)
+        target, source = class_plan(info, f.data)
         recipe = parse_coefficients(row.coefficients_json).model_dump(mode="json", exclude={"family"})
         weights = None if not row.weights_path else {"path": str(Path(row.weights_path).resolve()),
                                                      "sha256_16": row.weights_hash, "recipe": recipe}

@@ -9,14 +9,16 @@ YAML/JSON/TOML and load back equal.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Literal, Protocol, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol, Union
 
-import torch
 from pydantic import Field, model_validator
 
 from skipsearch.errors import UserError
 from skipsearch.methods.base import Coefficients
 from skipsearch.spec import Rho, Sigma
+
+if TYPE_CHECKING:  # torch where rho meets a network: reading coefficients from a file or a database needs none
+    import torch
 
 
 class Skip(Protocol):
@@ -38,6 +40,8 @@ class _Schedule(Coefficients):
     def rhos(self, skips: Sequence[Skip]) -> list[float] | Callable[[torch.Tensor], list[torch.Tensor | float]]:
         """rho_i for each skip: numbers where they hold at every noise level, else a function of the per-sample
         sigma giving tensors (B, 1, 1, 1) on sigma's device. The profile is fitted to the skips once, here."""
+        import torch
+
         profile = self.depth_profile(skips)
         if self.active(torch.ones(1)) is None:
             return profile
