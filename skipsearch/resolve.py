@@ -19,6 +19,7 @@ from typing import TypeVar
 import torch
 
 from skipsearch import data
+from skipsearch.diffusion.kinds import kind_of, names_that
 from skipsearch.errors import FieldError, UserError
 from skipsearch.methods import method_for
 from skipsearch.metrics import EXTRACTORS, compat, extractor_weights
@@ -156,13 +157,14 @@ def sampler_fits(spec: Spec, info: ModelInfo) -> list[str]:
     """The sampler can drive the model: diffusers' schedulers need a discrete-time model, guidance an
     unconditional input; EDM's sigma range beyond the model's training range is a warning."""
     s = spec.sampler
-    if s.name in ("ddim", "dpmpp_2m", "euler_discrete") and not info.schedulers:
+    kind = kind_of(s.name)
+    if kind.drives == "scheduler" and not info.schedulers:
         raise UserError(f"name: {s.name} is a diffusers scheduler; model {info.model_id} (family {info.family}) "
-                        f"samples with heun or euler")
+                        f"samples with {' or '.join(names_that('denoiser'))}")
     if s.guidance_scale != 1.0 and not info.guidance:
         raise UserError(f"guidance_scale: model {info.model_id} has no unconditional input for classifier-free "
                         f"guidance (a text model with prompts, or prompt_embeds with negative_prompt_embeds)")
-    if s.name in ("heun", "euler") and info.sigma_range is not None:
+    if kind.drives == "denoiser" and info.sigma_range is not None:
         lo, hi = info.sigma_range
         if s.sigma_max > hi * 1.0001 or s.sigma_min < lo * 0.9999:
             return [f"sampler sigma range [{s.sigma_min:g}, {s.sigma_max:g}] leaves the model's trained range "

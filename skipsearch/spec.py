@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from skipsearch import textfiles
+from skipsearch.diffusion.kinds import KARRAS, NAMES, kind_of
 from skipsearch.errors import UserError
 from skipsearch.fields import (BATCH_MAX, N_MAX, RHO_MAX, SEED_MAX, SIGMA_LIMIT, STEPS_MAX, TIMEOUT_MAX, TRIALS_MAX,
                                Batch, Count, DataName, Rate, Rho, Section, Seed, Sigma, Steps)
@@ -67,14 +68,12 @@ def check_fid_n(n: int, what: str = "FID") -> int:
 
 
 class SamplerSpec(Section):
-    """``heun``/``euler``: EDM's samplers on a Karras schedule (sigma_min, sigma_max, rho), for every family;
-    ``ddim``/``dpmpp_2m``/``euler_discrete``: diffusers' schedulers, for diffusers models (the sigma fields
-    do not apply). ``guidance_scale`` > 1 is classifier-free guidance (text-conditioned models)."""
+    """``name`` is an entry of the sampler table (``diffusion.kinds``): ``heun``/``euler``, EDM's samplers on a
+    Karras schedule (sigma_min, sigma_max, rho), for every family; ``ddim``/``dpmpp_2m``/``euler_discrete``,
+    diffusers' schedulers, for diffusers models (the sigma fields do not apply). ``guidance_scale`` > 1 is
+    classifier-free guidance (text-conditioned models)."""
 
-    KARRAS: ClassVar[tuple[str, ...]] = ("sigma_min", "sigma_max", "rho")  # read by EDM's samplers only
-    EDM_SAMPLERS: ClassVar[tuple[str, ...]] = ("heun", "euler")
-
-    name: Literal["heun", "euler", "ddim", "dpmpp_2m", "euler_discrete"] = "heun"
+    name: Literal[NAMES] = "heun"  # the table's names, so a sampler added there is accepted here
     steps: int = Field(10, ge=1, le=1000)
     sigma_min: Sigma = 0.002
     sigma_max: Sigma = 80.0
@@ -92,16 +91,16 @@ class SamplerSpec(Section):
         """The settings this sampler reads, as provenance lists them: a diffusers scheduler takes its noise
         levels from the model's own schedule, so EDM's Karras fields would only mislead a reader there. A
         section read back from this (the left-out fields at their defaults) gives the same ``config()``."""
-        values = self.model_dump(mode="json")
-        return values if self.name in self.EDM_SAMPLERS else {k: v for k, v in values.items() if k not in self.KARRAS}
+        values, reads = self.model_dump(mode="json"), kind_of(self.name).settings
+        return {k: v for k, v in values.items() if k not in KARRAS or k in reads}
 
     def config(self) -> SamplerConfig:
         """What sampling reads. For a diffusers scheduler the Karras fields are unused, so they take their
         defaults here: a section that leaves them out (``used()``) is the same sampler as one that sets them."""
         from skipsearch.diffusion.generation import SamplerConfig
 
-        karras = (self.sigma_min, self.sigma_max, self.rho) if self.name in self.EDM_SAMPLERS else tuple(
-            type(self).model_fields[k].default for k in self.KARRAS)
+        reads = kind_of(self.name).settings
+        karras = tuple(getattr(self, k) if k in reads else type(self).model_fields[k].default for k in KARRAS)
         return SamplerConfig(self.name, self.steps, *karras, self.guidance_scale, self.cfg_batched)
 
 

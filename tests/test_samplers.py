@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from skipsearch.diffusion.kinds import KARRAS, NAMES, SAMPLER_KINDS, names_that
 from skipsearch.diffusion.samplers import SAMPLERS, nfe, sample_euler, sample_heun
-from skipsearch.diffusion.schedules import karras_sigmas
+from skipsearch.diffusion.karras import karras_sigmas
 
 MU, S = 0.3, 0.5  # data ~ N(MU, S^2) per pixel
 
@@ -55,7 +56,7 @@ def test_heun_is_second_order_and_euler_first_order():
     assert heun[2] < euler[2] / 5
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", names_that("denoiser"))  # every ODE sampler of the table has its function
 def test_nfe_counts_network_calls(name):
     calls = []
 
@@ -96,3 +97,34 @@ def test_remembered_noise_is_the_seeds_noise_within_its_byte_limit():
     assert memo.nbytes == 2 * size
     memo.put(("big",), latents(range(5), (1, 4, 4)))  # larger than the whole limit: not kept
     assert memo.get(("big",)) is None and memo.nbytes == 2 * size
+
+
+@pytest.mark.parametrize("name", names_that("scheduler"))
+def test_each_scheduler_of_the_table_builds_and_its_nfe_counts_network_calls(name):
+    """A scheduler entry names a diffusers class that builds from a training-schedule config, and its NFE is the
+    number of times sampling calls the network."""
+    from skipsearch.diffusion.schedulers import sample_scheduler
+
+    calls = []
+
+    def output(x, t):
+        calls.append(int(t))
+        return torch.zeros_like(x)
+
+    config = {"num_train_timesteps": 1000, "beta_schedule": "linear", "prediction_type": "epsilon"}
+    sample_scheduler(output, torch.randn(2, 1, 4, 4), name, 7, config)
+    assert len(calls) == nfe(name, 7) == SAMPLER_KINDS[name].nfe(7) == 7
+
+
+def test_the_spec_takes_every_sampler_of_the_table_and_lists_only_what_each_reads():
+    """The table is the only list of samplers: the spec accepts each of its names (and no other, naming the field),
+    and provenance lists EDM's Karras fields only for the samplers that read them."""
+    from skipsearch.errors import UserError
+    from skipsearch.spec import SamplerSpec, parse_spec
+
+    for name in NAMES:
+        used = SamplerSpec(name=name, steps=4).used()
+        assert set(KARRAS) <= set(used) if name in names_that("denoiser") else not set(KARRAS) & set(used)
+        assert SamplerSpec.model_validate(used).config() == SamplerSpec(name=name, steps=4).config()
+    with pytest.raises(UserError, match=r"sampler\.name"):
+        parse_spec({"name": "s", "sampler": {"name": "lms"}}, "spec.yaml")

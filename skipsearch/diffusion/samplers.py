@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from skipsearch.diffusion.kinds import kind_of
 from skipsearch.errors import UserError
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -75,7 +76,7 @@ SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {"euler": sample_euler, "heun
 def nfe(sampler: str, steps: int) -> int:
     """Network evaluations for ``steps`` time steps (t_0..t_{steps-1}, then 0): Heun's last step is Euler's;
     Euler and diffusers' schedulers evaluate once per step."""
-    return 2 * steps - 1 if sampler == "heun" else steps
+    return kind_of(sampler).nfe(steps)
 
 
 def step_calls(sampler: str, sigmas: torch.Tensor) -> list[tuple[int, ...]]:

@@ -14,11 +14,11 @@ from typing import Any
 
 import torch
 
+from skipsearch.diffusion.kinds import SAMPLER_KINDS
+
+# name -> (diffusers class, options): the sampler table's schedulers (``diffusion.kinds``)
 SCHEDULERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "ddim": ("DDIMScheduler", {}),
-    "dpmpp_2m": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}),
-    "euler_discrete": ("EulerDiscreteScheduler", {}),
-}
+    k.name: (k.scheduler_class, k.scheduler_options) for k in SAMPLER_KINDS.values() if k.drives == "scheduler"}
 
 # (x_t as the scheduler scaled it, timestep) -> the network's prediction
 ModelOutput = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
