@@ -1,7 +1,7 @@
 """What ``skipsearch dashboard`` and ``skipsearch report`` are built from, installed as
 ``skipsearch.dashboards``: ``dashboard.toml`` (the dashboard's settings) and ``figures.py`` (the report's
 figure definitions, plotly). Edit these to change what is served or drawn; the code that gathers the data
-is ``skipsearch.dashboard`` and ``skipsearch.htmlreport``.
+is ``skipsearch.dashboard_server`` and ``skipsearch.htmlreport``.
 """
 
 from __future__ import annotations

@@ -374,7 +374,7 @@ def dashboard(storage: Optional[str] = STORAGE,
 
     Example: skipsearch dashboard --storage sqlite:///skipsearch.db --port 8080
     """
-    from skipsearch.dashboard import serve
+    from skipsearch.dashboard_server import serve
 
     serve(storage, port, echo=lambda line: typer.echo(line, err=True))
 

@@ -219,7 +219,7 @@ def test_interval_is_validated(lines_mode, monkeypatch, capsys, raw, seconds):
 def test_fine_tuning_counts_steps(lines_mode, monkeypatch, capsys, digits_model):
     from skipsearch import data
     from skipsearch.methods.diff_tuning.training import finetune
-    from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+    from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 
     monkeypatch.setenv(ENV, "60")
     images = data.to_model_range(data.load("digits", resolution=16)[:16])

@@ -25,7 +25,7 @@ from skipsearch import frames
 from skipsearch.errors import StorageError, UserError
 from skipsearch.exchange import coeffile
 from skipsearch.methods import parse_coefficients
-from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 from skipsearch.methods.skip_tuning.coefficients import LinearSkip, PerLevelSkip
 from skipsearch.search.driver import stored_form
 from skipsearch.spec import parse_spec

@@ -22,7 +22,7 @@ from skipsearch.data import to_uint8
 from skipsearch.errors import SampleError, UserError
 from skipsearch.diffusion.samplers import get_sampler, nfe, step_calls
 from skipsearch.diffusion.schedulers import SCHEDULERS, sample_scheduler
-from skipsearch.diffusion.schedules import karras_sigmas
+from skipsearch.diffusion.karras import karras_sigmas
 from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.progress import Progress
 

@@ -1,4 +1,4 @@
-"""Noise-level schedules: pure builders, so samplers never compute schedules themselves."""
+"""EDM's noise levels (Karras et al. 2022): a pure builder, so samplers never compute their time steps themselves."""
 
 from __future__ import annotations
 

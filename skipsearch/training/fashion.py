@@ -124,7 +124,7 @@ def save_samples(denoiser: EDMPrecond, path: Path, device: torch.device, steps: 
     from PIL import Image
 
     from skipsearch.diffusion.samplers import sample_heun
-    from skipsearch.diffusion.schedules import karras_sigmas
+    from skipsearch.diffusion.karras import karras_sigmas
 
     res, n = FASHION.resolution, 8
     noise = torch.randn(n * n, 1, res, res, generator=torch.Generator().manual_seed(SEED + 2)) * 80.0

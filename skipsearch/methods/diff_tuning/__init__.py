@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from skipsearch.errors import UserError
 from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.diff_tuning.spec import DiffTuningSpec
-from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 from skipsearch.results import HeldOut, Rung
 
 if TYPE_CHECKING:

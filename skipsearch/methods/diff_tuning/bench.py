@@ -21,7 +21,7 @@ from skipsearch.methods.diff_tuning.noise import quantile_to_sigma
 from skipsearch.methods.diff_tuning.tasks import finetune_task
 from skipsearch.methods.diff_tuning.training import finetune
 from skipsearch.methods.diff_tuning.trial import downstream_images, finetune_ladder
-from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 from skipsearch.resolve import resolve
 from skipsearch.spec import load_spec
 

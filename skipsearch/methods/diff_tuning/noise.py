@@ -24,7 +24,7 @@ import math
 import torch
 
 from skipsearch.diffusion.preconditioning import EDMPrecond, denoising_error
-from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 
 
 def reconsolidation_quantiles(n: int, s: float, generator: torch.Generator | None = None) -> torch.Tensor:

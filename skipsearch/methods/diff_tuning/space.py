@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from skipsearch.methods.diff_tuning.spec import DiffSearchSpec, DiffTuningSpec
-from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 
 # parameter -> (range field, log scale, integer)
 PARAMS = {"s": ("s_range", False, False), "s_prime": ("s_prime_range", False, False),

@@ -11,7 +11,7 @@ from skipsearch import deadline
 from skipsearch.diffusion.preconditioning import EDMPrecond
 from skipsearch.errors import DivergedError
 from skipsearch.methods.diff_tuning.noise import diff_tuning_loss
-from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 from skipsearch.progress import Progress
 
 

@@ -21,7 +21,7 @@ from skipsearch.evaluate import EvalTask, Evaluator, evaluator_for
 from skipsearch.files import atomic_write, file_hash
 from skipsearch.methods.diff_tuning.bank import knowledge_bank
 from skipsearch.methods.diff_tuning.training import finetune
-from skipsearch.methods.diff_tuning.weights import DiffTuningWeights
+from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 from skipsearch.errors import UserError
 from skipsearch.models import ModelInfo
 from skipsearch.results import Artifact, Rung
