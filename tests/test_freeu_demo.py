@@ -25,6 +25,7 @@ from test_spec import cli
 
 from skipsearch import api
 from skipsearch.exchange import coeffile
+from skipsearch.diffusion import kinds
 from skipsearch.htmlreport import gather
 from skipsearch.resolve import resolve
 from skipsearch.spec import SamplerSpec, load_spec, parse_spec
@@ -34,7 +35,7 @@ pytest.importorskip("diffusers")
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "studies" / "demo-freeu.yaml"
 MODEL = ROOT / "studies" / "models" / "digits-text"
-KARRAS = set(SamplerSpec.KARRAS)
+KARRAS = set(kinds.KARRAS)
 COMBINED = "FreeU + Skip-Tuning"
 
 
