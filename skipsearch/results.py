@@ -10,6 +10,19 @@ from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True, kw_only=True)
+class Measurement:
+    """One number a metric gave, named by what it measures: the metric (``fid``, ``kid``, ``precision``...), the
+    feature space it was computed in (the extractor's name) and the domain of the reference (``target``; a
+    method's second reference, such as Diff-Tuning's pre-training data, names its own). Where and when it was
+    measured (trial, stage, N or step, seed set) is the record it travels with."""
+
+    metric: str
+    extractor: str
+    value: float
+    domain: str = "target"
+
+
+@dataclass(frozen=True, kw_only=True)
 class Score:
     """One FID/KID evaluation and what names it: the samples (N, first seed, NFE), the feature space, the
     reference statistics and the model."""
@@ -29,6 +42,13 @@ class Score:
     preview: str | None = None  # base64 PNG grid of the first samples (``skipsearch.previews``)
     # network evaluations (samples x per-sample evaluations) not run: started from the baseline's cached states
     evaluations_saved: int = 0
+    # the spec's ``metric.report``: every metric in every feature space asked for beside the objective
+    measurements: tuple[Measurement, ...] = ()
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Score:
+        """A score from ``asdict`` (JSON across the Ray boundary)."""
+        return cls(**raw | {"measurements": tuple(Measurement(**m) for m in raw.get("measurements", ()))})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,8 +79,8 @@ class Rung:
     @classmethod
     def from_json(cls, text: str) -> Rung:
         raw = json.loads(text)
-        return cls(**raw | {"score": Score(**raw["score"]),
-                            "source": None if raw["source"] is None else Score(**raw["source"]),
+        return cls(**raw | {"score": Score.from_dict(raw["score"]),
+                            "source": None if raw["source"] is None else Score.from_dict(raw["source"]),
                             "artifact": None if raw["artifact"] is None else Artifact(**raw["artifact"])})
 
 

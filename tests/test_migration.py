@@ -1,33 +1,48 @@
-"""A database written by the previous skipsearch (main at 7079771, before the method and model-family
-registries) still opens, resumes and exports, and today's code reproduces the FIDs it recorded: on SQLite and on
-PostgreSQL.
+"""Databases written by earlier skipsearch versions open, upgrade in place through the schema revisions
+(``skipsearch/storage/migrations``) and keep every number: on SQLite and on PostgreSQL.
 
-``tests/data/main-7079771.db`` was made by that commit's code: the tiny Skip-Tuning study ``old-skip`` (4
-trials, rungs [64] below n = 128, held-out confirmation) and the tiny Diff-Tuning study ``old-dt`` (3 trials).
-That commit wrote SQLite only; its PostgreSQL twin is every row of that file copied into a fresh PostgreSQL
-database under the same schemas (Optuna's at the file's alembic revision, skipsearch's at the file's version).
-The file's schema version is today's (3), so the schema upgrade is checked on a copy taken back to version 2
-(before several drivers) and 1 (before Diff-Tuning), on both databases.
+``tests/data/main-7079771.db`` was made by that commit's code (before the method and model-family registries):
+the tiny Skip-Tuning study ``old-skip`` (4 trials, rungs [64] below n = 128, held-out confirmation) and the tiny
+Diff-Tuning study ``old-dt`` (3 trials). Its ``skipsearch_schema`` says 3, without the study hashes and facts
+tables: it is stamped at revision 0003 and upgraded through 0004 and 0005. It still opens, resumes and exports,
+and today's code reproduces its FIDs; copies taken back to version 2 (before several drivers) and 1 (before
+Diff-Tuning) upgrade too.
+
+``tests/data/main-6a47297.db`` was made by main at 6a47297, the last commit before the revisions: the same two
+studies, with the Diff-Tuning study's steps, and both tables that came without a version: stamped at 0004,
+upgraded through 0005, which copies every stored number into ``skipsearch_measurements``.
+
+Those commits wrote SQLite only; the PostgreSQL twin of a file is every row of it copied into a fresh PostgreSQL
+database under the same schemas (Optuna's at the file's alembic revision, skipsearch's at the revision the file
+stands for, made by the revisions themselves and checked column by column against the file).
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from conftest import tiny_dt_spec_dict, tiny_spec_dict
 from sqlalchemy import MetaData, create_engine, inspect, text
 
 import skipsearch
 from skipsearch.errors import StorageError
-from skipsearch.spec import parse_spec
-from skipsearch.storage import Store
+from skipsearch.specfile import parse_spec
+from skipsearch.storage import Store, revisions
 from skipsearch.storage import tables as t
+from skipsearch.storage.migrations import FOLDER, HEAD, REVISIONS, VERSION_TABLE
 
-OLD = Path(__file__).parent / "data" / "main-7079771.db"
+DATA = Path(__file__).parent / "data"
+OLD = DATA / "main-7079771.db"
+MAIN = DATA / "main-6a47297.db"
 OLD_SKIP_FIDS = {0: 17.747196, 1: 22.282037, 2: 22.088870, 3: 17.919428}  # as the old code printed them
+LEGACY_TABLES = ("skipsearch_trials", "skipsearch_rungs", "skipsearch_steps", "skipsearch_confirmations")
 
 
 # What each schema version added to skipsearch's tables (storage/tables.py): taking these away gives the older one.
@@ -36,39 +51,53 @@ ADDED = {2: {"columns": {"skipsearch_trials": ("source_fid", "source_kid", "weig
              "tables": ("skipsearch_steps",)},
          3: {"columns": {"skipsearch_trials": ("evaluated",)}, "tables": ("skipsearch_drivers", "skipsearch_claims")}}
 
-# Tables added without a new schema version (every writer creates them, no reader needs them): the file lacks them.
-LATER_TABLES = ("skipsearch_study_hashes", "skipsearch_study_facts")
+
+def _copy_of(request, tmp_path, source: Path, revision: str) -> str:
+    if request.param == "sqlite":
+        path = tmp_path / "old.db"
+        shutil.copy(source, path)
+        return f"sqlite:///{path}"
+    server = request.getfixturevalue("postgres")
+    return copy_to_postgres(server.create_database(f"old_{abs(hash(request.node.nodeid)) % 10**9}"), source,
+                            revision)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def old_db(request, tmp_path, monkeypatch) -> str:
-    """The old database: the file itself (a copy), or its every row in a fresh PostgreSQL database."""
+    """The database of main at 7079771: the file itself (a copy), or its every row in a fresh PostgreSQL one."""
     monkeypatch.chdir(tmp_path)  # what a run leaves in its working folder (artifacts beside no file) stays here
-    if request.param == "sqlite":
-        path = tmp_path / "old.db"
-        shutil.copy(OLD, path)
-        return f"sqlite:///{path}"
-    server = request.getfixturevalue("postgres")
-    return copy_to_postgres(server.create_database(f"old_{abs(hash(request.node.nodeid)) % 10**9}"))
+    return _copy_of(request, tmp_path, OLD, "0003")
 
 
-def copy_to_postgres(url: str) -> str:
-    """Every row of the old file in the empty PostgreSQL database at ``url``, under the schemas that wrote them."""
-    Store(url).close()  # skipsearch's tables, at today's version: the file's (checked below)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def main_db(request, tmp_path, monkeypatch) -> str:
+    """The database of main at 6a47297, as ``old_db``."""
+    monkeypatch.chdir(tmp_path)
+    return _copy_of(request, tmp_path, MAIN, "0004")
+
+
+def copy_to_postgres(url: str, source: Path, revision: str) -> str:
+    """Every row of the file ``source`` in the empty PostgreSQL database at ``url``, under the schemas that wrote
+    them: skipsearch's tables as the revisions up to ``revision`` make them, without the version table (the old
+    code kept none), checked against the file's."""
+    new = create_engine(url)
+    with new.begin() as conn:
+        revisions.run(conn, revision)
+        conn.execute(text(f"DROP TABLE {VERSION_TABLE}"))
+    new.dispose()
     optuna.storages.RDBStorage(url).engine.dispose()  # Optuna's, at today's alembic revision: the file's too
-    old, new = create_engine(f"sqlite:///{OLD}"), create_engine(url)
+    old, new = create_engine(f"sqlite:///{source}"), create_engine(url)
     old_tables, new_tables = MetaData(), MetaData()
     old_tables.reflect(old)
     new_tables.reflect(new)
-    assert sorted(old_tables.tables) == sorted(n for n in new_tables.tables if n not in LATER_TABLES)
+    assert sorted(old_tables.tables) == sorted(new_tables.tables)
     for name, table in old_tables.tables.items():  # the same columns: a faithful copy, not a conversion
-        assert sorted(table.columns.keys()) == sorted(new_tables.tables[name].columns.keys()), name
+        assert ({c.name: c.nullable for c in table.columns} == {c.name: c.nullable for c in
+                                                               new_tables.tables[name].columns}), name
     with old.connect() as src, new.begin() as dst:
         for table in reversed(new_tables.sorted_tables):  # the rows today's code put there (versions) go
             dst.execute(table.delete())
         for table in new_tables.sorted_tables:  # parents before children
-            if table.name in LATER_TABLES:
-                continue
             rows = [dict(r) for r in src.execute(old_tables.tables[table.name].select()).mappings()]
             if rows:
                 dst.execute(table.insert(), rows)
@@ -92,7 +121,7 @@ def take_back_to(url: str, version: int) -> None:
         if version < 2:
             for table in ("skipsearch_trials", "skipsearch_rungs", "skipsearch_confirmations", "skipsearch_studies"):
                 conn.execute(text(f"DELETE FROM {table} WHERE study_name = 'old-dt'"))
-        for later in range(version + 1, t.SCHEMA_VERSION + 1):
+        for later in range(version + 1, 4):
             for table, columns in ADDED[later]["columns"].items():
                 for column in columns:
                     conn.execute(text(f'ALTER TABLE {table} DROP COLUMN "{column}"'))
@@ -112,7 +141,14 @@ def schema_of(url: str) -> tuple[int, dict[str, set[str]]]:
     return version, columns
 
 
-def test_old_database_reads_without_a_write(old_db):
+def test_old_database_reads_without_a_write_then_upgrades(old_db):
+    before = snapshot(old_db)
+    frame = skipsearch.trials(old_db, "old-skip")  # schema 3: readable as it is, and a reader writes nothing
+    assert dict(zip(frame.trial_number, frame.fid.round(6))) == OLD_SKIP_FIDS
+    assert skipsearch.best(old_db, "old-skip").provenance.trial == 3
+    assert snapshot(old_db) == before
+    upgrade = Store(old_db).schema_upgrade
+    assert (upgrade.found, upgrade.stamped, upgrade.path()) == (None, "0003", ["0004", "0005"])
     frame = skipsearch.trials(old_db, "old-skip")
     assert dict(zip(frame.trial_number, frame.fid.round(6))) == OLD_SKIP_FIDS
     won = skipsearch.best(old_db, "old-skip")
@@ -139,7 +175,7 @@ def test_old_skip_study_resumes_and_today_reproduces_its_fids(old_db, tmp_path):
 
 def test_old_diff_tuning_study_resumes(old_db, tmp_path):
     spec = parse_spec(tiny_dt_spec_dict("old-dt", weights_dir=str(tmp_path / "weights"), search={"trials": 3}))
-    before = skipsearch.trials(old_db, "old-dt").set_index("trial_number")
+    before = legacy_frames(old_db)["skipsearch_trials"].query("study_name == 'old-dt'").set_index("trial_number")
     result = skipsearch.run(spec, storage=old_db, trials=4)
     after = result.trials.set_index("trial_number")
     assert len(after) == 4 and after.loc[3].state in ("COMPLETE", "PRUNED")
@@ -154,9 +190,11 @@ def test_an_older_schema_is_upgraded_in_place_and_the_study_resumes(old_db, vers
     before = {n: round(f, 6) for n, f in OLD_SKIP_FIDS.items()}
     spec = parse_spec(tiny_spec_dict("old-skip", metric={"n": 128, "rungs": [64], "batch_size": 64},
                                      search={"trials": 4}, confirm={"top_k": 0}))
-    result = skipsearch.run(spec, storage=old_db, trials=5)  # a writer upgrades the schema, then resumes
+    assert Store(old_db).schema_upgrade.path() == list(REVISIONS[version:])  # stamped at its version, upgraded
+    result = skipsearch.run(spec, storage=old_db, trials=5)  # then resumed
     version_now, columns = schema_of(old_db)
-    assert version_now == t.SCHEMA_VERSION
+    assert version_now == t.SCHEMA_VERSION  # the old counter says 3, for an older skipsearch to read it
+    assert columns.pop(VERSION_TABLE) == {"version_num"}
     assert columns == {name: {c.name for c in table.columns} for name, table in t.metadata.tables.items()}
     frame = result.trials.set_index("trial_number")
     assert len(frame) == 5 and {n: round(frame.loc[n].fid, 6) for n in OLD_SKIP_FIDS} == before
@@ -173,3 +211,162 @@ def test_a_reader_of_a_schema_2_database_reads_it_or_says_how_to_upgrade(old_db)
     else:
         assert dict(zip(frame.trial_number, frame.fid.round(6))) == OLD_SKIP_FIDS
     assert schema_of(old_db)[0] == 2  # a reader never upgrades
+
+
+# --- revisions, and the database of main at 6a47297 -------------------------------------------------------------
+
+def legacy_frames(url: str) -> dict[str, pd.DataFrame]:
+    """Every row of the tables that held numbers before measurements, as the database's own driver gives them."""
+    engine = create_engine(url)
+    tables = MetaData()
+    tables.reflect(engine, only=LEGACY_TABLES)
+    with engine.connect() as conn:
+        out = {name: pd.DataFrame([dict(r) for r in conn.execute(tables.tables[name].select()
+                                                                 .order_by(tables.tables[name].c.id)).mappings()])
+               for name in LEGACY_TABLES}
+    engine.dispose()
+    return out
+
+
+def snapshot(url: str) -> dict[str, tuple]:
+    """Every table of a database: its columns, unique keys and rows (what a rolled-back upgrade must leave)."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        inspector = inspect(conn)
+        out = {name: ([(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(name)],
+                      sorted(tuple(u["column_names"]) for u in inspector.get_unique_constraints(name)),
+                      sorted(map(repr, conn.execute(text(f'SELECT * FROM "{name}"')).all())))
+               for name in inspector.get_table_names()}
+    engine.dispose()
+    return out
+
+
+STAGES = {"skipsearch_trials": "trial", "skipsearch_rungs": "rung", "skipsearch_steps": "step",
+          "skipsearch_confirmations": "confirmation"}
+NUMBERS = {"fid": ("target", "fid"), "kid": ("target", "kid"), "kid_std": ("target", "kid_std"),
+           "source_fid": ("source", "fid"), "source_kid": ("source", "kid")}
+
+
+def expected_measurements(frames: dict[str, pd.DataFrame]) -> dict[tuple, float]:
+    """The measurement rows the legacy columns stand for, by key: every number that is not NULL."""
+    extractor = {(r.study_name, r.trial_number): r.extractor for r in frames["skipsearch_trials"].itertuples()}
+    out = {}
+    for table, frame in frames.items():
+        for r in frame.to_dict("records"):
+            space = r.get("extractor") or extractor[(r["study_name"], r["trial_number"])]
+            for column, (domain, metric) in NUMBERS.items():
+                if column in r and not pd.isna(r[column]):
+                    key = (r["study_name"], r["trial_number"], STAGES[table], r["n"], r.get("step", -1),
+                           r.get("seed_set", -1), domain, metric, space)
+                    out[key] = r[column]
+    return out
+
+
+def test_the_revisions_listed_are_the_script_directorys():
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(FOLDER))
+    walked = [s.revision for s in script.walk_revisions()]  # head first
+    assert walked[::-1] == list(REVISIONS) and script.get_heads() == [HEAD]
+
+
+def test_a_new_database_is_made_at_head_and_matches_the_tables(backend_url):
+    store = Store(backend_url)
+    assert store.schema_upgrade.path() == list(REVISIONS) and Store(backend_url).schema_upgrade is None
+    engine = create_engine(backend_url)
+    with engine.connect() as conn:
+        assert conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).all() == [(HEAD,)]
+        assert conn.execute(text("SELECT version FROM skipsearch_schema")).all() == [(t.SCHEMA_VERSION,)]
+        inspector = inspect(conn)
+        for table in t.metadata.tables.values():  # what the revisions made is what today's tables describe
+            made = {c["name"]: (c["nullable"], type(c["type"]).__name__) for c in inspector.get_columns(table.name)}
+            assert {n: nullable for n, (nullable, _) in made.items()} == {c.name: c.nullable for c in table.columns}
+            uniques = {tuple(u["column_names"]) for u in inspector.get_unique_constraints(table.name)}
+            assert uniques == {tuple(c.name for c in u.columns) for u in table.constraints
+                               if type(u).__name__ == "UniqueConstraint"}, table.name
+    engine.dispose()
+    store.close()
+
+
+def test_main_6a47297_upgrades_and_keeps_every_number(main_db):
+    before = legacy_frames(main_db)
+    with pytest.raises(StorageError, match="older skipsearch .*revision 3 .*run `skipsearch run`"):
+        Store(main_db, create=False)  # a reader says how to upgrade, and writes nothing
+    store = Store(main_db)
+    upgrade = store.schema_upgrade
+    assert (upgrade.found, upgrade.stamped, upgrade.path()) == (None, "0004", ["0005"])
+    after = legacy_frames(main_db)
+    for name in LEGACY_TABLES:  # every column of every row, unchanged
+        assert list(after[name].columns) == list(before[name].columns), name
+        for column in before[name].columns:
+            pd.testing.assert_series_equal(after[name][column], before[name][column], check_exact=True)
+    assert len(before["skipsearch_rungs"]) == 8 and len(before["skipsearch_steps"]) == 6
+    expected = expected_measurements(before)
+    reader = Store(main_db, create=False)
+    got = {}
+    for study in ("old-skip", "old-dt"):
+        for r in reader.measurements_frame(study).itertuples():
+            got[(r.study_name, r.trial_number, r.stage, r.n, r.step, r.seed_set, r.domain, r.metric,
+                 r.extractor)] = r.value
+    assert got == expected and len(got) == 93  # exactly the numbers stored, bit for bit
+    trials = reader.trials_frame("old-skip").set_index("trial_number")
+    assert {n: round(trials.loc[n].fid, 6) for n in OLD_SKIP_FIDS} == OLD_SKIP_FIDS
+
+
+def test_main_6a47297_resumes_and_new_rows_carry_their_measurements(main_db):
+    spec = parse_spec(tiny_spec_dict("old-skip", metric={"n": 128, "rungs": [64], "batch_size": 64},
+                                     search={"trials": 4}, confirm={"top_k": 0}))
+    skipsearch.run(spec, storage=main_db, trials=5)
+    frames = legacy_frames(main_db)
+    store = Store(main_db, create=False)
+    got = {(r.study_name, r.trial_number, r.stage, r.n, r.step, r.seed_set, r.domain, r.metric, r.extractor): r.value
+           for study in ("old-skip", "old-dt") for r in store.measurements_frame(study).itertuples()}
+    assert got == expected_measurements(frames)
+    assert {k[2] for k in got if k[:2] == ("old-skip", 4)} == {"trial", "rung"}  # the new trial's rows too
+
+
+def test_a_newer_database_is_refused_by_writers_and_readers(main_db):
+    Store(main_db).close()
+    engine = create_engine(main_db)
+    with engine.begin() as conn:
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
+    engine.dispose()
+    newer = r"written by a newer skipsearch \(schema revision 0099, this one knows up to 0005\); upgrade skipsearch"
+    for create in (True, False):
+        with pytest.raises(StorageError, match=newer):
+            Store(main_db, create=create)
+
+
+def test_a_failed_upgrade_leaves_the_database_as_it_was(old_db):
+    """Schema 1 upgrades through every revision; the last one's copy of the numbers fails (a rung whose feature
+    space is recorded nowhere), after the others added columns and tables: all of it is rolled back."""
+    take_back_to(old_db, 1)
+    engine = create_engine(old_db)
+    with engine.begin() as conn:
+        conn.execute(text("DELETE FROM skipsearch_trials WHERE study_name = 'old-skip' AND trial_number = 1"))
+        conn.execute(text("DELETE FROM skipsearch_studies WHERE study_name = 'old-skip'"))
+    engine.dispose()
+    before = snapshot(old_db)
+    with pytest.raises(StorageError, match="cannot upgrade the database: skipsearch_rungs .* trial 1"):
+        Store(old_db)
+    assert snapshot(old_db) == before
+    assert schema_of(old_db)[0] == 1
+
+
+OPEN = """
+import sys, time
+from skipsearch.storage import Store
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+done = Store(sys.argv[1]).schema_upgrade
+print(done.path() if done else "none")
+"""
+
+
+def test_two_processes_opening_an_old_database_at_once_both_go_on(main_db):
+    start = f"{time.time() + 4:.3f}"
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN, main_db, start], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+    assert sorted(out.strip() for out, _ in outs) == ["['0005']", "none"]  # one upgraded, the other found it done
+    assert len(Store(main_db, create=False).measurements_frame("old-dt")) == 53  # copied once

@@ -10,9 +10,10 @@ import pytest
 from conftest import tiny_dt_spec_dict, tiny_spec_dict
 
 from skipsearch.methods import METHODS
-from skipsearch.results import Artifact, Rung, Score
-from skipsearch.spec import Section, changed_science, parse_spec, science
-from skipsearch.storage import tables
+from skipsearch.results import Artifact, Measurement, Rung, Score
+from skipsearch.spec import Section, science
+from skipsearch.specfile import changed_science, parse_spec
+from skipsearch.storage import Store, tables
 from skipsearch.storage.records import ConfirmationRow, RungRow, StepRow, TrialRow
 
 FILLED_BY_STORE = {"id", "created_at"}
@@ -72,3 +73,37 @@ def test_every_method_is_complete():
     for kind, method in METHODS.items():
         assert method.kind == kind and get_args(method.spec_class.model_fields["kind"].annotation) == (kind,)
         assert method.coefficient_types and method.title
+
+
+def test_every_number_a_record_holds_is_a_measurement_row_too(tmp_path):
+    """The store writes a record's own numbers (not delta_fid) as measurements, with the record's key, in the
+    same transaction; extra measurements go beside them; one number given twice with two values is a bug."""
+    store = Store(f"sqlite:///{tmp_path / 'm.db'}")
+    common = dict(study_name="m", trial_number=2)
+    trial = TrialRow(**common, role="search", state="COMPLETE", coefficients_json="{}", n=64, seed_start=0,
+                     sampler_json="{}", nfe=5, model_id="m", extractor="e1", versions_json="{}", fid=17.5,
+                     kid=0.25, kid_std=None, delta_fid=-1.0, source_fid=30.125, source_kid=0.5)
+    extra = (Measurement(metric="precision", extractor="e2", value=0.75),
+             Measurement(metric="fid", extractor="e1", value=17.5))  # the objective again: the same row
+    assert store.record_trial(trial, measurements=extra)
+    store.record_rung(RungRow(**common, n=32, fid=19.0, kid=0.375), extractor="e1")
+    store.record_rung(StepRow(**common, step=3, n=32, fid=21.0, source_fid=33.0), extractor="e1")
+    assert store.record_confirmation(ConfirmationRow(**common, seed_set=1, seed_start=9, n=96, fid=16.0,
+                                                     extractor="e1", kid_std=0.0625))
+    with pytest.raises(ValueError, match="two values"):
+        store.record_rung(RungRow(**common, n=16, fid=25.0), extractor="e1",
+                          measurements=[Measurement(metric="fid", extractor="e1", value=24.0)])
+    assert store.rungs_frame("m").n.tolist() == [32]  # nothing of the refused record was written
+    got = {(r.stage, r.n, r.step, r.seed_set, r.domain, r.metric, r.extractor): r.value
+           for r in store.measurements_frame("m").itertuples()}
+    assert got == {("trial", 64, -1, -1, "target", "fid", "e1"): 17.5,
+                   ("trial", 64, -1, -1, "target", "kid", "e1"): 0.25,
+                   ("trial", 64, -1, -1, "source", "fid", "e1"): 30.125,
+                   ("trial", 64, -1, -1, "source", "kid", "e1"): 0.5,
+                   ("trial", 64, -1, -1, "target", "precision", "e2"): 0.75,
+                   ("rung", 32, -1, -1, "target", "fid", "e1"): 19.0,
+                   ("rung", 32, -1, -1, "target", "kid", "e1"): 0.375,
+                   ("step", 32, 3, -1, "target", "fid", "e1"): 21.0, ("step", 32, 3, -1, "source", "fid", "e1"): 33.0,
+                   ("confirmation", 96, -1, 1, "target", "fid", "e1"): 16.0,
+                   ("confirmation", 96, -1, 1, "target", "kid_std", "e1"): 0.0625}
+    store.close()

@@ -26,9 +26,9 @@ from skipsearch.errors import StorageError, UserError
 from skipsearch.exchange import coeffile
 from skipsearch.methods import parse_coefficients
 from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
-from skipsearch.methods.skip_tuning.coefficients import LinearSkip, PerLevelSkip
-from skipsearch.search.driver import stored_form
-from skipsearch.spec import parse_spec
+from skipsearch.methods.skip_tuning.schedules import LinearSkip, PerLevelSkip
+from skipsearch.search.stored_spec import stored_form
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store, urls
 from skipsearch.storage import tables as t
 from skipsearch.storage.records import ConfirmationRow, RungRow, StepRow, TrialRow
@@ -96,16 +96,30 @@ def test_a_reader_creates_nothing_and_the_schema_version_is_explicit(backend_url
         assert conn.execute(text("SELECT version FROM skipsearch_schema")).all() == [(t.SCHEMA_VERSION,)]
         for table in t.metadata.tables.values():
             assert {c["name"] for c in inspect(conn).get_columns(table.name)} == {c.name for c in table.columns}
-        conn.execute(text("UPDATE skipsearch_schema SET version = 1"))
+        assert conn.execute(text("SELECT version_num FROM skipsearch_alembic_version")).all() == [("0005",)]
+        conn.execute(text("DROP TABLE skipsearch_measurements"))  # what revision 0004 left
+        conn.execute(text("UPDATE skipsearch_alembic_version SET version_num = '0004'"))
+    engine.dispose()
+    reader = Store(backend_url, create=False)  # a reader reads 0004 as it is, and does not upgrade it
+    assert reader.measurements_frame("any").empty
+    reader.close()
+    engine = create_engine(backend_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE skipsearch_alembic_version SET version_num = '0002'"))
     engine.dispose()
     with pytest.raises(StorageError, match="older skipsearch"):
-        Store(backend_url, create=False)  # a reader does not upgrade: it says how to
-    Store(backend_url).close()  # a writer does
+        Store(backend_url, create=False)  # older than a reader reads: it says how to upgrade
+    engine = create_engine(backend_url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE skipsearch_alembic_version SET version_num = '0004'"))
+    engine.dispose()
+    Store(backend_url).close()  # a writer upgrades
     reader = Store(backend_url, create=False)
     reader.close()
     engine = create_engine(backend_url)
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT version FROM skipsearch_schema")).all() == [(t.SCHEMA_VERSION,)]
+        assert conn.execute(text("SELECT version_num FROM skipsearch_alembic_version")).all() == [("0005",)]
+        assert "skipsearch_measurements" in inspect(conn).get_table_names()
     engine.dispose()
 
 
@@ -161,12 +175,12 @@ def test_rungs_steps_and_confirmations_round_trip(store):
                         source_kid=0.2, wall_s=2.0),
                 StepRow(study_name=STUDY, trial_number=1, step=3, n=64, fid=13.0, kid=0.3, source_fid=20.0,
                         source_kid=0.4, wall_s=1.0)):
-        store.record_rung(row)
+        store.record_rung(row, extractor="skipsearch-digits")
     rungs, steps = store.rungs_frame(STUDY), store.steps_frame(STUDY)
     assert list(rungs.n) == [64, 128] and list(rungs.fid) == [14.5, 12.5]
     assert list(steps.step) == [3, 6] and list(steps.source_fid) == [20.0, 21.0]
     with pytest.raises(IntegrityError):
-        store.record_rung(RungRow(study_name=STUDY, trial_number=1, n=64, fid=1.0))
+        store.record_rung(RungRow(study_name=STUDY, trial_number=1, n=64, fid=1.0), extractor="skipsearch-digits")
 
     rows = [ConfirmationRow(study_name=STUDY, trial_number=num, seed_set=j, seed_start=10_000 + 96 * j, n=96,
                             fid=17.0 + num + j / 4, extractor="skipsearch-digits", kid=0.5, kid_std=0.1,
@@ -236,7 +250,7 @@ def test_studies_frame_counts_by_state_and_delete_removes_one_study(store):
     for number, state in enumerate(("COMPLETE", "COMPLETE", "PRUNED", "FAIL")):
         store.record_trial(trial_row(number, state=state))
     store.record_trial(trial_row(0, study="other"))
-    store.record_rung(RungRow(study_name=STUDY, trial_number=0, n=32, fid=1.0))
+    store.record_rung(RungRow(study_name=STUDY, trial_number=0, n=32, fid=1.0), extractor="x")
     store.record_confirmation(ConfirmationRow(study_name=STUDY, trial_number=0, seed_set=0, seed_start=0, n=96,
                                               fid=1.0, extractor="x"))
     store.register_driver(driver_id="d", study_name=STUDY, machine="host", pid=1, proc_start=None)
@@ -247,7 +261,8 @@ def test_studies_frame_counts_by_state_and_delete_removes_one_study(store):
     assert frame.loc["other", ["complete", "pruned", "fail"]].tolist() == [1, 0, 0]
     assert pd.notna(frame.loc[STUDY, "created_at"])
 
-    assert store.delete_study(STUDY) == 4 + 1 + 1 + 1 + 1 + 1  # trials, rung, confirmation, driver, claim, study
+    # trials, rung, confirmation, driver, claim, study, and the records' numbers as measurements (a trial's three)
+    assert store.delete_study(STUDY) == 4 + 1 + 1 + 1 + 1 + 1 + (4 * 3 + 1 + 1)
     assert store.study_spec(STUDY) is None and store.trials_frame(STUDY).empty and store.drivers(STUDY) == []
     assert list(store.studies_frame().study_name) == ["other"] and len(store.trials_frame("other")) == 1
     assert store.delete_study(STUDY) == 0

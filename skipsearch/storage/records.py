@@ -1,12 +1,19 @@
 """The rows of skipsearch's tables as typed records: written and read through these, never as loose dicts.
 
 Each record's fields are its table's columns (less ``id`` and ``created_at``, which the store fills in);
-``tests/test_records.py`` checks that the two never drift apart.
+``tests/test_records.py`` checks that the two never drift apart. The numbers a record holds in its own columns
+are also written as measurement rows (``own_measurements``), so that every number is one row of one table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+
+from skipsearch.results import Measurement
+
+# a record's column holding a number -> (domain, metric); delta_fid is not one: it is derived from two others
+OWN_NUMBERS = {"fid": ("target", "fid"), "kid": ("target", "kid"), "kid_std": ("target", "kid_std"),
+               "source_fid": ("source", "fid"), "source_kid": ("source", "kid")}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,3 +98,11 @@ def from_mapping(cls, mapping) -> object:
     """A record from a database row, keeping only the record's own fields."""
     names = {f.name for f in fields(cls)}
     return cls(**{k: v for k, v in dict(mapping).items() if k in names})
+
+
+def own_measurements(row: TrialRow | RungRow | StepRow | ConfirmationRow, extractor: str) -> tuple[Measurement, ...]:
+    """The numbers in a record's own columns (those that are not NULL), as measurements in ``extractor``'s
+    feature space: the same numbers, never recomputed."""
+    return tuple(Measurement(metric=metric, extractor=extractor, value=getattr(row, column), domain=domain)
+                 for column, (domain, metric) in OWN_NUMBERS.items()
+                 if getattr(row, column, None) is not None)

@@ -12,7 +12,7 @@ import os
 import random
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -23,14 +23,15 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from skipsearch.errors import StorageError
+from skipsearch.results import Measurement
 from skipsearch.storage import tables as t
-from skipsearch.storage import urls
+from skipsearch.storage import records, revisions, urls
 from skipsearch.storage.records import ConfirmationRow, RungRow, StepRow, TrialRow, from_mapping
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a frame is built: ``skipsearch studies`` and the URL checks go without
 
-SCHEMA_ATTEMPTS = 8  # two processes creating a new database at once: the loser retries and finds the tables
+SCHEMA_ATTEMPTS = 8  # a lock wait that ran out, a race on a new PostgreSQL database: retried
 DAMAGED_HINT = ("restore it from a backup, or save what is left with `sqlite3 FILE .recover | sqlite3 NEW.db`, or "
                 "give another --storage")
 
@@ -38,22 +39,7 @@ DAMAGED_HINT = ("restore it from a backup, or save what is left with `sqlite3 FI
 def _sqlite_wal(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record) -> None:
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute(f"PRAGMA busy_timeout={urls.SQLITE_TIMEOUT_S * 1000}")
-        cur.close()
-
-
-def _add_missing_columns(conn: Connection) -> None:
-    """Upgrade a database made by an older skipsearch: add the nullable columns it lacks, keep every row."""
-    inspector = inspect(conn)
-    for table in (t.trials, t.confirmations):
-        have = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in have:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-    conn.execute(update(t.schema).values(version=t.SCHEMA_VERSION))
+        urls.sqlite_pragmas(dbapi_conn)
 
 
 def _now() -> datetime:
@@ -78,6 +64,32 @@ def _damage(err: BaseException) -> str | None:
     return None
 
 
+def _with_own(row, extractor: str, extra: Sequence[Measurement]) -> tuple[Measurement, ...]:
+    """A record's own numbers as measurements, then the ``extra`` ones. An extra one with the key of an own one
+    (the objective passed again) is the same number or a bug: two values for one measurement."""
+    own = records.own_measurements(row, extractor)
+    known = {(m.domain, m.metric, m.extractor): m.value for m in own}
+    out = list(own)
+    for m in extra:
+        key = (m.domain, m.metric, m.extractor)
+        if key not in known:
+            out.append(m)
+            known[key] = m.value
+        elif known[key] != m.value:
+            raise ValueError(f"two values for {key} of one record: {known[key]!r} and {m.value!r}")
+    return tuple(out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class _At:
+    """Where a measurement was taken: the key of ``tables.measurements`` besides study, trial and what it names."""
+
+    stage: str
+    n: int
+    step: int = -1
+    seed_set: int = -1
+
+
 @dataclass(frozen=True, kw_only=True)
 class StudySummary:
     """A study as ``skipsearch studies`` lists it: computed by the store, not a table's row."""
@@ -94,6 +106,7 @@ class Store:
         parsed = urls.parse(url)
         self.url, self.shown_url = url, urls.shown(parsed)
         self.read_only = not create
+        self.schema_upgrade: revisions.Upgrade | None = None  # what opening did to the schema (writers only)
         self.sqlite_file = urls.sqlite_path(parsed) if parsed.get_backend_name() == "sqlite" else None
         if not create and self.sqlite_file is not None and not self.sqlite_file.is_file():
             raise StorageError(f"no database at {self.sqlite_file} ({self.shown_url})")
@@ -153,15 +166,11 @@ class Store:
         return f"the SQLite file {self.sqlite_file} is damaged or not a database ({why}); {DAMAGED_HINT}"
 
     def _create_schema(self) -> None:
+        """Bring the schema to this code's revision (``revisions.upgrade``: a new database is made at it, an older
+        one upgraded in place in one transaction); ``schema_upgrade`` says what was done."""
         for attempt in range(SCHEMA_ATTEMPTS):
             try:
-                with self.engine.begin() as conn:
-                    t.metadata.create_all(conn)
-                    row = conn.execute(select(t.schema.c.version)).first()
-                    if row is None:
-                        conn.execute(t.schema.insert().values(version=t.SCHEMA_VERSION))
-                    elif row[0] < t.SCHEMA_VERSION:
-                        _add_missing_columns(conn)
+                self.schema_upgrade = revisions.upgrade(self.engine, self.url, self.shown_url)
                 return
             except SQLAlchemyError:
                 if attempt == SCHEMA_ATTEMPTS - 1:
@@ -170,13 +179,8 @@ class Store:
 
     def _check_schema(self) -> None:
         with self.engine.connect() as conn:
-            names = set(inspect(conn).get_table_names())
-            if t.schema.name not in names:
-                raise StorageError(f"{self.shown_url} holds no skipsearch study (no {t.schema.name} table)")
-            version = conn.execute(select(t.schema.c.version)).scalar()
-        if version is None or version < t.SCHEMA_VERSION:  # its tables lack columns every query names
-            raise StorageError(f"{self.shown_url} was made by an older skipsearch (schema {version}, now "
-                               f"{t.SCHEMA_VERSION}); run `skipsearch run` on it once to upgrade it")
+            found = revisions.find(conn)
+        revisions.check_current(found, self.shown_url)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -304,10 +308,13 @@ class Store:
 
     # --- per-trial records ---------------------------------------------------------------------------
 
-    def record_trial(self, row: TrialRow, claim: tuple[str, str] | None = None) -> bool:
+    def record_trial(self, row: TrialRow, claim: tuple[str, str] | None = None,
+                     measurements: Sequence[Measurement] = ()) -> bool:
         """A trial's row. With ``claim`` = (item, driver id), only while that driver still holds the claim,
-        checked in the same transaction: False (nothing written) when another driver took it over."""
-        return self._insert_claimed(t.trials, asdict(row), claim)
+        checked in the same transaction: False (nothing written) when another driver took it over.
+        ``measurements``: the trial's other numbers (``metric.report``), in the same transaction."""
+        at = _At(stage="trial", n=row.n)
+        return self._insert_claimed(t.trials, asdict(row), claim, (at, _with_own(row, row.extractor, measurements)))
 
     def trial(self, study: str, number: int) -> TrialRow | None:
         with self.begin() as conn:
@@ -321,9 +328,14 @@ class Store:
         with self.begin() as conn:
             conn.execute(update(t.trials).where(*where).values(delta_fid=t.trials.c.fid - baseline_fid))
 
-    def record_rung(self, row: RungRow | StepRow) -> None:
-        """An intermediate score: at a sample count (rungs table) or a training step (steps table)."""
-        self._insert(t.steps if isinstance(row, StepRow) else t.rungs, asdict(row))
+    def record_rung(self, row: RungRow | StepRow, measurements: Sequence[Measurement] = (), *,
+                    extractor: str) -> None:
+        """An intermediate score: at a sample count (rungs table) or a training step (steps table). Its row names
+        no feature space, so ``extractor`` says which its numbers are in (for their measurement rows)."""
+        step = isinstance(row, StepRow)
+        at = _At(stage="step", n=row.n, step=row.step) if step else _At(stage="rung", n=row.n)
+        self._insert_claimed(t.steps if step else t.rungs, asdict(row), None,
+                             (at, _with_own(row, extractor, measurements)))
 
     def rungs_frame(self, study: str) -> pd.DataFrame:
         return self._frame(select(t.rungs).where(t.rungs.c.study_name == study)
@@ -333,10 +345,26 @@ class Store:
         return self._frame(select(t.steps).where(t.steps.c.study_name == study)
                            .order_by(t.steps.c.trial_number, t.steps.c.step))
 
-    def record_confirmation(self, row: ConfirmationRow, claim: tuple[str, str] | None = None) -> bool:
-        return self._insert_claimed(t.confirmations, asdict(row), claim)
+    def record_confirmation(self, row: ConfirmationRow, claim: tuple[str, str] | None = None,
+                            measurements: Sequence[Measurement] = ()) -> bool:
+        at = _At(stage="confirmation", n=row.n, seed_set=row.seed_set)
+        return self._insert_claimed(t.confirmations, asdict(row), claim,
+                                    (at, _with_own(row, row.extractor, measurements)))
 
-    def _insert_claimed(self, table: Table, values: dict, claim: tuple[str, str] | None) -> bool:
+    def measurements_frame(self, study: str) -> pd.DataFrame:
+        """Every measurement of a study, one row each (``tables.measurements``); none in a database a reader
+        opened before its upgrade to the revision that made the table (``revisions.READABLE``)."""
+        c = t.measurements.c
+        with self.begin() as conn:
+            if not inspect(conn).has_table(t.measurements.name):
+                import pandas as pd
+
+                return pd.DataFrame(columns=[col.name for col in t.measurements.columns])
+        return self._frame(select(t.measurements).where(c.study_name == study)
+                           .order_by(c.trial_number, c.stage, c.seed_set, c.n, c.step, c.metric, c.extractor))
+
+    def _insert_claimed(self, table: Table, values: dict, claim: tuple[str, str] | None,
+                        measured: tuple[_At, Sequence[Measurement]] | None = None) -> bool:
         with self.begin() as conn:
             if claim is not None:
                 item, driver_id = claim
@@ -346,6 +374,11 @@ class Store:
                 if not held:
                     return False
             conn.execute(table.insert().values(created_at=_now(), **values))
+            if measured is not None and measured[1]:
+                at, rows = measured
+                conn.execute(t.measurements.insert(), [
+                    {"study_name": values["study_name"], "trial_number": values["trial_number"], **asdict(at),
+                     **asdict(m), "created_at": _now()} for m in rows])
         return True
 
     def has_confirmation(self, study: str, trial: int, seed_set: int, n: int) -> bool:
@@ -360,9 +393,6 @@ class Store:
     def confirmations_frame(self, study: str) -> pd.DataFrame:
         q = select(t.confirmations).where(t.confirmations.c.study_name == study)
         return self._frame(q.order_by(t.confirmations.c.trial_number, t.confirmations.c.seed_set))
-
-    def _insert(self, table: Table, values: dict) -> None:
-        self._insert_claimed(table, values, None)
 
     def _frame(self, query) -> pd.DataFrame:
         import pandas as pd

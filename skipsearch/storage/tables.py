@@ -1,4 +1,7 @@
-"""skipsearch's tables, beside Optuna's in the same database. Schema versions are explicit.
+"""skipsearch's tables, beside Optuna's in the same database: as they are now. How a database gets there is the
+revisions in ``storage/migrations`` (its revision: ``skipsearch_alembic_version``); ``tests/test_migration.py``
+checks that a new database made by them is what these tables describe. Before the revisions, the schema's
+version was ``skipsearch_schema.version``, which stays at 3 (``SCHEMA_VERSION``) for older skipsearch to read:
 
 - 1: studies, trials, rungs, confirmations;
 - 2: Diff-Tuning columns (source FID, weights, training seed) and the steps table;
@@ -11,7 +14,7 @@ it names, checked at every open, trial and confirmation: ``search.integrity``) c
 version: every writer creates it when missing, and no reader needs it. ``skipsearch_study_facts`` (the study's
 model's facts, ``ModelInfo`` as JSON: its skip points, channels, resolution, conditions, stored at the first open:
 ``storage.facts``) came the same way; readers use it where it exists, and look the model up in a database that
-predates it.
+predates it. Revision 0004 is those two tables; 0005 is ``skipsearch_measurements``, every number as one row.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text,
                         UniqueConstraint)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 3  # the old counter's last version, frozen: the revision is the schema's version now
 
 metadata = MetaData()
 schema = Table("skipsearch_schema", metadata, Column("version", Integer, primary_key=True))
@@ -100,6 +103,18 @@ confirmations = _per_trial(
     Column("source_fid", Float), Column("source_kid", Float), Column("train_seed", Integer),
     key=("seed_set", "n"),
 )
+measurements = _per_trial(  # every number a metric gave, one row each (``results.Measurement``)
+    "skipsearch_measurements",
+    Column("stage", String(16), nullable=False),  # "trial", "rung", "step" or "confirmation"
+    Column("n", Integer, nullable=False),  # the sample count it was computed on
+    Column("step", Integer, nullable=False),  # the training step; -1: not a training method's step
+    Column("seed_set", Integer, nullable=False),  # the held-out seed set; -1: the search's seeds
+    Column("domain", String(32), nullable=False),  # "target", or a method's second reference ("source")
+    Column("metric", String(64), nullable=False),
+    Column("extractor", String(128), nullable=False),
+    Column("value", Float),
+    key=("stage", "n", "step", "seed_set", "domain", "metric", "extractor"),
+)
 drivers = Table(
     "skipsearch_drivers", metadata,
     Column("driver_id", String(32), primary_key=True),
@@ -122,4 +137,4 @@ claims = Table(
     UniqueConstraint("study_name", "item"),
 )
 # what deleting a study removes
-PER_STUDY = (trials, steps, rungs, confirmations, drivers, claims, study_hashes, study_facts, studies)
+PER_STUDY = (trials, steps, rungs, confirmations, measurements, drivers, claims, study_hashes, study_facts, studies)

@@ -177,6 +177,15 @@ def engine_kwargs(url: str) -> dict:
     return {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if make_url(url).get_backend_name() == "sqlite" else {}
 
 
+def sqlite_pragmas(dbapi_conn) -> None:
+    """What every writer's SQLite connection sets: WAL (readers go on while a driver writes) and a wait for a
+    lock held by another process rather than an instant "database is locked"."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT_S * 1000}")
+    cur.close()
+
+
 def read_only(url: str, immutable: bool = False) -> str:
     """A SQLite URL opened read-only (a missing file is an error, never created); others unchanged.
 
