@@ -4,9 +4,10 @@ Why: one trial of a small model does not fill a GPU, so K trials run in the time
 trial of a study sees the same seeds (common random numbers), so a shared batch is one chunk of noise repeated K
 times, copy c carrying trial ``alive[c]``'s coefficients (``BatchLayout``). The chunks are the ones each trial
 would sample alone (the ladder's and ``batch_size``'s), and features and distances are computed per trial on its
-own images in the same batches, so a trial's numbers equal its numbers alone wherever the network's kernels give
-a sample the same result whatever else is in its batch. The CPU kernels the tests use do; a GPU may choose
-another algorithm for another batch size, which moves the last bits (``skipsearch bench`` reports by how much).
+own images in the same batches (in every extractor its report names), so a trial's numbers equal its numbers
+alone wherever the network's kernels give a sample the same result whatever else is in its batch. The CPU
+kernels the tests use do; a GPU may choose another algorithm for another batch size, which moves the last bits
+(``skipsearch bench`` reports by how much).
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ def batch_ladder(ev: Evaluator, task: EvalTask, layout: BatchLayout, progress: b
     check_sampler(ev.loaded.denoiser, task.sampler)
     own = {k: Stopwatch() for k in layout.alive}  # per trial: features and distance
     network: dict[int, float] = dict.fromkeys(layout.alive, 0.0)  # per trial: its share of the shared calls
-    feats: dict[int, list[torch.Tensor]] = {k: [] for k in layout.alive}
+    feats: dict[int, dict[str, list[torch.Tensor]]] = {k: {} for k in layout.alive}  # per trial, per extractor
     previews: dict[int, str] = {}
     done = 0
     for n in task.ladder:
@@ -86,11 +87,12 @@ def batch_ladder(ev: Evaluator, task: EvalTask, layout: BatchLayout, progress: b
             except SampleError as err:
                 results[k] = err
                 continue
-            with own[k].measure("features", ev.device):
-                feats[k].append(ev.extractor(batch, batch_size=task.batch_size))
+            for label, part in ev.features(batch, task, own[k]).items():
+                feats[k].setdefault(label, []).append(part)
             if k not in previews:
                 previews[k] = grid_png(batch)
-            score = ev.score(torch.cat(feats[k]), task, n, own[k], start, previews[k])
+            spaces = {label: torch.cat(parts) for label, parts in feats[k].items()}
+            score = ev.score(spaces.pop(ev.extractor.name), task, n, own[k], start, previews[k], others=spaces)
             timings = {**score.timings, "network": network[k]}
             saved = 0 if shares is None or shares[k] is None else shares[k].saved
             results[k] = dataclasses.replace(score, wall_s=(time.perf_counter() - start) / trials, timings=timings,

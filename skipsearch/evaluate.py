@@ -5,14 +5,16 @@ loads the model, the extractor and the reference statistics once (``evaluator``)
 fixed seeds and scores FID/KID; the method around it applies and removes its coefficients. With a ladder of
 sample counts (multi-fidelity), the images of rung j are reused by rung j+1: seeds are drawn in order,
 and chunk boundaries depend only on the ladder and the batch size, so a rung's FID is bit-identical
-wherever and however it is computed.
+wherever and however it is computed. FID and KID come from the metric registry (``metrics.registry``), and so
+does every entry of the spec's ``metric.report``, computed on the same images in its own extractor (loaded once
+per worker, ``feature_space``), its features kept along the ladder like the objective's.
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -22,8 +24,9 @@ from skipsearch.diffusion.generation import SamplerConfig, generate
 from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.errors import SampleError, TrialError, TrialTimeout, UserError
 from skipsearch.previews import grid_png
-from skipsearch.results import Score
-from skipsearch.metrics import FeatureExtractor, Reference, fid, kid, reference
+from skipsearch.results import Measurement, Score
+from skipsearch.metrics import FeatureExtractor, Reference, reference
+from skipsearch.metrics.registry import OBJECTIVE, metric
 from skipsearch.models import LoadedModel, ModelSection, as_section, load_model
 from skipsearch.timing import Stopwatch
 
@@ -54,6 +57,8 @@ class EvalTask:
     device: str = "cpu"
     rungs: tuple[int, ...] = ()  # smaller sample counts reported before n (multi-fidelity)
     classes: tuple[int, ...] = ()  # class-conditional sampling: seed s draws label classes[s % len(classes)]
+    # the spec's ``metric.report``: (metric, extractor) pairs computed beside the objective on the same images
+    report: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", as_section(self.model))  # a plain name: a shipped model
@@ -79,16 +84,20 @@ class Evaluator:
 
     def ladder(self, task: EvalTask, progress: bool = False, share: Sharing | None = None) -> Iterator[Score]:
         """One result per rung, sampling the model as it is now (with whatever coefficients are on it);
-        ``share``: its first steps are the baseline's (``skipsearch.diffusion.trajectories``)."""
-        start, watch, feats, done, preview = time.perf_counter(), Stopwatch(), [], 0, None
+        ``share``: its first steps are the baseline's (``skipsearch.diffusion.trajectories``). Features are kept
+        per extractor along the ladder: a rung scores every image so far, in every space the task reports."""
+        start, watch, done, preview = time.perf_counter(), Stopwatch(), 0, None
+        feats: dict[str, list[torch.Tensor]] = {}
         for n in task.ladder:
             images = self.sample(task, range(task.seed_start + done, task.seed_start + n), watch, progress, share)
-            with watch.measure("features", self.device):
-                feats.append(self.extractor(images, batch_size=task.batch_size))
+            for label, part in self.features(images, task, watch).items():
+                feats.setdefault(label, []).append(part)
             if preview is None:
                 preview = grid_png(images)
             done = n
-            yield self.score(torch.cat(feats), task, n, watch, start, preview, 0 if share is None else share.saved)
+            spaces = {label: torch.cat(parts) for label, parts in feats.items()}
+            yield self.score(spaces.pop(self.extractor.name), task, n, watch, start, preview,
+                             0 if share is None else share.saved, others=spaces)
 
     def __call__(self, task: EvalTask, progress: bool = False, share: Sharing | None = None) -> Score:
         *_, last = self.ladder(task, progress, share)
@@ -104,16 +113,71 @@ class Evaluator:
         check_images(images)
         return images
 
+    def features(self, images: torch.Tensor, task: EvalTask, watch: Stopwatch) -> dict[str, torch.Tensor]:
+        """The images' features in the objective's extractor (timed as "features") and in every other extractor
+        the task reports in (timed as "report"), by extractor label."""
+        with watch.measure("features", self.device):
+            out = {self.extractor.name: self.extractor(images, batch_size=task.batch_size)}
+        for label in self.report_spaces(task):
+            with watch.measure("report", self.device):
+                out[label] = self.space(label, task.dataset).extractor(images, batch_size=task.batch_size)
+        return out
+
+    def report_spaces(self, task: EvalTask) -> tuple[str, ...]:
+        """The extractors the task reports in besides the objective's, in the spec's order."""
+        return tuple(dict.fromkeys(label for _, label in task.report if label != self.extractor.name))
+
+    def space(self, label: str, dataset: str) -> FeatureSpace:
+        """An extractor and the reference statistics of ``dataset`` in it: the objective's own, or another one
+        loaded once per worker (``feature_space``)."""
+        if label == self.extractor.name:
+            return FeatureSpace(extractor=self.extractor, reference=self.reference)
+        return feature_space(label, dataset, self.loaded.info.resolution, str(self.device))
+
     def score(self, feats: torch.Tensor, task: EvalTask, n: int, watch: Stopwatch, start: float,
-              preview: str | None = None, evaluations_saved: int = 0) -> Score:
+              preview: str | None = None, evaluations_saved: int = 0,
+              others: Mapping[str, torch.Tensor] | None = None) -> Score:
+        """FID and KID of ``feats`` (the objective's extractor), through the metric registry, and the task's
+        report: its entries in the objective's space from ``feats``, the others from ``others`` (by label)."""
+        ref = self.reference
         with watch.measure("distance", self.device):
-            fid_value = fid(feats, self.reference.stats)
-            kid_mean, kid_std = kid(feats, self.reference.features, task.kid_subset_size)
+            values: dict[str, float] = {}
+            for objective in OBJECTIVE:  # fid, kid and kid_std
+                values |= objective(feats, ref.stats, ref.features, task.kid_subset_size)
+        measurements = self.report(task, {self.extractor.name: feats, **(others or {})}, watch)
         info = self.loaded.info
-        return Score(fid=fid_value, kid=kid_mean, kid_std=kid_std, n=n, seed_start=task.seed_start,
-                          nfe=task.sampler.nfe, extractor=self.extractor.name, ref_hash=self.reference.key,
-                          model_id=info.model_id, model_hash=info.weights_hash, wall_s=time.perf_counter() - start,
-                          timings=dict(watch.seconds), preview=preview, evaluations_saved=evaluations_saved)
+        return Score(fid=values["fid"], kid=values["kid"], kid_std=values["kid_std"], n=n,
+                     seed_start=task.seed_start, nfe=task.sampler.nfe, extractor=self.extractor.name,
+                     ref_hash=ref.key, model_id=info.model_id, model_hash=info.weights_hash,
+                     wall_s=time.perf_counter() - start, timings=dict(watch.seconds), preview=preview,
+                     evaluations_saved=evaluations_saved, measurements=measurements)
+
+    def report(self, task: EvalTask, feats: Mapping[str, torch.Tensor], watch: Stopwatch) -> tuple[Measurement, ...]:
+        """Every (metric, extractor) of the task's report on these features, one measurement per number."""
+        out: list[Measurement] = []
+        with watch.measure("report", self.device):
+            for name, label in task.report:
+                ref = self.space(label, task.dataset).reference
+                values = metric(name)(feats[label], ref.stats, ref.features, task.kid_subset_size)
+                out += [Measurement(metric=key, extractor=label, value=value) for key, value in values.items()]
+        return tuple(out)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureSpace:
+    """An extractor with a reference's statistics in its space."""
+
+    extractor: FeatureExtractor
+    reference: Reference
+
+
+@functools.lru_cache(maxsize=8)
+def feature_space(label: str, dataset: str, resolution: int, device: str) -> FeatureSpace:
+    """A report's extractor and its reference statistics (cached on disk by content), once per worker: a
+    study reports in a few spaces, and every score of the worker reads the same ones."""
+    extractor = FeatureExtractor(label, device=device)
+    ref = reference(data.load(dataset, resolution=resolution), extractor).to(device)
+    return FeatureSpace(extractor=extractor, reference=ref)
 
 
 def check_images(images: torch.Tensor) -> None:

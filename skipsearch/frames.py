@@ -12,7 +12,8 @@ from sqlalchemy import Boolean, DateTime, Float, Integer, Table
 from skipsearch.errors import UserError
 from skipsearch.exchange.export import stored_spec
 from skipsearch.methods import parse_coefficients
-from skipsearch.search.heldout import heldout_summary
+from skipsearch.search.heldout import heldout_reported, heldout_summary
+from skipsearch.search.measured import KEYS, reported
 from skipsearch.storage import Store
 from skipsearch.storage import tables as _tables
 
@@ -80,20 +81,36 @@ def _with_coefficient_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
+def _with_reported(frame: pd.DataFrame, extra: pd.DataFrame, keys: tuple[str, ...]) -> pd.DataFrame:
+    """The frame and the report's columns (``search.measured``), joined on ``keys``; NaN where a row has none
+    (a trial run before the report was added). Nothing reported: the frame as it is, column for column."""
+    if len(extra.columns) == len(keys):
+        return frame
+    return frame.merge(extra, on=list(keys), how="left")
+
+
 def trials(store: Store, study: str) -> pd.DataFrame:
     require_study(store, study)
-    return _with_coefficient_columns(_typed(store.trials_frame(study), _tables.trials), "coefficients_json")
+    frame = _typed(store.trials_frame(study), _tables.trials)
+    extra = reported(store, study, "trial", stored_spec(store, study).metric.extractor)
+    return _with_coefficient_columns(_with_reported(frame, extra, KEYS["trial"]), "coefficients_json")
 
 
 def confirmations(store: Store, study: str, per_seed_set: bool = False) -> pd.DataFrame:
+    require_study(store, study)
+    spec = stored_spec(store, study)
     if per_seed_set:
-        require_study(store, study)
         roles = store.trials_frame(study)[["trial_number", "role", "coefficients_json"]]
         rows = _typed(store.confirmations_frame(study), _tables.confirmations)
+        extra = reported(store, study, "confirmation", spec.metric.extractor)
+        rows = _with_reported(rows, extra, KEYS["confirmation"])
         return _with_coefficient_columns(rows.merge(roles, on="trial_number", how="left"), "coefficients_json")
-    table = heldout_summary(store, study, stored_spec(store, study).confirm.n)
+    table = heldout_summary(store, study, spec.confirm.n)
     if table.empty:
         table = pd.DataFrame(columns=list(CONFIRMATION_COLUMNS))
     table = table.astype({c: "int64" if c in _SUMMARY_INTEGERS else "float64"
                           for c in CONFIRMATION_COLUMNS if c not in ("role", "coefficients") and c in table.columns})
+    if not table.empty:
+        extra = heldout_reported(store, study, spec.confirm.n, spec.metric.extractor)
+        table = _with_reported(table, extra, ("trial_number",))
     return _with_coefficient_columns(table, "coefficients")

@@ -22,8 +22,9 @@ from skipsearch.errors import UserError
 from skipsearch.exchange.export import stored_spec
 from skipsearch.files import atomic_write_text
 from skipsearch.methods import Method, method_for, parse_coefficients
-from skipsearch.methods.base import Profile
-from skipsearch.search.heldout import heldout_summary
+from skipsearch.methods.method import Profile
+from skipsearch.search.heldout import heldout_reported, heldout_summary
+from skipsearch.search.measured import reported
 from skipsearch.search.verdict import Verdict, verdict
 from skipsearch.spec import Spec
 from skipsearch.storage import Store, engine_kwargs, urls
@@ -49,6 +50,9 @@ class StudyData:
     profiles: tuple[Profile, ...]  # the winner's (or the best trial's)
     shown_trial: int | None  # whose profile and grid are shown beside the baseline's
     grids: dict[str, bytes] = field(default_factory=dict)  # "baseline" / "winner" -> PNG
+    # ``metric.report``'s numbers (``search.measured``): per trial at the search N, per candidate held out
+    reported: pd.DataFrame = field(default_factory=pd.DataFrame)
+    heldout_reported: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def baseline(self) -> pd.Series | None:
@@ -100,6 +104,8 @@ def gather(url: str, study: str) -> StudyData:
         trials, rungs = store.trials_frame(study), store.rungs_frame(study)
         confirmations = store.confirmations_frame(study)
         table = heldout_summary(store, study, spec.confirm.n)
+        reported_trials = reported(store, study, "trial", spec.metric.extractor)
+        reported_heldout = heldout_reported(store, study, spec.confirm.n, spec.metric.extractor)
         info = study_facts(store, study, spec.model)  # as stored: the model may have lived in another process
     finally:
         store.close()
@@ -124,7 +130,8 @@ def gather(url: str, study: str) -> StudyData:
     data = StudyData(name=study, spec=spec, method=method, trials=trials, rungs=rungs, table=table,
                      confirmations=confirmations[confirmations.n == spec.confirm.n], verdict=judged,
                      importances=_importances(ostudy), profiles=profiles, shown_trial=shown,
-                     grids=_grids(ostudy, rdb, artifact_store(url, create=False), numbers))
+                     grids=_grids(ostudy, rdb, artifact_store(url, create=False), numbers),
+                     reported=reported_trials, heldout_reported=reported_heldout)
     rdb.remove_session()
     return data
 
@@ -150,12 +157,41 @@ def _facts(d: StudyData) -> str:
     return f"<table class='facts'>{body}</table>"
 
 
+def _reported(d: StudyData) -> str:
+    """The report's numbers (``metric.report``) of the baseline and the shown trial: at the search N, and their
+    means over the held-out seed sets; nothing when the study reports none."""
+    names = [c for c in d.reported.columns if c != "trial_number"]
+    if not names:
+        return ""
+    base = d.trials[d.trials.role == "baseline"].trial_number
+    shown = {"baseline": None if base.empty else int(base.iloc[0])}
+    if d.shown_trial is not None and d.shown_trial != shown["baseline"]:
+        shown[f"trial {d.shown_trial}"] = d.shown_trial
+    columns = [(f"{label}, search N", d.reported, "", number) for label, number in shown.items()]
+    if len(d.heldout_reported.columns) > 1:
+        columns += [(f"{label}, held-out mean", d.heldout_reported, "heldout_", number)
+                    for label, number in shown.items()]
+
+    def cell(frame: pd.DataFrame, prefix: str, number: int | None, name: str) -> str:
+        row = frame[frame.trial_number == number]
+        value = row[prefix + name].iloc[0] if number is not None and not row.empty else float("nan")
+        return "" if pd.isna(value) else f"{value:.4f}"
+
+    head = "".join(f"<th>{html.escape(title)}</th>" for title, *_ in columns)
+    body = "".join(f"<tr><th>{html.escape(name)}</th>"
+                   + "".join(f"<td>{cell(frame, prefix, number, name)}</td>" for _, frame, prefix, number in columns)
+                   + "</tr>" for name in names)
+    return ("<h3>Reported metrics</h3><p class='why'>metric.report: computed on the same images as the objective, "
+            "named metric@extractor; they decide nothing in the search.</p>"
+            f"<table class='reported'><tr><th></th>{head}</tr>{body}</table>")
+
+
 def _section(d: StudyData) -> str:
     from skipsearch.dashboards import figures
 
     parts = [f"<section id='study-{html.escape(d.name)}'><h2>{html.escape(d.name)}</h2>", _facts(d),
              f"<p class='verdict {'win' if d.verdict.win else 'nowin'}'><b>Verdict.</b> "
-             f"{html.escape(d.verdict.text)}</p>"]
+             f"{html.escape(d.verdict.text)}</p>", _reported(d)]
     for fig_def in figures.STUDY_FIGURES:
         fig = fig_def.build(d)
         if fig is None:
@@ -174,6 +210,7 @@ def _section(d: StudyData) -> str:
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
 table.facts th { text-align: left; padding-right: 1em; font-weight: 600; }
+table.reported th, table.reported td { text-align: right; padding: 0 .6em; }
 p.verdict { padding: .6em; border-left: 4px solid #888; background: #f6f6f6; }
 p.verdict.win { border-color: #2a7; } p.why { color: #555; font-size: .9em; }
 .grids { display: flex; gap: 2em; } figure img { image-rendering: pixelated; width: 320px; }

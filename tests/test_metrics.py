@@ -141,3 +141,84 @@ def test_a_cache_entry_with_features_only_is_completed_without_extracting_again(
     torch.testing.assert_close(again.stats.sqrt_sigma, first.stats.sqrt_sigma, rtol=0, atol=0)
     with np.load(path) as archive:
         assert set(archive.files) == {"features", "mu", "sigma", "sqrt_sigma"}
+
+
+# --- the metric registry, and precision/recall (Kynkäänniemi et al. 2019) -----------------------------------------
+
+
+def test_the_objective_through_the_registry_is_bit_identical_to_fid_and_kid():
+    from skipsearch.metrics.registry import FID, KID, METRICS
+
+    rng = np.random.default_rng(5)
+    ref_features = torch.from_numpy(rng.normal(size=(200, 12)))
+    ref = statistics(ref_features, with_sqrt=True)
+    for n in (150, 10):  # both of fid's forms
+        samples = torch.from_numpy(rng.normal(0.3, 1.2, size=(n, 12)))
+        assert FID(samples, ref, ref_features) == {"fid": fid(samples, ref)}
+        mean, std = kid(samples, ref_features, 8)
+        assert KID(samples, ref, ref_features, 8) == {"kid": mean, "kid_std": std}
+    assert set(METRICS) >= {"fid", "kid", "precision_recall"}
+
+
+def test_a_metric_reads_only_what_it_declares():
+    from skipsearch.metrics.metric import Metric
+
+    peeking = Metric(name="peek", values=("v",), uses=frozenset({"stats"}),
+                     compute=lambda x: {"v": float(x.reference.sum())})  # declares stats, reads features
+    ref_features = torch.ones(20, 3, dtype=torch.float64)
+    with pytest.raises(AttributeError):
+        peeking(ref_features, statistics(ref_features), ref_features)
+    wrong = Metric(name="wrong", values=("a",), uses=frozenset(), compute=lambda x: {"b": 1.0})
+    with pytest.raises(RuntimeError, match="declares"):
+        wrong(ref_features, None, None)
+
+
+def test_precision_and_recall_of_identical_sets_are_one_and_of_far_apart_sets_zero():
+    from skipsearch.metrics.precision_recall import precision_recall
+
+    rng = np.random.default_rng(2)
+    points = torch.from_numpy(rng.normal(size=(120, 6)))
+    assert precision_recall(points, points) == (1.0, 1.0)
+    assert precision_recall(points + 1000.0, points) == (0.0, 0.0)
+
+
+def test_precision_and_recall_by_hand_in_two_dimensions():
+    """k = 3. Reference on a line: (0,0) (1,0) (2,0) (3,0) (10,0); each one's third-nearest other point is at
+    3, 2, 2, 3 and 9. Samples A: (0,3) lies exactly on (0,0)'s ball (distance 3 = radius: counts), (5,5) in
+    (10,0)'s (7.07 <= 9), (20,0) and (-4,0) in none: precision 2/4. Their own radii (4 points: each one's farthest
+    other) are 20.2 to 24, so every reference point is covered: recall 1. Samples B: four points at 0.5 around
+    the origin, each of radius 1 (the opposite point): all inside (0,0)'s ball, precision 1; they cover (0,0) and
+    (1,0) only (distance 0.5 from (0.5,0)), (2,0) is 1.5 away: recall 2/5."""
+    from skipsearch.metrics.precision_recall import knn_radii, precision_recall
+
+    real = torch.tensor([[0, 0], [1, 0], [2, 0], [3, 0], [10, 0]], dtype=torch.float64)
+    assert knn_radii(real).tolist() == [3, 2, 2, 3, 9]
+    a = torch.tensor([[0, 3], [5, 5], [20, 0], [-4, 0]], dtype=torch.float64)
+    assert precision_recall(a, real) == (0.5, 1.0)
+    b = torch.tensor([[0, 0.5], [0, -0.5], [0.5, 0], [-0.5, 0]], dtype=torch.float64)
+    assert knn_radii(b).tolist() == [1, 1, 1, 1]
+    assert precision_recall(b, real) == (1.0, 0.4)
+
+
+def test_dropping_half_the_modes_halves_recall_and_keeps_precision():
+    from skipsearch.metrics.precision_recall import precision_recall
+
+    rng = np.random.default_rng(4)
+    angles = np.arange(8) * np.pi / 4
+    centres = np.stack([10 * np.cos(angles), 10 * np.sin(angles)], 1)
+    real = np.concatenate([c + 0.3 * rng.normal(size=(60, 2)) for c in centres])  # 8 modes
+    fake = np.concatenate([c + 0.3 * rng.normal(size=(120, 2)) for c in centres[::2]])  # 4 of them
+    precision, recall = precision_recall(torch.from_numpy(fake), torch.from_numpy(real))
+    assert precision > 0.95
+    assert recall == pytest.approx(0.5, abs=0.03)
+
+
+def test_precision_and_recall_do_not_depend_on_the_block_size(monkeypatch):
+    from skipsearch.metrics import precision_recall as pr
+
+    rng = np.random.default_rng(6)
+    fake, real = torch.from_numpy(rng.normal(size=(90, 5))), torch.from_numpy(rng.normal(0.4, 1, size=(130, 5)))
+    whole = pr.precision_recall(fake, real)
+    monkeypatch.setattr(pr, "BLOCK_BYTES", 8 * 130 * 7)  # 7 rows a block
+    assert pr.precision_recall(fake, real) == whole
+    assert 0 < whole[0] < 1 and 0 < whole[1] < 1

@@ -3,6 +3,8 @@
 ``features`` holds the extractors (torch-fidelity networks, by name), ``reference`` the cached reference
 statistics, ``distance`` FID and KID, ``cache`` the disk cache; ``digits`` and ``inception`` are the two
 extractors' own code, and ``compat`` says whether samples, extractor and reference can give a meaningful FID.
+``registry`` lists the metrics by name (``metric`` says what one is; ``precision_recall`` is one), and
+``reported`` checks a spec's ``metric.report`` against it before a study is stored.
 """
 
 from skipsearch.files import cache_dir

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from skipsearch.methods import Coefficients, parse_coefficients
+from skipsearch.search.measured import column, reported
 from skipsearch.search.verdict import paired_interval
 from skipsearch.storage import Store
 from skipsearch.storage.records import TrialRow
@@ -58,3 +59,32 @@ def heldout_summary(store: Store, study: str, n: int | None = None) -> pd.DataFr
                          seed_sets=len(g),
                          n=int(g.n.iloc[0]), coefficients=search.coefficients_json))
     return pd.DataFrame(rows).sort_values(["role", "heldout_fid"]).reset_index(drop=True)
+
+
+def heldout_reported(store: Store, study: str, n: int, objective: str) -> pd.DataFrame:
+    """The report's numbers per confirmed trial at ``n``: each one's mean over the held-out seed sets
+    (``heldout_METRIC@EXTRACTOR``) and, for FID in another extractor, the paired dFID against the baseline and its
+    95% interval over the seed sets (``delta_fid@EXTRACTOR``, ``delta_fid_low@...``, ``delta_fid_high@...``), as
+    the objective's. Empty (only ``trial_number``) when the study reports nothing."""
+    wide = reported(store, study, "confirmation", objective)
+    wide = wide[wide.n == n] if not wide.empty else wide
+    values = [c for c in wide.columns if c not in ("trial_number", "seed_set", "n")]
+    if wide.empty or not values:
+        return pd.DataFrame(columns=["trial_number"])
+    trials = store.trials_frame(study)
+    roles = trials.set_index("trial_number").role
+    base_nums = [t for t in wide.trial_number.unique() if roles.get(t) == "baseline"]
+    base = wide[wide.trial_number == base_nums[0]].set_index("seed_set") if base_nums else None
+    fids = [c for c in values if c.startswith(column("fid", ""))]
+    rows = []
+    for num, group in wide.groupby("trial_number"):
+        g = group.set_index("seed_set")
+        row: dict = {"trial_number": int(num)} | {f"heldout_{c}": g[c].mean() for c in values}
+        for c in fids:
+            ci = paired_interval((g[c] - base[c].reindex(g.index)).dropna().tolist()) if base is not None else None
+            extractor = c.removeprefix(column("fid", ""))
+            row |= {f"delta_fid@{extractor}": None if ci is None else ci.mean,
+                    f"delta_fid_low@{extractor}": None if ci is None else ci.low,
+                    f"delta_fid_high@{extractor}": None if ci is None else ci.high}
+        rows.append(row)
+    return pd.DataFrame(rows).astype({c: "float64" for r in rows[:1] for c in r if c != "trial_number"})

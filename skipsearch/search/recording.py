@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 from contextlib import suppress
+from dataclasses import replace
 
 import optuna
 
 from skipsearch.errors import FileWriteError, UserError
 from skipsearch.exchange.provenance import versions
 from skipsearch.files import machine_failure
-from skipsearch.results import Rung
+from skipsearch.results import Measurement, Rung, Score
 from skipsearch.search.annotations import annotate_baseline, annotate_trial
 from skipsearch.search.context import StudyContext
 from skipsearch.search.coordination import trial_item
@@ -53,12 +54,21 @@ def record_rung(ctx: StudyContext, trial: optuna.trial.Trial, rung: Rung) -> Non
         trial.report(s.fid, step=rung.progress)
     common = dict(study_name=ctx.spec.name, trial_number=trial.number, n=s.n, fid=s.fid, kid=s.kid,
                   wall_s=rung.wall_s)
+    measured = reported(s, rung.source)
     if rung.step is None:
-        ctx.store.record_rung(RungRow(**common))
+        ctx.store.record_rung(RungRow(**common), measurements=measured, extractor=s.extractor)
         return
     source = rung.source
     ctx.store.record_rung(StepRow(**common, step=rung.step, source_fid=source.fid if source else None,
-                                  source_kid=source.kid if source else None))
+                                  source_kid=source.kid if source else None), measurements=measured,
+                          extractor=s.extractor)
+
+
+def reported(score: Score, source: Score | None = None) -> tuple[Measurement, ...]:
+    """What a score's ``metric.report`` measured, to store beside its row: the target's, and a second
+    reference's (Diff-Tuning's pre-training data) under the domain "source"."""
+    extra = () if source is None else tuple(replace(m, domain="source") for m in source.measurements)
+    return (*score.measurements, *extra)
 
 
 def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: str, rung: Rung) -> str:
@@ -69,7 +79,7 @@ def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: 
     base = s.fid if role == "baseline" else baseline_fid(ctx)
     delta = None if base is None or state != "COMPLETE" else s.fid - base
     source, artifact = rung.source, rung.artifact
-    return _record(ctx, number, rung, _row(
+    return _record(ctx, number, rung, reported(s, source), _row(
         ctx, number, role, coefficients_json, n=s.n, state=state, fid=s.fid, kid=s.kid, kid_std=s.kid_std,
         delta_fid=delta, model_hash=s.model_hash, ref_hash=s.ref_hash, wall_s=rung.wall_s, evaluated=True,
         source_fid=source.fid if source else None, source_kid=source.kid if source else None,
@@ -80,15 +90,16 @@ def record_failure(ctx: StudyContext, number: int, role: str, coefficients_json:
                    evaluated: bool = True) -> None:
     """FAIL with its reason. ``evaluated=False`` (killed, interrupted, stopped by a bug) keeps it out of the
     trial budget."""
-    _record(ctx, number, None, _row(ctx, number, role, coefficients_json, state="FAIL", error=reason,
-                                    evaluated=evaluated))
+    _record(ctx, number, None, (), _row(ctx, number, role, coefficients_json, state="FAIL", error=reason,
+                                        evaluated=evaluated))
 
 
-def _record(ctx: StudyContext, number: int, rung: Rung | None, row: TrialRow) -> str:
-    """Write the row while this driver still holds the trial's claim, tell Optuna (with the trial's numbers
-    and pictures for the dashboard), then drop the claim."""
+def _record(ctx: StudyContext, number: int, rung: Rung | None, measured: tuple[Measurement, ...],
+            row: TrialRow) -> str:
+    """Write the row (and its report's measurements) while this driver still holds the trial's claim, tell
+    Optuna (with the trial's numbers and pictures for the dashboard), then drop the claim."""
     item = trial_item(number)
-    if not ctx.store.record_trial(row, claim=(item, ctx.driver.id)):
+    if not ctx.store.record_trial(row, claim=(item, ctx.driver.id), measurements=measured):
         ctx.echo(f"trial {number}: another driver recovered it while this one ran it (no heartbeat for too "
                  f"long?); this result is discarded")
         return LOST
