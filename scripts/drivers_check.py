@@ -160,7 +160,7 @@ def main() -> int:
 
     sys.path.insert(0, str(ROOT))
     from skipsearch.errors import StorageError
-    from skipsearch.spec import load_spec
+    from skipsearch.specfile import load_spec
     from skipsearch.storage import Store, urls
 
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="drivers-check-"))

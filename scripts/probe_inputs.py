@@ -210,10 +210,10 @@ def main() -> None:
     from skipsearch import data
     from skipsearch.exchange import verify as exporting
     from skipsearch.metrics import inception
-    from skipsearch.methods.diff_tuning.apply import LoadedWeights
+    from skipsearch.methods.diff_tuning.tuned_weights import LoadedWeights
     from skipsearch.models import load_model
     from skipsearch.resolve import check_names
-    from skipsearch.spec import load_spec
+    from skipsearch.specfile import load_spec
     from skipsearch.storage import Store
 
     work = Path(tempfile.mkdtemp(prefix="probe-"))

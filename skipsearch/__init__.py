@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    "run": "skipsearch.api", "best": "skipsearch.api", "export": "skipsearch.api", "apply": "skipsearch.exchange.apply",
+    "run": "skipsearch.api", "best": "skipsearch.api", "export": "skipsearch.api",
+    "apply": "skipsearch.exchange.apply_file",
     "verify": "skipsearch.api", "trials": "skipsearch.api", "confirmations": "skipsearch.api",
     "RunResult": "skipsearch.api", "BestTrial": "skipsearch.api", "Verdict": "skipsearch.api",
     "pareto": "skipsearch.api", "studies": "skipsearch.api", "delete": "skipsearch.api", "report": "skipsearch.api",
     "UserError": "skipsearch.errors", "load_model": "skipsearch.models", "model_info": "skipsearch.models",
-    "Spec": "skipsearch.spec", "load_spec": "skipsearch.spec",
+    "Spec": "skipsearch.spec", "load_spec": "skipsearch.specfile",
     "sample": "skipsearch.exchange.sample", "Samples": "skipsearch.exchange.sample",
 }
 __all__ = sorted(_EXPORTS)

@@ -21,7 +21,7 @@ from skipsearch.storage import Store, urls
 if TYPE_CHECKING:
     import pandas as pd
 
-    from skipsearch.exchange.apply import apply
+    from skipsearch.exchange.apply_file import apply
     from skipsearch.exchange.provenance import Provenance
     from skipsearch.exchange.verify import verify
     from skipsearch.methods import Coefficients
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 # Each verb imports what it uses, where it uses it: a reader (``studies``, ``best``, ``export``) never pays for the
 # driver's Optuna, Ray or torch, and ``studies`` not even for pandas. Re-exported names load on first use.
-_LATER = {"apply": "skipsearch.exchange.apply", "verify": "skipsearch.exchange.verify",
+_LATER = {"apply": "skipsearch.exchange.apply_file", "verify": "skipsearch.exchange.verify",
           "Verdict": "skipsearch.search.verdict"}
 
 __all__ = ["BestTrial", "RunResult", "Verdict", "apply", "best", "confirmations", "delete", "export", "pareto",
@@ -124,7 +124,8 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
     from skipsearch.search import confirm as _confirm
     from skipsearch.search import driver as _driver
     from skipsearch.search.heldout import pareto_front
-    from skipsearch.spec import TRIALS_MAX, Spec, load_spec
+    from skipsearch.spec import TRIALS_MAX, Spec
+    from skipsearch.specfile import load_spec
 
     source = "spec" if isinstance(spec, Spec) else str(spec)
     spec = spec.anchored(Path.cwd()) if isinstance(spec, Spec) else load_spec(spec)  # paths absolute: skipsearch.paths

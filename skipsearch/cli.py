@@ -90,10 +90,10 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
 
     Example: skipsearch run studies/demo-skip.yaml --trials 40 --workers 2
     """
-    from skipsearch import api, tables
+    from skipsearch import api, terminal_tables
     from skipsearch.methods import method_for
     from skipsearch.search.ray_tune import Placement
-    from skipsearch.spec import load_spec
+    from skipsearch.specfile import load_spec
 
     loaded = load_spec(spec)
     url = urls.choose(storage, loaded.storage)
@@ -115,7 +115,7 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
     extra = method.header(loaded)
     header += f"\n{extra}" if extra else ""
-    tables.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
+    terminal_tables.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
     typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
                f"{urls.for_command_line(url)} --format yaml -o {result.study}.yaml")
 
@@ -156,7 +156,7 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: Optional
     if won.pareto_front:
         from rich.console import Console
 
-        from skipsearch.tables import pareto_table
+        from skipsearch.terminal_tables import pareto_table
 
         Console(width=180).print(pareto_table(api.pareto(storage, study)))
 
@@ -194,7 +194,7 @@ def verify(file: Path = typer.Argument(..., help="A coefficient file written by 
     Example: skipsearch verify best.yaml
     """
     from skipsearch import api
-    from skipsearch.exchange.apply import disagreeing
+    from skipsearch.exchange.apply_file import disagreeing
 
     r = api.verify(file, device, tolerance, trust_pickles=trust_pickles)
     if r.disagreements:
@@ -342,8 +342,6 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     skipsearch bench --json bench.json;  skipsearch bench --versus-plain --trials 12 --repeats 3
     """
     from skipsearch.bench import show, write_json
-    from skipsearch.methods import method_for
-    from skipsearch.spec import load_spec
 
     if imports:
         from skipsearch.bench.imports import bench_imports
@@ -358,7 +356,9 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
 
         records = bench_versus_plain(spec, repeats or 3, trials, plain_budget)
     else:
-        records = method_for(load_spec(spec).kind).bench(spec, trials or 3, use_ray, quick)
+        from skipsearch.bench.suites import bench_spec
+
+        records = bench_spec(spec, trials or 3, use_ray, quick)
     show(records, "benchmark record:")
     if json_out is not None:
         write_json(json_out, records)

@@ -1,7 +1,8 @@
 """Study specs: one YAML file per study, every field validated, every error naming its field.
 
-This module holds the sections every study shares; each method adds its own (``methods/*/spec.py``) and
-``parse_spec`` picks the method's spec class by ``kind`` from the method registry.
+This module holds the sections every study shares; each method adds its own (``methods/skip_tuning/skip_spec.py``
+and its siblings), and ``skipsearch.specfile`` reads a spec, picking the method's spec class by ``kind`` from
+the method registry (which imports this module, so this module never imports the methods).
 
 Numbers have documented bounds (``README.md``, "Study specs"): seeds are 31-bit (they are stored in
 32-bit database columns, and seed + sample count must stay below 2^31), sizes are capped at values no
@@ -16,14 +17,11 @@ FID is computed at (``metric.n``, ``metric.rungs``, ``confirm.n``) is at least `
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from skipsearch import textfiles
 from skipsearch.diffusion.kinds import KARRAS, NAMES, kind_of
-from skipsearch.errors import UserError
 from skipsearch.fields import (BATCH_MAX, N_MAX, RHO_MAX, SEED_MAX, SIGMA_LIMIT, STEPS_MAX, TIMEOUT_MAX, TRIALS_MAX,
                                Batch, Count, DataName, Rate, Rho, Section, Seed, Sigma, Steps)
 from skipsearch.models import FAMILIES, ModelSpec
@@ -47,15 +45,15 @@ NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 __all__ = ["BATCH_MAX", "DEFAULT_STORAGE", "N_MAX", "RHO_MAX", "SEED_MAX", "SIGMA_LIMIT", "STEPS_MAX", "TIMEOUT_MAX",
            "TRIALS_MAX", "Batch", "ConfirmSpec", "Count", "MIN_FID_N", "MetricSpec", "ModelSpec", "NAME_RULE", "Rate",
-           "Rho", "SamplerSpec", "SearchCommon", "Section", "Seed", "Sigma", "Spec", "Steps", "changed_science",
-           "check_fid_n", "check_name", "load_spec", "parse_spec", "science"]
+           "ReportEntry", "Rho", "SamplerSpec", "SearchCommon", "Section", "Seed", "Sigma", "Spec", "Steps",
+           "check_fid_n", "check_name", "format_validation_error", "science", "shortened"]
 
 
 def check_name(name: str) -> str:
     """A study name that is safe as a folder and a file name (``NAME_RULE``); a ValueError says the rule."""
     if not NAME_RULE.fullmatch(name):
-        raise ValueError(f"{_shown(name)} cannot be a study name: it names a folder and files, so it must start with "
-                         f"a letter or a digit and hold only letters, digits, '.', '_' and '-'")
+        raise ValueError(f"{shortened(name)} cannot be a study name: it names a folder and files, so it must start "
+                         f"with a letter or a digit and hold only letters, digits, '.', '_' and '-'")
     return name
 
 
@@ -104,10 +102,37 @@ class SamplerSpec(Section):
         return SamplerConfig(self.name, self.steps, *karras, self.guidance_scale, self.cfg_batched)
 
 
+class ReportEntry(Section):
+    """One extra metric computed beside the objective, on the same images, in ``extractor``'s feature space
+    (default: the objective's ``metric.extractor``). Names are checked against the registries by ``resolve``
+    (``metrics.reported``): parsing a spec loads no extractor."""
+
+    metric: str = Field(min_length=1, max_length=64)
+    extractor: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("extractor")
+    @classmethod
+    def _precision(cls, extractor: str | None) -> str | None:
+        if extractor is not None:
+            split_label(extractor)  # a ValueError names the bad precision suffix
+        return extractor
+
+
+# What the objective computes in ``metric.extractor`` (``metrics.registry.OBJECTIVE``): a report entry repeating
+# it would store the same numbers twice. Plain names here: the registry is torch's, the spec is parsed without it.
+OBJECTIVE_METRICS = ("fid", "kid")
+
+
 class MetricSpec(Section):
     """``extractor`` names the feature space: a network, optionally with a faster precision than fp32
     (``inception-v3-compat@bf16``; skipsearch.precisions). The precision changes the numbers, so it is part of
-    the name, and with it of every stored FID's label and of the study's science."""
+    the name, and with it of every stored FID's label and of the study's science.
+
+    ``report`` lists metrics computed beside the objective (FID in ``extractor``), on the same images at every
+    score. They decide nothing (the search, pruning and the verdict read the objective only), so they are
+    operational: a report added to an existing study is computed from then on, never refused."""
+
+    operational: ClassVar[frozenset[str]] = frozenset({"report"})
 
     extractor: str = Field("skipsearch-digits", min_length=1, max_length=200)
     reference: DataName = "digits"
@@ -116,6 +141,7 @@ class MetricSpec(Section):
     seed: Seed = 0
     batch_size: Batch = 500
     kid_subset_size: int = Field(100, ge=2, le=N_MAX)
+    report: tuple[ReportEntry, ...] = Field((), max_length=50)
 
     @field_validator("n")
     @classmethod
@@ -154,6 +180,26 @@ class MetricSpec(Section):
         if self.seed + self.n - 1 > SEED_MAX:
             raise ValueError(f"seed + n must stay below 2^31 (seeds are 32-bit), got {self.seed} + {self.n}")
         return self
+
+    @field_validator("report")
+    @classmethod
+    def _report(cls, report: tuple[ReportEntry, ...], info: ValidationInfo) -> tuple[ReportEntry, ...]:
+        """No entry repeats the objective or another entry (their numbers would be stored twice)."""
+        objective = info.data.get("extractor")
+        seen: dict[tuple[str, str | None], int] = {}
+        for i, entry in enumerate(report):
+            key = (entry.metric, entry.extractor or objective)
+            if key[1] == objective and entry.metric in OBJECTIVE_METRICS:
+                raise ValueError(f"[{i}] is {entry.metric} in {objective}, the objective: every score computes and "
+                                 f"stores it already (the {entry.metric} column); report it in another extractor")
+            if key in seen:
+                raise ValueError(f"[{i}] repeats [{seen[key]}]: {entry.metric} in {key[1]}")
+            seen[key] = i
+        return report
+
+    def reported(self) -> tuple[tuple[str, str], ...]:
+        """The report's (metric, extractor) pairs, an unset extractor as the objective's."""
+        return tuple((e.metric, e.extractor or self.extractor) for e in self.report)
 
     @property
     def reduction_factor(self) -> int | None:
@@ -241,27 +287,7 @@ def science(section: BaseModel) -> dict[str, Any]:
     return out
 
 
-def _differences(first: object, now: object, prefix: str = "") -> list[str]:
-    if isinstance(first, dict) and isinstance(now, dict):
-        keys = sorted(set(first) | set(now), key=lambda k: (k not in now, str(k)))
-        return [d for k in keys for d in _differences(first.get(k), now.get(k), f"{prefix}{k}.")]
-    return [] if first == now else [prefix.rstrip(".")]
-
-
-def changed_science(first: dict, now: Spec) -> list[str]:
-    """Dotted names of the fields that decide the numbers and differ between a stored spec and ``now``.
-    The stored spec is read through today's models, so fields added since then compare at their default. Paths
-    compare anchored: ``now``'s are absolute, and a study stored with relative text (before paths were anchored)
-    meant them from the working directory it ran in, so they are read from this one."""
-    after = science(now.anchored(Path.cwd()))
-    try:
-        before = science(parse_spec(first, "stored spec").anchored(Path.cwd()))
-    except UserError:  # stored by a skipsearch whose spec no longer validates: compare what is there
-        before = {k: v for k, v in first.items() if k in after}
-    return _differences(before, after)
-
-
-def _shown(value: object, limit: int = 60) -> str:
+def shortened(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -277,32 +303,10 @@ def format_validation_error(source: str, err: ValidationError, prefix: str = "")
     lines = [f"{source}: invalid {'spec' if not prefix else prefix.rstrip('.')}"]
     for e in err.errors():
         loc = _without_tags(e["loc"])
-        field = prefix + ".".join(str(p) for p in loc) if loc else (prefix.rstrip(".") or "(top level)")
+        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")  # report[1].metric
+        field = prefix + dotted if loc else (prefix.rstrip(".") or "(top level)")
         reason = "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
         quiet = e["type"] in ("extra_forbidden", "missing", "value_error")
-        shown = "" if quiet else f" (got {_shown(e.get('input'))})"
+        shown = "" if quiet else f" (got {shortened(e.get('input'))})"
         lines.append(f"  {field}: {reason}{shown}")
     return "\n".join(lines)
-
-
-def parse_spec(raw: object, source: str = "spec") -> Spec:
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: a spec must be a YAML mapping, got {type(raw).__name__}")
-    from skipsearch.methods import DEFAULT_KIND, METHODS  # the registry imports this module
-
-    kind = raw.get("kind", DEFAULT_KIND)
-    if not isinstance(kind, str) or kind not in METHODS:
-        raise UserError(f"{source}: invalid spec\n  kind: must be one of {', '.join(METHODS)} (got {_shown(kind)})")
-    try:
-        return METHODS[kind].spec_class.model_validate(raw)
-    except ValidationError as err:
-        raise UserError(format_validation_error(source, err)) from None
-
-
-def load_spec(path: str | Path) -> Spec:
-    """A spec file, anchored (``skipsearch.paths``): the relative paths it writes are taken from the file's
-    folder, those it leaves at their defaults from the working directory, and all are kept absolute, so a study
-    runs and resumes the same from any working directory, and on Ray workers."""
-    text = textfiles.read_text(path, "spec file")
-    spec = parse_spec(textfiles.parse(text, "yaml", str(path)), str(path))
-    return spec.anchored(Path(path).resolve().parent, defaults=Path.cwd())

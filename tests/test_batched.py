@@ -11,9 +11,10 @@ from test_spec import cli
 from skipsearch.methods import parse_coefficients
 from skipsearch.models import family_of
 from skipsearch.search import driver
-from skipsearch.search.batched import trials_per_batch
-from skipsearch.search.driver import open_study, trial_ladder
-from skipsearch.spec import parse_spec
+from skipsearch.search.batch_trials import trials_per_batch
+from skipsearch.search.driver import open_study
+from skipsearch.search.trial_steps import trial_ladder
+from skipsearch.specfile import parse_spec
 
 
 def _spec(name: str, **search):
@@ -60,7 +61,7 @@ def test_a_diverging_trial_fails_alone_and_the_others_complete(tmp_path, digits_
     """NaNs injected into the samples of one trial of the shared batch (the one with the lowest rho_top)."""
     spec = _spec("batched-nan")
     from skipsearch.evaluate import evaluator_for
-    from skipsearch.methods.tasks import eval_task
+    from skipsearch.methods.sampled import eval_task
 
     ev = evaluator_for(eval_task(spec, n=64, seed_start=0, rungs=(16, 32)))
     root = family_of(ev.loaded.denoiser).hook_root(ev.loaded.denoiser)
@@ -111,7 +112,7 @@ def test_a_diverging_trial_fails_alone_and_the_others_complete(tmp_path, digits_
 def test_an_interrupted_batch_loses_and_repeats_nothing(tmp_path):
     spec = _spec("batched-stop", trials=5)
     from skipsearch.evaluate import evaluator_for
-    from skipsearch.methods.tasks import eval_task
+    from skipsearch.methods.sampled import eval_task
 
     ev = evaluator_for(eval_task(spec, n=64, seed_start=0, rungs=(16, 32)))
     calls = {"n": 0}

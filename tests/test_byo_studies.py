@@ -15,7 +15,7 @@ from skipsearch import api, apply
 from skipsearch.errors import UserError
 from skipsearch.evaluate import EvalTask, build_evaluator
 from skipsearch.exchange import coeffile
-from skipsearch.spec import load_spec
+from skipsearch.specfile import load_spec
 
 pytest.importorskip("diffusers")
 

@@ -27,7 +27,7 @@ import skipsearch
 from skipsearch.diffusion.generation import SamplerConfig, generate
 from skipsearch.errors import UserError
 from skipsearch.previews import PREVIEW_COUNT, grid_png
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage.artifacts import artifact_store
 
 needs_chromium = pytest.mark.skipif(browser.chromium() is None,

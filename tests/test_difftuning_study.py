@@ -17,7 +17,7 @@ import skipsearch
 from skipsearch.exchange import coeffile
 from skipsearch.errors import UserError
 from skipsearch.files import file_hash
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
 
 State = optuna.trial.TrialState

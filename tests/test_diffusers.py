@@ -14,7 +14,7 @@ from skipsearch import apply
 from skipsearch.diffusion.generation import SamplerConfig, generate, latents
 from skipsearch.diffusion.schedulers import sample_scheduler
 from skipsearch.errors import UserError
-from skipsearch.methods.skip_tuning.coefficients import LinearSkip
+from skipsearch.methods.skip_tuning.schedules import LinearSkip
 from skipsearch.models import load_model, model_info
 from skipsearch.models.diffusers_unet import DiffusersModel
 

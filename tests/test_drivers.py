@@ -20,12 +20,13 @@ from conftest import tiny_spec_dict
 from sqlalchemy import update
 
 from skipsearch.search.coordination import trial_item
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store, urls
 from skipsearch.storage import tables as t
 from skipsearch.results import Rung, Score
 from skipsearch.search.recording import STALE_REASON, record_result
-from skipsearch.search.driver import counted, open_study, reserve, run_trial
+from skipsearch.search.budget import counted, reserve
+from skipsearch.search.driver import open_study, run_trial
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))
 from kill_resume import kill_and_resume  # noqa: E402

@@ -22,7 +22,7 @@ from torch import nn
 from skipsearch import apply
 from skipsearch.diffusion.generation import SamplerConfig, generate
 from skipsearch.errors import UserError
-from skipsearch.methods.skip_tuning.coefficients import LinearSkip, TimeWindowSkip
+from skipsearch.methods.skip_tuning.schedules import LinearSkip, TimeWindowSkip
 from skipsearch.models import family_of, load_model, model_info
 from skipsearch.models import edm_nvlabs
 from skipsearch.models.edm_nvlabs import NVlabsDenoiser, NVlabsFamily, NVlabsModel

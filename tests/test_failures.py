@@ -20,7 +20,7 @@ from conftest import tiny_spec_dict
 
 import skipsearch
 from skipsearch import deadline
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "scripts"))

@@ -19,7 +19,7 @@ from torch import nn
 from skipsearch import apply
 from skipsearch.errors import UserError
 from skipsearch.hooks import SkipScaling
-from skipsearch.methods.skip_tuning.coefficients import LinearSkip, PerLevelSkip, TimeWindowSkip
+from skipsearch.methods.skip_tuning.schedules import LinearSkip, PerLevelSkip, TimeWindowSkip
 from skipsearch.models import family_of, load_model
 from skipsearch.models.hooked import HookedModel, declare
 

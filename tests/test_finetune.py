@@ -12,7 +12,7 @@ from skipsearch import data
 from skipsearch.methods.diff_tuning.noise import diff_tuning_loss, quantile_to_sigma
 from skipsearch.methods.diff_tuning.training import finetune
 from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
-from skipsearch.methods.diff_tuning.trial import downstream, downstream_images
+from skipsearch.methods.diff_tuning.finetune_trial import downstream, downstream_images
 from skipsearch.errors import DivergedError
 
 SIGMAS = (0.002, 80.0)

@@ -20,10 +20,10 @@ from skipsearch.errors import UserError
 from skipsearch.exchange import coeffile
 from skipsearch.methods import METHODS, describe, method_for, method_of, parse_coefficients
 from skipsearch.methods.freeu import FreeUMethod, active_on
-from skipsearch.methods.freeu.coefficients import KEYS, FreeU, SkipFreeU
-from skipsearch.methods.skip_tuning.coefficients import LinearSkip, PerLevelSkip, TimeWindowSkip
+from skipsearch.methods.freeu.factors import KEYS, FreeU, SkipFreeU
+from skipsearch.methods.skip_tuning.schedules import LinearSkip, PerLevelSkip, TimeWindowSkip
 from skipsearch.models import load_model, model_info
-from skipsearch.spec import changed_science, parse_spec
+from skipsearch.specfile import changed_science, parse_spec
 
 pytest.importorskip("diffusers")
 
@@ -346,7 +346,7 @@ def test_bad_search_sections_name_their_field(search, field):
 
 def _cond_info():
     """A text-conditioned UNet's facts, without building a pipeline folder."""
-    from skipsearch.models.base import ModelInfo, SkipInfo
+    from skipsearch.models.family import ModelInfo, SkipInfo
 
     skips = tuple(SkipInfo(index=i, level=lv, path=f"p{i}") for i, lv in enumerate((0, 0, 1, 1)))
     return ModelInfo(model_id="sd", family="diffusers", weights_hash="0" * 16, img_channels=1, resolution=16,

@@ -28,7 +28,8 @@ from skipsearch.exchange import coeffile
 from skipsearch.diffusion import kinds
 from skipsearch.htmlreport import gather
 from skipsearch.resolve import resolve
-from skipsearch.spec import SamplerSpec, load_spec, parse_spec
+from skipsearch.spec import SamplerSpec
+from skipsearch.specfile import load_spec, parse_spec
 
 pytest.importorskip("diffusers")
 

@@ -24,7 +24,7 @@ from skipsearch import data
 from skipsearch.exchange import verify as exporting
 from skipsearch.errors import UserError
 from skipsearch.resolve import check_names
-from skipsearch.spec import load_spec, parse_spec
+from skipsearch.specfile import load_spec, parse_spec
 from skipsearch.storage import Store, urls
 
 def fuzz(examples: int) -> settings:

@@ -24,7 +24,7 @@ from skipsearch.errors import UserError
 from skipsearch.exchange import coeffile
 from skipsearch.modelfacts import from_json
 from skipsearch.models import model_info
-from skipsearch.spec import load_spec
+from skipsearch.specfile import load_spec
 from skipsearch.storage import Store
 from skipsearch.storage.facts import record_facts
 

@@ -20,7 +20,7 @@ from skipsearch import data
 from skipsearch.errors import UserError
 from skipsearch.metrics.compat import Images, Samples, problems
 from skipsearch.resolve import resolve
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 
 DIGITS = data.load("digits", resolution=16)[:64].numpy()  # 64 distinct grey digits, (N, 1, 16, 16)
 

@@ -30,7 +30,7 @@ import skipsearch
 from skipsearch import interrupts, progress
 from skipsearch.errors import FileWriteError, Terminated, UserError
 from skipsearch.methods import method_for
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
 
 State = optuna.trial.TrialState
@@ -72,8 +72,9 @@ def signalled_run(spec_path: Path, db: Path, sig: signal.Signals, log: Path) -> 
 
 DEAD_DRIVER = """
 import json, os, signal, sys
-from skipsearch.search.driver import open_study, reserve
-from skipsearch.spec import parse_spec
+from skipsearch.search.driver import open_study
+from skipsearch.search.budget import reserve
+from skipsearch.specfile import parse_spec
 spec = parse_spec(json.loads(sys.argv[1]))
 trial = reserve(open_study(spec, sys.argv[2], echo=lambda line: None), spec.search.trials)
 print(trial.number, flush=True)

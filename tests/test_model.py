@@ -9,7 +9,7 @@ import torch
 from skipsearch import data
 from skipsearch.metrics.digits import load_classifier, to_classifier_input
 from skipsearch.diffusion.generation import SamplerConfig, chunk_noise, generate, latents
-from skipsearch.models.embedded import SHIPPED
+from skipsearch.models.embedded_family import SHIPPED
 
 
 def test_weights_load_with_weights_only():
@@ -52,7 +52,7 @@ def test_noise_depends_on_seed_only_not_on_batching(digits_model):
 def test_fashion_model_loads_safely_and_its_skips_are_found():
     from skipsearch import apply
     from skipsearch.models import load_model
-    from skipsearch.methods.skip_tuning.coefficients import LinearSkip
+    from skipsearch.methods.skip_tuning.schedules import LinearSkip
 
     loaded = load_model("fashion-mnist-unet")
     assert loaded.info.resolution == 32 and loaded.info.n_skips == 3 and loaded.info.reference == "fashion-mnist"

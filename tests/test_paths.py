@@ -26,8 +26,8 @@ from skipsearch.fields import Section, _marker
 from skipsearch.methods import METHODS
 from skipsearch.models import FAMILIES
 from skipsearch.paths import PATH_KINDS, SpecPath
-from skipsearch.search.driver import stored_form
-from skipsearch.spec import load_spec, parse_spec
+from skipsearch.search.stored_spec import stored_form
+from skipsearch.specfile import load_spec, parse_spec
 from skipsearch.storage import Store
 
 # Text fields that are not paths: names, free text, a database URL (read like --storage, from the working

@@ -26,7 +26,8 @@ from skipsearch.metrics.digits import DIGITS_EXTRACTOR, DIGITS_FEATURE, DIGITS_W
 from skipsearch.metrics.features import supported_precisions, tf32
 from skipsearch.precisions import PRECISIONS, extractor_label, split_label
 from skipsearch.resolve import check_names, resolve
-from skipsearch.spec import changed_science, parse_spec, science
+from skipsearch.spec import science
+from skipsearch.specfile import changed_science, parse_spec
 
 from conftest import tiny_spec_dict
 

@@ -49,7 +49,7 @@ print(tuple(images.shape))
 STUDY = """
 import json, sys
 import skipsearch
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 
 skipsearch.run(parse_spec(json.loads(sys.argv[1])), storage=sys.argv[2])
 """

@@ -13,7 +13,7 @@ from conftest import tiny_spec_dict
 from threadpoolctl import threadpool_limits
 
 import skipsearch
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
 from skipsearch.search.driver import open_study
 from skipsearch.search.ray_tune import Placement, search_on_ray

@@ -21,7 +21,7 @@ from skipsearch import api, data
 from skipsearch.errors import UserError
 from skipsearch.exchange import coeffile
 from skipsearch.exchange.sample import sample
-from skipsearch.spec import load_spec
+from skipsearch.specfile import load_spec
 
 pytest.importorskip("diffusers")
 
@@ -104,7 +104,7 @@ def test_the_npz_is_an_npz_reference(study, tmp_path):
 
 def test_difftuning_spec_samples_the_target_classes(tmp_path):
     """A Diff-Tuning study's trials sample the new data's classes (digits 5-9 on digits-0to4): so does sample."""
-    from skipsearch.methods.diff_tuning.tasks import finetune_task
+    from skipsearch.methods.diff_tuning.finetune_task import finetune_task
 
     path = tmp_path / "dt.yaml"
     path.write_text(yaml.safe_dump(tiny_dt_spec_dict(weights_dir=str(tmp_path / "w"))))

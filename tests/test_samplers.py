@@ -120,7 +120,8 @@ def test_the_spec_takes_every_sampler_of_the_table_and_lists_only_what_each_read
     """The table is the only list of samplers: the spec accepts each of its names (and no other, naming the field),
     and provenance lists EDM's Karras fields only for the samplers that read them."""
     from skipsearch.errors import UserError
-    from skipsearch.spec import SamplerSpec, parse_spec
+    from skipsearch.spec import SamplerSpec
+    from skipsearch.specfile import parse_spec
 
     for name in NAMES:
         used = SamplerSpec(name=name, steps=4).used()

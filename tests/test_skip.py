@@ -8,7 +8,7 @@ from torch import nn
 
 from skipsearch import apply
 from skipsearch.errors import UserError
-from skipsearch.methods.skip_tuning.coefficients import LinearSkip, PerLevelSkip, TimeWindowSkip
+from skipsearch.methods.skip_tuning.schedules import LinearSkip, PerLevelSkip, TimeWindowSkip
 from skipsearch.models import SkipInfo
 
 IDENTITIES = [LinearSkip(), PerLevelSkip(rho=(1.0, 1.0, 1.0)),

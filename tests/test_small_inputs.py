@@ -17,7 +17,8 @@ from conftest import tiny_dt_spec_dict, tiny_spec_dict
 from test_spec import STUDIES, cli
 
 from skipsearch.errors import UserError
-from skipsearch.spec import MIN_FID_N, NAME_RULE, load_spec, parse_spec
+from skipsearch.spec import MIN_FID_N, NAME_RULE
+from skipsearch.specfile import load_spec, parse_spec
 
 BAD_NAMES = ["..", ".", ".hidden", "../up", "a/b", "/abs", "a\\b", " ", "a b", "-flag", "tab\t", "ü", "a:b", "x\n"]
 

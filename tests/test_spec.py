@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from skipsearch.errors import UserError
-from skipsearch.spec import load_spec, parse_spec
+from skipsearch.specfile import load_spec, parse_spec
 
 STUDIES = sorted((Path(__file__).parents[1] / "studies").glob("*.yaml"))
 

@@ -14,7 +14,7 @@ from test_spec import cli
 import skipsearch
 from skipsearch.exchange import coeffile
 from skipsearch.errors import UserError
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.search.recording import STALE_REASON
 from skipsearch.search.driver import open_study
 
@@ -149,7 +149,7 @@ def test_in_process_rungs_prune_with_successive_halving(tmp_path):
 
 
 def test_prune_savings_line_reports_measured_time(tmp_path):
-    from skipsearch.tables import pruning_savings
+    from skipsearch.terminal_tables import pruning_savings
 
     url = f"sqlite:///{tmp_path / 'save.db'}"
     spec = parse_spec(tiny_spec_dict("save", metric={"n": 128, "rungs": [32], "batch_size": 128},

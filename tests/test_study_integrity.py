@@ -26,7 +26,7 @@ from skipsearch import api, data
 from skipsearch.cli import app
 from skipsearch.errors import UserError
 from skipsearch.search.driver import open_study
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
 
 pytest.importorskip("diffusers")

@@ -15,12 +15,13 @@ from skipsearch.diffusion.generation import SamplerConfig, sample_seeds
 from skipsearch.diffusion.trajectories import Sharing, TrajectoryCache
 from skipsearch.methods import parse_coefficients
 from skipsearch.methods.skip_tuning import SkipTuning
-from skipsearch.methods.skip_tuning.coefficients import TimeWindowSkip
+from skipsearch.methods.skip_tuning.schedules import TimeWindowSkip
 from skipsearch.methods.skip_tuning.shared import baseline_steps
 from skipsearch.models import load_model
 from skipsearch.search import driver
-from skipsearch.search.driver import open_study, trial_ladder
-from skipsearch.spec import parse_spec
+from skipsearch.search.driver import open_study
+from skipsearch.search.trial_steps import trial_ladder
+from skipsearch.specfile import parse_spec
 
 
 def _spec(name: str, cache_mb: int, batch_trials: int = 1):
@@ -61,7 +62,7 @@ def test_time_window_trials_equal_themselves_without_shared_states(tmp_path, bat
 
 def _digits_denoiser(spec):
     from skipsearch.evaluate import evaluator_for
-    from skipsearch.methods.tasks import eval_task
+    from skipsearch.methods.sampled import eval_task
 
     return evaluator_for(eval_task(spec, n=spec.metric.n, seed_start=0)).loaded.denoiser
 

@@ -25,10 +25,10 @@ from test_spec import cli
 
 import skipsearch
 from skipsearch import data, metrics
-from skipsearch.methods.diff_tuning import apply as applying
+from skipsearch.methods.diff_tuning import tuned_weights as applying
 from skipsearch.metrics import features, inception
 from skipsearch.errors import UserError
-from skipsearch.spec import parse_spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
 
 
@@ -168,7 +168,7 @@ def test_weights_that_do_not_fit_change_nothing(tmp_path, evil):
 
 def test_a_schedule_that_does_not_fit_puts_no_hook_on(fresh_model):
     from skipsearch.hooks import active_on
-    from skipsearch.methods.skip_tuning.coefficients import PerLevelSkip
+    from skipsearch.methods.skip_tuning.schedules import PerLevelSkip
 
     model = fresh_model.denoiser
     with pytest.raises(UserError, match="3 resolution levels"):

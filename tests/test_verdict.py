@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from skipsearch.methods.skip_tuning.coefficients import LinearSkip
+from skipsearch.methods.skip_tuning.schedules import LinearSkip
 from skipsearch.metrics.extrapolate import fid_infinity
 from skipsearch.search.verdict import paired_interval, verdict
 

@@ -16,8 +16,8 @@ from skipsearch.bench.plain_loop import plain_search
 from skipsearch.bench.versus_judge import heldout_fids, judging_spec
 from skipsearch.bench.versus_plain import default_rungs, versus_plain
 from skipsearch.evaluate import evaluator_for
-from skipsearch.methods.tasks import eval_task
-from skipsearch.spec import load_spec, parse_spec
+from skipsearch.methods.sampled import eval_task
+from skipsearch.specfile import load_spec, parse_spec
 
 NFE = 5  # heun, 3 steps
 CONFIRM_N = 96

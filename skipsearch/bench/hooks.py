@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from skipsearch.bench.clock import device_syncs, seconds
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch.evaluate import resolve_device
 
 
@@ -79,8 +79,8 @@ def bench_hooks(device: str = "auto", batch: int = 64, block_s: float = 0.25, ro
     """The cost of Skip-Tuning's hooks per network call against the bare model, per family: ``rounds`` rounds
     of bare, constant-profile and time-window blocks (each about ``block_s`` seconds of calls), in an order
     that rotates every round, medians compared. On a GPU, also the host-device synchronisations in one call."""
-    from skipsearch import apply
-    from skipsearch.methods.skip_tuning.coefficients import LinearSkip, TimeWindowSkip
+    from skipsearch.exchange.apply_file import apply
+    from skipsearch.methods.skip_tuning.schedules import LinearSkip, TimeWindowSkip
 
     dev = torch.device(resolve_device(device))
     arms = {"bare": None, "linear": LinearSkip(rho_top=0.8, rho_bottom=1.2),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from skipsearch.bench.fresh import WATCHED, Sample, cli_command, measure, python_code
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 
 #: What ``skipsearch.apply`` must not load: the driver's libraries.
 HEAVY = ("optuna", "ray", "sqlalchemy", "typer", "pandas")

@@ -21,11 +21,12 @@ import torch
 from skipsearch import data
 from skipsearch.bench.clock import device_syncs, seconds
 from skipsearch.bench.precision import bench_precision
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch.diffusion.generation import generate
 from skipsearch.evaluate import EvalTask, Evaluator, build_evaluator, resolve_device
 from skipsearch.metrics import Statistics, fid, kid, statistics as feature_statistics
-from skipsearch.spec import Spec, load_spec
+from skipsearch.spec import Spec
+from skipsearch.specfile import load_spec
 
 
 def _side_by_side(a: Callable[[], object], b: Callable[[], object], device: torch.device,
@@ -159,8 +160,8 @@ def bench_wide_distance(device: torch.device) -> list[Record]:
 
 def bench_crn(ev: Evaluator, task: EvalTask, repeats: int = 4) -> list[Record]:
     """sd of FID(B) - FID(A) over seed blocks: the same block for both (shared) against different blocks."""
-    from skipsearch import apply
-    from skipsearch.methods.skip_tuning.coefficients import LinearSkip
+    from skipsearch.exchange.apply_file import apply
+    from skipsearch.methods.skip_tuning.schedules import LinearSkip
 
     setting = LinearSkip(rho_top=0.9, rho_bottom=0.8)
     a, b = [], []

@@ -21,7 +21,7 @@ from skipsearch.diffusion.generation import generate
 from skipsearch.errors import TrialError
 from skipsearch.evaluate import Evaluator
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
-from skipsearch.methods.tasks import eval_task
+from skipsearch.methods.sampled import eval_task
 from skipsearch.progress import Progress
 from skipsearch.spec import Spec
 

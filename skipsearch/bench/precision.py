@@ -19,7 +19,7 @@ import statistics as stats
 import torch
 
 from skipsearch.bench.clock import seconds
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch.metrics import FeatureExtractor, fid, statistics
 from skipsearch.metrics.features import supported_precisions
 from skipsearch.precisions import DEFAULT, extractor_label, split_label

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from skipsearch.bench.plain_loop import PlainSearch
 from skipsearch.methods import Coefficients, method_for
-from skipsearch.methods.tasks import heldout_seed_start
+from skipsearch.methods.sampled import heldout_seed_start
 from skipsearch.progress import Progress
 from skipsearch.spec import Spec
 

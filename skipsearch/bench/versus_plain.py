@@ -69,86 +69,21 @@ import torch
 from pydantic import ValidationError
 
 from skipsearch import api
-from skipsearch.bench.plain_loop import PlainSearch, plain_search
-from skipsearch.bench.records import Record
-from skipsearch.bench.versus_judge import (Judge, Match, heldout_ranges, judging_spec,
+from skipsearch.bench.plain_loop import plain_search
+from skipsearch.bench.measurements import Record
+from skipsearch.bench.versus_judge import (Judge, heldout_ranges, judging_spec,
                                            match_skipsearch, mean_delta)
-from skipsearch.bench.versus_table import TARGET_RATIO, header, match_line, records, side_line, table
+from skipsearch.bench.versus_results import Side, VersusRepeat
+from skipsearch.bench.versus_table import header, match_line, records, side_line, table
 from skipsearch.errors import UserError
 from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
-from skipsearch.methods.tasks import eval_task
-from skipsearch.spec import MIN_FID_N, TRIALS_MAX, Spec, format_validation_error, load_spec
+from skipsearch.methods.sampled import eval_task
+from skipsearch.spec import MIN_FID_N, TRIALS_MAX, Spec, format_validation_error
+from skipsearch.specfile import load_spec
 
 PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's evaluations
-
-
-@dataclass(frozen=True, kw_only=True)
-class Side:
-    """One side's result in one repeat."""
-
-    name: str  # "skipsearch" or "plain"
-    winner: str  # the chosen coefficients, described ("baseline" when the baseline stays)
-    trial: int | None  # the trial that became the winner (None: the baseline)
-    heldout_fid: float  # mean over the held-out seed sets, at confirm.n
-    delta_fid: float  # mean over the seed sets of FID(winner) - FID(baseline)
-    evals_to_winner: int  # network evaluations (samples x NFE) until the winner was known
-    total_evals: int  # network evaluations the side spent in all
-    trials: int  # search trials run
-    wall_s: float  # the side's wall time (the plain side's held-out evaluation excluded)
-
-
-@dataclass(frozen=True, kw_only=True)
-class VersusRepeat:
-    """Both sides of one repeat (sampler seed ``repeat``), with the seeds each used."""
-
-    repeat: int
-    nfe: int
-    skipsearch: Side
-    plain: Side
-    skipsearch_confirmation_dfid: float  # its winner's held-out dFID on its own confirmation (which chose it there)
-    baseline_heldout_fid: float  # on the judging seed sets
-    heldout_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each judging seed set
-    plain_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each plain trial's seeds
-    counted_at_network: tuple[int, int]  # (skipsearch, plain run) forward-call samples: the check on the counts
-    confirmation_evals: int  # skipsearch's held-out evaluations (part of its evaluations to the winner)
-    match: Match
-    plain_run: PlainSearch  # every trial of the plain run (the equal-budget side is its first plain.trials)
-
-    @property
-    def ratio(self) -> float:
-        """Evaluations to the winner, plain / skipsearch (>= 3 is the target)."""
-        return self.plain.evals_to_winner / max(self.skipsearch.evals_to_winner, 1)
-
-    @property
-    def ratio_ceiling(self) -> float:
-        """The largest ratio this budget allows: skipsearch's winner is known only after its confirmation, and
-        the plain side cannot spend more than its total."""
-        return self.plain.total_evals / max(self.confirmation_evals, 1)
-
-    @property
-    def as_good(self) -> bool:
-        """skipsearch's held-out ΔFID is at most the plain side's."""
-        return self.skipsearch.delta_fid <= self.plain.delta_fid
-
-    @property
-    def met(self) -> bool:
-        return self.as_good and self.ratio >= TARGET_RATIO
-
-    @property
-    def match_ratio(self) -> float:
-        """Plain evaluations to a held-out winner as good as skipsearch's, over skipsearch's to its winner; when
-        none matched, the lower bound (the plain run's total over skipsearch's)."""
-        plain = self.match.run_evals if self.match.evals is None else self.match.evals
-        return plain / max(self.skipsearch.evals_to_winner, 1)
-
-    @property
-    def match_met(self) -> bool | None:
-        """>= 3; None when no plain winner matched and the run was too short to say (its bound is below 3)."""
-        if self.match.evals is None and self.match_ratio < TARGET_RATIO:
-            return None
-        return self.match_ratio >= TARGET_RATIO
 
 
 class NetworkCounter:

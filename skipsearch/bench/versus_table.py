@@ -6,14 +6,14 @@ from __future__ import annotations
 import statistics
 from typing import TYPE_CHECKING
 
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch.spec import Spec
 
-if TYPE_CHECKING:  # the results' types; versus_plain imports this module
-    from skipsearch.bench.versus_judge import Match
-    from skipsearch.bench.versus_plain import Side, VersusRepeat
+from skipsearch.bench.versus_results import TARGET_RATIO, Side, VersusRepeat
 
-TARGET_RATIO = 3.0
+if TYPE_CHECKING:
+    from skipsearch.bench.versus_judge import Match
+
 RATIO_TARGET = f">= {TARGET_RATIO:g}"
 
 

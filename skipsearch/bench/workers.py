@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch.evaluate import evaluator
 from skipsearch.search import driver as _study
 from skipsearch.search.context import StudyContext
-from skipsearch.spec import load_spec
+from skipsearch.specfile import load_spec
 
 
 def bench_ray(spec_path: Path, m: int = 8) -> list[Record]:

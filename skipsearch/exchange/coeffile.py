@@ -19,7 +19,8 @@ from skipsearch import textfiles
 from skipsearch.errors import UserError
 from skipsearch.exchange.provenance import Provenance
 from skipsearch.files import atomic_write_text
-from skipsearch.methods import Coefficients, coefficients_adapter, method_of
+from skipsearch.methods import ALL_COEFFICIENT_TYPES, Coefficients, method_of
+from skipsearch.methods.method import coefficients_adapter
 from skipsearch.spec import format_validation_error
 
 FORMAT = "skipsearch-coefficients/1"
@@ -90,7 +91,7 @@ def read(path: str | Path) -> CoefficientFile:
     if unknown:
         raise UserError(f"{path}: invalid coefficient file\n  {unknown[0][:60]}: unknown field")
     try:
-        coefficients = coefficients_adapter().validate_python(doc.get("coefficients"))
+        coefficients = coefficients_adapter(ALL_COEFFICIENT_TYPES).validate_python(doc.get("coefficients"))
     except ValidationError as err:
         raise UserError(format_validation_error(str(path), err, prefix="coefficients.")) from None
     unset = _unset(coefficients)

@@ -14,7 +14,8 @@ from skipsearch.exchange.provenance import Provenance
 from skipsearch.methods import method_for
 from skipsearch.search.heldout import coefficients_of, heldout_summary
 from skipsearch.search.verdict import interval_of
-from skipsearch.spec import Spec, parse_spec
+from skipsearch.spec import Spec
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
 from skipsearch.storage.facts import study_facts
 from skipsearch.storage.records import TrialRow

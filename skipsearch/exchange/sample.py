@@ -31,7 +31,8 @@ from skipsearch.errors import SampleError, UserError
 from skipsearch.exchange import coeffile
 from skipsearch.fields import N_MAX, SEED_MAX
 from skipsearch.models import ModelSection
-from skipsearch.spec import Spec, load_spec
+from skipsearch.spec import Spec
+from skipsearch.specfile import load_spec
 
 DEFAULT_N = 64
 GRID_MAX = 256  # images in the PNG grid (16 x 16); the .npz holds all of them
@@ -204,9 +205,9 @@ def sample(spec: Spec | str | Path, coefficients: str | Path | None = None, n: i
     pickled model file that a coefficient file names (the file's own flag is never honoured). ``echo``: where
     warnings go (a coefficient file searched with another sampler than the spec's)."""
     from skipsearch.evaluate import EvalTask, resolve_device
-    from skipsearch.exchange.apply import apply
+    from skipsearch.exchange.apply_file import apply
     from skipsearch.models import family_for, load_model, model_info
-    from skipsearch.resolve import field_of
+    from skipsearch.spec_checks import field_of
 
     started = time.perf_counter()
     coef_path = None if coefficients is None else Path(coefficients)

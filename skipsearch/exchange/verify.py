@@ -12,11 +12,11 @@ from typing import Any
 from skipsearch.errors import UserError
 from skipsearch.evaluate import EvalTask, build_evaluator
 from skipsearch.exchange import coeffile
-from skipsearch.exchange.apply import apply
+from skipsearch.exchange.apply_file import apply
 from skipsearch.exchange.provenance import Provenance
 from skipsearch.methods import method_of
 from skipsearch.models import ModelSection, family_for, model_info
-from skipsearch.resolve import check_registered
+from skipsearch.spec_checks import check_registered
 
 DEFAULT_TOLERANCE = 1e-4  # relative: a reproduction on the same kind of device agrees to ~1e-7
 

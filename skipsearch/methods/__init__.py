@@ -7,13 +7,8 @@ This module is light: each method's heavy parts are imported where they run.
 
 from __future__ import annotations
 
-import functools
-from typing import Annotated, Union
-
-from pydantic import Field, TypeAdapter
-
 from skipsearch.errors import UserError
-from skipsearch.methods.base import Coefficients, Fidelity, Method
+from skipsearch.methods.method import Coefficients, Fidelity, Method, coefficients_adapter
 from skipsearch.methods.diff_tuning import DiffTuning
 from skipsearch.methods.freeu import FreeUMethod
 from skipsearch.methods.skip_tuning import SkipTuning
@@ -21,8 +16,8 @@ from skipsearch.methods.skip_tuning import SkipTuning
 METHODS: dict[str, Method] = {m.kind: m for m in (SkipTuning(), DiffTuning(), FreeUMethod())}
 DEFAULT_KIND = "skip_tuning"  # a spec without ``kind``
 
-__all__ = ["DEFAULT_KIND", "METHODS", "Coefficients", "Fidelity", "Method", "describe", "method_for", "method_of",
-           "parse_coefficients"]
+__all__ = ["ALL_COEFFICIENT_TYPES", "DEFAULT_KIND", "METHODS", "Coefficients", "Fidelity", "Method", "describe",
+           "method_for", "method_of", "parse_coefficients"]
 
 
 def method_for(kind: str) -> Method:
@@ -39,16 +34,12 @@ def method_of(coefficients: Coefficients) -> Method:
     raise UserError(f"{type(coefficients).__name__} are not any method's coefficients")
 
 
-@functools.cache
-def coefficients_adapter() -> TypeAdapter:
-    """Every method's coefficient classes, told apart by their ``family`` field."""
-    types = tuple(t for m in METHODS.values() for t in m.coefficient_types)
-    return TypeAdapter(Annotated[Union[types], Field(discriminator="family")])
+ALL_COEFFICIENT_TYPES = tuple(t for m in METHODS.values() for t in m.coefficient_types)
 
 
 def parse_coefficients(text: str) -> Coefficients:
-    """Coefficients from their JSON form, as the database stores them."""
-    return coefficients_adapter().validate_json(text)
+    """Any method's coefficients from their JSON form, as the database stores them."""
+    return coefficients_adapter(ALL_COEFFICIENT_TYPES).validate_json(text)
 
 
 def describe(coefficients_json: str) -> str:

@@ -12,10 +12,10 @@ from typing import Annotated, Any, Union
 from pydantic import Discriminator, Tag
 
 from skipsearch.errors import UserError
-from skipsearch.models.base import Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
+from skipsearch.models.family import Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
 from skipsearch.models.diffusers_unet import DiffusersFamily
 from skipsearch.models.edm_nvlabs import NVlabsFamily
-from skipsearch.models.embedded import EmbeddedFamily, EmbeddedModel
+from skipsearch.models.embedded_family import EmbeddedFamily, EmbeddedModel
 from skipsearch.models.hooked import HookedFamily
 
 FAMILIES: tuple[Family, ...] = (EmbeddedFamily(), DiffusersFamily(), NVlabsFamily(), HookedFamily())

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from skipsearch.errors import UserError
 from skipsearch.files import file_hash
-from skipsearch.models.base import Handed, handed, keep_handed
+from skipsearch.models.family import Handed, handed, keep_handed
 
 if TYPE_CHECKING:  # types only: the diffusers family's registry entry loads no torch until a model is used
     import torch
     from torch import nn
 
-    from skipsearch.models.diffusers_unet import DiffusersModel
+    from skipsearch.models.diffusers_section import DiffusersModel
 
 UNETS = ("UNet2DModel", "UNet2DConditionModel")
 SAFE_WEIGHTS = "diffusion_pytorch_model.safetensors"

@@ -31,14 +31,13 @@ skipsearch.run("studies/mine.yaml", model=pipe)              # model: {family: d
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, model_validator
 
 from skipsearch.errors import UserError
-from skipsearch.fields import OptionalFilePath
 from skipsearch.models import diffusers_parts as parts
-from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo, handed
+from skipsearch.models.diffusers_section import DiffusersModel
+from skipsearch.models.family import Family, LoadedModel, ModelInfo, SkipInfo, handed
 
 if TYPE_CHECKING:  # torch where a network is handled: parsing a spec's section needs none
     import torch
@@ -46,36 +45,6 @@ if TYPE_CHECKING:  # torch where a network is handled: parsing a spec's section 
 
     from skipsearch.hooks import SkipPoint, TupleSkip
     from skipsearch.hooks.scaling import SigmaOf
-
-
-class DiffusersModel(ModelSection):
-    """``model:`` for a diffusers UNet or pipeline folder."""
-
-    operational = frozenset({"name"})
-    family: Literal["diffusers"] = "diffusers"
-    path: OptionalFilePath = None  # None: a network handed over by the Python API
-    subfolder: str | None = Field(None, min_length=1, max_length=200)  # default: unet, in a pipeline folder
-    name: str | None = Field(None, min_length=1, max_length=MODEL_ID_MAX)  # default: the folder's name
-    prediction_type: Literal["epsilon", "v_prediction", "sample"] | None = None  # default: the scheduler config's
-    prompts: OptionalFilePath = None
-    prompt_embeds: OptionalFilePath = None
-    negative_prompt: str = Field("", max_length=10_000)
-    trust_pickles: bool = False
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DiffusersModel:
-        if self.prompts and self.prompt_embeds:
-            raise ValueError("give prompts or prompt_embeds, not both")
-        if self.path is None and self.name is None:
-            raise ValueError("give path (a UNet or pipeline folder), or name for a UNet or pipeline handed over "
-                             "with skipsearch.run(spec, model=...)")
-        if self.path is None and (self.subfolder or self.trust_pickles):
-            raise ValueError("subfolder and trust_pickles describe a folder; this section has no path")
-        return self
-
-    @property
-    def model_id(self) -> str:
-        return (self.name or Path(self.path).name or self.path)[:MODEL_ID_MAX]  # type: ignore[arg-type]
 
 
 def _square(size: Any, what: str) -> int:

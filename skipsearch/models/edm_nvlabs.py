@@ -44,7 +44,7 @@ from pydantic import Field
 from skipsearch.errors import UserError
 from skipsearch.fields import FilePath
 from skipsearch.files import file_hash
-from skipsearch.models.base import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
+from skipsearch.models.family import MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
 
 if TYPE_CHECKING:  # torch where a network is handled: parsing a spec's section needs none
     import torch

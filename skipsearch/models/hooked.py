@@ -34,7 +34,7 @@ from pydantic import Field, model_validator
 
 from skipsearch.errors import UserError
 from skipsearch.fields import Section
-from skipsearch.models.base import (MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo, handed,
+from skipsearch.models.family import (MODEL_ID_MAX, Family, LoadedModel, ModelInfo, ModelSection, SkipInfo, handed,
                                     keep_handed)
 
 if TYPE_CHECKING:  # torch where a network is handled: parsing a spec's section needs none

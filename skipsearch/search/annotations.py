@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from skipsearch.methods import describe, parse_coefficients
-from skipsearch.methods.base import Profile
+from skipsearch.methods.method import Profile
 from skipsearch.previews import png_bytes
 from skipsearch.results import Rung
 from skipsearch.search.context import StudyContext
@@ -157,7 +157,7 @@ def save_study_note(ctx: StudyContext, verdict_text: str, table: pd.DataFrame | 
     """The study's note: what it searches, the verdict, the held-out table and the spec as stored."""
     from optuna_dashboard import save_note
 
-    from skipsearch.search.driver import stored_form
+    from skipsearch.search.stored_spec import stored_form
 
     spec = ctx.spec
     lines = [f"# {spec.name}: {ctx.method.display_name(spec)} on {spec.model.model_id}", ""]

@@ -21,7 +21,8 @@ from skipsearch.search.context import StudyContext
 from skipsearch.search.annotations import annotate_confirmation
 from skipsearch.search.coordination import confirm_item, study_lock
 from skipsearch.search.integrity import check_scores
-from skipsearch.search.driver import POLL_S
+from skipsearch.search.recording import reported
+from skipsearch.search.budget import POLL_S
 from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
 from skipsearch.search.verdict import winner
 from skipsearch.storage.records import ConfirmationRow
@@ -109,7 +110,7 @@ def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
                               fid=s.fid, kid=s.kid, kid_std=s.kid_std, extractor=s.extractor, ref_hash=s.ref_hash,
                               wall_s=out.wall_s, source_fid=source.fid if source else None,
                               source_kid=source.kid if source else None, train_seed=out.train_seed)
-        ctx.store.record_confirmation(row, claim=(item, ctx.driver.id))
+        ctx.store.record_confirmation(row, claim=(item, ctx.driver.id), measurements=reported(s, source))
         ctx.echo(f"held-out  trial {num:3d}  seed set {seed_set}  N={c.n:<6d} FID {s.fid:8.4f}  {out.wall_s:5.1f}s")
     finally:
         ctx.store.release(name, item, ctx.driver.id)

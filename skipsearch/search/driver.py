@@ -1,4 +1,5 @@
-"""The study driver: reserve a trial -> the method's trial -> record (``recording``).
+"""The study driver: open a study, then reserve a trial (``budget``) -> the method's trial (``trial_steps``) ->
+record (``recording``), until the budget is reached.
 
 Any number of drivers may share a study (``coordination``). Under the study lock a driver
 recovers what dead drivers left, counts the study-wide budget, enqueues the one baseline and asks Optuna for
@@ -10,53 +11,36 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 from tqdm.auto import tqdm
 
-from skipsearch import deadline
-from skipsearch.errors import StorageError, Terminated, UserError
+from skipsearch.errors import StorageError
 from skipsearch.evaluate import TRIAL_ERRORS, failure_reason
-from skipsearch.files import machine_failure
-from skipsearch.methods import Coefficients, method_for
+from skipsearch.methods import method_for
 from skipsearch.progress import Progress
 from skipsearch.resolve import resolve
-from skipsearch.results import Rung
 from skipsearch.search.annotations import annotate_study
-from skipsearch.search.batched import run_batch, trials_per_batch
+from skipsearch.search.batch_trials import run_batch, trials_per_batch
 from skipsearch.search.context import StudyContext
-from skipsearch.search.coordination import Driver, study_lock, trial_item
+from skipsearch.search.coordination import Driver, study_lock
 from skipsearch.search.fidelity import pruner
 from skipsearch.search.integrity import check_study_hashes
 from skipsearch.search.proposals import PerTrialSeed
-from skipsearch.search.recording import (baseline_fid, baseline_trial, record_failure, record_result, record_rung,
-                                         recover_stale, settle)
-from skipsearch.spec import Spec, changed_science
+from skipsearch.search.budget import WAIT, Waiting, counted, evaluated, reserve_many
+from skipsearch.search.recording import baseline_fid, record_failure, record_result, record_rung
+from skipsearch.search.stored_spec import check_same_science, stored_form
+from skipsearch.search.trial_steps import Finished, ask, stopped, trial_ladder
+from skipsearch.spec import Spec
 from skipsearch.storage import Store, engine_kwargs, urls
 from skipsearch.storage.artifacts import artifact_dir, artifact_store
 from skipsearch.storage.facts import record_facts
 
-POLL_S = 1.0  # how often a driver waiting on other drivers' trials looks again
 OPTUNA_ATTEMPTS = 8
-WAIT = "wait"  # reserve(): the budget is taken, but trials are still in flight
-
-
-def trial_ladder(spec: Spec, coefficients: Coefficients, artifact: Path | None = None,
-                 progress: bool = False) -> Iterator[Rung]:
-    """A trial's rungs, from its method: the one path for in-process and Ray trials. Past
-    ``search.trial_timeout_s`` the trial raises TrialTimeout at its next network evaluation or training step;
-    closing the iterator early (a pruned trial) undoes what the method applied."""
-    with deadline.limit(spec.search.trial_timeout_s):
-        rungs = method_for(spec.kind).trial(spec, coefficients, artifact, progress)
-        try:
-            yield from rungs
-        finally:
-            rungs.close()
 
 
 def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
@@ -71,24 +55,6 @@ def open_optuna_storage(url: str) -> optuna.storages.RDBStorage:
                                    f"{urls.error_line(err, url)}") from None
             time.sleep(random.uniform(0.05, 0.3))
     raise AssertionError("unreachable")
-
-
-def check_same_science(name: str, first: dict, now: Spec) -> None:
-    """A study's numbers are only comparable if the fields that decide them never change (``spec.science``)."""
-    changed = changed_science(first, now)
-    if changed:
-        raise UserError(f"study {name!r} exists with a different {', '.join(changed)}; its trials would not be "
-                        f"comparable. Use a new study name, or restore the original values.")
-
-
-def stored_form(spec: Spec) -> dict:
-    """The spec as the database keeps it: its storage URL without the password."""
-    raw = spec.model_dump(mode="json")
-    try:
-        raw["storage"] = urls.without_password(urls.parse(spec.storage))
-    except UserError:  # not usable as it stands (another machine's path?): kept, any password masked
-        raw["storage"] = urls.shown(spec.storage)
-    return raw
 
 
 def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
@@ -128,74 +94,6 @@ def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
     return ctx
 
 
-def ensure_baseline(ctx: StudyContext, trials=None) -> None:
-    """Exactly one live baseline (waiting, running or complete) in the study; under the study lock."""
-    if baseline_trial(trials if trials is not None else ctx.study.get_trials(deepcopy=False)) is None:
-        ctx.study.enqueue_trial(ctx.method.baseline(ctx.spec, ctx.info), user_attrs={"role": "baseline"},
-                                skip_if_exists=False)
-
-
-def counted(ctx: StudyContext, trials=None) -> tuple[int, int]:
-    """(trials that count towards the budget, of which in flight): finished evaluated trials, plus those
-    claimed by live drivers; a trial killed in flight or stopped by a bug does not count."""
-    trials = trials if trials is not None else ctx.study.get_trials(deepcopy=False)
-    in_flight = {c["trial_number"] for c in ctx.store.claims(ctx.spec.name, "trial:")}
-    done = {t.number for t in trials if t.state.is_finished() and t.user_attrs.get("evaluated", True)}
-    return len(done | in_flight), len(in_flight - done)
-
-
-def evaluated(ctx: StudyContext, budget: int) -> int:
-    """The study's evaluated trials so far, as its progress counts them (never past ``budget``). Progress counts
-    these, not the trials this driver ran: a trial left RUNNING by a killed driver, a trial another driver took over
-    (LOST here) and one stopped by an interruption or a bug are not evaluated, and other drivers' trials are."""
-    used, in_flight = counted(ctx)
-    return min(budget, used - in_flight)
-
-
-def reserve(ctx: StudyContext, budget: int) -> optuna.trial.Trial | str | None:
-    """The next trial for this driver, WAIT while other trials are in flight and the budget is taken, or
-    None when the study has its budget of evaluated trials."""
-    got = reserve_many(ctx, budget, 1)
-    return got[0] if isinstance(got, list) else got
-
-
-def reserve_many(ctx: StudyContext, budget: int, count: int) -> list[optuna.trial.Trial] | str | None:
-    """Up to ``count`` trials at once (as many as the budget leaves), asked and claimed under the study lock;
-    WAIT or None as ``reserve``."""
-    with study_lock(ctx.driver):
-        recover_stale(ctx)
-        trials = ctx.study.get_trials(deepcopy=False)
-        used, in_flight = counted(ctx, trials)
-        if used >= budget:
-            return WAIT if in_flight else None
-        ensure_baseline(ctx, trials)
-        asked = []
-        for _ in range(min(count, budget - used)):
-            trial = ctx.study.ask()
-            if not ctx.store.try_claim(ctx.spec.name, trial_item(trial.number), ctx.driver.id, trial.number):
-                raise RuntimeError(f"trial {trial.number} was asked under the study lock but is already claimed")
-            asked.append(trial)
-        return asked
-
-
-def ask(ctx: StudyContext, trial: optuna.trial.Trial) -> tuple[str, Coefficients]:
-    """The trial's role and coefficients; its profile plots start drawing now, while it runs."""
-    coefficients = ctx.method.suggest(trial, ctx.spec, ctx.info)
-    if ctx.artifacts is not None:
-        ctx.plots.prepare(trial.number, ctx.method.profiles(ctx.spec, coefficients, ctx.info))
-    return trial.user_attrs.get("role", "search"), coefficients
-
-
-@dataclass(frozen=True, kw_only=True)
-class Finished:
-    """How one trial ended, as this driver saw it: its state, last rung, or failure reason."""
-
-    number: int
-    state: str  # COMPLETE, PRUNED, FAIL (or LOST: another driver took it over)
-    rung: Rung | None = None
-    reason: str | None = None
-
-
 def run_trial(ctx: StudyContext, trial: optuna.trial.Trial, progress: bool = False) -> Finished:
     """One in-process trial."""
     role, coeffs = ask(ctx, trial)
@@ -223,30 +121,6 @@ def run_trial(ctx: StudyContext, trial: optuna.trial.Trial, progress: bool = Fal
     return Finished(number=trial.number, state=state, rung=result)
 
 
-def stopped(ctx: StudyContext, number: int, role: str, coefficients_json: str, err: BaseException) -> None:
-    """Settle a trial that ``err`` stops (``recording.settle``: never left RUNNING). Should that fail too (the
-    database is gone with the disk), ``err`` is still what the caller re-raises; the next run recovers the trial."""
-    try:
-        settle(ctx, number, role, coefficients_json, stop_reason(err))
-    except Exception as inner:  # noqa: BLE001 - the original error is the one to report
-        ctx.echo(f"trial {number}: could not record why it stopped ({type(inner).__name__}: "
-                 f"{str(inner).splitlines()[0] if str(inner) else ''}); the next run marks it FAIL")
-
-
-def stop_reason(err: BaseException) -> str:
-    """Why a trial stopped that is not its own failure (it does not count towards the budget)."""
-    if isinstance(err, Terminated):
-        return "terminated (SIGTERM) before the trial finished"
-    if isinstance(err, (KeyboardInterrupt, SystemExit)):
-        return f"interrupted ({type(err).__name__}) before the trial finished"
-    if isinstance(err, UserError):
-        return f"stopped: {str(err).splitlines()[0]}"
-    machine = machine_failure(err)
-    if machine is not None:
-        return f"stopped: {machine}"
-    return f"skipsearch bug: {type(err).__name__}: {err}"
-
-
 def trial_line(ctx: StudyContext, done: Finished) -> str:
     if done.rung is None:
         return f"trial {done.number:3d}  {done.state:8s}  {done.reason}"
@@ -258,26 +132,6 @@ def trial_line(ctx: StudyContext, done: Finished) -> str:
     shared = f"  {s.evaluations_saved / (s.n * s.nfe):.0%} of NFE from the baseline" if s.evaluations_saved else ""
     return (f"trial {done.number:3d}  {done.state:8s}  {at}N={s.n:<6d} FID {s.fid:8.4f}  dFID {delta}  "
             f"KID {s.kid:.5f}{source}  {r.wall_s:5.1f}s{shared}")
-
-
-class Waiting:
-    """Says once (not at every look) that this driver waits for other drivers' trials."""
-
-    def __init__(self, ctx: StudyContext):
-        self.ctx, self.said = ctx, False
-
-    def announce(self) -> None:
-        if not self.said:
-            _, in_flight = counted(self.ctx)
-            self.ctx.echo(f"the budget is taken; waiting for {in_flight} trial(s) still in flight on other drivers")
-            self.said = True
-
-    def __call__(self) -> None:
-        self.announce()
-        time.sleep(POLL_S)
-
-    def reset(self) -> None:
-        self.said = False
 
 
 def search(ctx: StudyContext, budget: int, progress: bool = True) -> None:

@@ -15,7 +15,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from skipsearch.methods.base import Profile
+from skipsearch.methods.method import Profile
 
 
 class ProfilePlots:

@@ -22,8 +22,10 @@ from skipsearch.errors import UserError
 from skipsearch.progress import Progress
 from skipsearch.results import Rung
 from skipsearch.search.context import StudyContext
-from skipsearch.search.driver import (POLL_S, WAIT, Finished, Waiting, ask, counted, evaluated, reserve,
-                                      say_budget_reached, stop_reason, stored_form, trial_line)
+from skipsearch.search.budget import POLL_S, WAIT, Waiting, counted, evaluated, reserve
+from skipsearch.search.driver import say_budget_reached, trial_line
+from skipsearch.search.stored_spec import stored_form
+from skipsearch.search.trial_steps import Finished, ask, stop_reason
 from skipsearch.search.fidelity import scheduler
 from skipsearch.search.recording import record_failure, record_result, record_rung
 
@@ -76,9 +78,9 @@ def worker_trial(config: dict) -> None:
 
     from skipsearch.evaluate import TRIAL_ERRORS, failure_reason
     from skipsearch.methods import method_for, parse_coefficients
-    from skipsearch.search.driver import trial_ladder
+    from skipsearch.search.trial_steps import trial_ladder
     from skipsearch.search.integrity import check_scores
-    from skipsearch.spec import parse_spec
+    from skipsearch.specfile import parse_spec
 
     started = time.time()
     threads = os.environ.get("OMP_NUM_THREADS", "")  # Ray's share of CPUs for this trial; applied here too,

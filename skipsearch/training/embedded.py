@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from skipsearch import data
 from skipsearch.diffusion.preconditioning import edm_loss
 from skipsearch.metrics.digits import DIGITS_WEIGHTS, DigitClassifier, to_classifier_input
-from skipsearch.models.embedded import SHIPPED
+from skipsearch.models.embedded_family import SHIPPED
 
 DIGITS, SOURCE = SHIPPED["embedded-digits"], SHIPPED["digits-0to4"]
 

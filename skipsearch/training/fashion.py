@@ -28,7 +28,7 @@ import torch
 
 from skipsearch.data import FASHION_DATA, FASHION_FILES, read_idx_images
 from skipsearch.diffusion.preconditioning import EDMPrecond, edm_loss
-from skipsearch.models.embedded import SHIPPED
+from skipsearch.models.embedded_family import SHIPPED
 
 SEED = 20260102
 FASHION_IMAGES = FASHION_FILES["train"]

@@ -2,9 +2,10 @@
 weights of reconsolidation (new data, high noise), retention (a knowledge bank, low noise), the bank's
 share of a batch and the retention loss's weight.
 
-Files: ``spec`` (the ``search`` and ``finetune`` sections), ``weights`` (the searched recipe), ``space``,
-``noise`` (noise-level sampling and the loss), ``bank``, ``training`` (the loop), ``trial`` and ``tasks``
-(a trial and its scores), ``apply`` (loading the fine-tuned weights), ``bench``.
+Files: ``diff_spec`` (the ``search`` and ``finetune`` sections), ``recipe`` (the searched recipe),
+``recipe_space``, ``noise`` (noise-level sampling and the loss), ``bank``, ``training`` (the loop),
+``finetune_trial`` and ``finetune_task`` (a trial and its scores), ``tuned_weights`` (loading the fine-tuned
+weights). ``skipsearch bench`` times it in ``bench/finetuning.py``.
 """
 
 from __future__ import annotations
@@ -16,15 +17,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from skipsearch.errors import UserError
-from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
-from skipsearch.methods.diff_tuning.spec import DiffTuningSpec
+from skipsearch.methods.method import Curve, Fidelity, Method, Profile, Removable
+from skipsearch.methods.diff_tuning.diff_spec import DiffTuningSpec
 from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 from skipsearch.results import HeldOut, Rung
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from skipsearch.bench.records import Record
 
 PRUNE_AFTER = 5  # finished trials before the median rule stops any
 
@@ -32,6 +31,7 @@ PRUNE_AFTER = 5  # finished trials before the median rule stops any
 class DiffTuning(Method):
     kind = "diff_tuning"
     title = "Diff-Tuning"
+    bench_suites = ("finetuning",)  # training steps/s against a bare loop; its trials run in-process only
     coefficient_types = (DiffTuningWeights,)
 
     @property
@@ -46,7 +46,7 @@ class DiffTuning(Method):
         """The source reference and the new data load, hold enough images of the model's kind (channels), and the
         weights folder is writable."""
         from skipsearch import data
-        from skipsearch.resolve import below_dimension, checked_reference, input_fits, named, writable_folder
+        from skipsearch.spec_checks import below_dimension, checked_reference, input_fits, named, writable_folder
 
         f = spec.finetune
         source_images = named(source, "finetune.source_reference",
@@ -63,12 +63,12 @@ class DiffTuning(Method):
         return [*fits, *below_dimension(spec, [("finetune.source_reference", size, "images")])]
 
     def suggest(self, trial: Any, spec: DiffTuningSpec, info: Any) -> DiffTuningWeights:
-        from skipsearch.methods.diff_tuning import space
+        from skipsearch.methods.diff_tuning import recipe_space as space
 
         return space.suggest(trial, spec)
 
     def baseline(self, spec: DiffTuningSpec, info: Any) -> dict[str, float]:
-        from skipsearch.methods.diff_tuning import space
+        from skipsearch.methods.diff_tuning import recipe_space as space
 
         return space.baseline(spec)
 
@@ -99,8 +99,8 @@ class DiffTuning(Method):
 
     def trial(self, spec: DiffTuningSpec, coefficients: DiffTuningWeights, artifact: Path | None = None,
               progress: bool = False) -> Iterator[Rung]:
-        from skipsearch.methods.diff_tuning.tasks import finetune_task
-        from skipsearch.methods.diff_tuning.trial import finetune_ladder
+        from skipsearch.methods.diff_tuning.finetune_task import finetune_task
+        from skipsearch.methods.diff_tuning.finetune_trial import finetune_ladder
 
         f = spec.finetune
         task = finetune_task(spec, n=spec.metric.n, seed_start=spec.metric.seed, train_seed=f.seed,
@@ -122,9 +122,9 @@ class DiffTuning(Method):
     def heldout(self, spec: DiffTuningSpec, coefficients: DiffTuningWeights, seed_set: int) -> HeldOut:
         """Fine-tuned again with a new training seed, as well as scored on new sampling seeds: a recipe chosen
         on one training run can be lucky, just as coefficients chosen on one seed set can."""
-        from skipsearch.methods.diff_tuning.tasks import finetune_task
-        from skipsearch.methods.diff_tuning.trial import finetune_ladder
-        from skipsearch.methods.tasks import heldout_seed_start
+        from skipsearch.methods.diff_tuning.finetune_task import finetune_task
+        from skipsearch.methods.diff_tuning.finetune_trial import finetune_ladder
+        from skipsearch.methods.sampled import heldout_seed_start
 
         train_seed = spec.finetune.seed + 1 + seed_set
         task = finetune_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set),
@@ -148,13 +148,13 @@ class DiffTuning(Method):
 
     def sampling_classes(self, spec: DiffTuningSpec) -> tuple[int, ...]:
         """The target FID's labels: the new data's classes (a class-conditional model), as the trials sample."""
-        from skipsearch.methods.diff_tuning.trial import class_plan
+        from skipsearch.methods.diff_tuning.finetune_trial import class_plan
         from skipsearch.models import model_info
 
         return class_plan(model_info(spec.model), spec.finetune.data)[0]
 
     def apply(self, model: nn.Module, coefficients: DiffTuningWeights, provenance: Any) -> Removable:
-        from skipsearch.methods.diff_tuning.apply import LoadedWeights
+        from skipsearch.methods.diff_tuning.tuned_weights import LoadedWeights
 
         if provenance is None or provenance.weights is None:
             raise UserError("Diff-Tuning weights are applied from a coefficient file that names its weights file "
@@ -171,25 +171,17 @@ class DiffTuning(Method):
                    info: Any) -> dict[str, Any]:
         """The fine-tuned weights (path and hash), the recipe's data and budget, the labels FIDs were sampled
         with (class-conditional models), and the forgetting (source) FID."""
-        from skipsearch.methods import parse_coefficients
-        from skipsearch.methods.diff_tuning.trial import class_plan
+        from skipsearch.methods.diff_tuning.finetune_trial import class_plan
 
         f = spec.finetune
         target, source = class_plan(info, f.data)
-        recipe = parse_coefficients(row.coefficients_json).model_dump(mode="json", exclude={"family"})
+        recipe = self.read_coefficients(row.coefficients_json).model_dump(mode="json", exclude={"family"})
         weights = None if not row.weights_path else {"path": str(Path(row.weights_path).resolve()),
                                                      "sha256_16": row.weights_hash, "recipe": recipe}
         return {"weights": weights, "finetune": f.model_dump(mode="json"),
                 "sampling_classes": {"target": list(target), "source": list(source)},
                 "source": {"reference": f.source_reference, "fid": row.source_fid, "kid": row.source_kid,
                            "heldout_fid": heldout_source_fid}}
-
-    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Record]:
-        from skipsearch.methods.diff_tuning.bench import bench_difftuning
-
-        if use_ray:
-            raise UserError("--ray benchmarks Skip-Tuning trials; diff_tuning studies run in-process")
-        return bench_difftuning(spec_path)
 
 
 def _same(value: float, recorded: float | None) -> bool:

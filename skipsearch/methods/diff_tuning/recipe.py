@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from skipsearch.methods.base import Coefficients
+from skipsearch.methods.method import Coefficients
 from skipsearch.spec import STEPS_MAX
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from skipsearch.errors import UserError
-from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
-from skipsearch.methods.freeu.coefficients import FREEU_TYPES, KEYS, FreeU, SkipFreeU
-from skipsearch.methods.freeu.spec import FreeUSpec
+from skipsearch.methods.method import Curve, Fidelity, Method, Profile, Removable
+from skipsearch.methods.freeu.factors import FREEU_TYPES, KEYS, FreeU, SkipFreeU
+from skipsearch.methods.freeu.freeu_spec import FreeUSpec
 from skipsearch.methods.skip_tuning import SkipTuning, skip_disagreements, skip_records
 from skipsearch.results import HeldOut, Rung
 
@@ -126,17 +126,17 @@ class FreeUMethod(Method):
         return []
 
     def suggest(self, trial: Any, spec: FreeUSpec, info: Any) -> FreeU | SkipFreeU:
-        from skipsearch.methods.freeu import space
+        from skipsearch.methods.freeu import freeu_space as space
 
         return space.suggest(trial, spec.search, info.n_levels)
 
     def baseline(self, spec: FreeUSpec, info: Any) -> dict[str, float]:
-        from skipsearch.methods.freeu import space
+        from skipsearch.methods.freeu import freeu_space as space
 
         return space.baseline(spec.search, info.n_levels)
 
     def fidelity(self, spec: FreeUSpec) -> Fidelity:
-        from skipsearch.methods.tasks import sample_fidelity
+        from skipsearch.methods.sampled import sample_fidelity
 
         return sample_fidelity(spec)
 
@@ -144,12 +144,12 @@ class FreeUMethod(Method):
               progress: bool = False) -> Iterator[Rung]:
         """The ladder of sample counts with FreeU on (and the skip hooks, combined); a pruned trial's FreeU is
         switched off when the iterator is closed."""
-        from skipsearch.methods.tasks import sampled_ladder
+        from skipsearch.methods.sampled import sampled_ladder
 
         yield from sampled_ladder(self.apply, spec, coefficients, progress)
 
     def heldout(self, spec: FreeUSpec, coefficients: FreeU | SkipFreeU, seed_set: int) -> HeldOut:
-        from skipsearch.methods.tasks import sampled_heldout
+        from skipsearch.methods.sampled import sampled_heldout
 
         return sampled_heldout(self.apply, spec, coefficients, seed_set)
 
@@ -204,7 +204,5 @@ class FreeUMethod(Method):
     def provenance(self, spec: FreeUSpec, row: Any, heldout_source_fid: float | None, info: Any) -> dict[str, Any]:
         """Combined: every skip point with its rho, as Skip-Tuning's files have them. FreeU's four factors are
         the coefficients themselves; the provenance schema has no field of its own for them."""
-        from skipsearch.methods import parse_coefficients
-
-        coefficients = parse_coefficients(row.coefficients_json)
+        coefficients = self.read_coefficients(row.coefficients_json)
         return {"skips": skip_records(info, coefficients.skip)} if isinstance(coefficients, SkipFreeU) else {}

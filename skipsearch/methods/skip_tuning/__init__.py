@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from skipsearch.errors import TrialError, UserError
-from skipsearch.methods.base import Curve, Fidelity, Method, Profile, Removable
-from skipsearch.methods.skip_tuning.coefficients import SCHEDULES, _Schedule
-from skipsearch.methods.skip_tuning.spec import SkipTuningSpec
+from skipsearch.methods.method import Curve, Fidelity, Method, Profile, Removable
+from skipsearch.methods.skip_tuning.schedules import SCHEDULES, _Schedule
+from skipsearch.methods.skip_tuning.skip_spec import SkipTuningSpec
 from skipsearch.results import HeldOut, Rung
 
 
@@ -33,6 +33,7 @@ def _sigma_grid(spec: SkipTuningSpec):
 class SkipTuning(Method):
     kind = "skip_tuning"
     title = "Skip-Tuning"
+    bench_suites = (*Method.bench_suites, "trajectory_sharing")  # and time-window trials from the baseline
     coefficient_types = SCHEDULES
 
     @property
@@ -40,17 +41,17 @@ class SkipTuning(Method):
         return SkipTuningSpec
 
     def suggest(self, trial: Any, spec: SkipTuningSpec, info: Any) -> _Schedule:
-        from skipsearch.methods.skip_tuning import space
+        from skipsearch.methods.skip_tuning import skip_space as space
 
         return space.suggest(trial, spec.search, info.n_levels)
 
     def baseline(self, spec: SkipTuningSpec, info: Any) -> dict[str, float]:
-        from skipsearch.methods.skip_tuning import space
+        from skipsearch.methods.skip_tuning import skip_space as space
 
         return space.baseline(spec.search, info.n_levels)
 
     def fidelity(self, spec: SkipTuningSpec) -> Fidelity:
-        from skipsearch.methods.tasks import sample_fidelity
+        from skipsearch.methods.sampled import sample_fidelity
 
         return sample_fidelity(spec)
 
@@ -58,7 +59,7 @@ class SkipTuning(Method):
               progress: bool = False) -> Iterator[Rung]:
         """The ladder of sample counts with the schedule's hooks on; a pruned trial's hooks come off when
         the iterator is closed."""
-        from skipsearch.methods.tasks import sampled_ladder
+        from skipsearch.methods.sampled import sampled_ladder
 
         yield from sampled_ladder(self.apply, spec, coefficients, progress, self._share_for(spec, coefficients))
 
@@ -67,14 +68,14 @@ class SkipTuning(Method):
 
     def trial_batch(self, spec: SkipTuningSpec, coefficients: Sequence[_Schedule],
                     progress: bool = False) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
-        from skipsearch.methods.tasks import sampled_batch
+        from skipsearch.methods.sampled import sampled_batch
 
         return sampled_batch(self.apply_batch, spec, coefficients, progress,
                              [self._share_for(spec, c) for c in coefficients])
 
     def apply_batch(self, model: Any, schedules: Sequence[_Schedule], layout: Any) -> Removable:
         """Hooks scaling each sample of a shared batch by its own trial's schedule (``layout`` says which)."""
-        from skipsearch.methods.skip_tuning.batched import batch_rhos
+        from skipsearch.methods.skip_tuning.batched_rho import batch_rhos
 
         return _scaling(model, lambda points: batch_rhos(schedules, points, layout))
 
@@ -99,7 +100,7 @@ class SkipTuning(Method):
         return tuple(out)
 
     def heldout(self, spec: SkipTuningSpec, coefficients: _Schedule, seed_set: int) -> HeldOut:
-        from skipsearch.methods.tasks import sampled_heldout
+        from skipsearch.methods.sampled import sampled_heldout
 
         return sampled_heldout(self.apply, spec, coefficients, seed_set, self._share_for(spec, coefficients))
 
@@ -120,17 +121,9 @@ class SkipTuning(Method):
     def disagreements(self, coefficients: _Schedule, provenance: Any, skips: Sequence[Any] | None = None) -> list[str]:
         return skip_disagreements(coefficients, provenance, skips)
 
-    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Any]:
-        """The common records, and time-window trials starting from the baseline's states against computed whole."""
-        from skipsearch.bench.trajectories import bench_trajectories
-
-        return super().bench(spec_path, trials, use_ray, quick) + bench_trajectories(spec_path)
-
     def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None,
                    info: Any) -> dict[str, Any]:
-        from skipsearch.methods import parse_coefficients
-
-        return {"skips": skip_records(info, parse_coefficients(row.coefficients_json))}
+        return {"skips": skip_records(info, self.read_coefficients(row.coefficients_json))}
 
 
 def _scaling(model: Any, rhos_for: Callable[[list[Any]], Any]) -> Removable:

@@ -14,7 +14,7 @@ import torch
 
 from skipsearch.diffusion.generation import SamplerConfig, hook_sigmas
 from skipsearch.diffusion.trajectories import Sharing, cache_for
-from skipsearch.methods.skip_tuning.coefficients import _Schedule
+from skipsearch.methods.skip_tuning.schedules import _Schedule
 
 
 def baseline_steps(schedule: _Schedule, model: Any, sampler: SamplerConfig, shape: tuple[int, ...],

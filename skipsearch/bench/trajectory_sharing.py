@@ -9,14 +9,15 @@ from pathlib import Path
 
 import optuna
 
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch.diffusion.trajectories import cache_for
 from skipsearch.evaluate import evaluator_for, resolve_device
 from skipsearch.methods import method_for
-from skipsearch.methods.tasks import eval_task
+from skipsearch.methods.sampled import eval_task
 from skipsearch.resolve import resolve
-from skipsearch.search.driver import trial_ladder
-from skipsearch.spec import Spec, load_spec
+from skipsearch.search.trial_steps import trial_ladder
+from skipsearch.spec import Spec
+from skipsearch.specfile import load_spec
 
 
 def _windowed(spec: Spec, cache_mb: int) -> Spec:

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from skipsearch.fields import DataName, OutputFolder
 from skipsearch.spec import (SEED_MAX, TRIALS_MAX, Batch, Count, MetricSpec, ModelSpec, Rate, SearchCommon, Section,
                              Seed, Spec, Steps)
-from skipsearch.models.embedded import EmbeddedModel
+from skipsearch.models.embedded_family import EmbeddedModel
 
 Exponent = Annotated[float, Field(ge=0, le=100)]  # s and s'
 Fraction = Annotated[float, Field(ge=0, lt=1)]  # the bank's share of a batch

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from skipsearch.methods.freeu.coefficients import KEYS, OFF_VALUE, FreeU, SkipFreeU
-from skipsearch.methods.freeu.spec import FreeUSearchSpec
-from skipsearch.methods.skip_tuning import space as skip_space
+from skipsearch.methods.freeu.factors import KEYS, OFF_VALUE, FreeU, SkipFreeU
+from skipsearch.methods.freeu.freeu_spec import FreeUSearchSpec
+from skipsearch.methods.skip_tuning import skip_space as skip_space
 
 
 def suggest(trial: Any, search: FreeUSearchSpec, n_levels: int) -> FreeU | SkipFreeU:

@@ -18,8 +18,8 @@ from typing import Literal
 
 from pydantic import ValidationInfo, field_validator
 
-from skipsearch.methods.freeu.coefficients import OFF_VALUE, Factor
-from skipsearch.methods.skip_tuning.spec import SkipSearchSpec
+from skipsearch.methods.freeu.factors import OFF_VALUE, Factor
+from skipsearch.methods.skip_tuning.skip_spec import SkipSearchSpec
 from skipsearch.spec import SearchCommon, Spec
 
 

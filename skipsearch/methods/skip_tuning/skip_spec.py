@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from skipsearch.methods.skip_tuning.coefficients import SCHEDULE_FAMILIES
+from skipsearch.methods.skip_tuning.schedules import SCHEDULE_FORMS
 from skipsearch.spec import Rho, SearchCommon, Sigma, Spec
 
 
@@ -15,7 +15,7 @@ MAX_TRIALS_PER_BATCH = 64
 
 class SkipSearchSpec(SearchCommon):
     operational: ClassVar[frozenset[str]] = SearchCommon.operational | {"batch_trials", "trajectory_cache_mb"}
-    family: Literal[SCHEDULE_FAMILIES] = "linear"  # type: ignore[valid-type]
+    family: Literal[SCHEDULE_FORMS] = "linear"  # type: ignore[valid-type]
     rho_range: tuple[Rho, Rho] = (0.5, 1.5)
     sigma_range: tuple[Sigma, Sigma] = (0.002, 80.0)
     # trials sharing one network batch (in-process drivers): a number, or "auto" (1 on a CPU; measured on a GPU)

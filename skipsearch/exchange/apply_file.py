@@ -16,7 +16,7 @@ from torch import nn
 from skipsearch.errors import UserError
 from skipsearch.exchange import coeffile
 from skipsearch.methods import Coefficients, method_of
-from skipsearch.methods.base import Removable
+from skipsearch.methods.method import Removable
 
 
 def disagreeing(path: str | Path, disagreements: list[str]) -> str:

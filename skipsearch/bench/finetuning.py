@@ -12,18 +12,18 @@ from pathlib import Path
 
 import torch
 
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch import data
 from skipsearch.diffusion.preconditioning import denoising_error
 from skipsearch.evaluate import evaluator_for, resolve_device
 from skipsearch.methods.diff_tuning.bank import knowledge_bank
 from skipsearch.methods.diff_tuning.noise import quantile_to_sigma
-from skipsearch.methods.diff_tuning.tasks import finetune_task
+from skipsearch.methods.diff_tuning.finetune_task import finetune_task
 from skipsearch.methods.diff_tuning.training import finetune
-from skipsearch.methods.diff_tuning.trial import downstream_images, finetune_ladder
+from skipsearch.methods.diff_tuning.finetune_trial import downstream_images, finetune_ladder
 from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 from skipsearch.resolve import resolve
-from skipsearch.spec import load_spec
+from skipsearch.specfile import load_spec
 
 
 def _bare_loop(denoiser, images: torch.Tensor, steps: int, batch: int, lr: float,

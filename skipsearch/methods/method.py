@@ -11,20 +11,20 @@ where it runs, so ``skipsearch.apply`` and the registry cost nothing else.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, Union
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from skipsearch.results import HeldOut, Rung
 
 if TYPE_CHECKING:  # typing only: importing these here would load the science for every caller
     from torch import nn
 
-    from skipsearch.bench.records import Record
     from skipsearch.errors import TrialError
     from skipsearch.exchange.provenance import Provenance
     from skipsearch.models import ModelInfo
@@ -95,12 +95,27 @@ class Fidelity:
     startup: int = 0
 
 
+@functools.cache
+def coefficients_adapter(types: tuple[type[Coefficients], ...]) -> TypeAdapter:
+    """A reader of any of ``types``, told apart by their ``family`` field."""
+    return TypeAdapter(types[0] if len(types) == 1 else Annotated[Union[types], Field(discriminator="family")])
+
+
 class Method(ABC):
     """One method's answers to everything the search asks. Instances are registered in ``methods.METHODS``."""
 
     kind: ClassVar[str]  # the spec's ``kind``
     title: ClassVar[str]  # as printed: "Skip-Tuning"
     coefficient_types: ClassVar[tuple[type[Coefficients], ...]]
+    # What ``skipsearch bench`` times for this method's specs, by name (``bench/suites.py`` holds them, so the
+    # methods never import the benchmarks): whole trials, batched against one at a time, a trial's parts
+    # against bare equivalents, and (with --ray) Ray against in-process.
+    bench_suites: ClassVar[tuple[str, ...]] = ("trials", "batch_sharing", "parts", "workers")
+
+    def read_coefficients(self, text: str) -> Coefficients:
+        """This method's coefficients from their stored JSON. The registry (``methods.parse_coefficients``)
+        reads any method's; a method reads its own here, so it never imports the registry that imports it."""
+        return coefficients_adapter(self.coefficient_types).validate_json(text)
 
     # --- the spec ------------------------------------------------------------------------------------
     @property
@@ -203,19 +218,3 @@ class Method(ABC):
         model's facts as the study stored them (``storage.facts``): never looked up from the model, which a
         reader may not have (one handed over in memory by another process)."""
         return {}
-
-    def bench(self, spec_path: Path, trials: int, use_ray: bool, quick: bool = False) -> list[Record]:
-        """``skipsearch bench`` for this method's specs: whole trials and where their time goes, trials sharing
-        batches against one at a time (where they can), a trial's parts against their bare equivalents
-        (``quick``: without the 2048-d FID timing and the extractor precisions), and (``use_ray``) Ray against
-        in-process. Returns the records."""
-        from skipsearch.bench.batched import bench_batched
-        from skipsearch.bench.parts import bench_parts
-        from skipsearch.bench.trial import bench_trial
-
-        records = bench_trial(spec_path, trials) + bench_batched(spec_path) + bench_parts(spec_path, wide=not quick)
-        if use_ray:
-            from skipsearch.bench.workers import bench_ray
-
-            records += bench_ray(spec_path, max(trials, 2))
-        return records

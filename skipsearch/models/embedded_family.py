@@ -19,7 +19,7 @@ from pydantic import Field
 
 from skipsearch.errors import FieldError
 from skipsearch.files import file_hash
-from skipsearch.models.base import Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
+from skipsearch.models.family import Family, LoadedModel, ModelInfo, ModelSection, SkipInfo
 from skipsearch.subsets import DIGIT_SUBSETS
 
 if TYPE_CHECKING:  # the network's modules are imported where one is built or hooked: parsing a spec needs none

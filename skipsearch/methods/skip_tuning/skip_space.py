@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from skipsearch.methods.skip_tuning.coefficients import LinearSkip, PerLevelSkip, TimeWindowSkip, _Schedule
-from skipsearch.methods.skip_tuning.spec import SkipSearchSpec
+from skipsearch.methods.skip_tuning.schedules import LinearSkip, PerLevelSkip, TimeWindowSkip, _Schedule
+from skipsearch.methods.skip_tuning.skip_spec import SkipSearchSpec
 
 
 def suggest(trial: Any, search: SkipSearchSpec, n_levels: int) -> _Schedule:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from skipsearch.methods.diff_tuning.spec import DiffTuningSpec
-from skipsearch.methods.diff_tuning.trial import FinetuneTask, class_plan
-from skipsearch.methods.tasks import eval_task
+from skipsearch.methods.diff_tuning.diff_spec import DiffTuningSpec
+from skipsearch.methods.diff_tuning.finetune_trial import FinetuneTask, class_plan
+from skipsearch.methods.sampled import eval_task
 from skipsearch.models import model_info
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.errors import TrialError
 from skipsearch.evaluate import EvalTask, Evaluator
-from skipsearch.methods.base import Coefficients, Fidelity, Removable
+from skipsearch.methods.method import Coefficients, Fidelity, Removable
 from skipsearch.results import HeldOut, Rung, Score
 from skipsearch.spec import Spec
 
@@ -22,7 +22,8 @@ def eval_task(spec: Spec, *, n: int, seed_start: int, rungs: tuple[int, ...] = (
     m = spec.metric
     return EvalTask(model=spec.model, sampler=spec.sampler.config(), extractor=m.extractor,
                     dataset=dataset or m.reference, n=n, seed_start=seed_start, batch_size=m.batch_size,
-                    kid_subset_size=m.kid_subset_size, device=spec.device, rungs=rungs, classes=classes)
+                    kid_subset_size=m.kid_subset_size, device=spec.device, rungs=rungs, classes=classes,
+                    report=m.reported())
 
 
 def sample_fidelity(spec: Spec) -> Fidelity:

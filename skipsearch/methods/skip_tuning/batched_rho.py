@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from skipsearch.batched import BatchLayout
-from skipsearch.methods.skip_tuning.coefficients import Skip, TimeWindowSkip, _Schedule
+from skipsearch.methods.skip_tuning.schedules import Skip, TimeWindowSkip, _Schedule
 
 
 def batch_rhos(schedules: Sequence[_Schedule], skips: Sequence[Skip],

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Protocol, Union
 from pydantic import Field, model_validator
 
 from skipsearch.errors import UserError
-from skipsearch.methods.base import Coefficients
+from skipsearch.methods.method import Coefficients
 from skipsearch.spec import Rho, Sigma
 
 if TYPE_CHECKING:  # torch where rho meets a network: reading coefficients from a file or a database needs none
@@ -131,4 +131,5 @@ class TimeWindowSkip(_Schedule):
 
 SCHEDULES: tuple[type[_Schedule], ...] = (LinearSkip, PerLevelSkip, TimeWindowSkip)
 SkipSchedule = Annotated[Union[SCHEDULES], Field(discriminator="family")]
-SCHEDULE_FAMILIES = ("linear", "per_level", "time_window")
+# The forms a schedule may take; ``search.family`` and the coefficients' ``family`` field (stored JSON) name them.
+SCHEDULE_FORMS = ("linear", "per_level", "time_window")

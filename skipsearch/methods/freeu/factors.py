@@ -17,8 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from skipsearch.methods.base import Coefficients
-from skipsearch.methods.skip_tuning.coefficients import SkipSchedule
+from skipsearch.methods.method import Coefficients
+from skipsearch.methods.skip_tuning.schedules import SkipSchedule
 
 FACTOR_MAX = 3.0  # diffusers treats 0 as FreeU off, so factors are positive; beyond 3 is no longer a tuning
 Factor = Annotated[float, Field(gt=0, le=FACTOR_MAX)]

@@ -7,10 +7,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch.evaluate import resolve_device
 from skipsearch.search import driver as _study
-from skipsearch.spec import load_spec
+from skipsearch.search.budget import reserve
+from skipsearch.specfile import load_spec
 
 
 def bench_trial(spec_path: Path, n_trials: int = 3) -> list[Record]:
@@ -21,11 +22,11 @@ def bench_trial(spec_path: Path, n_trials: int = 3) -> list[Record]:
         ctx = _study.open_study(spec, spec.storage, echo=lambda line: None)
         try:
             # warm-up: model, extractor and reference statistics load once per worker
-            _study.run_trial(ctx, _study.reserve(ctx, n_trials + 1))
+            _study.run_trial(ctx, reserve(ctx, n_trials + 1))
             rows = []
             for _ in range(n_trials):
                 start = time.perf_counter()
-                done = _study.run_trial(ctx, _study.reserve(ctx, n_trials + 1))
+                done = _study.run_trial(ctx, reserve(ctx, n_trials + 1))
                 wall = time.perf_counter() - start
                 if done.rung is None:
                     raise RuntimeError(f"benchmark trial failed: {done.reason}")

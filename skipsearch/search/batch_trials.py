@@ -16,6 +16,7 @@ from skipsearch.evaluate import TRIAL_ERRORS, failure_reason, resolve_device
 from skipsearch.results import Rung
 from skipsearch.search.context import StudyContext
 from skipsearch.search.recording import record_failure, record_result, record_rung
+from skipsearch.search.trial_steps import Finished, ask, stopped
 
 
 def trials_per_batch(ctx: StudyContext, budget: int) -> int:
@@ -27,7 +28,7 @@ def trials_per_batch(ctx: StudyContext, budget: int) -> int:
             return 1
         from skipsearch.batched import auto_trials_per_batch
         from skipsearch.evaluate import evaluator_for
-        from skipsearch.methods.tasks import eval_task
+        from skipsearch.methods.sampled import eval_task
 
         task = eval_task(ctx.spec, n=ctx.spec.metric.n, seed_start=ctx.spec.metric.seed)
         asked = auto_trials_per_batch(evaluator_for(task), task)
@@ -35,10 +36,8 @@ def trials_per_batch(ctx: StudyContext, budget: int) -> int:
 
 
 def run_batch(ctx: StudyContext, trials: list[optuna.trial.Trial], progress: bool = False) -> list:
-    """Run ``trials`` in shared batches; returns how each ended (``driver.Finished``), in order. The trial
+    """Run ``trials`` in shared batches; returns how each ended (``trial_steps.Finished``), in order. The trial
     timeout covers the whole batch, scaled by its number of trials."""
-    from skipsearch.search.driver import Finished, ask, stopped
-
     asked = [ask(ctx, t) for t in trials]
     roles = [role for role, _ in asked]
     jsons = [c.model_dump_json() for _, c in asked]

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import optuna
 
-from skipsearch.bench.records import Record
+from skipsearch.bench.measurements import Record
 from skipsearch.evaluate import resolve_device
 from skipsearch.methods import Coefficients, method_for
 from skipsearch.resolve import resolve
-from skipsearch.search.driver import trial_ladder
-from skipsearch.spec import Spec, load_spec
+from skipsearch.search.trial_steps import trial_ladder
+from skipsearch.spec import Spec
+from skipsearch.specfile import load_spec
 
 
 def _points(spec: Spec, count: int) -> list[Coefficients]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from skipsearch.methods.diff_tuning.spec import DiffSearchSpec, DiffTuningSpec
+from skipsearch.methods.diff_tuning.diff_spec import DiffSearchSpec, DiffTuningSpec
 from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 
 # parameter -> (range field, log scale, integer)

@@ -1,0 +1,82 @@
+"""What one repeat of ``skipsearch bench --versus-plain`` found: each side's winner and costs (``Side``) and the
+repeat with its ratios (``VersusRepeat``). Plain data, read by the run (``versus_plain``) that fills it and by
+the table (``versus_table``) that prints it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from skipsearch.bench.plain_loop import PlainSearch
+    from skipsearch.bench.versus_judge import Match
+
+TARGET_RATIO = 3.0  # plain evaluations to a winner over skipsearch's
+
+
+@dataclass(frozen=True, kw_only=True)
+class Side:
+    """One side's result in one repeat."""
+
+    name: str  # "skipsearch" or "plain"
+    winner: str  # the chosen coefficients, described ("baseline" when the baseline stays)
+    trial: int | None  # the trial that became the winner (None: the baseline)
+    heldout_fid: float  # mean over the held-out seed sets, at confirm.n
+    delta_fid: float  # mean over the seed sets of FID(winner) - FID(baseline)
+    evals_to_winner: int  # network evaluations (samples x NFE) until the winner was known
+    total_evals: int  # network evaluations the side spent in all
+    trials: int  # search trials run
+    wall_s: float  # the side's wall time (the plain side's held-out evaluation excluded)
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersusRepeat:
+    """Both sides of one repeat (sampler seed ``repeat``), with the seeds each used."""
+
+    repeat: int
+    nfe: int
+    skipsearch: Side
+    plain: Side
+    skipsearch_confirmation_dfid: float  # its winner's held-out dFID on its own confirmation (which chose it there)
+    baseline_heldout_fid: float  # on the judging seed sets
+    heldout_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each judging seed set
+    plain_seeds: tuple[tuple[int, int], ...]  # [start, stop) of each plain trial's seeds
+    counted_at_network: tuple[int, int]  # (skipsearch, plain run) forward-call samples: the check on the counts
+    confirmation_evals: int  # skipsearch's held-out evaluations (part of its evaluations to the winner)
+    match: Match
+    plain_run: PlainSearch  # every trial of the plain run (the equal-budget side is its first plain.trials)
+
+    @property
+    def ratio(self) -> float:
+        """Evaluations to the winner, plain / skipsearch (>= 3 is the target)."""
+        return self.plain.evals_to_winner / max(self.skipsearch.evals_to_winner, 1)
+
+    @property
+    def ratio_ceiling(self) -> float:
+        """The largest ratio this budget allows: skipsearch's winner is known only after its confirmation, and
+        the plain side cannot spend more than its total."""
+        return self.plain.total_evals / max(self.confirmation_evals, 1)
+
+    @property
+    def as_good(self) -> bool:
+        """skipsearch's held-out ΔFID is at most the plain side's."""
+        return self.skipsearch.delta_fid <= self.plain.delta_fid
+
+    @property
+    def met(self) -> bool:
+        return self.as_good and self.ratio >= TARGET_RATIO
+
+    @property
+    def match_ratio(self) -> float:
+        """Plain evaluations to a held-out winner as good as skipsearch's, over skipsearch's to its winner; when
+        none matched, the lower bound (the plain run's total over skipsearch's)."""
+        plain = self.match.run_evals if self.match.evals is None else self.match.evals
+        return plain / max(self.skipsearch.evals_to_winner, 1)
+
+    @property
+    def match_met(self) -> bool | None:
+        """>= 3; None when no plain winner matched and the run was too short to say (its bound is below 3)."""
+        if self.match.evals is None and self.match_ratio < TARGET_RATIO:
+            return None
+        return self.match_ratio >= TARGET_RATIO
