@@ -7,7 +7,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 
 import skipsearch  # noqa: E402
 from conftest import tiny_dt_spec_dict, tiny_spec_dict  # noqa: E402
-from skipsearch.specfile import parse_spec  # noqa: E402
+from skipsearch.spec import parse_spec  # noqa: E402
 
 URL = "sqlite:///main-7079771.db"
 skip = parse_spec(tiny_spec_dict("old-skip", metric={"n": 128, "rungs": [64], "batch_size": 64}, search={"trials": 4}))
