@@ -7,6 +7,7 @@ are also written as measurement rows (``own_measurements``), so that every numbe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from skipsearch.results import Measurement
@@ -106,3 +107,29 @@ def own_measurements(row: TrialRow | RungRow | StepRow | ConfirmationRow, extrac
     return tuple(Measurement(metric=metric, extractor=extractor, value=getattr(row, column), domain=domain)
                  for column, (domain, metric) in OWN_NUMBERS.items()
                  if getattr(row, column, None) is not None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasuredAt:
+    """Where a measurement was taken: the key of ``tables.measurements`` besides study, trial and what it names."""
+
+    stage: str
+    n: int
+    step: int = -1
+    seed_set: int = -1
+
+
+def with_own(row, extractor: str, extra: Sequence[Measurement]) -> tuple[Measurement, ...]:
+    """A record's own numbers as measurements, then the ``extra`` ones. An extra one with the key of an own one
+    (the objective passed again) is the same number or a bug: two values for one measurement."""
+    own = own_measurements(row, extractor)
+    known = {(m.domain, m.metric, m.extractor): m.value for m in own}
+    out = list(own)
+    for m in extra:
+        key = (m.domain, m.metric, m.extractor)
+        if key not in known:
+            out.append(m)
+            known[key] = m.value
+        elif known[key] != m.value:
+            raise ValueError(f"two values for {key} of one record: {known[key]!r} and {m.value!r}")
+    return tuple(out)

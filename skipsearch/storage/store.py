@@ -9,37 +9,27 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import sqlite3
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
-from sqlalchemy import (Table, create_engine, delete, event, func, inspect, select, text, update)
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import (Table, create_engine, delete, func, inspect, select, text, update)
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from skipsearch.errors import StorageError
 from skipsearch.results import Measurement
 from skipsearch.storage import tables as t
-from skipsearch.storage import records, revisions, urls
-from skipsearch.storage.records import ConfirmationRow, RungRow, StepRow, TrialRow, from_mapping
+from skipsearch.storage import opening, revisions, urls
+from skipsearch.storage.records import (ConfirmationRow, MeasuredAt, RungRow, StepRow, TrialRow, from_mapping,
+                                        with_own)
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a frame is built: ``skipsearch studies`` and the URL checks go without
 
-SCHEMA_ATTEMPTS = 8  # a lock wait that ran out, a race on a new PostgreSQL database: retried
-DAMAGED_HINT = ("restore it from a backup, or save what is left with `sqlite3 FILE .recover | sqlite3 NEW.db`, or "
-                "give another --storage")
 
-
-def _sqlite_wal(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn, _record) -> None:
-        urls.sqlite_pragmas(dbapi_conn)
 
 
 def _now() -> datetime:
@@ -53,41 +43,6 @@ def _aware(value: datetime | str | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value
-
-
-def _damage(err: BaseException) -> str | None:
-    """SQLite's own word that a file is damaged or no database at all (``database disk image is malformed``,
-    ``file is not a database``): a plain sqlite3.DatabaseError, not one of its subclasses (a lock, a constraint)."""
-    orig = getattr(err, "orig", None)
-    if type(orig) is sqlite3.DatabaseError:
-        return (str(orig).splitlines() or ["damaged"])[0]
-    return None
-
-
-def _with_own(row, extractor: str, extra: Sequence[Measurement]) -> tuple[Measurement, ...]:
-    """A record's own numbers as measurements, then the ``extra`` ones. An extra one with the key of an own one
-    (the objective passed again) is the same number or a bug: two values for one measurement."""
-    own = records.own_measurements(row, extractor)
-    known = {(m.domain, m.metric, m.extractor): m.value for m in own}
-    out = list(own)
-    for m in extra:
-        key = (m.domain, m.metric, m.extractor)
-        if key not in known:
-            out.append(m)
-            known[key] = m.value
-        elif known[key] != m.value:
-            raise ValueError(f"two values for {key} of one record: {known[key]!r} and {m.value!r}")
-    return tuple(out)
-
-
-@dataclass(frozen=True, kw_only=True)
-class _At:
-    """Where a measurement was taken: the key of ``tables.measurements`` besides study, trial and what it names."""
-
-    stage: str
-    n: int
-    step: int = -1
-    seed_set: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,10 +72,9 @@ class Store:
         try:
             self.engine = create_engine(self.reader_url, **urls.engine_kwargs(url))
             if create:
-                if self.engine.dialect.name == "sqlite":
-                    _sqlite_wal(self.engine)
-                self._check_intact()
-                self._create_schema()
+                opening.watch_sqlite(self.engine)
+                opening.check_intact(self.engine, self.sqlite_file)
+                self.schema_upgrade = opening.create_schema(self.engine, self.url, self.shown_url)
             else:
                 self._open_reader()
         except (SQLAlchemyError, ImportError, ValueError, OSError) as err:  # the driver's own complaints too
@@ -134,8 +88,8 @@ class Store:
         not write either (a colleague's results, a read-only mount), cannot be opened ``mode=ro``: SQLite would
         have to create the ``-shm`` file beside it. It is then read ``immutable`` (``urls.read_only``)."""
         try:
-            self._check_intact()
-            self._check_schema()
+            opening.check_intact(self.engine, self.sqlite_file)
+            opening.check_schema(self.engine, self.shown_url)
         except OperationalError:
             path = self.sqlite_file
             if path is None or (os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)):
@@ -143,44 +97,11 @@ class Store:
             self.engine.dispose()
             self.reader_url = urls.read_only(self.url, immutable=True)
             self.engine = create_engine(self.reader_url, **urls.engine_kwargs(self.url))
-            self._check_intact()
-            self._check_schema()
-
-    def _check_intact(self) -> None:
-        """SQLite only: refuse a damaged file when it is opened (``PRAGMA quick_check``, a pass over every page),
-        rather than with a traceback from whichever query, ours or Optuna's, first reads a damaged page."""
-        path = self.sqlite_file
-        if path is None or not path.is_file() or path.stat().st_size == 0:
-            return  # not SQLite, or a database still to be made
-        with self.engine.connect() as conn:
-            problems = [str(row[0]) for row in conn.exec_driver_sql("PRAGMA quick_check(3)")]
-        if problems != ["ok"]:
-            lines = [line for p in problems for line in p.splitlines() if line and not line.startswith("*** in ")]
-            raise StorageError(f"the SQLite file {path} is damaged ({(lines or problems)[0][:160]}); {DAMAGED_HINT}")
+            opening.check_intact(self.engine, self.sqlite_file)
+            opening.check_schema(self.engine, self.shown_url)
 
     def _damaged_line(self, err: BaseException) -> str | None:
-        """The one message for a SQLite file that is damaged or no database at all, naming the file."""
-        why = _damage(err)
-        if why is None or self.sqlite_file is None:
-            return None
-        return f"the SQLite file {self.sqlite_file} is damaged or not a database ({why}); {DAMAGED_HINT}"
-
-    def _create_schema(self) -> None:
-        """Bring the schema to this code's revision (``revisions.upgrade``: a new database is made at it, an older
-        one upgraded in place in one transaction); ``schema_upgrade`` says what was done."""
-        for attempt in range(SCHEMA_ATTEMPTS):
-            try:
-                self.schema_upgrade = revisions.upgrade(self.engine, self.url, self.shown_url)
-                return
-            except SQLAlchemyError:
-                if attempt == SCHEMA_ATTEMPTS - 1:
-                    raise
-                time.sleep(random.uniform(0.05, 0.3))
-
-    def _check_schema(self) -> None:
-        with self.engine.connect() as conn:
-            found = revisions.find(conn)
-        revisions.check_current(found, self.shown_url)
+        return opening.damaged_line(err, self.sqlite_file)
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -313,8 +234,8 @@ class Store:
         """A trial's row. With ``claim`` = (item, driver id), only while that driver still holds the claim,
         checked in the same transaction: False (nothing written) when another driver took it over.
         ``measurements``: the trial's other numbers (``metric.report``), in the same transaction."""
-        at = _At(stage="trial", n=row.n)
-        return self._insert_claimed(t.trials, asdict(row), claim, (at, _with_own(row, row.extractor, measurements)))
+        at = MeasuredAt(stage="trial", n=row.n)
+        return self._insert_claimed(t.trials, asdict(row), claim, (at, with_own(row, row.extractor, measurements)))
 
     def trial(self, study: str, number: int) -> TrialRow | None:
         with self.begin() as conn:
@@ -333,9 +254,9 @@ class Store:
         """An intermediate score: at a sample count (rungs table) or a training step (steps table). Its row names
         no feature space, so ``extractor`` says which its numbers are in (for their measurement rows)."""
         step = isinstance(row, StepRow)
-        at = _At(stage="step", n=row.n, step=row.step) if step else _At(stage="rung", n=row.n)
+        at = MeasuredAt(stage="step", n=row.n, step=row.step) if step else MeasuredAt(stage="rung", n=row.n)
         self._insert_claimed(t.steps if step else t.rungs, asdict(row), None,
-                             (at, _with_own(row, extractor, measurements)))
+                             (at, with_own(row, extractor, measurements)))
 
     def rungs_frame(self, study: str) -> pd.DataFrame:
         return self._frame(select(t.rungs).where(t.rungs.c.study_name == study)
@@ -347,9 +268,9 @@ class Store:
 
     def record_confirmation(self, row: ConfirmationRow, claim: tuple[str, str] | None = None,
                             measurements: Sequence[Measurement] = ()) -> bool:
-        at = _At(stage="confirmation", n=row.n, seed_set=row.seed_set)
+        at = MeasuredAt(stage="confirmation", n=row.n, seed_set=row.seed_set)
         return self._insert_claimed(t.confirmations, asdict(row), claim,
-                                    (at, _with_own(row, row.extractor, measurements)))
+                                    (at, with_own(row, row.extractor, measurements)))
 
     def measurements_frame(self, study: str) -> pd.DataFrame:
         """Every measurement of a study, one row each (``tables.measurements``); none in a database a reader
@@ -364,7 +285,7 @@ class Store:
                            .order_by(c.trial_number, c.stage, c.seed_set, c.n, c.step, c.metric, c.extractor))
 
     def _insert_claimed(self, table: Table, values: dict, claim: tuple[str, str] | None,
-                        measured: tuple[_At, Sequence[Measurement]] | None = None) -> bool:
+                        measured: tuple[MeasuredAt, Sequence[Measurement]] | None = None) -> bool:
         with self.begin() as conn:
             if claim is not None:
                 item, driver_id = claim
