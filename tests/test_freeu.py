@@ -329,9 +329,9 @@ def test_a_stored_spec_reads_back_the_same(search):
     ({"b_range": [1.2, 1.6]}, "search.b_range"),  # the baseline (1) outside
     ({"s_range": [0.2, 0.9]}, "search.s_range"),
     ({"b_range": [1.0, 1.0]}, "search.b_range"),
-    ({"b_range": [0.0, 1.5]}, "search.b_range.0"),
-    ({"s_range": [0.5, 4.0]}, "search.s_range.1"),
-    ({"s_range": [0.5, float("nan")]}, "search.s_range.1"),
+    ({"b_range": [0.0, 1.5]}, "search.b_range[0]"),
+    ({"s_range": [0.5, 4.0]}, "search.s_range[1]"),
+    ({"s_range": [0.5, float("nan")]}, "search.s_range[1]"),
     ({"skip": {"family": "per_level"}}, "search.skip"),  # without combine_skip
     ({"combine_skip": True, "skip": {"rho_range": [1.1, 1.5]}}, "search.skip"),  # Skip-Tuning's own check
     ({"combine_skip": True, "skip": {"trials": 3}}, "search.skip"),
