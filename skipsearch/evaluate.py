@@ -5,26 +5,34 @@ loads the model, the extractor and the reference statistics once (``evaluator``)
 fixed seeds and scores FID/KID; the method around it applies and removes its coefficients. With a ladder of
 sample counts (multi-fidelity), the images of rung j are reused by rung j+1: seeds are drawn in order,
 and chunk boundaries depend only on the ladder and the batch size, so a rung's FID is bit-identical
-wherever and however it is computed. FID and KID come from the metric registry (``metrics.registry``), and so
+wherever and however it is computed. One ladder samples K >= 1 trials together (``Evaluator.trials``: K trials
+in one network batch, ``skipsearch.batched`` says why); a lone trial, held-out confirmation and ``verify`` are its
+K = 1 case (``Evaluator.ladder``), so features, the report, previews, shared trajectories and timings are
+computed in one place. FID and KID come from the metric registry (``metrics.registry``), and so
 does every entry of the spec's ``metric.report``, computed on the same images in its own extractor (loaded once
 per worker, ``feature_space``), its features kept along the ladder like the objective's.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from skipsearch import data
-from skipsearch.diffusion.generation import SamplerConfig, generate
+from skipsearch.batch_layout import BatchLayout
+from skipsearch.data import to_uint8
+from skipsearch.diffusion.generation import SamplerConfig, check_sampler, generate, non_finite, sample_seeds
 from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.errors import SampleError, TrialError, TrialTimeout, UserError
 from skipsearch.previews import grid_png
+from skipsearch.progress import Progress
 from skipsearch.results import Measurement, Score
+from skipsearch.rungs import alone
 from skipsearch.metrics import FeatureExtractor, Reference, reference
 from skipsearch.metrics.registry import OBJECTIVE, metric
 from skipsearch.models import LoadedModel, ModelSection, as_section, load_model
@@ -35,6 +43,9 @@ from skipsearch.timing import Stopwatch
 # (non-finite samples, a diverged fine-tuning run, a timeout) and running out of GPU memory. Any other
 # exception is a bug and stops the run (errors.py); a lost Ray worker is the machine's fault and is retried.
 TRIAL_ERRORS = (TrialError, torch.cuda.OutOfMemoryError)
+
+# What a ladder yields at each rung: every trial still running, with its score or its own failure.
+RungResults = dict[int, Score | TrialError]
 
 
 def failure_reason(err: BaseException) -> str:
@@ -82,26 +93,95 @@ class Evaluator:
     reference: Reference
     device: torch.device
 
-    def ladder(self, task: EvalTask, progress: bool = False, share: Sharing | None = None) -> Iterator[Score]:
-        """One result per rung, sampling the model as it is now (with whatever coefficients are on it);
-        ``share``: its first steps are the baseline's (``skipsearch.diffusion.trajectories``). Features are kept
-        per extractor along the ladder: a rung scores every image so far, in every space the task reports."""
-        start, watch, done, preview = time.perf_counter(), Stopwatch(), 0, None
-        feats: dict[str, list[torch.Tensor]] = {}
+    def trials(self, task: EvalTask, layout: BatchLayout, progress: bool = False,
+               shares: Sequence[Sharing | None] | None = None) -> Generator[RungResults, set[int] | None, None]:
+        """The one ladder: the trials of ``layout`` (K >= 1; their coefficients are on the model, batched hooks
+        reading the layout) sampled together, one result per trial still running at each rung. Send back the
+        trials to stop (pruned); a trial whose samples are not finite or diverged fails alone and the others go
+        on. A rung scores every image of the trial so far, in every space the task reports in. A trial's wall
+        time is its share of the batch's. ``shares``: per trial, the steps it shares with the baseline's
+        trajectory (``skipsearch.diffusion.trajectories``), or None."""
+        start, count = time.perf_counter(), len(layout.alive)
+        check_sampler(self.loaded.denoiser, task.sampler)
+        own = {k: Stopwatch() for k in layout.alive}  # per trial: features and distance
+        network: dict[int, float] = dict.fromkeys(layout.alive, 0.0)  # per trial: its share of the shared calls
+        feats: dict[int, dict[str, list[torch.Tensor]]] = {k: {} for k in layout.alive}  # per trial, per extractor
+        previews: dict[int, str] = {}
+        done = 0
         for n in task.ladder:
-            images = self.sample(task, range(task.seed_start + done, task.seed_start + n), watch, progress, share)
-            for label, part in self.features(images, task, watch).items():
-                feats.setdefault(label, []).append(part)
-            if preview is None:
-                preview = grid_png(images)
+            seeds = range(task.seed_start + done, task.seed_start + n)
+            images, failed = self._sample_rung(task, layout, seeds, network, progress, shares)
+            results: RungResults = dict(failed)
+            for k in layout.alive:
+                try:
+                    batch = torch.cat(images[k])
+                    check_images(batch)
+                except SampleError as err:
+                    results[k] = err
+                    continue
+                for label, part in self.features(batch, task, own[k]).items():
+                    feats[k].setdefault(label, []).append(part)
+                if k not in previews:
+                    previews[k] = grid_png(batch)
+                spaces = {label: torch.cat(parts) for label, parts in feats[k].items()}
+                score = self.score(spaces.pop(self.extractor.name), task, n, own[k], start, previews[k], others=spaces)
+                saved = 0 if shares is None or shares[k] is None else shares[k].saved
+                results[k] = dataclasses.replace(score, wall_s=(time.perf_counter() - start) / count,
+                                                 timings={**score.timings, "network": network[k]},
+                                                 evaluations_saved=saved)
             done = n
-            spaces = {label: torch.cat(parts) for label, parts in feats.items()}
-            yield self.score(spaces.pop(self.extractor.name), task, n, watch, start, preview,
-                             0 if share is None else share.saved, others=spaces)
+            stopped = yield results
+            layout.drop({k for k, r in results.items() if not isinstance(r, Score)} | set(stopped or ()))
+            if not layout.alive:
+                return
+
+    def ladder(self, task: EvalTask, progress: bool = False, share: Sharing | None = None) -> Iterator[Score]:
+        """One trial's ladder (``trials`` with K = 1), sampling the model as it is now; its failure is raised.
+        ``share``: its first steps are the baseline's."""
+        return alone(self.trials(task, BatchLayout(alive=[0]), progress, None if share is None else [share]))
 
     def __call__(self, task: EvalTask, progress: bool = False, share: Sharing | None = None) -> Score:
         *_, last = self.ladder(task, progress, share)
         return last
+
+    def _sample_rung(self, task: EvalTask, layout: BatchLayout, seeds: range, network: dict[int, float],
+                     progress: bool, shares: Sequence[Sharing | None] | None = None,
+                     ) -> tuple[dict[int, list[torch.Tensor]], dict[int, TrialError]]:
+        """One rung's new samples for every trial still running, chunk by chunk (the chunks each trial would
+        sample alone), all trials in each network batch. Adds each trial's share of the network time to
+        ``network``; returns the images and the trials that failed. With ``shares``, a batch starts from the
+        baseline's cached state where its earliest trial's window opens."""
+        images: dict[int, list[torch.Tensor]] = {k: [] for k in layout.alive}
+        failed: dict[int, TrialError] = {}
+        shared: list[tuple[Stopwatch, list[int]]] = []  # read after the rung: reading waits for the device
+        info = self.loaded.info
+        with Progress(len(seeds) * len(layout.alive), "sampling", "samples", enabled=progress, leave=False) as bar:
+            for offset in range(0, len(seeds), task.batch_size):
+                if not layout.alive:
+                    break
+                chunk = seeds[offset : offset + task.batch_size]
+                layout.per_trial, live = len(chunk), list(layout.alive)
+                watch = Stopwatch()
+                shared.append((watch, live))
+                plan = _batch_sharing(shares, live)
+                x = sample_seeds(self.loaded.denoiser, chunk, info.shape, task.sampler, device=self.device,
+                                 labels=task.labels(chunk, info.conditions), copies=len(live),
+                                 wrap=functools.partial(watch.timed, key="network", device=self.device), share=plan)
+                if plan is not None:
+                    for k in live:
+                        shares[k].saved += plan.saved // len(live)
+                for c, k in enumerate(live):
+                    part = x[c * len(chunk) : (c + 1) * len(chunk)]
+                    if not torch.isfinite(part).all():
+                        failed[k] = SampleError(non_finite(offset, len(part)))
+                        continue
+                    images[k].append(to_uint8(part).cpu())
+                layout.drop(set(failed))
+                bar.update(len(x))
+        for watch, live in shared:
+            for k in live:
+                network[k] += watch.seconds.get("network", 0.0) / len(live)
+        return images, failed
 
     def sample(self, task: EvalTask, seeds: range, watch: Stopwatch, progress: bool = False,
                share: Sharing | None = None) -> torch.Tensor:
@@ -161,6 +241,14 @@ class Evaluator:
                 values = metric(name)(feats[label], ref.stats, ref.features, task.kid_subset_size)
                 out += [Measurement(metric=key, extractor=label, value=value) for key, value in values.items()]
         return tuple(out)
+
+
+def _batch_sharing(shares: Sequence[Sharing | None] | None, live: list[int]) -> Sharing | None:
+    """The shared steps of one batch: as many as its earliest-opening trial has (``sample_seeds`` caches no state
+    from a batch of several trials)."""
+    if shares is None or any(shares[k] is None for k in live):
+        return None
+    return Sharing(steps=min(shares[k].steps for k in live), cache=shares[live[0]].cache)
 
 
 @dataclass(frozen=True, kw_only=True)

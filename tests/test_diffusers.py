@@ -12,7 +12,7 @@ import torch
 
 from skipsearch import apply
 from skipsearch.diffusion.generation import SamplerConfig, generate, latents
-from skipsearch.diffusion.schedulers import sample_scheduler
+from skipsearch.models.diffusers_schedulers import sample_scheduler
 from skipsearch.errors import UserError
 from skipsearch.methods.skip_tuning.schedules import LinearSkip
 from skipsearch.models import load_model, model_info
@@ -32,7 +32,7 @@ def test_scheduler_sampling_equals_diffusers_own_pipeline(ddpm, name):
     rho = 1 hooks on) give the same images bit for bit."""
     import diffusers
 
-    from skipsearch.diffusion.schedulers import make_scheduler
+    from skipsearch.models.diffusers_schedulers import make_scheduler
 
     loaded = load_model(DiffusersModel(path=str(ddpm)))
     seeds = [3, 11, 12]

@@ -391,9 +391,9 @@ class _Evaluator:
         self.outputs.append(self.case.call())
         return type("Score", (), {"n": n, "wall_s": 0.0, "timings": {}})()
 
-    def ladder(self, task, progress, share=None):
+    def trials(self, task, layout, progress=False, shares=None):
         for n in (*task.rungs, task.n):
-            yield self._score(n)
+            yield {0: self._score(n)}
 
     def __call__(self, task, share=None):
         return self._score(task.n)

@@ -103,7 +103,7 @@ def test_remembered_noise_is_the_seeds_noise_within_its_byte_limit():
 def test_each_scheduler_of_the_table_builds_and_its_nfe_counts_network_calls(name):
     """A scheduler entry names a diffusers class that builds from a training-schedule config, and its NFE is the
     number of times sampling calls the network."""
-    from skipsearch.diffusion.schedulers import sample_scheduler
+    from skipsearch.models.diffusers_schedulers import sample_scheduler
 
     calls = []
 

@@ -2,8 +2,9 @@
 
 A trial's images therefore do not depend on batch size, worker count or placement, and every trial
 of a study sees the same noise (common random numbers). EDM's samplers (``heun``, ``euler``) run on any
-family's denoiser; diffusers' schedulers (``ddim``, ``dpmpp_2m``, ``euler_discrete``) on a model trained in
-discrete time (``VPDenoiser``). A latent model's samples are decoded by its VAE before they become images.
+family's denoiser; a family's own samplers (diffusers' schedulers ``ddim``, ``dpmpp_2m``, ``euler_discrete``)
+and its decoding (a latent model's VAE) are reached through its denoiser's ``FamilySampling``
+(``family_sampling``): this module names no family.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from torch import nn
 
 from skipsearch import deadline
 from skipsearch.data import to_uint8
-from skipsearch.errors import SampleError, UserError
-from skipsearch.diffusion.samplers import get_sampler, nfe, step_calls
-from skipsearch.diffusion.schedulers import SCHEDULERS, sample_scheduler
+from skipsearch.errors import SampleError
+from skipsearch.diffusion.family_sampling import FamilySampling, no_scheduler, sampling_of
 from skipsearch.diffusion.karras import karras_sigmas
+from skipsearch.diffusion.kinds import kind_of
+from skipsearch.diffusion.samplers import get_sampler, nfe, step_calls
 from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.progress import Progress
 
@@ -48,7 +50,7 @@ class SamplerConfig:
     @property
     def scheduler(self) -> bool:
         """Whether a diffusers scheduler drives the sampling (else one of EDM's samplers)."""
-        return self.name in SCHEDULERS
+        return kind_of(self.name).drives == "scheduler"
 
     @property
     def nfe(self) -> int:
@@ -145,9 +147,10 @@ def generate(denoiser: nn.Module, seeds: Sequence[int], shape: tuple[int, ...], 
 
 
 def check_sampler(denoiser: nn.Module, sampler: SamplerConfig) -> None:
-    if sampler.scheduler and not hasattr(denoiser, "model_output"):
-        raise UserError(f"sampler {sampler.name!r} is a diffusers scheduler; it needs a diffusers model (use heun or "
-                        f"euler for this one)")
+    """A scheduler's name on a denoiser whose family runs no schedulers is refused before any sampling."""
+    own = sampling_of(denoiser)
+    if sampler.scheduler and (own is None or not own.drives_schedulers):
+        raise no_scheduler(sampler.name)
 
 
 def non_finite(start: int, count: int) -> str:
@@ -173,7 +176,8 @@ def sample_seeds(denoiser: nn.Module, seeds: Sequence[int], shape: tuple[int, ..
         noise = noise.repeat(copies, *([1] * (noise.dim() - 1)))
         y = None if y is None else y.repeat(copies)
     x = _sample(denoiser, noise, sampler, y, wrap, share, key, copies)
-    return wrap(denoiser.decode)(x) if hasattr(denoiser, "decode") else x
+    own = sampling_of(denoiser)
+    return x if own is None else wrap(own.decode)(x)
 
 
 def _weights_version(denoiser: nn.Module) -> int:
@@ -192,9 +196,8 @@ def _sample(denoiser: nn.Module, noise: torch.Tensor, sampler: SamplerConfig, y:
             wrap: Callable[[Callable], Callable], share: Sharing | None = None, key: tuple = (),
             copies: int = 1) -> torch.Tensor:
     if sampler.scheduler:
-        output = wrap(functools.partial(denoiser.model_output, cond=y, **sampler.guidance()))
-        return sample_scheduler(_within_deadline(output), noise, sampler.name, sampler.steps,
-                                denoiser.scheduler_config)
+        own = sampling_of(denoiser) or FamilySampling()  # the base refuses, naming the sampler
+        return own.sample_scheduled(noise, sampler, y, lambda f: _within_deadline(wrap(f)))
     sigmas = sampler.sigmas()
     net = _within_deadline(wrap(_edm_network(denoiser, sampler, y)))
     run = get_sampler(sampler.name)

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, U
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from skipsearch.results import HeldOut, Rung
+from skipsearch.rungs import as_batch
 
 if TYPE_CHECKING:  # typing only: importing these here would load the science for every caller
     from torch import nn
@@ -167,12 +168,17 @@ class Method(ABC):
         device. 1: trials run one at a time."""
         return 1
 
-    def trial_batch(self, spec: Spec, coefficients: Sequence[Coefficients],
-                    progress: bool = False) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
-        """Run the trials of ``coefficients`` together (``skipsearch.batched``): at each rung, every trial still
-        running with its ``Rung`` or its own failure; send back the trials to stop. Each trial's numbers are
-        those it would have alone. Only where ``batch_trials(spec)`` is not 1."""
-        raise NotImplementedError(f"{self.title} trials do not share batches")
+    def trial_batch(self, spec: Spec, coefficients: Sequence[Coefficients], progress: bool = False,
+                    artifacts: Sequence[Path | None] | None = None,
+                    ) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
+        """Run the trials of ``coefficients`` together: at each rung, every trial still running with its ``Rung``
+        or its own failure; send back the trials to stop. The one shape every driver runs (a lone trial is K = 1,
+        ``search.batch_trials``); each trial's numbers are those it would have alone. K > 1 only where
+        ``batch_trials(spec)`` is not 1; this default runs one trial (``trial``) in that shape. ``artifacts``:
+        where each trial writes its file, if the method makes one."""
+        if len(coefficients) != 1:
+            raise NotImplementedError(f"{self.title} trials do not share batches")
+        return as_batch(self.trial(spec, coefficients[0], artifacts[0] if artifacts else None, progress))
 
     def artifact(self, spec: Spec, number: int) -> Path | None:
         """Where trial ``number`` writes its file, if the method makes one (absolute)."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
 
+from skipsearch.batch_layout import BatchLayout
 from skipsearch.diffusion.trajectories import Sharing
 from skipsearch.errors import TrialError
 from skipsearch.evaluate import EvalTask, Evaluator
 from skipsearch.methods.method import Coefficients, Fidelity, Removable
 from skipsearch.results import HeldOut, Rung, Score
+from skipsearch.rungs import alone
 from skipsearch.spec import Spec
 
 # A method's shared-trajectory plan for one evaluation (skipsearch.diffusion.trajectories), or None.
@@ -35,47 +37,47 @@ def sample_fidelity(spec: Spec) -> Fidelity:
     return Fidelity(rule="halving", unit="samples", first=m.rungs[0], top=m.n, factor=m.reduction_factor)
 
 
-def sampled_ladder(apply: Callable[..., Removable], spec: Spec, coefficients: Coefficients,
-                   progress: bool = False, share_for: ShareFor | None = None) -> Iterator[Rung]:
-    """A training-free trial: the ladder of sample counts with ``apply``'s change on the model; closing the
-    iterator early (a pruned trial) takes the change off. ``share_for``: the steps it shares with the baseline."""
-    from skipsearch.evaluate import evaluator_for
-
-    m = spec.metric
-    task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
-    ev = evaluator_for(task)
-    share = None if share_for is None else share_for(ev, task)
-    with apply(ev.loaded.denoiser, coefficients, None):
-        for score in ev.ladder(task, progress, share):
-            yield sampled_rung(score, task)
-
-
-def sampled_batch(apply_batch: Callable[..., Removable], spec: Spec, coefficients: Sequence[Coefficients],
-                  progress: bool = False, share_for: Sequence[ShareFor] | None = None,
-                  ) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
-    """Training-free trials sharing network batches (``skipsearch.batched``): ``apply_batch`` puts every trial's
-    coefficients on the model at once, each sample reading its trial from the layout. Send back, after each
-    rung, the trials to stop; closing the generator takes the hooks off. ``share_for``: per trial, the steps it
-    shares with the baseline (a batch starts where the earliest of its trials must)."""
-    from skipsearch.batched import BatchLayout, batch_ladder
+def sampled_trials(apply: Callable[..., Removable], apply_batch: Callable[..., Removable] | None, spec: Spec,
+                   coefficients: Sequence[Coefficients], progress: bool = False,
+                   share_for: Sequence[ShareFor | None] | None = None,
+                   ) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
+    """Training-free trials, K >= 1 sharing network batches (``Evaluator.trials``): the ladder of sample counts
+    with their coefficients on the model. A lone trial's go on through ``apply`` (the hooks a user's model gets),
+    several trials' at once through ``apply_batch``, each sample reading its trial from the layout. Send back,
+    after each rung, the trials to stop; closing the generator takes the change off. ``share_for``: per trial,
+    the steps it shares with the baseline (a batch starts where the earliest of its trials must)."""
     from skipsearch.evaluate import evaluator_for
 
     m = spec.metric
     task = eval_task(spec, n=m.n, seed_start=m.seed, rungs=tuple(m.rungs))
     ev = evaluator_for(task)
     layout = BatchLayout(alive=list(range(len(coefficients))))
-    shares = None if share_for is None else [f(ev, task) for f in share_for]
-    with apply_batch(ev.loaded.denoiser, coefficients, layout):
-        ladder = batch_ladder(ev, task, layout, progress, shares)
+    shares = None if share_for is None else [None if f is None else f(ev, task) for f in share_for]
+    if len(coefficients) == 1:
+        change = apply(ev.loaded.denoiser, coefficients[0], None)
+    elif apply_batch is None:
+        raise NotImplementedError("these trials do not share batches")
+    else:
+        change = apply_batch(ev.loaded.denoiser, coefficients, layout)
+    with change:
+        ladder = ev.trials(task, layout, progress, shares)
         try:
-            results = next(ladder)
+            stopped = None
             while True:
-                stopped = yield {k: sampled_rung(r, task) if isinstance(r, Score) else r for k, r in results.items()}
                 results = ladder.send(stopped)
+                stopped = yield {k: r if isinstance(r, TrialError) else sampled_rung(r, task)
+                                 for k, r in results.items()}
         except StopIteration:
             return
         finally:
             ladder.close()
+
+
+def sampled_ladder(apply: Callable[..., Removable], spec: Spec, coefficients: Coefficients,
+                   progress: bool = False, share_for: ShareFor | None = None) -> Iterator[Rung]:
+    """A lone training-free trial: ``sampled_trials`` with K = 1, its failure raised; closing the iterator early
+    (a pruned trial) takes the change off. ``share_for``: the steps it shares with the baseline."""
+    return alone(sampled_trials(apply, None, spec, [coefficients], progress, [share_for]))
 
 
 def sampled_rung(score: Score, task: EvalTask) -> Rung:

@@ -157,7 +157,7 @@ class DiffusersFamily(Family):
     def _info(self, spec: DiffusersModel, source: parts.Source) -> ModelInfo:
         import torch
 
-        from skipsearch.diffusion.vp import VPSchedule
+        from skipsearch.models.diffusers_vp import VPSchedule
 
         config, cls = source.config, source.cls
         with torch.device("meta"):  # the structure without memory or weights
@@ -194,7 +194,7 @@ class DiffusersFamily(Family):
 
     def load(self, spec: DiffusersModel) -> LoadedModel:
         """A fresh copy from a folder; a handed-over object is the user's own (as the hooked family's is)."""
-        from skipsearch.diffusion.vp import VPDenoiser
+        from skipsearch.models.diffusers_vp import VPDenoiser
 
         source = parts.source(spec)
         info = self._info(spec, source)  # checks every part before anything is loaded
@@ -222,7 +222,7 @@ class DiffusersFamily(Family):
     def sigma_of(self, model: Any) -> SigmaOf:
         import torch
 
-        from skipsearch.diffusion.vp import VPSchedule
+        from skipsearch.models.diffusers_vp import VPSchedule
 
         schedule = model.schedule if hasattr(model, "schedule") else VPSchedule(_alphas_cumprod(model))
 

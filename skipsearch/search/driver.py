@@ -20,7 +20,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from tqdm.auto import tqdm
 
 from skipsearch.errors import StorageError
-from skipsearch.evaluate import TRIAL_ERRORS, failure_reason
 from skipsearch.methods import method_for
 from skipsearch.progress import Progress
 from skipsearch.resolve import resolve
@@ -32,9 +31,9 @@ from skipsearch.search.fidelity import pruner
 from skipsearch.search.integrity import check_study_hashes
 from skipsearch.search.proposals import PerTrialSeed
 from skipsearch.search.budget import WAIT, Waiting, counted, evaluated, reserve_many
-from skipsearch.search.recording import baseline_fid, record_failure, record_result, record_rung
+from skipsearch.search.recording import baseline_fid
 from skipsearch.search.stored_spec import check_same_science, stored_form
-from skipsearch.search.trial_steps import Finished, ask, stopped, trial_ladder
+from skipsearch.search.trial_steps import Finished
 from skipsearch.spec import Spec
 from skipsearch.storage import Store, engine_kwargs, urls
 from skipsearch.storage.artifacts import artifact_dir, artifact_store
@@ -95,30 +94,8 @@ def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
 
 
 def run_trial(ctx: StudyContext, trial: optuna.trial.Trial, progress: bool = False) -> Finished:
-    """One in-process trial."""
-    role, coeffs = ask(ctx, trial)
-    cj, result = coeffs.model_dump_json(), None
-    ladder = trial_ladder(ctx.spec, coeffs, ctx.method.artifact(ctx.spec, trial.number), progress)
-    try:
-        for result in ladder:
-            record_rung(ctx, trial, result)
-            if role != "baseline" and not ctx.multi_objective and trial.should_prune():
-                break
-    except TRIAL_ERRORS as err:
-        reason = failure_reason(err)
-        record_failure(ctx, trial.number, role, cj, reason)
-        return Finished(number=trial.number, state="FAIL", reason=reason)
-    except BaseException as err:  # interrupted, a user mistake or full disk found late, or a bug: record why
-        stopped(ctx, trial.number, role, cj, err)
-        raise
-    finally:
-        ladder.close()
-    try:
-        state = record_result(ctx, trial.number, role, cj, result)
-    except BaseException as err:  # cut short while recording (SIGTERM, a failed write): settled, then re-raised
-        stopped(ctx, trial.number, role, cj, err)
-        raise
-    return Finished(number=trial.number, state=state, rung=result)
+    """One in-process trial: the shared step with K = 1 (``batch_trials.run_batch``)."""
+    return run_batch(ctx, [trial], progress)[0]
 
 
 def trial_line(ctx: StudyContext, done: Finished) -> str:
@@ -155,8 +132,7 @@ def search(ctx: StudyContext, budget: int, progress: bool = True) -> None:
                 waiting()
                 continue
             waiting.reset()
-            ended = (run_batch(ctx, trials, progress=progress) if len(trials) > 1
-                     else [run_trial(ctx, trials[0], progress=progress)])
+            ended = run_batch(ctx, trials, progress=progress)
             for done in ended:
                 ran += 1
                 ctx.echo(trial_line(ctx, done))

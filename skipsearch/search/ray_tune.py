@@ -1,10 +1,11 @@
 """Ray Tune placement: the same trials as the in-process driver, run on Ray workers.
 
-Workers only compute: they run the method's trial (``driver.trial_ladder``) and report one ``Rung`` per
-rung, as JSON. The driver's ``StudySearcher`` (Optuna ask/tell; not Ray's OptunaSearch, whose semantics
-lose PRUNED and FAIL states) is the only database writer. The method's fidelity gives the scheduler (ASHA
-or the median rule, ``search.fidelity``); a trial it stops becomes PRUNED in Optuna, with its intermediate
-values at step = progress.
+Workers only compute: they run the method's trial (``trial_steps.trial_ladder``: its ``trial_batch`` with
+K = 1, the generator the in-process driver runs) and report one ``Rung`` per rung, as JSON. The driver's
+``StudySearcher`` (Optuna ask/tell; not Ray's OptunaSearch, whose semantics lose PRUNED and FAIL states) is the
+only database writer. The method's fidelity gives the scheduler (ASHA or the median rule, ``search.fidelity``),
+which stops trials by the in-process rule (``fidelity.stops``: never the baseline); a trial it stops becomes
+PRUNED in Optuna, with its intermediate values at step = progress.
 """
 
 from __future__ import annotations
@@ -327,7 +328,8 @@ def _search(ctx: StudyContext, budget: int, placement: Placement) -> list[Worker
     resources = {"cpu": placement.cpus_per_trial, "gpu": placement.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(worker_trial, resources),
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler(ctx.method.fidelity(ctx.spec)),
+        tune_config=tune.TuneConfig(search_alg=searcher,
+                                    scheduler=scheduler(ctx.method.fidelity(ctx.spec), ctx.multi_objective),
                                     metric="fid", mode="min",
                                     num_samples=-1, max_concurrent_trials=placement.workers, reuse_actors=True,
                                     trial_dirname_creator=_trial_dirname, trial_name_creator=_trial_dirname),

@@ -1,6 +1,7 @@
 """The steps of one trial that every way of running it shares (in-process, in shared batches, on Ray): the
-method's rungs under the trial timeout, asking Optuna for the coefficients, how a trial ended, and settling a
-trial that something other than its own failure stopped.
+method's rungs under the trial timeout (one trial of the method's ``trial_batch``, as the driver runs it),
+asking Optuna for the coefficients, how a trial ended, and settling a trial that something other than its own
+failure stopped. Whether a trial stops early is ``fidelity.stops``, for every placement.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from skipsearch.errors import Terminated, UserError
 from skipsearch.files import machine_failure
 from skipsearch.methods import Coefficients, method_for
 from skipsearch.results import Rung
+from skipsearch.rungs import alone
 from skipsearch.search.context import StudyContext
 from skipsearch.search.recording import settle
 from skipsearch.spec import Spec
@@ -23,15 +25,12 @@ from skipsearch.spec import Spec
 
 def trial_ladder(spec: Spec, coefficients: Coefficients, artifact: Path | None = None,
                  progress: bool = False) -> Iterator[Rung]:
-    """A trial's rungs, from its method: the one path for in-process and Ray trials. Past
-    ``search.trial_timeout_s`` the trial raises TrialTimeout at its next network evaluation or training step;
-    closing the iterator early (a pruned trial) undoes what the method applied."""
+    """One trial's rungs, for a Ray worker or a benchmark: the method's ``trial_batch`` with K = 1, the generator
+    the in-process driver runs (``batch_trials.run_batch``). Past ``search.trial_timeout_s`` the trial raises
+    TrialTimeout at its next network evaluation or training step; its own failure is raised; closing the
+    iterator early (a pruned trial) undoes what the method applied."""
     with deadline.limit(spec.search.trial_timeout_s):
-        rungs = method_for(spec.kind).trial(spec, coefficients, artifact, progress)
-        try:
-            yield from rungs
-        finally:
-            rungs.close()
+        yield from alone(method_for(spec.kind).trial_batch(spec, [coefficients], progress, [artifact]))
 
 
 def ask(ctx: StudyContext, trial: optuna.trial.Trial) -> tuple[str, Coefficients]:

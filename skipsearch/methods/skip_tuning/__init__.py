@@ -66,12 +66,14 @@ class SkipTuning(Method):
     def batch_trials(self, spec: SkipTuningSpec) -> int | Literal["auto"]:
         return spec.search.batch_trials
 
-    def trial_batch(self, spec: SkipTuningSpec, coefficients: Sequence[_Schedule],
-                    progress: bool = False) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
-        from skipsearch.methods.sampled import sampled_batch
+    def trial_batch(self, spec: SkipTuningSpec, coefficients: Sequence[_Schedule], progress: bool = False,
+                    artifacts: Sequence[Path | None] | None = None,
+                    ) -> Generator[dict[int, Rung | TrialError], set[int] | None, None]:
+        """K >= 1 trials in shared batches (a lone trial's hooks are ``apply``'s, several trials' ``apply_batch``)."""
+        from skipsearch.methods.sampled import sampled_trials
 
-        return sampled_batch(self.apply_batch, spec, coefficients, progress,
-                             [self._share_for(spec, c) for c in coefficients])
+        return sampled_trials(self.apply, self.apply_batch, spec, coefficients, progress,
+                              [self._share_for(spec, c) for c in coefficients])
 
     def apply_batch(self, model: Any, schedules: Sequence[_Schedule], layout: Any) -> Removable:
         """Hooks scaling each sample of a shared batch by its own trial's schedule (``layout`` says which)."""

@@ -1,4 +1,4 @@
-"""The rho of every sample when several trials' schedules share one network batch (``skipsearch.batched``).
+"""The rho of every sample when several trials' schedules share one network batch (``evaluate.Evaluator.trials``).
 
 Each trial's depth profile is fitted to the skips once, into a table of one row per trial; per network call the
 rows are picked by each sample's trial (the batch layout), and a trial with a time window keeps rho = 1 outside
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from skipsearch.batched import BatchLayout
+from skipsearch.batch_layout import BatchLayout
 from skipsearch.methods.skip_tuning.schedules import Skip, TimeWindowSkip, _Schedule
 
 

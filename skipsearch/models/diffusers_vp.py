@@ -7,16 +7,24 @@ x / sqrt(1 + sigma^2) at the (fractional) timestep whose sigma that is, and turn
 eps -> x - sigma eps; v -> sqrt(abar) x_t - sqrt(1 - abar) v; sample -> itself.
 
 ``VPDenoiser`` also holds what conditions the network (class labels, or prompt embeddings indexed like labels),
-classifier-free guidance, and a latent model's VAE decoder.
+classifier-free guidance, and a latent model's VAE decoder; as the diffusers family's ``FamilySampling`` it
+samples through diffusers' own schedulers (``diffusers_schedulers``) and decodes latents, which the generic
+sampler reaches without knowing the family.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 from torch import nn
+
+from skipsearch.diffusion.family_sampling import FamilySampling, Wrap
+
+if TYPE_CHECKING:
+    from skipsearch.diffusion.generation import SamplerConfig
 
 Prediction = Literal["epsilon", "v_prediction", "sample"]
 
@@ -61,10 +69,12 @@ class VPSchedule:
         return low + w
 
 
-class VPDenoiser(nn.Module):
+class VPDenoiser(nn.Module, FamilySampling):
     """D(x, sigma[, class_labels]) over a diffusers UNet; ``class_labels`` index the model's conditions (class
     labels, or rows of ``prompt_embeds``). ``model_output`` is the network's own prediction at timestep t, with
     guidance, as diffusers' schedulers want it."""
+
+    drives_schedulers: ClassVar[bool] = True
 
     def __init__(self, unet: nn.Module, alphas_cumprod: torch.Tensor, prediction: Prediction, *,
                  scheduler_config: dict[str, Any] | None = None, prompt_embeds: torch.Tensor | None = None,
@@ -119,6 +129,15 @@ class VPDenoiser(nn.Module):
             a = abar.to(x.dtype)[:, None, None, None]
             return a.sqrt() * x_t - (1 - a).sqrt() * out
         return out
+
+    def sample_scheduled(self, noise: torch.Tensor, sampler: SamplerConfig, labels: torch.Tensor | None,
+                         wrap: Wrap) -> torch.Tensor:
+        """x_0 through diffusers' scheduler ``sampler.name``, built from the model's training schedule as its own
+        pipeline builds it; every network call goes through ``wrap``."""
+        from skipsearch.models.diffusers_schedulers import sample_scheduler
+
+        output = wrap(functools.partial(self.model_output, cond=labels, **sampler.guidance()))
+        return sample_scheduler(output, noise, sampler.name, sampler.steps, self.scheduler_config)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """A latent model's latents -> images in [-1, 1] through its VAE; a pixel model's x as it is."""

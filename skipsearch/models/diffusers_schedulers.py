@@ -1,4 +1,4 @@
-"""Sampling through diffusers' own schedulers, for models trained in discrete time (``VPDenoiser``).
+"""Sampling through diffusers' own schedulers, for the diffusers family's models (``diffusers_vp.VPDenoiser``).
 
 A scheduler is built from the model's training-schedule config, the way a diffusers pipeline builds it, so a
 study samples what the user's pipeline would: ``ddim`` (DDIMScheduler, eta = 0), ``dpmpp_2m``
