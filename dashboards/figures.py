@@ -13,6 +13,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from skipsearch.metrics.extrapolate import fid_infinity
+from skipsearch.search.heldout import pareto_front
+from skipsearch.search.readout import Readout, readout
 from skipsearch.search.verdict import PairedInterval, interval_of
 
 if TYPE_CHECKING:
@@ -142,19 +144,32 @@ def importances(d: StudyData) -> go.Figure | None:
 
 
 def pareto(d: StudyData) -> go.Figure | None:
-    done = d.trials[(d.trials.state == "COMPLETE") & d.trials.source_fid.notna()]
+    """Target FID against the first further reference's (Diff-Tuning's source FID), with the front over the two:
+    the columns and the axis's name are the method's (``search.readout``). None for a study with no such reference,
+    or before a trial has both numbers."""
+    shown = readout(d.spec)
+    columns = shown.front[:2]
+    if len(columns) < 2 or not set(columns) <= set(d.trials.columns):
+        return None
+    x, y = columns
+    done = d.trials[(d.trials.state == "COMPLETE") & d.trials[[x, y]].notna().all(axis=1)]
     if done.empty:
         return None
-    from skipsearch.search.confirm import pareto_front
-
-    front = pareto_front(d.trials)
+    front = pareto_front(d.trials, (x, y))
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=done.fid, y=done.source_fid, mode="markers", name="completed trials",
+    fig.add_trace(go.Scatter(x=done[x], y=done[y], mode="markers", name="completed trials",
                              text=[f"trial {n}" for n in done.trial_number]))
-    fig.add_trace(go.Scatter(x=front.fid, y=front.source_fid, mode="lines+markers", name="Pareto front",
+    fig.add_trace(go.Scatter(x=front[x], y=front[y], mode="lines+markers", name="Pareto front",
                              text=[f"trial {n}" for n in front.trial_number]))
-    fig.update_layout(**LAYOUT, xaxis_title="target FID", yaxis_title="source FID (forgetting)")
+    fig.update_layout(**LAYOUT, xaxis_title="target FID", yaxis_title=_axis_name(shown, y))
     return fig
+
+
+def _axis_name(shown: Readout, column: str) -> str:
+    """A further reference's FID with what it measures (``Method.references``: "source FID (forgetting)"); an
+    objective by its name."""
+    measures = {f"{domain}_fid": f"{domain} FID ({what})" for domain, what in shown.references.items()}
+    return measures.get(column) or shown.name_of(column)
 
 
 def comparison(studies: list[StudyData]) -> go.Figure:

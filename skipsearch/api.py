@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from skipsearch.exchange.verify import verify
     from skipsearch.methods import Coefficients
     from skipsearch.search.ray_tune import Placement
+    from skipsearch.search.readout import Readout
     from skipsearch.search.verdict import Verdict
     from skipsearch.spec import Spec
     from skipsearch.storage.store import StudySummary
@@ -52,6 +53,7 @@ class RunResult:
     trials: pd.DataFrame
     confirmation: pd.DataFrame
     pareto: pd.DataFrame | None = None  # multi-objective studies: the non-dominated trials
+    readout: Readout | None = None  # what the study's method says of its columns (None: FID, one objective)
 
     @property
     def winner(self) -> int | None:
@@ -67,11 +69,14 @@ class RunResult:
         the held-out dFID lies below zero; ``interval`` (mean, low, high) and ``text`` say by how much."""
         from skipsearch.search.verdict import verdict
 
-        return verdict(self.confirmation)
+        return verdict(self.confirmation, None if self.readout is None else self.readout.references)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ParetoPoint:
+    """A trial on the Pareto front of a two-objective study: its value of each objective, as the method orders
+    them (``Method.objectives``: Diff-Tuning's target FID, then its source FID)."""
+
     trial: int
     target_fid: float
     source_fid: float
@@ -87,6 +92,7 @@ class BestTrial:
     pareto_front: tuple[ParetoPoint, ...] | None = None
     verdict: Verdict | None = None  # the held-out verdict (95% paired interval), once confirmed
     method: str = ""  # the method as the run's header and the report name it ("FreeU + Skip-Tuning")
+    readout: Readout | None = None  # what the study's method says of its columns (the front's, for a table)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form ``skipsearch best --json`` prints: the method, the provenance's fields, the coefficients,
@@ -124,6 +130,7 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
     from skipsearch.search import confirm as _confirm
     from skipsearch.search import driver as _driver
     from skipsearch.search.heldout import pareto_front
+    from skipsearch.search.readout import readout
     from skipsearch.spec import TRIALS_MAX, Spec
     from skipsearch.specfile import load_spec
 
@@ -149,8 +156,10 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
             search_on_ray(ctx, budget, placement)
         conf = _confirm.confirm(ctx)
         frame = frames.trials(ctx.store, spec.name)
-        front = pareto_front(frame) if ctx.multi_objective else None
-        return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front)
+        shown = readout(spec, unit=True)
+        front = pareto_front(frame, shown.objectives) if shown.multi_objective else None
+        return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front,
+                         readout=shown)
     finally:
         ctx.close()
 
@@ -206,28 +215,38 @@ def best(storage: str | None, study: str) -> BestTrial:
     from skipsearch.exchange import export as _export
     from skipsearch.methods import method_for, parse_coefficients
     from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
+    from skipsearch.search.readout import readout
     from skipsearch.search.verdict import verdict as judge
 
     store = _reader(storage)
     row = _export.chosen_trial(store, study)
     spec = _export.stored_spec(store, study)
+    shown = readout(spec)
     front = None
-    if len(method_for(spec.kind).objectives(spec)) > 1:
-        front = tuple(ParetoPoint(trial=int(r.trial_number), target_fid=float(r.fid), source_fid=float(r.source_fid),
+    if shown.multi_objective:
+        target, other = shown.objectives[:2]
+        front = tuple(ParetoPoint(trial=int(r.trial_number), target_fid=float(r[target]), source_fid=float(r[other]),
                                   coefficients=parse_coefficients(r.coefficients_json))
-                      for r in pareto_front(store.trials_frame(study)).itertuples())
-    table = heldout_summary(store, study, spec.confirm.n)
-    judged = None if table.empty else judge(table)
+                      for _, r in pareto_front(store.trials_frame(study), shown.objectives).iterrows())
+    table = heldout_summary(store, study, spec.confirm.n, shown.references)
+    judged = None if table.empty else judge(table, shown.references)
     return BestTrial(coefficients=coefficients_of(row),
                      provenance=_export.provenance(store, study, row, table), pareto_front=front, verdict=judged,
-                     method=method_for(spec.kind).display_name(spec))
+                     method=method_for(spec.kind).display_name(spec), readout=shown)
 
 
 def pareto(storage: str | None, study: str) -> pd.DataFrame:
-    """Completed trials on the (target FID, source FID) Pareto front, best target FID first."""
+    """Completed trials on the Pareto front of the study's objectives and further references' FIDs (Diff-Tuning's
+    target and source FID), best target FID first; empty for a study that measures FID against one reference."""
+    from skipsearch import frames
+    from skipsearch.exchange.export import stored_spec
     from skipsearch.search.heldout import pareto_front
+    from skipsearch.search.readout import readout
 
-    return pareto_front(_reader(storage).trials_frame(study))
+    store = _reader(storage)
+    columns = readout(stored_spec(store, study)).front
+    frame = frames.with_method_columns(store.trials_frame(study), "trials")  # every method's, as in ``trials``
+    return pareto_front(frame, columns) if columns else frame.iloc[0:0]
 
 
 def export(storage: str | None, study: str, path: str | Path, fmt: str | None = None,

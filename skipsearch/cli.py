@@ -72,7 +72,8 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
               f"FID/KID in the {loaded.metric.extractor} feature space vs {loaded.metric.reference}")
     extra = method.header(loaded)
     header += f"\n{extra}" if extra else ""
-    terminal_tables.print_summary(header, result.trials, result.confirmation, pareto=result.pareto)
+    terminal_tables.print_summary(header, result.trials, result.confirmation, pareto=result.pareto,
+                                  readout=result.readout)
     typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
                f"{urls.for_command_line(url)} --format yaml -o {result.study}.yaml")
 
@@ -86,6 +87,7 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: Optional
     Example: skipsearch best demo-skip --storage sqlite:///skipsearch.db
     """
     from skipsearch import api
+    from skipsearch.methods import method_of
 
     won = api.best(storage, study)
     if as_json:
@@ -104,18 +106,20 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: Optional
                    f"dFID {c.delta_fid:+.4f}{interval}")
     else:
         typer.echo("  not confirmed on held-out seeds yet")
-    if p.source is not None and p.source.fid is not None:
-        typer.echo(f"  source FID (forgetting, vs {p.source.reference}): {p.source.fid:.4f}")
+    evidence, files = method_of(won.coefficients).provenance_lines(p)  # what the method adds to provenance
+    for line in evidence:
+        typer.echo(f"  {line}")
     if won.verdict is not None:
         typer.echo(f"  verdict: {won.verdict.text}")
-    if p.weights is not None:
-        typer.echo(f"  fine-tuned weights: {p.weights.path} (sha256 {p.weights.sha256_16})")
+    for line in files:
+        typer.echo(f"  {line}")
     if won.pareto_front:
         from rich.console import Console
 
+        from skipsearch.search.readout import Readout
         from skipsearch.terminal_tables import pareto_table
 
-        Console(width=180).print(pareto_table(api.pareto(storage, study)))
+        Console(width=180).print(pareto_table(api.pareto(storage, study), won.readout or Readout()))
 
 
 @app.command()
@@ -204,6 +208,27 @@ def sample(source: Path = typer.Argument(..., help="A study spec (YAML), or a co
     typer.echo(f"{len(s.images)} samples of {s.model_id} {applied}: {s.sampler}, seeds {s.seeds.start}.."
                f"{s.seeds.stop - 1}{labels}, on {s.device}, {s.wall_s:.1f} s")
     typer.echo(f"wrote {s.grid} (grid of the first {s.grid_count}) and {s.npz} (npz:{s.npz} reads it as a data set)")
+
+
+@app.command()
+@friendly
+def upgrade(storage: Optional[str] = STORAGE):
+    """Bring a database written by an older skipsearch to this one's schema, in one transaction that keeps every
+    number (``best``, ``export`` and ``report`` read it after; an older skipsearch may not).
+
+    Example: skipsearch upgrade --storage sqlite:///skipsearch.db
+    """
+    from skipsearch.storage.migrations import HEAD
+    from skipsearch.storage.upgrading import upgrade_database
+
+    url = urls.choose(storage)
+    done = upgrade_database(url)
+    shown = urls.shown(url)
+    if done is None:
+        typer.echo(f"{shown} is already at this skipsearch's schema (revision {HEAD})")
+        return
+    found = done.found or (f"{done.stamped} (stamped: it predates revisions)" if done.stamped else "none")
+    typer.echo(f"upgraded {shown} from revision {found} to {done.to} ({', '.join(done.path())})")
 
 
 @app.command()

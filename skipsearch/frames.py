@@ -1,6 +1,10 @@
 """The public DataFrames, ``skipsearch.trials`` and ``skipsearch.confirmations``: the same column types on
 SQLite and PostgreSQL, and one column per coefficient field beside the stored JSON. Their schema is in
-README.md, "Reading results with pandas"."""
+README.md, "Reading results with pandas".
+
+Their columns never depend on the study's method: each frame has every registered method's own columns
+(``Method.columns``: Diff-Tuning's source FID, weights file, training seed), in one place and with one dtype, and
+NaN, None or <NA> where the study's method has none. This module asks the registry for them and names none."""
 
 from __future__ import annotations
 
@@ -11,18 +15,32 @@ from sqlalchemy import Boolean, DateTime, Float, Integer, Table
 
 from skipsearch.errors import UserError
 from skipsearch.exchange.export import stored_spec
-from skipsearch.methods import parse_coefficients
+from skipsearch.methods import METHODS, method_for, parse_coefficients
 from skipsearch.search.heldout import heldout_reported, heldout_summary
 from skipsearch.search.measured import KEYS, reported
 from skipsearch.storage import Store
 from skipsearch.storage import tables as _tables
 
-# What ``confirmations`` returns before its coefficient columns (``heldout_summary``'s columns; an unconfirmed
-# study gets an empty frame with these).
-CONFIRMATION_COLUMNS = ("trial_number", "role", "search_fid", "search_kid", "search_source_fid", "heldout_source_fid",
-                        "heldout_source_fid_std", "delta_source_fid", "heldout_fid", "heldout_fid_std", "heldout_kid",
-                        "delta_fid", "delta_fid_std", "delta_fid_low", "delta_fid_high", "lower_on", "seed_sets", "n",
-                        "coefficients")
+# Where the methods' own columns go in each frame (``Method.columns``): before this shared column.
+_METHOD_COLUMNS_BEFORE = {"trials": "evaluated", "confirmations": "created_at", "summary": "heldout_fid"}
+
+
+def method_columns(frame: str) -> dict[str, str]:
+    """Every registered method's own columns of ``frame`` ("trials", "confirmations", "summary"), column ->
+    dtype, in the registry's order (a column two methods declare is placed, and typed, by the first)."""
+    out: dict[str, str] = {}
+    for method in METHODS.values():
+        for name, dtype in method.columns.get(frame, {}).items():
+            out.setdefault(name, dtype)
+    return out
+
+
+# What ``confirmations`` returns before its coefficient columns (``heldout_summary``'s columns, and the methods'
+# own; an unconfirmed study gets an empty frame with these).
+_SUMMARY_HEAD = ("trial_number", "role", "search_fid", "search_kid")
+_SUMMARY_TAIL = ("heldout_fid", "heldout_fid_std", "heldout_kid", "delta_fid", "delta_fid_std", "delta_fid_low",
+                 "delta_fid_high", "lower_on", "seed_sets", "n", "coefficients")
+CONFIRMATION_COLUMNS = (*_SUMMARY_HEAD, *method_columns("summary"), *_SUMMARY_TAIL)
 _SUMMARY_INTEGERS = ("trial_number", "lower_on", "seed_sets", "n")
 COLLISION_PREFIX = "coef_"  # a coefficient field named like a column already in the frame (say ``n``): ``coef_n``
 
@@ -67,6 +85,33 @@ def _typed(frame: pd.DataFrame, table: Table) -> pd.DataFrame:
     return out
 
 
+def with_method_columns(frame: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The frame with every registered method's own columns of ``kind`` (``method_columns``), in their declared
+    order before ``_METHOD_COLUMNS_BEFORE[kind]`` and with their declared dtypes: the study's own values where
+    its store frame has them, else NaN, None or <NA>. The other columns keep their order."""
+    declared = method_columns(kind)
+    rest = [c for c in frame.columns if c not in declared]
+    anchor = _METHOD_COLUMNS_BEFORE[kind]
+    at = rest.index(anchor) if anchor in rest else len(rest)
+    out = frame[rest].copy()
+    for offset, (name, dtype) in enumerate(declared.items()):
+        out.insert(at + offset, name, _declared(frame[name] if name in frame.columns else None, dtype, frame.index))
+    return out
+
+
+def _declared(values: pd.Series | None, dtype: str, index: pd.Index) -> pd.Series:
+    """A method's column with its declared dtype; None: the study has none (NaN, <NA>). "str" is text as a
+    text column reads from the database: pandas' string dtype where some row has a value, missing ones NaN; and
+    None in an object column where no row has one."""
+    if dtype != "str":
+        return (pd.Series([None] * len(index), index=index, dtype=dtype) if values is None
+                else values.astype(dtype))
+    items = [] if values is None else [None if pd.api.types.is_scalar(v) and pd.isna(v) else v for v in values]
+    if all(v is None for v in items):
+        return pd.Series([None] * len(index), index=index, dtype=object)
+    return pd.Series(items, index=index)
+
+
 def _with_coefficient_columns(frame: pd.DataFrame, source: str) -> pd.DataFrame:
     """The frame and one column per coefficient field found in ``source`` (first seen, first placed); a row
     whose coefficients do not parse gets NaN there. A field named like an existing column is prefixed."""
@@ -91,7 +136,7 @@ def _with_reported(frame: pd.DataFrame, extra: pd.DataFrame, keys: tuple[str, ..
 
 def trials(store: Store, study: str) -> pd.DataFrame:
     require_study(store, study)
-    frame = _typed(store.trials_frame(study), _tables.trials)
+    frame = with_method_columns(_typed(store.trials_frame(study), _tables.trials), "trials")
     extra = reported(store, study, "trial", stored_spec(store, study).metric.extractor)
     return _with_coefficient_columns(_with_reported(frame, extra, KEYS["trial"]), "coefficients_json")
 
@@ -101,15 +146,17 @@ def confirmations(store: Store, study: str, per_seed_set: bool = False) -> pd.Da
     spec = stored_spec(store, study)
     if per_seed_set:
         roles = store.trials_frame(study)[["trial_number", "role", "coefficients_json"]]
-        rows = _typed(store.confirmations_frame(study), _tables.confirmations)
+        rows = with_method_columns(_typed(store.confirmations_frame(study), _tables.confirmations), "confirmations")
         extra = reported(store, study, "confirmation", spec.metric.extractor)
         rows = _with_reported(rows, extra, KEYS["confirmation"])
         return _with_coefficient_columns(rows.merge(roles, on="trial_number", how="left"), "coefficients_json")
-    table = heldout_summary(store, study, spec.confirm.n)
+    table = heldout_summary(store, study, spec.confirm.n, method_for(spec.kind).references(spec))
     if table.empty:
         table = pd.DataFrame(columns=list(CONFIRMATION_COLUMNS))
-    table = table.astype({c: "int64" if c in _SUMMARY_INTEGERS else "float64"
-                          for c in CONFIRMATION_COLUMNS if c not in ("role", "coefficients") and c in table.columns})
+    own = method_columns("summary")
+    table = table.astype({c: "int64" if c in _SUMMARY_INTEGERS else "float64" for c in CONFIRMATION_COLUMNS
+                          if c not in ("role", "coefficients", *own) and c in table.columns})
+    table = with_method_columns(table, "summary")
     if not table.empty:
         extra = heldout_reported(store, study, spec.confirm.n, spec.metric.extractor)
         table = _with_reported(table, extra, ("trial_number",))

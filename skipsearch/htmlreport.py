@@ -110,7 +110,7 @@ def gather(url: str, study: str) -> StudyData:
     finally:
         store.close()
     method = method_for(spec.kind)
-    judged = verdict(table) if not table.empty else Verdict(
+    judged = verdict(table, method.references(spec)) if not table.empty else Verdict(
         trial=None, win=False, interval=None, text="Not confirmed on held-out seeds yet: no verdict.")
     rdb = optuna.storages.RDBStorage(reader_url, engine_kwargs=engine_kwargs(url), skip_table_creation=True)
     try:

@@ -9,6 +9,11 @@ import json
 from dataclasses import asdict, dataclass, field
 
 
+# a method's own value kept with a record (a file's path, its hash, a training seed): JSON, stored as the method
+# names it (``storage.tables.extras``); no shared module reads one by name
+Extra = str | int | float | bool | None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Measurement:
     """One number a metric gave, named by what it measures: the metric (``fid``, ``kid``, ``precision``...), the
@@ -52,14 +57,6 @@ class Score:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Artifact:
-    """A file a trial made (fine-tuned weights), with the hash that checks it."""
-
-    path: str
-    sha256_16: str
-
-
-@dataclass(frozen=True, kw_only=True)
 class Rung:
     """One fidelity level a trial reached. ``progress`` is in the method's fidelity unit (samples or
     training steps); ``final`` marks the trial's last rung, which makes it COMPLETE."""
@@ -68,8 +65,9 @@ class Rung:
     progress: int
     final: bool
     step: int | None = None  # the training step, for methods that train
-    source: Score | None = None  # a second reference (Diff-Tuning: the pre-training domain, forgetting)
-    artifact: Artifact | None = None
+    # the same samples scored against a method's further references, by domain (``Measurement.domain``)
+    references: dict[str, Score] = field(default_factory=dict)
+    extras: dict[str, Extra] = field(default_factory=dict)  # what the method keeps of the trial (its own names)
     wall_s: float  # the trial so far
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -80,15 +78,15 @@ class Rung:
     def from_json(cls, text: str) -> Rung:
         raw = json.loads(text)
         return cls(**raw | {"score": Score.from_dict(raw["score"]),
-                            "source": None if raw["source"] is None else Score.from_dict(raw["source"]),
-                            "artifact": None if raw["artifact"] is None else Artifact(**raw["artifact"])})
+                            "references": {d: Score.from_dict(s) for d, s in raw["references"].items()}})
 
 
 @dataclass(frozen=True, kw_only=True)
 class HeldOut:
-    """One candidate on one held-out seed set: its target score, and a method's extras."""
+    """One candidate on one held-out seed set: its target score, its scores against the method's further
+    references, and what the method keeps of it (``Rung``'s ``references`` and ``extras``)."""
 
     score: Score
     wall_s: float
-    source: Score | None = None
-    train_seed: int | None = None
+    references: dict[str, Score] = field(default_factory=dict)
+    extras: dict[str, Extra] = field(default_factory=dict)

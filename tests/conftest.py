@@ -99,3 +99,11 @@ def backend_url(request, tmp_path):
         return f"sqlite:///{tmp_path / 'study.db'}"
     server = request.getfixturevalue("postgres")
     return server.create_database(f"t_{abs(hash(request.node.nodeid)) % 10**9}")
+
+
+# the columns of ``skipsearch.trials`` before the coefficients' (README, "Reading results with pandas"), for every
+# study: Diff-Tuning's are there (NaN, None) for a study of another method too
+TRIALS_COLUMNS = ("id", "study_name", "trial_number", "role", "state", "coefficients_json", "fid", "kid", "kid_std",
+                  "delta_fid", "n", "seed_start", "sampler_json", "nfe", "model_id", "model_hash", "extractor",
+                  "ref_hash", "versions_json", "wall_s", "error", "source_fid", "source_kid", "weights_path",
+                  "weights_hash", "evaluated", "created_at")

@@ -156,7 +156,8 @@ def test_bad_diff_tuning_spec_names_field_and_reason(tmp_path, patch, field, rea
 
 
 def test_old_database_gains_the_new_columns_and_keeps_its_rows(tmp_path):
-    """A database made by schema 1 (before Diff-Tuning) opens, is upgraded in place, and loses nothing."""
+    """A database made by schema 1 (before Diff-Tuning) opens, is upgraded in place, and loses nothing: its
+    numbers are measurement rows now, read back as the frame's columns."""
     db = tmp_path / "old.db"
     con = sqlite3.connect(db)
     con.executescript("""
@@ -182,10 +183,12 @@ def test_old_database_gains_the_new_columns_and_keeps_its_rows(tmp_path):
     con.close()
     store = Store(f"sqlite:///{db}")
     frame = store.trials_frame("old")
-    assert len(frame) == 1 and frame.fid.iloc[0] == 1.5 and frame.source_fid.isna().all()
-    assert "train_seed" in store.confirmations_frame("old")
+    assert len(frame) == 1 and frame.fid.iloc[0] == 1.5 and frame.delta_fid.iloc[0] == 0.0
+    assert store.confirmations_frame("old").empty
     with sqlite3.connect(db) as con:
-        assert con.execute("SELECT version FROM skipsearch_schema").fetchone()[0] == 3
+        assert con.execute("SELECT version FROM skipsearch_schema").fetchone()[0] == 4
+        assert con.execute("SELECT stage, metric, value FROM skipsearch_measurements").fetchall() == [
+            ("trial", "fid", 1.5)]
 
 
 def test_bench_prints_the_diff_tuning_line(tmp_path):

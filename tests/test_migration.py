@@ -4,13 +4,15 @@
 ``tests/data/main-7079771.db`` was made by that commit's code (before the method and model-family registries):
 the tiny Skip-Tuning study ``old-skip`` (4 trials, rungs [64] below n = 128, held-out confirmation) and the tiny
 Diff-Tuning study ``old-dt`` (3 trials). Its ``skipsearch_schema`` says 3, without the study hashes and facts
-tables: it is stamped at revision 0003 and upgraded through 0004 and 0005. It still opens, resumes and exports,
+tables: it is stamped at revision 0003 and upgraded through 0004 to 0006. It still opens, resumes and exports,
 and today's code reproduces its FIDs; copies taken back to version 2 (before several drivers) and 1 (before
 Diff-Tuning) upgrade too.
 
 ``tests/data/main-6a47297.db`` was made by main at 6a47297, the last commit before the revisions: the same two
 studies, with the Diff-Tuning study's steps, and both tables that came without a version: stamped at 0004,
-upgraded through 0005, which copies every stored number into ``skipsearch_measurements``.
+upgraded through 0005, which copies every stored number into ``skipsearch_measurements``, and 0006, which drops
+the number columns and moves Diff-Tuning's own values into ``skipsearch_extras``: every number and value reads
+back unchanged, bit for bit, in the frames. A reader opens neither file before it is upgraded; it says how.
 
 Those commits wrote SQLite only; the PostgreSQL twin of a file is every row of it copied into a fresh PostgreSQL
 database under the same schemas (Optuna's at the file's alembic revision, skipsearch's at the revision the file
@@ -141,14 +143,13 @@ def schema_of(url: str) -> tuple[int, dict[str, set[str]]]:
     return version, columns
 
 
-def test_old_database_reads_without_a_write_then_upgrades(old_db):
+def test_old_database_is_refused_by_a_reader_then_upgrades(old_db):
     before = snapshot(old_db)
-    frame = skipsearch.trials(old_db, "old-skip")  # schema 3: readable as it is, and a reader writes nothing
-    assert dict(zip(frame.trial_number, frame.fid.round(6))) == OLD_SKIP_FIDS
-    assert skipsearch.best(old_db, "old-skip").provenance.trial == 3
+    with pytest.raises(StorageError, match=r"older skipsearch .* `skipsearch upgrade --storage "):
+        skipsearch.trials(old_db, "old-skip")  # a reader writes nothing: it says how to upgrade
     assert snapshot(old_db) == before
     upgrade = Store(old_db).schema_upgrade
-    assert (upgrade.found, upgrade.stamped, upgrade.path()) == (None, "0003", ["0004", "0005"])
+    assert (upgrade.found, upgrade.stamped, upgrade.path()) == (None, "0003", ["0004", "0005", "0006"])
     frame = skipsearch.trials(old_db, "old-skip")
     assert dict(zip(frame.trial_number, frame.fid.round(6))) == OLD_SKIP_FIDS
     won = skipsearch.best(old_db, "old-skip")
@@ -193,7 +194,7 @@ def test_an_older_schema_is_upgraded_in_place_and_the_study_resumes(old_db, vers
     assert Store(old_db).schema_upgrade.path() == list(REVISIONS[version:])  # stamped at its version, upgraded
     result = skipsearch.run(spec, storage=old_db, trials=5)  # then resumed
     version_now, columns = schema_of(old_db)
-    assert version_now == t.SCHEMA_VERSION  # the old counter says 3, for an older skipsearch to read it
+    assert version_now == t.SCHEMA_VERSION == 4  # the old counter: an older skipsearch does not know 4
     assert columns.pop(VERSION_TABLE) == {"version_num"}
     assert columns == {name: {c.name for c in table.columns} for name, table in t.metadata.tables.items()}
     frame = result.trials.set_index("trial_number")
@@ -288,43 +289,100 @@ def test_a_new_database_is_made_at_head_and_matches_the_tables(backend_url):
     store.close()
 
 
+# what each legacy table's frame (``Store``'s) reads back of its dropped columns: numbers and Diff-Tuning's values
+READ_BACK = {"skipsearch_trials": ("trials_frame", ("trial_number",),
+                                   ("fid", "kid", "kid_std", "delta_fid", "source_fid", "source_kid", "weights_path",
+                                    "weights_hash")),
+             "skipsearch_rungs": ("rungs_frame", ("trial_number", "n"), ("fid", "kid")),
+             "skipsearch_steps": ("steps_frame", ("trial_number", "step"), ("fid", "kid", "source_fid", "source_kid")),
+             "skipsearch_confirmations": ("confirmations_frame", ("trial_number", "seed_set", "n"),
+                                          ("fid", "kid", "kid_std", "source_fid", "source_kid", "train_seed"))}
+
+
+def measurement_rows(url: str) -> dict[tuple, float]:
+    store = Store(url, create=False)
+    got = {(r.study_name, r.trial_number, r.stage, r.n, r.step, r.seed_set, r.domain, r.metric, r.extractor): r.value
+           for study in ("old-skip", "old-dt") for r in store.measurements_frame(study).itertuples()}
+    store.close()
+    return got
+
+
+def assert_reads_back(url: str, before: dict[str, pd.DataFrame]) -> None:
+    """Every value of the dropped columns, as the old file held it, in today's frames: bit for bit, NULL as
+    NaN (numbers) or None/NA (a study with no such value)."""
+    store = Store(url, create=False)
+    for table, (reader, keys, columns) in READ_BACK.items():
+        for study, old in before[table].groupby("study_name"):
+            new = getattr(store, reader)(study).set_index(list(keys))
+            old = old.set_index(list(keys))
+            assert sorted(new.index) == sorted(old.index), (table, study)
+            for column in columns:
+                if column not in new.columns:  # nothing of it in this study: every old value was NULL
+                    assert old[column].isna().all(), (table, study, column)
+                    continue
+                want, got = old[column].reindex(new.index), new[column]
+                assert (want.isna() == got.isna()).all(), (table, study, column)
+                same = [w == g and type(w) is type(g) or float(w) == float(g) for w, g in
+                        zip(want[want.notna()].tolist(), got[got.notna()].tolist())]
+                assert all(same), (table, study, column, want.tolist(), got.tolist())
+    store.close()
+
+
 def test_main_6a47297_upgrades_and_keeps_every_number(main_db):
     before = legacy_frames(main_db)
     untouched = snapshot(main_db)
-    reader = Store(main_db, create=False)  # a reader reads today's main's database as it is, and writes nothing
-    assert reader.measurements_frame("old-skip").empty and len(reader.trials_frame("old-skip")) == 4
-    reader.close()
+    with pytest.raises(StorageError, match="skipsearch upgrade"):  # a reader never writes: it says how to upgrade
+        Store(main_db, create=False)
     assert snapshot(main_db) == untouched
     store = Store(main_db)
     upgrade = store.schema_upgrade
-    assert (upgrade.found, upgrade.stamped, upgrade.path()) == (None, "0004", ["0005"])
-    after = legacy_frames(main_db)
-    for name in LEGACY_TABLES:  # every column of every row, unchanged
-        assert list(after[name].columns) == list(before[name].columns), name
-        for column in before[name].columns:
-            pd.testing.assert_series_equal(after[name][column], before[name][column], check_exact=True)
+    assert (upgrade.found, upgrade.stamped, upgrade.path()) == (None, "0004", ["0005", "0006"])
+    store.close()
     assert len(before["skipsearch_rungs"]) == 8 and len(before["skipsearch_steps"]) == 6
-    expected = expected_measurements(before)
-    reader = Store(main_db, create=False)
-    got = {}
-    for study in ("old-skip", "old-dt"):
-        for r in reader.measurements_frame(study).itertuples():
-            got[(r.study_name, r.trial_number, r.stage, r.n, r.step, r.seed_set, r.domain, r.metric,
-                 r.extractor)] = r.value
-    assert got == expected and len(got) == 93  # exactly the numbers stored, bit for bit
-    trials = reader.trials_frame("old-skip").set_index("trial_number")
+    got = measurement_rows(main_db)
+    assert got == expected_measurements(before) and len(got) == 93  # exactly the numbers stored, bit for bit
+    assert_reads_back(main_db, before)
+    assert schema_of(main_db)[1]["skipsearch_trials"].isdisjoint({"fid", "source_fid", "weights_path"})
+    trials = skipsearch.trials(main_db, "old-skip").set_index("trial_number")
     assert {n: round(trials.loc[n].fid, 6) for n in OLD_SKIP_FIDS} == OLD_SKIP_FIDS
+    assert skipsearch.best(main_db, "old-dt").provenance.weights is not None
+
+
+def test_a_number_written_beside_the_measurements_is_copied_or_refused(main_db):
+    """A database at 0005 that an older skipsearch wrote to again has numbers in the old columns only: 0006
+    copies them before dropping the columns. One that disagrees with its measurement row stops the upgrade."""
+    engine = create_engine(main_db)
+    with engine.begin() as conn:
+        revisions.run(conn, "0005", stamp="0004")
+        conn.execute(text("DELETE FROM skipsearch_measurements WHERE study_name = 'old-skip' AND trial_number = 2 "
+                          "AND stage = 'trial' AND metric = 'fid'"))
+        conn.execute(text("UPDATE skipsearch_measurements SET value = value + 1 WHERE study_name = 'old-dt' AND "
+                          "trial_number = 2 AND stage = 'confirmation' AND domain = 'source' AND metric = 'fid' "
+                          "AND seed_set = 0"))
+    engine.dispose()
+    before, untouched = legacy_frames(main_db), snapshot(main_db)
+    with pytest.raises(StorageError, match="old-dt.* trial 2 has fid = .* in its confirmation row but .*nothing "
+                                           "was changed"):
+        Store(main_db)
+    assert snapshot(main_db) == untouched
+    engine = create_engine(main_db)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE skipsearch_measurements SET value = value - 1 WHERE study_name = 'old-dt' AND "
+                          "trial_number = 2 AND stage = 'confirmation' AND domain = 'source' AND metric = 'fid' "
+                          "AND seed_set = 0"))
+    engine.dispose()
+    assert Store(main_db).schema_upgrade.path() == ["0006"]
+    assert measurement_rows(main_db) == expected_measurements(before)  # the deleted row is back
+    assert_reads_back(main_db, before)
 
 
 def test_main_6a47297_resumes_and_new_rows_carry_their_measurements(main_db):
+    before = expected_measurements(legacy_frames(main_db))
     spec = parse_spec(tiny_spec_dict("old-skip", metric={"n": 128, "rungs": [64], "batch_size": 64},
                                      search={"trials": 4}, confirm={"top_k": 0}))
     skipsearch.run(spec, storage=main_db, trials=5)
-    frames = legacy_frames(main_db)
-    store = Store(main_db, create=False)
-    got = {(r.study_name, r.trial_number, r.stage, r.n, r.step, r.seed_set, r.domain, r.metric, r.extractor): r.value
-           for study in ("old-skip", "old-dt") for r in store.measurements_frame(study).itertuples()}
-    assert got == expected_measurements(frames)
+    got = measurement_rows(main_db)
+    assert {k: v for k, v in got.items() if k[:2] != ("old-skip", 4)} == before  # the old ones kept as they were
     assert {k[2] for k in got if k[:2] == ("old-skip", 4)} == {"trial", "rung"}  # the new trial's rows too
 
 
@@ -334,7 +392,7 @@ def test_a_newer_database_is_refused_by_writers_and_readers(main_db):
     with engine.begin() as conn:
         conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0099'"))
     engine.dispose()
-    newer = r"written by a newer skipsearch \(schema revision 0099, this one knows up to 0005\); upgrade skipsearch"
+    newer = rf"written by a newer skipsearch \(schema revision 0099, this one knows up to {HEAD}\); upgrade skipsearch"
     for create in (True, False):
         with pytest.raises(StorageError, match=newer):
             Store(main_db, create=create)
@@ -371,5 +429,26 @@ def test_two_processes_opening_an_old_database_at_once_both_go_on(main_db):
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
-    assert sorted(out.strip() for out, _ in outs) == ["['0005']", "none"]  # one upgraded, the other found it done
+    assert sorted(out.strip() for out, _ in outs) == ["['0005', '0006']", "none"]  # one upgraded, one found it done
     assert len(Store(main_db, create=False).measurements_frame("old-dt")) == 53  # copied once
+
+
+def test_the_upgrade_command_upgrades_once_and_refuses_what_is_not_a_database(tmp_path):
+    path = tmp_path / "old.db"
+    shutil.copy(MAIN, path)
+    url = f"sqlite:///{path}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "skipsearch", *args], capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+
+    first = cli("best", "old-skip", "--storage", url)
+    assert first.returncode == 2 and f"skipsearch upgrade --storage {url}" in first.stderr, first.stderr
+    done = cli("upgrade", "--storage", url)
+    assert done.returncode == 0 and f"to {HEAD} (0005, 0006)" in done.stdout, done.stdout + done.stderr
+    again = cli("upgrade", "--storage", url)
+    assert again.returncode == 0 and "already at this skipsearch's schema" in again.stdout
+    assert cli("best", "old-skip", "--storage", url).returncode == 0
+    missing = cli("upgrade", "--storage", f"sqlite:///{tmp_path / 'none.db'}")
+    assert missing.returncode == 2 and "no database at" in missing.stderr and "Traceback" not in missing.stderr
+    assert not (tmp_path / "none.db").exists()

@@ -10,7 +10,7 @@ import pytest
 import scipy.linalg
 import torch
 import yaml
-from conftest import tiny_spec_dict
+from conftest import TRIALS_COLUMNS, tiny_spec_dict
 from test_spec import cli
 
 import skipsearch
@@ -62,7 +62,8 @@ def test_a_score_with_measurements_survives_the_ray_boundary():
                   model_id="m", model_hash="h", wall_s=1.0,
                   measurements=(Measurement(metric="precision", extractor=DIGITS, value=0.25),
                                 Measurement(metric="fid", extractor=INCEPTION_EXTRACTOR, value=80.0)))
-    rung = Rung(score=score, progress=32, final=True, wall_s=1.0, source=dataclasses.replace(score, measurements=()))
+    rung = Rung(score=score, progress=32, final=True, wall_s=1.0,
+                references={"source": dataclasses.replace(score, measurements=())})
     assert Rung.from_json(rung.to_json()) == rung
 
 
@@ -100,7 +101,7 @@ def test_a_report_added_later_is_computed_from_then_on_and_frames_are_unchanged_
     skipsearch.run(plain, storage=url)
     before = skipsearch.trials(url, "later")
     store = Store(url, create=False)
-    expected = [*store.trials_frame("later").columns, "family", "rho_top", "rho_bottom"]
+    expected = [*TRIALS_COLUMNS, "family", "rho_top", "rho_bottom"]
     stored = store.study_spec("later")
     store.close()
     assert list(before.columns) == expected  # no report: the frame of before, column for column

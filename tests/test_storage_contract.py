@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 import optuna
 import pandas as pd
 import pytest
-from conftest import tiny_spec_dict
+from conftest import TRIALS_COLUMNS, tiny_spec_dict
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.exc import IntegrityError
 
@@ -31,6 +31,7 @@ from skipsearch.search.stored_spec import stored_form
 from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store, urls
 from skipsearch.storage import tables as t
+from skipsearch.storage.migrations import HEAD
 from skipsearch.storage.records import ConfirmationRow, RungRow, StepRow, TrialRow
 
 STUDY = "contract"
@@ -47,7 +48,7 @@ def trial_row(number: int, study: str = STUDY, **values) -> TrialRow:
 @pytest.fixture
 def store(backend_url):
     s = Store(backend_url)
-    s.save_study(STUDY, {"name": STUDY})
+    s.save_study(STUDY, {"name": STUDY, "metric": {"extractor": "skipsearch-digits"}})  # where a rung's numbers are
     yield s
     s.close()
 
@@ -96,31 +97,17 @@ def test_a_reader_creates_nothing_and_the_schema_version_is_explicit(backend_url
         assert conn.execute(text("SELECT version FROM skipsearch_schema")).all() == [(t.SCHEMA_VERSION,)]
         for table in t.metadata.tables.values():
             assert {c["name"] for c in inspect(conn).get_columns(table.name)} == {c.name for c in table.columns}
-        assert conn.execute(text("SELECT version_num FROM skipsearch_alembic_version")).all() == [("0005",)]
-        conn.execute(text("DROP TABLE skipsearch_measurements"))  # what revision 0004 left
-        conn.execute(text("UPDATE skipsearch_alembic_version SET version_num = '0004'"))
+        assert conn.execute(text("SELECT version_num FROM skipsearch_alembic_version")).all() == [(HEAD,)]
+        conn.execute(text("UPDATE skipsearch_alembic_version SET version_num = '0005'"))  # one revision behind
     engine.dispose()
-    reader = Store(backend_url, create=False)  # a reader reads 0004 as it is, and does not upgrade it
-    assert reader.measurements_frame("any").empty
-    reader.close()
+    with pytest.raises(StorageError, match="older skipsearch .*`skipsearch upgrade --storage "):
+        Store(backend_url, create=False)  # a reader never upgrades: it says how
     engine = create_engine(backend_url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE skipsearch_alembic_version SET version_num = '0002'"))
-    engine.dispose()
-    with pytest.raises(StorageError, match="older skipsearch"):
-        Store(backend_url, create=False)  # older than a reader reads: it says how to upgrade
-    engine = create_engine(backend_url)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE skipsearch_alembic_version SET version_num = '0004'"))
-    engine.dispose()
-    Store(backend_url).close()  # a writer upgrades
-    reader = Store(backend_url, create=False)
-    reader.close()
-    engine = create_engine(backend_url)
-    with engine.connect() as conn:
         assert conn.execute(text("SELECT version_num FROM skipsearch_alembic_version")).all() == [("0005",)]
-        assert "skipsearch_measurements" in inspect(conn).get_table_names()
+        conn.execute(text(f"UPDATE skipsearch_alembic_version SET version_num = '{HEAD}'"))
     engine.dispose()
+    Store(backend_url, create=False).close()  # at the head: read as it is
 
 
 # --- studies --------------------------------------------------------------------------------------------------
@@ -146,9 +133,9 @@ def test_winner_is_stored_per_study(store):
 # --- typed records --------------------------------------------------------------------------------------------
 
 def test_trials_round_trip_as_typed_records(store):
-    full = trial_row(2, delta_fid=-0.25, model_hash="a" * 16, ref_hash="b" * 16, wall_s=1.5, error=None,
-                     source_fid=30.125, source_kid=0.75, weights_path="/w/trial-0002.pt", weights_hash="c" * 64,
-                     evaluated=True)
+    full = trial_row(2, model_hash="a" * 16, ref_hash="b" * 16, wall_s=1.5, error=None,
+                     references={("source", "fid"): 30.125, ("source", "kid"): 0.75},
+                     extras={"weights_path": "/w/trial-0002.pt", "weights_hash": "c" * 64}, evaluated=True)
     bare = trial_row(1, role="baseline", state="FAIL", fid=None, kid=None, kid_std=None, error="NaN samples",
                      evaluated=False)
     assert store.record_trial(full) and store.record_trial(bare)
@@ -157,24 +144,22 @@ def test_trials_round_trip_as_typed_records(store):
     with pytest.raises(IntegrityError):  # the same trial twice is a bug, and it is let through as one
         store.record_trial(full)
     frame = store.trials_frame(STUDY)
-    assert list(frame.columns) == [c.name for c in t.trials.columns]
+    columns = [c.name for c in t.trials.columns]  # the numbers, references and extras where the old table had them
+    at = columns.index("coefficients_json") + 1
+    columns[at:at] = ["fid", "kid", "kid_std", "delta_fid"]
+    at = columns.index("evaluated")
+    columns[at:at] = ["source_fid", "source_kid", "weights_path", "weights_hash"]
+    assert list(frame.columns) == columns
     assert list(frame.trial_number) == [1, 2] and frame.fid.iloc[1] == 17.747196123456789  # exact double
-
-
-def test_deltas_are_filled_once_the_baseline_is_known(store):
-    store.record_trial(trial_row(1, fid=20.5))
-    store.record_trial(trial_row(2, fid=18.0, delta_fid=-1.0))  # already known: left alone
-    store.fill_missing_deltas(STUDY, 19.0)
-    assert store.trial(STUDY, 1).delta_fid == 1.5 and store.trial(STUDY, 2).delta_fid == -1.0
 
 
 def test_rungs_steps_and_confirmations_round_trip(store):
     for row in (RungRow(study_name=STUDY, trial_number=1, n=128, fid=12.5, kid=0.25, wall_s=0.5),
                 RungRow(study_name=STUDY, trial_number=1, n=64, fid=14.5, kid=0.5, wall_s=0.25),
-                StepRow(study_name=STUDY, trial_number=1, step=6, n=64, fid=11.0, kid=0.1, source_fid=21.0,
-                        source_kid=0.2, wall_s=2.0),
-                StepRow(study_name=STUDY, trial_number=1, step=3, n=64, fid=13.0, kid=0.3, source_fid=20.0,
-                        source_kid=0.4, wall_s=1.0)):
+                StepRow(study_name=STUDY, trial_number=1, step=6, n=64, fid=11.0, kid=0.1, wall_s=2.0,
+                        references={("source", "fid"): 21.0, ("source", "kid"): 0.2}),
+                StepRow(study_name=STUDY, trial_number=1, step=3, n=64, fid=13.0, kid=0.3, wall_s=1.0,
+                        references={("source", "fid"): 20.0, ("source", "kid"): 0.4})):
         store.record_rung(row, extractor="skipsearch-digits")
     rungs, steps = store.rungs_frame(STUDY), store.steps_frame(STUDY)
     assert list(rungs.n) == [64, 128] and list(rungs.fid) == [14.5, 12.5]
@@ -184,7 +169,7 @@ def test_rungs_steps_and_confirmations_round_trip(store):
 
     rows = [ConfirmationRow(study_name=STUDY, trial_number=num, seed_set=j, seed_start=10_000 + 96 * j, n=96,
                             fid=17.0 + num + j / 4, extractor="skipsearch-digits", kid=0.5, kid_std=0.1,
-                            ref_hash="r" * 16, wall_s=0.2, train_seed=7 + j if num else None)
+                            ref_hash="r" * 16, wall_s=0.2, extras={"train_seed": 7 + j} if num else {})
             for num in (3, 0) for j in (1, 0)]
     for row in rows:
         assert store.record_confirmation(row)
@@ -193,6 +178,8 @@ def test_rungs_steps_and_confirmations_round_trip(store):
     assert list(zip(frame.trial_number, frame.seed_set)) == [(0, 0), (0, 1), (3, 0), (3, 1)]
     assert frame.set_index(["trial_number", "seed_set"]).fid.to_dict() == {(r.trial_number, r.seed_set): r.fid
                                                                            for r in rows}
+    assert frame.train_seed.dtype == "Int64" and frame.train_seed.isna().tolist() == [True, True, False, False]
+    assert frame.train_seed.dropna().tolist() == [7, 8]  # a method's extra, where it kept one, as it was
     with pytest.raises(IntegrityError):
         store.record_confirmation(rows[0])
 
@@ -278,7 +265,7 @@ def test_trials_have_one_column_per_coefficient_and_nan_where_they_do_not_parse(
     store.record_trial(trial_row(2))
     frame = skipsearch.trials(url, STUDY)
     extra = ["family", "rho_top", "rho_bottom"]
-    assert list(frame.columns) == [c.name for c in t.trials.columns] + extra
+    assert list(frame.columns) == list(TRIALS_COLUMNS) + extra
     assert frame.rho_top.tolist()[0::2] == [1.0, 1.25] and frame.rho_bottom.iloc[2] == 0.75
     assert frame.loc[1, extra].isna().all()  # a recovered trial's partial parameters are not coefficients
     assert frame.fid.dtype == "float64" and str(frame.created_at.dtype).endswith("UTC]")
@@ -329,7 +316,7 @@ def test_public_verbs_end_to_end_from_the_environment(backend_url, tmp_path, mon
     assert result.storage == shown
 
     frame = skipsearch.trials(None, "e2e")
-    assert list(frame.columns) == [c.name for c in t.trials.columns] + ["family", "rho_top", "rho_bottom"]
+    assert list(frame.columns) == list(TRIALS_COLUMNS) + ["family", "rho_top", "rho_bottom"]
     assert len(frame) == 3 and (frame.state == "COMPLETE").all() and frame.family.eq("linear").all()
     for row in frame.itertuples():
         c = parse_coefficients(row.coefficients_json)

@@ -51,10 +51,13 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
     ``table``: the study's ``heldout_summary`` at ``confirm.n``, when the caller has it already. The model's facts
     (its skip points) come from the database, so a study of a model handed over in memory exports in any process."""
     spec = stored_spec(store, study)
-    table = heldout_summary(store, study, spec.confirm.n) if table is None else table
+    method = method_for(spec.kind)
+    table = heldout_summary(store, study, spec.confirm.n, method.references(spec)) if table is None else table
     mine = table[table.trial_number == row.trial_number] if not table.empty else table
     conf = store.confirmations_frame(study)
     conf = conf[(conf.trial_number == row.trial_number) & (conf.n == spec.confirm.n)]
+    trials = store.trials_frame(study)
+    trial = trials[trials.trial_number == row.trial_number].iloc[0]  # with the method's own columns
     m = spec.metric
     record = {
         "study": study, "trial": row.trial_number, "role": row.role, "storage": store.shown_url,
@@ -69,15 +72,13 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
             "delta_fid": float(mine.delta_fid.iloc[0]), "delta_fid_std": float(mine.delta_fid_std.iloc[0]),
             **_interval(mine.iloc[0]),
             "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)}
-                          | ({} if pd.isna(r.train_seed) else {"train_seed": int(r.train_seed),
-                                                                "source_fid": float(r.source_fid)})
-                          for r in conf.itertuples()]},
+                          | method.heldout_provenance(spec, r) for _, r in conf.iterrows()]},
         "versions": json.loads(row.versions_json),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    source = None if mine.empty or pd.isna(mine.heldout_source_fid.iloc[0]) else float(mine.heldout_source_fid.iloc[0])
+    heldout = {} if mine.empty else mine.iloc[0].to_dict()
     info = study_facts(store, study, spec.model)  # as stored with the study: the model itself may be gone
-    return Provenance.model_validate(record | method_for(spec.kind).provenance(spec, row, source, info))
+    return Provenance.model_validate(record | method.provenance(spec, trial, heldout, info))
 
 
 def _interval(row) -> dict:

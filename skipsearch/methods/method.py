@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 from abc import ABC, abstractmethod
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Protocol, Union
@@ -112,6 +112,13 @@ class Method(ABC):
     # methods never import the benchmarks): whole trials, batched against one at a time, a trial's parts
     # against bare equivalents, and (with --ray) Ray against in-process.
     bench_suites: ClassVar[tuple[str, ...]] = ("trials", "batch_sharing", "parts", "workers")
+    # The columns this method's studies add to the public frames (README, "Reading results with pandas"), by
+    # frame: "trials" (``skipsearch.trials``), "confirmations" (``confirmations(..., per_seed_set=True)``) and
+    # "summary" (``confirmations``), column -> pandas dtype ("str": text as a text column reads from the
+    # database: pandas' string dtype, or object where no row has a value). The frames give every registered
+    # method's columns to every study (NaN, None or <NA> where its method has none), so that their columns never
+    # depend on the method; a shared module never names them.
+    columns: ClassVar[Mapping[str, Mapping[str, str]]] = {}
 
     def read_coefficients(self, text: str) -> Coefficients:
         """This method's coefficients from their stored JSON. The registry (``methods.parse_coefficients``)
@@ -127,6 +134,11 @@ class Method(ABC):
     def named_data(self, spec: Spec) -> list[tuple[str, str]]:
         """(spec field, data set name) of every data set the spec names, checked before storing."""
         return [("metric.reference", spec.metric.reference)]
+
+    def reference_fields(self, spec: Spec) -> dict[str, str]:
+        """The spec field of the data set each further reference domain is scored against (a ``Rung``'s
+        ``references``), so that its scores are checked against the hash the study stored of it."""
+        return {}
 
     def check(self, spec: Spec, info: ModelInfo, source: str) -> list[str]:
         """Checks beyond the common ones, before anything is stored; returns warnings."""
@@ -145,16 +157,27 @@ class Method(ABC):
         return Fidelity()
 
     def objectives(self, spec: Spec) -> tuple[str, ...]:
-        """The values Optuna minimises, in order: the target FID, and maybe others."""
+        """The values Optuna minimises, in order, as the trials frame names them: the target FID (``fid``), and
+        maybe others (a further reference's ``{domain}_fid``). The Pareto front is computed over these columns."""
         return ("fid",)
 
     def metric_names(self, spec: Spec) -> list[str]:
         """The objectives' names as a reader sees them (optuna-dashboard shows "Objective 0" without them)."""
         return ["FID"]
 
-    def values(self, spec: Spec, fid: float, source_fid: float | None) -> float | list[float]:
-        """What Optuna is told of a complete trial."""
-        return fid if len(self.objectives(spec)) == 1 else [fid, source_fid]
+    def values(self, spec: Spec, numbers: Mapping[str, float | None]) -> float | list[float]:
+        """What Optuna is told of a complete trial. ``numbers``: the trial's numbers by frame column (``fid``, and
+        each further reference's ``{domain}_fid``, ...); by default the ``objectives`` read from it, in order."""
+        values = [numbers[name] for name in self.objectives(spec)]
+        return values[0] if len(values) == 1 else values
+
+    def references(self, spec: Spec) -> dict[str, str]:
+        """The further references its trials are also scored against, beside the target (``metric.reference``):
+        domain -> what its FID measures, in a word or two that readers put in brackets ("Source-domain FID
+        (forgetting)" in the verdict, "source FID (forgetting)" on the report's axis). Their numbers are the
+        frames' ``{domain}_fid``, ``{domain}_kid`` columns, and the held-out summary's ``search_{domain}_fid``,
+        ``heldout_{domain}_fid``, ``heldout_{domain}_fid_std``, ``delta_{domain}_fid``. None by default."""
+        return {}
 
     # --- trials --------------------------------------------------------------------------------------
     @abstractmethod
@@ -219,8 +242,20 @@ class Method(ABC):
         report, the study's ``method`` attribute): ``title``, unless the spec combines methods."""
         return self.title
 
-    def provenance(self, spec: Spec, row: Any, heldout_source_fid: float | None, info: ModelInfo) -> dict[str, Any]:
-        """Fields a coefficient file needs beyond the common provenance (e.g. the weights file). ``info``: the
-        model's facts as the study stored them (``storage.facts``): never looked up from the model, which a
-        reader may not have (one handed over in memory by another process)."""
+    def provenance(self, spec: Spec, row: Any, heldout: Mapping[str, Any], info: ModelInfo) -> dict[str, Any]:
+        """Fields a coefficient file needs beyond the common provenance (e.g. the weights file). ``row``: the
+        trial's row of the store's trials frame, with this method's reference and extra columns (NaN or None where
+        a value is missing); ``heldout``: the trial's row of the held-out summary (empty if not confirmed).
+        ``info``: the model's facts as the study stored them (``storage.facts``): never looked up from the model,
+        which a reader may not have (one handed over in memory by another process)."""
         return {}
+
+    def heldout_provenance(self, spec: Spec, row: Any) -> dict[str, Any]:
+        """Fields one held-out evaluation adds to its record in a coefficient file (``confirmation.seed_sets``),
+        from its row of the store's confirmations frame (this method's columns included). None by default."""
+        return {}
+
+    def provenance_lines(self, provenance: Provenance) -> tuple[list[str], list[str]]:
+        """What ``skipsearch best`` prints of the fields this method adds to provenance: lines of evidence (shown
+        above the verdict) and lines naming the files it made (below it). None by default."""
+        return [], []

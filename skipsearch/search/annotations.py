@@ -26,7 +26,7 @@ from skipsearch.previews import png_bytes
 from skipsearch.results import Rung
 from skipsearch.search.context import StudyContext
 from skipsearch.search.verdict import interval_of, verdict
-from skipsearch.storage.records import TrialRow
+from skipsearch.storage.records import TrialRow, number_column
 
 
 def _set_study_attrs(study: optuna.Study, values: dict[str, Any]) -> None:
@@ -62,10 +62,14 @@ def annotate_study(ctx: StudyContext) -> None:
 
 
 def trial_attrs(row: TrialRow) -> dict[str, Any]:
-    """A finished trial's numbers, as its user attributes (set before Optuna is told)."""
+    """A finished trial's numbers, as its user attributes (set before Optuna is told): the common ones, then its
+    numbers against the method's further references (``{domain}_{metric}``) and the method's extras, under their
+    frame columns' names, whatever the method."""
     values = {"n": row.n, "nfe": row.nfe, "fid": row.fid, "kid": row.kid, "kid_std": row.kid_std,
               "delta_fid": row.delta_fid, "wall_s": None if row.wall_s is None else round(row.wall_s, 3),
-              "extractor": row.extractor, "source_fid": row.source_fid, "weights_path": row.weights_path}
+              "extractor": row.extractor}
+    values |= {number_column(domain, metric): value for (domain, metric), value in row.references.items()}
+    values |= row.extras
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -131,7 +135,7 @@ def annotate_confirmation(ctx: StudyContext, table: pd.DataFrame) -> None:
     in its own note. Under the study lock."""
     if table.empty:
         return
-    judged = verdict(table)
+    judged = verdict(table, ctx.method.references(ctx.spec))
     _set_study_attrs(ctx.study, {"heldout": heldout_attrs(table), "verdict": judged.text,
                                  "winner": judged.trial, "win": judged.win})
     from optuna_dashboard import save_note

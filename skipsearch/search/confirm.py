@@ -25,7 +25,7 @@ from skipsearch.search.recording import reported
 from skipsearch.search.budget import POLL_S
 from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
 from skipsearch.search.verdict import winner
-from skipsearch.storage.records import ConfirmationRow
+from skipsearch.storage.records import ConfirmationRow, references_of
 
 __all__ = ["candidates", "coefficients_of", "confirm", "heldout_summary", "pareto_front"]  # readers: ``heldout``
 
@@ -36,7 +36,7 @@ def candidates(ctx: StudyContext) -> list[int]:
     frame = ctx.store.trials_frame(ctx.spec.name)
     done = frame[frame.state == "COMPLETE"]
     base = done[done.role == "baseline"].trial_number.tolist()
-    pool = pareto_front(done) if ctx.multi_objective else done
+    pool = pareto_front(done, ctx.method.objectives(ctx.spec)) if ctx.multi_objective else done
     top = pool[pool.role == "search"].sort_values("fid").head(ctx.spec.confirm.top_k).trial_number.tolist()
     return base[:1] + top
 
@@ -104,13 +104,13 @@ def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
         except TRIAL_ERRORS as err:  # the candidate fails on these seeds: say so, keep the rest of the table
             ctx.echo(f"held-out  trial {num:3d}  seed set {seed_set}  FAILED: {type(err).__name__}: {err}")
             return True
-        s, source = out.score, out.source
-        check_scores(ctx.spec, ctx.hashes, s, source, f"held-out evaluation of trial {num} (seed set {seed_set})")
+        s = out.score
+        check_scores(ctx.spec, ctx.hashes, s, out.references,
+                     f"held-out evaluation of trial {num} (seed set {seed_set})")
         row = ConfirmationRow(study_name=name, trial_number=num, seed_set=seed_set, seed_start=s.seed_start, n=c.n,
                               fid=s.fid, kid=s.kid, kid_std=s.kid_std, extractor=s.extractor, ref_hash=s.ref_hash,
-                              wall_s=out.wall_s, source_fid=source.fid if source else None,
-                              source_kid=source.kid if source else None, train_seed=out.train_seed)
-        ctx.store.record_confirmation(row, claim=(item, ctx.driver.id), measurements=reported(s, source))
+                              wall_s=out.wall_s, references=references_of(out.references), extras=dict(out.extras))
+        ctx.store.record_confirmation(row, claim=(item, ctx.driver.id), measurements=reported(s, out.references))
         ctx.echo(f"held-out  trial {num:3d}  seed set {seed_set}  N={c.n:<6d} FID {s.fid:8.4f}  {out.wall_s:5.1f}s")
     finally:
         ctx.store.release(name, item, ctx.driver.id)

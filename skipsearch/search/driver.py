@@ -105,10 +105,10 @@ def trial_line(ctx: StudyContext, done: Finished) -> str:
     base = baseline_fid(ctx)
     delta = f"{s.fid - base:+8.4f}" if base is not None and done.state == "COMPLETE" else "        "
     at = f"step {r.step:<5d}" if r.step is not None else ""
-    source = f"  source FID {r.source.fid:8.4f}" if r.source is not None else ""
+    further = "".join(f"  {domain} FID {score.fid:8.4f}" for domain, score in r.references.items())
     shared = f"  {s.evaluations_saved / (s.n * s.nfe):.0%} of NFE from the baseline" if s.evaluations_saved else ""
     return (f"trial {done.number:3d}  {done.state:8s}  {at}N={s.n:<6d} FID {s.fid:8.4f}  dFID {delta}  "
-            f"KID {s.kid:.5f}{source}  {r.wall_s:5.1f}s{shared}")
+            f"KID {s.kid:.5f}{further}  {r.wall_s:5.1f}s{shared}")
 
 
 def search(ctx: StudyContext, budget: int, progress: bool = True) -> None:

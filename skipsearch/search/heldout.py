@@ -6,21 +6,28 @@ evaluates it and so needs the evaluator, the samplers and Optuna): a reader impo
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import pandas as pd
 
-from skipsearch.methods import Coefficients, parse_coefficients
+from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.search.measured import column, reported
 from skipsearch.search.verdict import paired_interval
+from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
 from skipsearch.storage.records import TrialRow
 
 
-def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
-    """Completed trials that no other completed trial beats on both target and source FID."""
-    done = frame[(frame.state == "COMPLETE") & frame.source_fid.notna()]
-    keep = [not ((done.fid <= r.fid) & (done.source_fid <= r.source_fid) &
-                 ((done.fid < r.fid) | (done.source_fid < r.source_fid))).any() for r in done.itertuples()]
-    return done[keep].sort_values("fid")
+def pareto_front(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
+    """Completed trials with every one of ``objectives`` (columns of ``frame``: the method's, ``objectives(spec)``)
+    that no other such trial beats on all of them, by the first objective. Empty where a column is missing."""
+    columns = list(objectives)
+    if not set(columns) <= set(frame.columns):
+        return frame.iloc[0:0]
+    done = frame[(frame.state == "COMPLETE") & frame[columns].notna().all(axis=1)]
+    values = done[columns].to_numpy(dtype=float)
+    keep = [not ((values <= v).all(axis=1) & (values < v).any(axis=1)).any() for v in values]
+    return done[keep].sort_values(columns[0], kind="stable")  # ties keep the trials' order
 
 
 def coefficients_of(row: TrialRow) -> Coefficients:
@@ -28,8 +35,35 @@ def coefficients_of(row: TrialRow) -> Coefficients:
     return parse_coefficients(row.coefficients_json)
 
 
-def heldout_summary(store: Store, study: str, n: int | None = None) -> pd.DataFrame:
-    """One row per confirmed trial: mean held-out FID, and dFID against the baseline paired by seed set."""
+def study_references(store: Store, study: str) -> dict[str, str]:
+    """The further references of the study's method (``Method.references``), read from its stored spec."""
+    raw = store.study_spec(study)
+    if raw is None:
+        return {}
+    spec = parse_spec(raw, f"the stored spec of study {study!r}")
+    return method_for(spec.kind).references(spec)
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A column of ``frame``, NaN throughout where the frame has none (no row of the study had that number)."""
+    return frame[name] if name in frame.columns else pd.Series(float("nan"), index=frame.index, dtype="float64")
+
+
+def _reference_numbers(domain: str, search: pd.Series, g: pd.DataFrame, base: pd.DataFrame) -> dict:
+    """A further reference's numbers in one candidate's summary row (``Method.references``): its FID in the search,
+    its held-out mean and SD, and its mean paired difference against the baseline."""
+    name = f"{domain}_fid"
+    values = _column(g, name)
+    paired = (values - _column(base, name).reindex(g.index)).dropna()
+    return {f"search_{name}": search.get(name, float("nan")), f"heldout_{name}": values.mean(),
+            f"heldout_{name}_std": values.std(ddof=1) if len(g) > 1 else 0.0,
+            f"delta_{name}": paired.mean() if len(paired) else None}
+
+
+def heldout_summary(store: Store, study: str, n: int | None = None,
+                    references: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per confirmed trial: mean held-out FID, and dFID against the baseline paired by seed set; and the
+    same for each of the method's further ``references`` (domains; None: the study's method's, from its spec)."""
     conf, trials = store.confirmations_frame(study), store.trials_frame(study)
     if n is not None:
         conf = conf[conf.n == n]
@@ -39,19 +73,18 @@ def heldout_summary(store: Store, study: str, n: int | None = None) -> pd.DataFr
     base_nums = [t for t in conf.trial_number.unique() if roles.get(t) == "baseline"]
     if not base_nums:
         return pd.DataFrame()
-    base = conf[conf.trial_number == base_nums[0]].set_index("seed_set").fid
-    base_source = conf[conf.trial_number == base_nums[0]].set_index("seed_set").source_fid
+    domains = list(study_references(store, study) if references is None else references)
+    base_rows = conf[conf.trial_number == base_nums[0]].set_index("seed_set")
+    base = base_rows.fid
     rows = []
     for num, group in conf.groupby("trial_number"):
         g = group.set_index("seed_set")
         delta = (g.fid - base.reindex(g.index)).dropna()
         ci = paired_interval(delta.tolist())
         search = trials[trials.trial_number == num].iloc[0]
-        source = (g.source_fid - base_source.reindex(g.index)).dropna()
+        further = {k: v for d in domains for k, v in _reference_numbers(d, search, g, base_rows).items()}
         rows.append(dict(trial_number=int(num), role=roles.get(num), search_fid=search.fid, search_kid=search.kid,
-                         search_source_fid=search.source_fid, heldout_source_fid=g.source_fid.mean(),
-                         heldout_source_fid_std=g.source_fid.std(ddof=1) if len(g) > 1 else 0.0,
-                         delta_source_fid=source.mean() if len(source) else None,
+                         **further,
                          heldout_fid=g.fid.mean(), heldout_fid_std=g.fid.std(ddof=1) if len(g) > 1 else 0.0,
                          heldout_kid=g.kid.mean(), delta_fid=delta.mean(),
                          delta_fid_std=delta.std(ddof=1) if len(delta) > 1 else 0.0,

@@ -12,14 +12,16 @@ ran) is stopped before its numbers are recorded.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from skipsearch.errors import UserError
+from skipsearch.methods import method_for
 from skipsearch.results import Score
 from skipsearch.spec import Spec
 from skipsearch.storage import Store
 
 MODEL = "model"
 REFERENCE = "metric.reference"
-SOURCE_REFERENCE = "finetune.source_reference"  # Diff-Tuning's source FID
 WAY_OUT = "Restore the original file(s), or use a new study name for the changed ones."
 
 
@@ -28,11 +30,7 @@ def describe(spec: Spec, field: str) -> str:
     if field == MODEL:
         path = getattr(spec.model, "path", None)
         return f"model {spec.model.model_id}" + (f" (weights under {path})" if path else "")
-    datasets = {"metric.reference": spec.metric.reference}
-    finetune = getattr(spec, "finetune", None)
-    if finetune is not None:
-        datasets |= {"finetune.data": finetune.data, "finetune.source_reference": finetune.source_reference}
-    shown = datasets.get(field)
+    shown = dict(method_for(spec.kind).named_data(spec)).get(field)
     return f"{field} {shown} (its images, or the weights of extractor {spec.metric.extractor})" if shown else field
 
 
@@ -70,12 +68,14 @@ def check_study_hashes(store: Store, spec: Spec, now: dict[str, str]) -> dict[st
     return stored
 
 
-def check_scores(spec: Spec, hashes: dict[str, str], score: Score, source: Score | None, what: str) -> None:
-    """A trial's or held-out evaluation's scores: the target's (``metric.reference``) and, for Diff-Tuning, the
-    source's (``finetune.source_reference``)."""
+def check_scores(spec: Spec, hashes: dict[str, str], score: Score, references: Mapping[str, Score],
+                 what: str) -> None:
+    """A trial's or held-out evaluation's scores: the target's (``metric.reference``) and each further
+    reference's, against the data set its method names for that domain (``Method.reference_fields``)."""
     check_score(spec, hashes, score, what)
-    if source is not None:
-        check_score(spec, hashes, source, what, SOURCE_REFERENCE)
+    fields = method_for(spec.kind).reference_fields(spec) if references else {}
+    for domain, other in references.items():
+        check_score(spec, hashes, other, what, fields[domain])
 
 
 def check_score(spec: Spec, hashes: dict[str, str], score: Score, what: str, reference: str = REFERENCE) -> None:

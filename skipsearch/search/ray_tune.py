@@ -98,7 +98,7 @@ def worker_trial(config: dict) -> None:
         with Progress(fidelity.top, f"Ray trial {config.get('number', '?')}", fidelity.unit) as bar:
             for rung in trial_ladder(spec, parse_coefficients(config["coefficients"]), artifact, progress=True):
                 # a file changed on this machine since the study was stored: a stop (UserError), never a result
-                check_scores(spec, config.get("hashes", {}), rung.score, rung.source,
+                check_scores(spec, config.get("hashes", {}), rung.score, rung.references,
                              f"trial {config.get('number', '?')}")
                 bar.update(rung.progress - progress)
                 progress = rung.progress

@@ -9,6 +9,7 @@ A trial with no recorded row is marked FAIL with a reason, and does not count to
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import replace
 
@@ -23,7 +24,7 @@ from skipsearch.search.context import StudyContext
 from skipsearch.search.coordination import trial_item
 from skipsearch.search.integrity import check_scores
 from skipsearch.storage.artifacts import ARTIFACTS_ENV
-from skipsearch.storage.records import RungRow, StepRow, TrialRow
+from skipsearch.storage.records import RungRow, StepRow, TrialRow, number_column, references_of
 
 STALE_REASON = "the driver stopped before this trial finished; marked FAIL on resume"
 LOST = "LOST"  # another driver took this trial over (this one was presumed dead); its result is not recorded
@@ -49,25 +50,23 @@ def _trial_id(ctx: StudyContext, number: int) -> int:
 def record_rung(ctx: StudyContext, trial: optuna.trial.Trial, rung: Rung) -> None:
     """An intermediate FID at step = progress (N, or the training step), in Optuna and in skipsearch's tables."""
     s = rung.score
-    check_scores(ctx.spec, ctx.hashes, s, rung.source, f"trial {trial.number}")  # never another model's or data's
+    check_scores(ctx.spec, ctx.hashes, s, rung.references, f"trial {trial.number}")  # never another model's or data's
     if not ctx.multi_objective:  # Optuna keeps no intermediate values for multi-objective trials
         trial.report(s.fid, step=rung.progress)
     common = dict(study_name=ctx.spec.name, trial_number=trial.number, n=s.n, fid=s.fid, kid=s.kid,
                   wall_s=rung.wall_s)
-    measured = reported(s, rung.source)
+    measured = reported(s, rung.references)
     if rung.step is None:
         ctx.store.record_rung(RungRow(**common), measurements=measured, extractor=s.extractor)
         return
-    source = rung.source
-    ctx.store.record_rung(StepRow(**common, step=rung.step, source_fid=source.fid if source else None,
-                                  source_kid=source.kid if source else None), measurements=measured,
-                          extractor=s.extractor)
+    ctx.store.record_rung(StepRow(**common, step=rung.step, references=references_of(rung.references)),
+                          measurements=measured, extractor=s.extractor)
 
 
-def reported(score: Score, source: Score | None = None) -> tuple[Measurement, ...]:
-    """What a score's ``metric.report`` measured, to store beside its row: the target's, and a second
-    reference's (Diff-Tuning's pre-training data) under the domain "source"."""
-    extra = () if source is None else tuple(replace(m, domain="source") for m in source.measurements)
+def reported(score: Score, references: Mapping[str, Score] | None = None) -> tuple[Measurement, ...]:
+    """What a score's ``metric.report`` measured, to store beside its row: the target's, and each further
+    reference's (Diff-Tuning's pre-training data) under its domain."""
+    extra = tuple(replace(m, domain=domain) for domain, ref in (references or {}).items() for m in ref.measurements)
     return (*score.measurements, *extra)
 
 
@@ -75,15 +74,13 @@ def record_result(ctx: StudyContext, number: int, role: str, coefficients_json: 
     """COMPLETE if the trial's last rung was reached, else PRUNED (its last rung's numbers, at that N)."""
     state = "COMPLETE" if rung.final else "PRUNED"
     s = rung.score
-    check_scores(ctx.spec, ctx.hashes, s, rung.source, f"trial {number}")
+    check_scores(ctx.spec, ctx.hashes, s, rung.references, f"trial {number}")
     base = s.fid if role == "baseline" else baseline_fid(ctx)
     delta = None if base is None or state != "COMPLETE" else s.fid - base
-    source, artifact = rung.source, rung.artifact
-    return _record(ctx, number, rung, reported(s, source), _row(
+    return _record(ctx, number, rung, reported(s, rung.references), _row(
         ctx, number, role, coefficients_json, n=s.n, state=state, fid=s.fid, kid=s.kid, kid_std=s.kid_std,
         delta_fid=delta, model_hash=s.model_hash, ref_hash=s.ref_hash, wall_s=rung.wall_s, evaluated=True,
-        source_fid=source.fid if source else None, source_kid=source.kid if source else None,
-        weights_path=artifact.path if artifact else None, weights_hash=artifact.sha256_16 if artifact else None))
+        references=references_of(rung.references), extras=dict(rung.extras)))
 
 
 def record_failure(ctx: StudyContext, number: int, role: str, coefficients_json: str, reason: str,
@@ -139,9 +136,9 @@ def _tell(ctx: StudyContext, number: int, row: TrialRow, rung: Rung | None = Non
                     raise  # any other OSError is a bug of ours: its traceback, and the caller settles the trial
                 pictures = err
         if row.state == "COMPLETE":
-            ctx.study.tell(number, ctx.method.values(ctx.spec, row.fid, row.source_fid), skip_if_finished=True)
-            if row.role == "baseline":  # trials finished before the baseline (in parallel) get their dFID now
-                ctx.store.fill_missing_deltas(ctx.spec.name, row.fid)
+            numbers = {"fid": row.fid} | {number_column(*key): v for key, v in row.references.items()}
+            ctx.study.tell(number, ctx.method.values(ctx.spec, numbers), skip_if_finished=True)
+            if row.role == "baseline":
                 annotate_baseline(ctx, row)
         elif row.state == "PRUNED":
             ctx.study.tell(number, state=State.PRUNED, skip_if_finished=True)

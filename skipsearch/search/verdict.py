@@ -8,7 +8,7 @@ no win is claimed, and the verdict says why instead of reading a single draw as 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -76,8 +76,10 @@ def interval_of(row) -> PairedInterval:
                           low=None if pd.isna(low) else float(low), high=None if pd.isna(high) else float(high))
 
 
-def verdict(table: pd.DataFrame) -> Verdict:
-    """Judge the winner of a ``heldout_summary`` table."""
+def verdict(table: pd.DataFrame, references: Mapping[str, str] | None = None) -> Verdict:
+    """Judge the winner of a ``heldout_summary`` table. ``references``: the method's further references (domain ->
+    what its FID measures, ``Method.references``); the sentence adds the winner's held-out FID against each,
+    beside the baseline's (they inform, and never decide the verdict)."""
     best = winner(table)
     base = table[table.role == "baseline"] if not table.empty else table
     if base.empty or best is None:
@@ -99,8 +101,16 @@ def verdict(table: pd.DataFrame) -> Verdict:
         word, win = "higher than the baseline: NOT an improvement", False
     else:
         word, win = "not distinguishable from the baseline (the interval contains 0): no win is claimed", False
-    source = ""
-    if "heldout_source_fid" in w and pd.notna(w.heldout_source_fid):
-        source = (f" Source-domain FID (forgetting): {w.heldout_source_fid:.4f} vs baseline "
-                  f"{b.heldout_source_fid:.4f} ({w.delta_source_fid:+.4f}).")
-    return Verdict(trial=best, win=win, interval=ci, text=f"{head} ({spread}) is {word}.{source}")
+    further = "".join(_against(domain, measures, w, b) for domain, measures in (references or {}).items())
+    return Verdict(trial=best, win=win, interval=ci, text=f"{head} ({spread}) is {word}.{further}")
+
+
+def _against(domain: str, measures: str, w: pd.Series, b: pd.Series) -> str:
+    """The winner's held-out FID against a further reference, beside the baseline's (empty where not measured):
+    "Source-domain FID (forgetting): ..."."""
+    name = f"{domain}_fid"
+    mine = w.get(f"heldout_{name}")
+    if mine is None or pd.isna(mine):
+        return ""
+    return (f" {domain.capitalize()}-domain FID ({measures}): {mine:.4f} vs baseline {b[f'heldout_{name}']:.4f} "
+            f"({w[f'delta_{name}']:+.4f}).")

@@ -81,3 +81,4 @@ def check_schema(engine: Engine, shown_url: str) -> None:
     with engine.connect() as conn:
         found = revisions.find(conn)
     revisions.check_current(found, shown_url)
+

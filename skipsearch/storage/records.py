@@ -1,20 +1,41 @@
 """The rows of skipsearch's tables as typed records: written and read through these, never as loose dicts.
 
-Each record's fields are its table's columns (less ``id`` and ``created_at``, which the store fills in);
-``tests/test_records.py`` checks that the two never drift apart. The numbers a record holds in its own columns
-are also written as measurement rows (``own_measurements``), so that every number is one row of one table.
+A record's fields are its table's columns (less ``id`` and ``created_at``, which the store fills in), and
+what is kept beside it in two tables of its own (``tests/test_records.py`` checks that they never drift apart):
+
+- its numbers (``NUMBERS``: the objective's FID, KID and KID's spread, in the study's feature space; and
+  ``references``: the same numbers against a method's further references, by (domain, metric)) are measurement
+  rows (``own_measurements``), as every number is one row of one table;
+- ``extras``: what the method keeps of the record under its own names (``tables.extras``), which no shared
+  module reads by name.
+
+``delta_fid`` is no number of its own: the store derives it from the trial's and the baseline's FID.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
 
-from skipsearch.results import Measurement
+from skipsearch.results import Extra, Measurement, Score
 
-# a record's column holding a number -> (domain, metric); delta_fid is not one: it is derived from two others
-OWN_NUMBERS = {"fid": ("target", "fid"), "kid": ("target", "kid"), "kid_std": ("target", "kid_std"),
-               "source_fid": ("source", "fid"), "source_kid": ("source", "kid")}
+TARGET = "target"  # the domain of the study's own reference
+NUMBERS = ("fid", "kid", "kid_std")  # a record's own numbers (its fields), each a measurement row in the target
+# the fields of a record that are not columns of its table
+KEPT_BESIDE = frozenset({*NUMBERS, "delta_fid", "references", "extras"})
+References = dict[tuple[str, str], float]  # (domain, metric) -> value, in the record's feature space
+
+
+def number_column(domain: str, metric: str) -> str:
+    """The frame column of a number: its metric in the target (``fid``), ``DOMAIN_METRIC`` in a method's further
+    reference (Diff-Tuning's ``source_fid``)."""
+    return metric if domain == TARGET else f"{domain}_{metric}"
+
+
+def references_of(scores: Mapping[str, Score]) -> References:
+    """A rung's or held-out evaluation's scores against further references, as a record's ``references``."""
+    return {(domain, metric): getattr(s, metric) for domain, s in scores.items() for metric in NUMBERS
+            if getattr(s, metric) is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,11 +62,9 @@ class TrialRow:
     ref_hash: str | None = None
     wall_s: float | None = None
     error: str | None = None
-    source_fid: float | None = None  # a second reference (Diff-Tuning: the pre-training domain)
-    source_kid: float | None = None
-    weights_path: str | None = None  # a file the trial made (fine-tuned weights)
-    weights_hash: str | None = None
     evaluated: bool | None = None  # False: killed, interrupted or stopped by a bug (not in the budget)
+    references: References = field(default_factory=dict)
+    extras: dict[str, Extra] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,9 +89,8 @@ class StepRow:
     n: int
     fid: float
     kid: float | None = None
-    source_fid: float | None = None
-    source_kid: float | None = None
     wall_s: float | None = None
+    references: References = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,9 +108,11 @@ class ConfirmationRow:
     kid_std: float | None = None
     ref_hash: str | None = None
     wall_s: float | None = None
-    source_fid: float | None = None
-    source_kid: float | None = None
-    train_seed: int | None = None
+    references: References = field(default_factory=dict)
+    extras: dict[str, Extra] = field(default_factory=dict)
+
+
+Record = TrialRow | RungRow | StepRow | ConfirmationRow
 
 
 def from_mapping(cls, mapping) -> object:
@@ -101,12 +121,18 @@ def from_mapping(cls, mapping) -> object:
     return cls(**{k: v for k, v in dict(mapping).items() if k in names})
 
 
-def own_measurements(row: TrialRow | RungRow | StepRow | ConfirmationRow, extractor: str) -> tuple[Measurement, ...]:
-    """The numbers in a record's own columns (those that are not NULL), as measurements in ``extractor``'s
-    feature space: the same numbers, never recomputed."""
-    return tuple(Measurement(metric=metric, extractor=extractor, value=getattr(row, column), domain=domain)
-                 for column, (domain, metric) in OWN_NUMBERS.items()
-                 if getattr(row, column, None) is not None)
+def columns_of(row: Record) -> dict:
+    """The values of a record's table columns: its fields less those kept beside it."""
+    return {f.name: getattr(row, f.name) for f in fields(row) if f.name not in KEPT_BESIDE}
+
+
+def own_measurements(row: Record, extractor: str) -> tuple[Measurement, ...]:
+    """A record's numbers (those that are not None) as measurements in ``extractor``'s feature space: the same
+    numbers, never recomputed."""
+    own = [(TARGET, metric, getattr(row, metric, None)) for metric in NUMBERS]
+    own += [(domain, metric, value) for (domain, metric), value in getattr(row, "references", {}).items()]
+    return tuple(Measurement(metric=metric, extractor=extractor, value=value, domain=domain)
+                 for domain, metric, value in own if value is not None)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,7 +5,7 @@ IMMEDIATE`` on a connection whose DDL is really part of the transaction; Postgre
 failure part way leaves the database as it was, and of two processes opening the same old database at once,
 the second waits and finds it upgraded. A database from before the revisions (``skipsearch_schema`` only) is
 first stamped at the newest revision its tables and columns show. A reader never writes: it reads a database
-from schema 3 (revision ``READABLE``) on as it is, and is told to run ``skipsearch run`` once on an older one.
+at revision ``READABLE`` or later, and is told to run ``skipsearch upgrade`` once on an older one.
 
 Readers and an up-to-date writer only read the version table, without importing Alembic (its import is a
 tenth of a second of every ``skipsearch studies``).
@@ -95,7 +95,8 @@ def check_current(found: Found, shown_url: str) -> None:
     refuse_unknown(found, shown_url)
     if not readable(found):  # its tables lack what every query names
         raise StorageError(f"{shown_url} was made by an older skipsearch (schema revision {found.shown()}, now "
-                           f"{HEAD}); run `skipsearch run` on it once to upgrade it")
+                           f"{HEAD}); upgrade it once with `skipsearch upgrade --storage {shown_url}` (it keeps "
+                           f"every number; a skipsearch older than this one cannot open it afterwards)")
 
 
 def upgrade(engine: Engine, url: str, shown_url: str) -> Upgrade | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
@@ -20,11 +20,11 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from skipsearch.errors import StorageError
-from skipsearch.results import Measurement
+from skipsearch.results import Extra, Measurement
 from skipsearch.storage import tables as t
 from skipsearch.storage import opening, revisions, urls
-from skipsearch.storage.records import (ConfirmationRow, MeasuredAt, RungRow, StepRow, TrialRow, from_mapping,
-                                        with_own)
+from skipsearch.storage.records import (NUMBERS, TARGET, ConfirmationRow, MeasuredAt, RungRow, StepRow,
+                                        TrialRow, columns_of, from_mapping, with_own)
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a frame is built: ``skipsearch studies`` and the URL checks go without
@@ -235,19 +235,40 @@ class Store:
         checked in the same transaction: False (nothing written) when another driver took it over.
         ``measurements``: the trial's other numbers (``metric.report``), in the same transaction."""
         at = MeasuredAt(stage="trial", n=row.n)
-        return self._insert_claimed(t.trials, asdict(row), claim, (at, with_own(row, row.extractor, measurements)))
+        return self._insert_claimed(t.trials, columns_of(row), claim,
+                                    (at, with_own(row, row.extractor, measurements)), row.extras)
 
     def trial(self, study: str, number: int) -> TrialRow | None:
+        """A trial's record with its numbers (in its feature space), references, extras and dFID."""
+        c, m, e = t.trials.c, t.measurements.c, t.extras.c
         with self.begin() as conn:
-            q = select(t.trials).where(t.trials.c.study_name == study, t.trials.c.trial_number == number)
-            row = conn.execute(q).mappings().first()
-        return from_mapping(TrialRow, row) if row else None
+            row = conn.execute(select(t.trials).where(c.study_name == study, c.trial_number == number)
+                               ).mappings().first()
+            if row is None:
+                return None
+            numbers = {(r.domain, r.metric): r.value for r in conn.execute(
+                select(m.domain, m.metric, m.value).where(
+                    m.study_name == study, m.trial_number == number, m.stage == "trial", m.n == row["n"],
+                    m.extractor == row["extractor"], m.metric.in_(NUMBERS)))}
+            extras = {r.name: json.loads(r.value_json) for r in conn.execute(
+                select(e.name, e.value_json).where(e.study_name == study, e.trial_number == number,
+                                                   e.stage == "trial"))}
+            base = self._baseline_fid(conn, study) if row["state"] == "COMPLETE" else None
+        fid = numbers.get((TARGET, "fid"))
+        own = {metric: numbers.get((TARGET, metric)) for metric in NUMBERS}
+        return from_mapping(TrialRow, dict(row) | own | {
+            "delta_fid": None if base is None or fid is None else fid - base,
+            "references": {k: v for k, v in numbers.items() if k[0] != TARGET}, "extras": extras})
 
-    def fill_missing_deltas(self, study: str, baseline_fid: float) -> None:
-        """Set dFID on completed trials that were recorded before the baseline finished."""
-        where = (t.trials.c.study_name == study, t.trials.c.state == "COMPLETE", t.trials.c.delta_fid.is_(None))
-        with self.begin() as conn:
-            conn.execute(update(t.trials).where(*where).values(delta_fid=t.trials.c.fid - baseline_fid))
+    def _baseline_fid(self, conn: Connection, study: str) -> float | None:
+        """The completed baseline's FID, which every completed trial's dFID is measured from (None: none yet)."""
+        c, m = t.trials.c, t.measurements.c
+        q = (select(m.value).select_from(t.trials.join(t.measurements, (m.study_name == c.study_name)
+                                                       & (m.trial_number == c.trial_number)))
+             .where(c.study_name == study, c.role == "baseline", c.state == "COMPLETE", m.stage == "trial",
+                    m.n == c.n, m.extractor == c.extractor, m.domain == TARGET, m.metric == "fid")
+             .order_by(c.trial_number))
+        return conn.execute(q).scalars().first()
 
     def record_rung(self, row: RungRow | StepRow, measurements: Sequence[Measurement] = (), *,
                     extractor: str) -> None:
@@ -255,22 +276,26 @@ class Store:
         no feature space, so ``extractor`` says which its numbers are in (for their measurement rows)."""
         step = isinstance(row, StepRow)
         at = MeasuredAt(stage="step", n=row.n, step=row.step) if step else MeasuredAt(stage="rung", n=row.n)
-        self._insert_claimed(t.steps if step else t.rungs, asdict(row), None,
+        self._insert_claimed(t.steps if step else t.rungs, columns_of(row), None,
                              (at, with_own(row, extractor, measurements)))
 
     def rungs_frame(self, study: str) -> pd.DataFrame:
-        return self._frame(select(t.rungs).where(t.rungs.c.study_name == study)
+        """A study's rungs with their FID and KID (``numbers.joined``)."""
+        rows = self._frame(select(t.rungs).where(t.rungs.c.study_name == study)
                            .order_by(t.rungs.c.trial_number, t.rungs.c.n))
+        return self._joined(study, rows, "rung")
 
     def steps_frame(self, study: str) -> pd.DataFrame:
-        return self._frame(select(t.steps).where(t.steps.c.study_name == study)
+        """A study's training steps with their FID, KID and further references' numbers (``numbers.joined``)."""
+        rows = self._frame(select(t.steps).where(t.steps.c.study_name == study)
                            .order_by(t.steps.c.trial_number, t.steps.c.step))
+        return self._joined(study, rows, "step")
 
     def record_confirmation(self, row: ConfirmationRow, claim: tuple[str, str] | None = None,
                             measurements: Sequence[Measurement] = ()) -> bool:
         at = MeasuredAt(stage="confirmation", n=row.n, seed_set=row.seed_set)
-        return self._insert_claimed(t.confirmations, asdict(row), claim,
-                                    (at, with_own(row, row.extractor, measurements)))
+        return self._insert_claimed(t.confirmations, columns_of(row), claim,
+                                    (at, with_own(row, row.extractor, measurements)), row.extras)
 
     def measurements_frame(self, study: str) -> pd.DataFrame:
         """Every measurement of a study, one row each (``tables.measurements``); none in a database a reader
@@ -284,8 +309,14 @@ class Store:
         return self._frame(select(t.measurements).where(c.study_name == study)
                            .order_by(c.trial_number, c.stage, c.seed_set, c.n, c.step, c.metric, c.extractor))
 
+    def extras_frame(self, study: str) -> pd.DataFrame:
+        """Every method's extra of a study, one row each (``tables.extras``), its value as JSON."""
+        c = t.extras.c
+        return self._frame(select(t.extras).where(c.study_name == study).order_by(c.trial_number, c.id))
+
     def _insert_claimed(self, table: Table, values: dict, claim: tuple[str, str] | None,
-                        measured: tuple[MeasuredAt, Sequence[Measurement]] | None = None) -> bool:
+                        measured: tuple[MeasuredAt, Sequence[Measurement]] | None = None,
+                        extras: Mapping[str, Extra] | None = None) -> bool:
         with self.begin() as conn:
             if claim is not None:
                 item, driver_id = claim
@@ -300,6 +331,11 @@ class Store:
                 conn.execute(t.measurements.insert(), [
                     {"study_name": values["study_name"], "trial_number": values["trial_number"], **asdict(at),
                      **asdict(m), "created_at": _now()} for m in rows])
+            if extras:
+                conn.execute(t.extras.insert(), [
+                    {"study_name": values["study_name"], "trial_number": values["trial_number"],
+                     **asdict(measured[0]), "name": name, "value_json": json.dumps(value), "created_at": _now()}
+                    for name, value in extras.items()])
         return True
 
     def has_confirmation(self, study: str, trial: int, seed_set: int, n: int) -> bool:
@@ -309,11 +345,33 @@ class Store:
             return conn.execute(q).first() is not None
 
     def trials_frame(self, study: str) -> pd.DataFrame:
-        return self._frame(select(t.trials).where(t.trials.c.study_name == study).order_by(t.trials.c.trial_number))
+        """A study's trials with their numbers, references, extras and dFID, in the old table's column order."""
+        from skipsearch.storage.numbers import with_delta
+
+        rows = self._frame(select(t.trials).where(t.trials.c.study_name == study).order_by(t.trials.c.trial_number))
+        return with_delta(self._joined(study, rows, "trial", rows.extractor))
 
     def confirmations_frame(self, study: str) -> pd.DataFrame:
+        """A study's held-out evaluations with their numbers, references and extras."""
         q = select(t.confirmations).where(t.confirmations.c.study_name == study)
-        return self._frame(q.order_by(t.confirmations.c.trial_number, t.confirmations.c.seed_set))
+        rows = self._frame(q.order_by(t.confirmations.c.trial_number, t.confirmations.c.seed_set))
+        return self._joined(study, rows, "confirmation", rows.extractor)
+
+    def _joined(self, study: str, rows: pd.DataFrame, stage: str, extractor: pd.Series | None = None
+                ) -> pd.DataFrame:
+        """``rows`` of ``stage`` with their numbers and extras (``numbers.joined``). ``extractor``: each row's
+        feature space; a rung or step is in its trial's (or, with no trial row, the study's)."""
+        import pandas as pd
+
+        from skipsearch.storage.numbers import joined
+
+        if extractor is None:
+            trials = self._frame(select(t.trials.c.trial_number, t.trials.c.extractor)
+                                 .where(t.trials.c.study_name == study))
+            study_extractor = ((self.study_spec(study) or {}).get("metric") or {}).get("extractor")
+            extractor = pd.Series(rows.trial_number.map(dict(zip(trials.trial_number, trials.extractor))),
+                                  index=rows.index, dtype=object).fillna(study_extractor)
+        return joined(rows, self.measurements_frame(study), self.extras_frame(study), stage, extractor)
 
     def _frame(self, query) -> pd.DataFrame:
         import pandas as pd

@@ -1,7 +1,8 @@
 """skipsearch's tables, beside Optuna's in the same database: as they are now. How a database gets there is the
 revisions in ``storage/migrations`` (its revision: ``skipsearch_alembic_version``); ``tests/test_migration.py``
 checks that a new database made by them is what these tables describe. Before the revisions, the schema's
-version was ``skipsearch_schema.version``, which stays at 3 (``SCHEMA_VERSION``) for older skipsearch to read:
+version was ``skipsearch_schema.version``, which said 3 through revision 0005 for older skipsearch to read, and
+says 4 (``SCHEMA_VERSION``) from 0006 on, whose dropped columns older skipsearch names:
 
 - 1: studies, trials, rungs, confirmations;
 - 2: Diff-Tuning columns (source FID, weights, training seed) and the steps table;
@@ -14,7 +15,10 @@ it names, checked at every open, trial and confirmation: ``search.integrity``) c
 version: every writer creates it when missing, and no reader needs it. ``skipsearch_study_facts`` (the study's
 model's facts, ``ModelInfo`` as JSON: its skip points, channels, resolution, conditions, stored at the first open:
 ``storage.facts``) came the same way; readers use it where it exists, and look the model up in a database that
-predates it. Revision 0004 is those two tables; 0005 is ``skipsearch_measurements``, every number as one row.
+predates it. Revision 0004 is those two tables; 0005 is ``skipsearch_measurements``, every number as one row;
+0006 moved the numbers out of the other tables into it (FID, KID and a second reference's, which were columns
+of trials, rungs, steps and confirmations; ``delta_fid`` is derived on reading), and a method's own values
+(Diff-Tuning's weights file and hash, training seed) into ``skipsearch_extras``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 from sqlalchemy import (BigInteger, Boolean, Column, DateTime, Float, Integer, MetaData, String, Table, Text,
                         UniqueConstraint)
 
-SCHEMA_VERSION = 3  # the old counter's last version, frozen: the revision is the schema's version now
+SCHEMA_VERSION = 4  # the old counter, frozen since 0006: the revision is the schema's version now
 
 metadata = MetaData()
 schema = Table("skipsearch_schema", metadata, Column("version", Integer, primary_key=True))
@@ -67,29 +71,23 @@ trials = _per_trial(
     Column("role", String(16), nullable=False),
     Column("state", String(16), nullable=False),
     Column("coefficients_json", Text, nullable=False),
-    Column("fid", Float), Column("kid", Float), Column("kid_std", Float), Column("delta_fid", Float),
     Column("n", Integer, nullable=False), Column("seed_start", Integer, nullable=False),
     Column("sampler_json", Text, nullable=False), Column("nfe", Integer, nullable=False),
     Column("model_id", String(128), nullable=False), Column("model_hash", String(64)),
     Column("extractor", String(128), nullable=False), Column("ref_hash", String(64)),
     Column("versions_json", Text, nullable=False),
     Column("wall_s", Float), Column("error", Text),
-    Column("source_fid", Float), Column("source_kid", Float),  # Diff-Tuning: FID on the pre-training domain
-    Column("weights_path", Text), Column("weights_hash", String(64)),  # Diff-Tuning: the fine-tuned state dict
     Column("evaluated", Boolean),  # False: killed, interrupted or stopped by a bug (not in the budget); NULL: True
 )
-steps = _per_trial(  # Diff-Tuning's multi-fidelity: target FID at intermediate fine-tuning steps
+steps = _per_trial(  # a training method's multi-fidelity: intermediate training steps
     "skipsearch_steps",
     Column("step", Integer, nullable=False), Column("n", Integer, nullable=False),
-    Column("fid", Float, nullable=False), Column("kid", Float),
-    Column("source_fid", Float), Column("source_kid", Float),
     Column("wall_s", Float),
     key=("step",),
 )
 rungs = _per_trial(
     "skipsearch_rungs",
     Column("n", Integer, nullable=False),
-    Column("fid", Float, nullable=False), Column("kid", Float),
     Column("wall_s", Float),
     key=("n",),
 )
@@ -97,10 +95,8 @@ confirmations = _per_trial(
     "skipsearch_confirmations",
     Column("seed_set", Integer, nullable=False),
     Column("seed_start", Integer, nullable=False), Column("n", Integer, nullable=False),
-    Column("fid", Float, nullable=False), Column("kid", Float), Column("kid_std", Float),
     Column("extractor", String(128), nullable=False), Column("ref_hash", String(64)),
     Column("wall_s", Float),
-    Column("source_fid", Float), Column("source_kid", Float), Column("train_seed", Integer),
     key=("seed_set", "n"),
 )
 measurements = _per_trial(  # every number a metric gave, one row each (``results.Measurement``)
@@ -114,6 +110,14 @@ measurements = _per_trial(  # every number a metric gave, one row each (``result
     Column("extractor", String(128), nullable=False),
     Column("value", Float),
     key=("stage", "n", "step", "seed_set", "domain", "metric", "extractor"),
+)
+extras = _per_trial(  # what a method keeps of a record under its own names (``records``: ``extras``), as JSON
+    "skipsearch_extras",
+    Column("stage", String(16), nullable=False), Column("n", Integer, nullable=False),
+    Column("step", Integer, nullable=False), Column("seed_set", Integer, nullable=False),  # as measurements'
+    Column("name", String(64), nullable=False),
+    Column("value_json", Text, nullable=False),
+    key=("stage", "n", "step", "seed_set", "name"),
 )
 drivers = Table(
     "skipsearch_drivers", metadata,
@@ -137,4 +141,5 @@ claims = Table(
     UniqueConstraint("study_name", "item"),
 )
 # what deleting a study removes
-PER_STUDY = (trials, steps, rungs, confirmations, measurements, drivers, claims, study_hashes, study_facts, studies)
+PER_STUDY = (trials, steps, rungs, confirmations, measurements, extras, drivers, claims, study_hashes, study_facts,
+             studies)

@@ -4,15 +4,16 @@ share of a batch and the retention loss's weight.
 
 Files: ``diff_spec`` (the ``search`` and ``finetune`` sections), ``recipe`` (the searched recipe),
 ``recipe_space``, ``noise`` (noise-level sampling and the loss), ``bank``, ``training`` (the loop),
-``finetune_trial`` and ``finetune_task`` (a trial and its scores), ``tuned_weights`` (loading the fine-tuned
-weights). ``skipsearch bench`` times it in ``bench/finetuning.py``.
+``finetune_trial`` and ``finetune_task`` (a trial and its scores), ``source_domain`` (the reference its trials
+are also scored against), ``tuned_weights`` (loading the fine-tuned weights). ``skipsearch bench`` times it in
+``bench/finetuning.py``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +21,15 @@ from skipsearch.errors import UserError
 from skipsearch.methods.method import Curve, Fidelity, Method, Profile, Removable
 from skipsearch.methods.diff_tuning.diff_spec import DiffTuningSpec
 from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
+from skipsearch.methods.diff_tuning.source_domain import MEASURES, SOURCE
 from skipsearch.results import HeldOut, Rung
 
 if TYPE_CHECKING:
     from torch import nn
 
 PRUNE_AFTER = 5  # finished trials before the median rule stops any
+# the spec's ``search.objectives`` -> the trials frame's columns, and how a reader names them
+OBJECTIVES = {"target_fid": ("fid", "target FID"), "source_fid": (f"{SOURCE}_fid", "source FID")}
 
 
 class DiffTuning(Method):
@@ -33,6 +37,12 @@ class DiffTuning(Method):
     title = "Diff-Tuning"
     bench_suites = ("finetuning",)  # training steps/s against a bare loop; its trials run in-process only
     coefficient_types = (DiffTuningWeights,)
+    # its reference's numbers (the source domain's) and its extras, as the public frames show them
+    columns = {"trials": {f"{SOURCE}_fid": "float64", f"{SOURCE}_kid": "float64", "weights_path": "str",
+                          "weights_hash": "str"},
+               "confirmations": {f"{SOURCE}_fid": "float64", f"{SOURCE}_kid": "float64", "train_seed": "Int64"},
+               "summary": {f"search_{SOURCE}_fid": "float64", f"heldout_{SOURCE}_fid": "float64",
+                           f"heldout_{SOURCE}_fid_std": "float64", f"delta_{SOURCE}_fid": "float64"}}
 
     @property
     def spec_class(self) -> type[DiffTuningSpec]:
@@ -41,6 +51,9 @@ class DiffTuning(Method):
     def named_data(self, spec: DiffTuningSpec) -> list[tuple[str, str]]:
         return [*super().named_data(spec), ("finetune.data", spec.finetune.data),
                 ("finetune.source_reference", spec.finetune.source_reference)]
+
+    def reference_fields(self, spec: DiffTuningSpec) -> dict[str, str]:
+        return {SOURCE: "finetune.source_reference"}
 
     def check(self, spec: DiffTuningSpec, info: Any, source: str) -> list[str]:
         """The source reference and the new data load, hold enough images of the model's kind (channels), and the
@@ -80,11 +93,15 @@ class DiffTuning(Method):
         return Fidelity(rule="median", unit="steps", first=f.eval_steps[0], top=f.steps, startup=PRUNE_AFTER)
 
     def objectives(self, spec: DiffTuningSpec) -> tuple[str, ...]:
-        return spec.search.objectives
+        """``search.objectives`` as the trials frame's columns: ``target_fid`` is ``fid``, ``source_fid`` itself."""
+        return tuple(OBJECTIVES[o][0] for o in spec.search.objectives)
 
     def metric_names(self, spec: DiffTuningSpec) -> list[str]:
-        names = {"target_fid": "target FID", "source_fid": "source FID"}
-        return [names[o] for o in self.objectives(spec)]
+        return [OBJECTIVES[o][1] for o in spec.search.objectives]
+
+    def references(self, spec: DiffTuningSpec) -> dict[str, str]:
+        """Every trial is also scored against ``finetune.source_reference``: what fine-tuning forgot."""
+        return {SOURCE: MEASURES}
 
     def profiles(self, spec: DiffTuningSpec, coefficients: DiffTuningWeights, info: Any) -> tuple[Profile, ...]:
         """The noise-level densities of the two halves of a batch, over the quantile u (linear in ln sigma):
@@ -130,7 +147,8 @@ class DiffTuning(Method):
         task = finetune_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set),
                              train_seed=train_seed)
         *_, last = finetune_ladder(task, coefficients)
-        return HeldOut(score=last.score, wall_s=last.wall_s, source=last.source, train_seed=train_seed)
+        return HeldOut(score=last.score, wall_s=last.wall_s, references=last.references,
+                       extras={"train_seed": train_seed})
 
     def disagreements(self, coefficients: DiffTuningWeights, provenance: Any, skips: Any = None) -> list[str]:
         """The recipe in ``coefficients`` against the one its weights were trained with (``provenance.weights
@@ -167,8 +185,7 @@ class DiffTuning(Method):
                 f"fine-tuning (s = 0, r = 0) for {f.steps} steps at lr {f.lr:g}; source FID vs "
                 f"{f.source_reference} measures forgetting")
 
-    def provenance(self, spec: DiffTuningSpec, row: Any, heldout_source_fid: float | None,
-                   info: Any) -> dict[str, Any]:
+    def provenance(self, spec: DiffTuningSpec, row: Any, heldout: Mapping[str, Any], info: Any) -> dict[str, Any]:
         """The fine-tuned weights (path and hash), the recipe's data and budget, the labels FIDs were sampled
         with (class-conditional models), and the forgetting (source) FID."""
         from skipsearch.methods.diff_tuning.finetune_trial import class_plan
@@ -176,12 +193,37 @@ class DiffTuning(Method):
         f = spec.finetune
         target, source = class_plan(info, f.data)
         recipe = self.read_coefficients(row.coefficients_json).model_dump(mode="json", exclude={"family"})
-        weights = None if not row.weights_path else {"path": str(Path(row.weights_path).resolve()),
-                                                     "sha256_16": row.weights_hash, "recipe": recipe}
+        path = _given(row, "weights_path")
+        weights = None if not path else {"path": str(Path(path).resolve()), "sha256_16": _given(row, "weights_hash"),
+                                         "recipe": recipe}
         return {"weights": weights, "finetune": f.model_dump(mode="json"),
                 "sampling_classes": {"target": list(target), "source": list(source)},
-                "source": {"reference": f.source_reference, "fid": row.source_fid, "kid": row.source_kid,
-                           "heldout_fid": heldout_source_fid}}
+                "source": {"reference": f.source_reference, "fid": _given(row, f"{SOURCE}_fid"),
+                           "kid": _given(row, f"{SOURCE}_kid"),
+                           "heldout_fid": _given(heldout, f"heldout_{SOURCE}_fid")}}
+
+    def heldout_provenance(self, spec: DiffTuningSpec, row: Any) -> dict[str, Any]:
+        """A held-out evaluation was fine-tuned again: its training seed, and its source FID."""
+        seed = _given(row, "train_seed")
+        return {} if seed is None else {"train_seed": int(seed), "source_fid": _given(row, f"{SOURCE}_fid")}
+
+    def provenance_lines(self, provenance: Any) -> tuple[list[str], list[str]]:
+        source, weights = getattr(provenance, "source", None), getattr(provenance, "weights", None)
+        evidence = ([] if source is None or source.fid is None
+                    else [f"source FID (forgetting, vs {source.reference}): {source.fid:.4f}"])
+        files = [] if weights is None else [f"fine-tuned weights: {weights.path} (sha256 {weights.sha256_16})"]
+        return evidence, files
+
+
+def _given(row: Any, name: str) -> Any:
+    """A frame row's (or a mapping's) value of ``name`` as a coefficient file holds it: None where the row has no
+    such column or the value is missing (NaN, None, <NA>); a numpy scalar as Python's."""
+    import pandas as pd  # only readers ask (export, best), with pandas loaded already
+
+    value = row.get(name) if hasattr(row, "get") else getattr(row, name, None)
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
 
 
 def _same(value: float, recorded: float | None) -> bool:

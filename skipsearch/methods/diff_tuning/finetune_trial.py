@@ -24,7 +24,8 @@ from skipsearch.methods.diff_tuning.training import finetune
 from skipsearch.methods.diff_tuning.recipe import DiffTuningWeights
 from skipsearch.errors import UserError
 from skipsearch.models import ModelInfo
-from skipsearch.results import Artifact, Rung
+from skipsearch.methods.diff_tuning.source_domain import SOURCE
+from skipsearch.results import Extra, Rung
 from skipsearch.timing import Stopwatch
 
 
@@ -70,11 +71,12 @@ def class_plan(info: ModelInfo, data_name: str) -> tuple[tuple[int, ...], tuple[
     return (() if labels is None else tuple(sorted(set(labels.tolist())))), tuple(info.classes)
 
 
-def save_weights(state: dict[str, torch.Tensor], path: Path) -> Artifact:
-    """A plain state dict (loadable with weights_only=True), written atomically, with its hash."""
+def save_weights(state: dict[str, torch.Tensor], path: Path) -> dict[str, Extra]:
+    """A plain state dict (loadable with weights_only=True), written atomically; the trial's extras that find
+    and check it again (``weights_path``, ``weights_hash``: the trials frame's columns of those names)."""
     tensors = {k: v.detach().cpu() for k, v in state.items()}
     atomic_write(path, lambda f: torch.save(tensors, f))
-    return Artifact(path=str(path), sha256_16=file_hash(path))
+    return {"weights_path": str(path), "weights_hash": file_hash(path)}
 
 
 def finetune_ladder(task: FinetuneTask, w: DiffTuningWeights, save_to: Path | None = None,
@@ -103,12 +105,12 @@ def finetune_ladder(task: FinetuneTask, w: DiffTuningWeights, save_to: Path | No
             step = next(steps, None)
         if step is None:
             return
-        final, source, artifact = step == w.steps, None, None
+        final, references, extras = step == w.steps, {}, {}
         with watch.measure("evaluation", dev):
             score = on_target(task.target, progress)
             if final:
-                source = on_source(task.source, progress)
+                references[SOURCE] = on_source(task.source, progress)
         if final and save_to is not None:
-            artifact = save_weights(tuned.denoiser.net.state_dict(), save_to)
-        yield Rung(score=score, progress=step, final=final, step=step, source=source, artifact=artifact,
+            extras = save_weights(tuned.denoiser.net.state_dict(), save_to)
+        yield Rung(score=score, progress=step, final=final, step=step, references=references, extras=extras,
                    wall_s=time.perf_counter() - start, timings=dict(watch.seconds))

@@ -201,7 +201,7 @@ class FreeUMethod(Method):
         """Combined: the Skip-Tuning half against ``provenance.skips``, as Skip-Tuning's files are checked."""
         return skip_disagreements(coefficients.skip, provenance, skips) if isinstance(coefficients, SkipFreeU) else []
 
-    def provenance(self, spec: FreeUSpec, row: Any, heldout_source_fid: float | None, info: Any) -> dict[str, Any]:
+    def provenance(self, spec: FreeUSpec, row: Any, heldout: Any, info: Any) -> dict[str, Any]:
         """Combined: every skip point with its rho, as Skip-Tuning's files have them. FreeU's four factors are
         the coefficients themselves; the provenance schema has no field of its own for them."""
         coefficients = self.read_coefficients(row.coefficients_json)

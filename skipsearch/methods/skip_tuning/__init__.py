@@ -123,8 +123,7 @@ class SkipTuning(Method):
     def disagreements(self, coefficients: _Schedule, provenance: Any, skips: Sequence[Any] | None = None) -> list[str]:
         return skip_disagreements(coefficients, provenance, skips)
 
-    def provenance(self, spec: SkipTuningSpec, row: Any, heldout_source_fid: float | None,
-                   info: Any) -> dict[str, Any]:
+    def provenance(self, spec: SkipTuningSpec, row: Any, heldout: Any, info: Any) -> dict[str, Any]:
         return {"skips": skip_records(info, self.read_coefficients(row.coefficients_json))}
 
 
