@@ -9,6 +9,7 @@ in ``METRICS``.
 from __future__ import annotations
 
 from skipsearch.metrics.distance import fid, kid
+from skipsearch.metrics.fid_debiased import FID_DEBIASED
 from skipsearch.metrics.metric import Inputs, Metric
 from skipsearch.metrics.precision_recall import PRECISION_RECALL
 
@@ -25,7 +26,7 @@ def _kid(x: Inputs) -> dict[str, float]:
 FID = Metric(name="fid", values=("fid",), uses=frozenset({"stats"}), compute=_fid)
 KID = Metric(name="kid", values=("kid", "kid_std"), uses=frozenset({"features"}), compute=_kid)
 
-METRICS: dict[str, Metric] = {m.name: m for m in (FID, KID, PRECISION_RECALL)}
+METRICS: dict[str, Metric] = {m.name: m for m in (FID, KID, PRECISION_RECALL, FID_DEBIASED)}
 
 # What every score computes in the study's own extractor (``metric.extractor``): its trial and held-out rows'
 # fid, kid and kid_std columns. A report entry never repeats them.

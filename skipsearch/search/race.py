@@ -58,6 +58,7 @@ class RacePlan:
     candidates: int
     level: float = LEVEL
     procedure: str = "bonferroni"
+    every: int = 1  # judge after every ``every``-th round (and the last): fewer looks, narrower intervals
 
     def __post_init__(self) -> None:
         if self.procedure not in PROCEDURES:
@@ -69,6 +70,17 @@ class RacePlan:
         if self.max_rounds < 2:
             raise FieldError("max_rounds", f"max_rounds must be at least 2 (a paired interval needs two seed "
                              f"sets), not {self.max_rounds}")
+        if not 1 <= self.every <= self.max_rounds:
+            raise FieldError("every", f"every must be between 1 and max_rounds ({self.max_rounds}), not {self.every}")
+
+    def is_look(self, k: int) -> bool:
+        """Whether the race is judged after round ``k``: every ``every``-th round from the second, and the last."""
+        return k >= 2 and (k % self.every == 0 or k == self.max_rounds)
+
+    @property
+    def looks(self) -> int:
+        """The planned looks that can give an interval, which the Bonferroni split shares the error over."""
+        return sum(self.is_look(k) for k in range(1, self.max_rounds + 1))
 
     @property
     def alpha(self) -> float:
@@ -76,12 +88,12 @@ class RacePlan:
 
     def factor(self, k: int) -> float:
         """Half-width over the sample sd at look ``k`` (``inf`` before an interval exists)."""
-        return PROCEDURES[self.procedure].factor(k, self.max_rounds, self.alpha, self.candidates)
+        return PROCEDURES[self.procedure].factor(k, self.max_rounds, self.looks, self.alpha, self.candidates)
 
     @property
     def says(self) -> str:
         """The correction in words, for the verdict and the README."""
-        return PROCEDURES[self.procedure].says(self.max_rounds, self.candidates)
+        return PROCEDURES[self.procedure].says(self.looks, self.candidates)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,7 +214,7 @@ def decide(plan: RacePlan, state: RaceState) -> Decision:
     failed = tuple(c for c in racing if any(math.isnan(v) for v in state.deltas[c]))
     judged = tuple(c for c in racing if c not in failed)
     gone = tuple(Leaving(candidate=c, why="its held-out evaluation failed") for c in failed)
-    if k < 2 or not judged:
+    if not plan.is_look(k) or not judged:
         return _before_intervals(plan, k, judged, gone)
     j = _judge(plan, np.array([[state.deltas[c] for c in judged]], dtype=float), np.ones((1, len(judged)), bool))
     intervals = {c: SequentialInterval(mean=float(j.mean[0, i]), k=k, low=float(j.low[0, i]),
@@ -227,7 +239,8 @@ def decide(plan: RacePlan, state: RaceState) -> Decision:
 
 
 def _before_intervals(plan: RacePlan, k: int, judged: tuple[int, ...], gone: tuple[Leaving, ...]) -> Decision:
-    """A round with no interval yet (one seed set), or with every candidate failed: nothing is judged."""
+    """A round that is not a look (one seed set has no interval; between planned looks), or with every candidate
+    failed: nothing is judged."""
     done = not judged or k >= plan.max_rounds
     decision = Decision(round=k, intervals={}, best=None, leaving=gone, racing=judged, done=done, win=False,
                         winner=None, reason="no-better" if not judged else "max-rounds" if done else "continue",
@@ -261,6 +274,9 @@ def _sentence(plan: RacePlan, d: Decision) -> str:
     if d.round < 2:
         return (f"After {_sets(d.round)} there is no interval yet (a paired interval needs two seed sets); "
                 f"{_racing(d)}{left}.")
+    if d.best is None:
+        nxt = next(k for k in range(d.round + 1, plan.max_rounds + 1) if plan.is_look(k))
+        return f"After {_sets(d.round)} {_racing(d)}; the next look is after {_sets(nxt)}{left}."
     return (f"After {_sets(d.round)} {_racing(d)}; the "
             f"best, trial {d.best}, has ΔFID {d.intervals[d.best]} ({how}){left}.")
 
@@ -386,7 +402,7 @@ def run_races(plan: RacePlan, deltas: np.ndarray) -> Races:
     ended, evaluations = np.full(races, last), np.zeros(races)
     for k in range(1, last + 1):
         evaluations[active] += racing[active].sum(-1) + 1
-        if k < 2:
+        if not plan.is_look(k):
             continue
         rows = np.flatnonzero(active)
         j = _judge(plan, deltas[rows, :, :k], racing[rows])

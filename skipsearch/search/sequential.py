@@ -10,9 +10,10 @@ covers with at least that probability and a candidate no better than the baselin
 ``1 - level`` of the time.
 
 - ``bonferroni`` (the default): the error ``alpha = 1 - level`` is split evenly over the candidates that
-  enter the race and over the looks that can give an interval (rounds 2 to ``max_rounds``: one seed set has
-  no spread), and each look is a Student t interval at ``1 - alpha / (candidates * looks)`` with k - 1
-  degrees of freedom. The union bound makes it valid whatever the correlation between looks and between
+  enter the race and over the planned looks that can give an interval (every round from the second, or every
+  ``every``-th round and the last: one seed set has no spread), and each look is a Student t interval at
+  ``1 - alpha / (candidates * looks)`` with k - 1 degrees of freedom. Fewer looks, narrower intervals. The
+  union bound makes it valid whatever the correlation between looks and between
   candidates (they share the baseline's seed sets); it spends nothing beyond ``max_rounds``, so it refuses
   to look further.
 - ``confidence-sequence``: a time-uniform interval for a normal mean with unknown variance (Lai 1976; see
@@ -71,13 +72,13 @@ class SequentialInterval:
 
 @dataclass(frozen=True, kw_only=True)
 class Procedure:
-    """One way of making the race's intervals honest. ``factor(k, max_rounds, alpha, candidates)`` is the
-    half-width divided by the sample standard deviation at look k (``inf`` where there is no interval);
-    ``says(max_rounds, candidates)`` names the correction in the words a verdict prints; ``honest`` is False
-    only for the uncorrected comparison rule."""
+    """One way of making the race's intervals honest. ``factor(k, max_rounds, looks, alpha, candidates)`` is
+    the half-width divided by the sample standard deviation at look k of ``looks`` planned ones (``inf`` where
+    there is no interval); ``says(looks, candidates)`` names the correction in the words a verdict prints;
+    ``honest`` is False only for the uncorrected comparison rule."""
 
     name: str
-    factor: Callable[[int, int, float, int], float]
+    factor: Callable[[int, int, int, float, int], float]
     says: Callable[[int, int], str]
     honest: bool = True
     past_plan: bool = False  # whether a look after max_rounds is still covered
@@ -93,12 +94,12 @@ def t_factor(k: int, alpha: float) -> float:
     return float(stdtrit(k - 1, 1 - alpha / 2)) / math.sqrt(k)
 
 
-def _bonferroni_factor(k: int, max_rounds: int, alpha: float, candidates: int) -> float:
-    """The t factor at ``alpha / (candidates * (max_rounds - 1))``: one equal share per candidate and per
-    look that can give an interval."""
+def _bonferroni_factor(k: int, max_rounds: int, looks: int, alpha: float, candidates: int) -> float:
+    """The t factor at ``alpha / (candidates * looks)``: one equal share per candidate and per planned look
+    that can give an interval."""
     if k > max_rounds:
         raise ValueError(f"look {k} is past the planned {max_rounds}: the Bonferroni split has no error left")
-    return t_factor(k, alpha / (candidates * (max_rounds - 1)))
+    return t_factor(k, alpha / (candidates * looks))
 
 
 def _sequence_half(k: np.ndarray | int, alpha: float, tau2: np.ndarray | float) -> np.ndarray:
@@ -124,25 +125,25 @@ def sequence_tau2(max_rounds: int, alpha: float) -> float:
     return float(grid[int(np.argmin(_sequence_half(max_rounds, alpha, grid)))])
 
 
-def _sequence_factor(k: int, max_rounds: int, alpha: float, candidates: int) -> float:
+def _sequence_factor(k: int, max_rounds: int, looks: int, alpha: float, candidates: int) -> float:
     """Lai's sequence at ``alpha / candidates``, tuned to the plan's last look."""
     share = alpha / candidates
     return float(_sequence_half(k, share, sequence_tau2(max_rounds, share)))
 
 
-def _uncorrected_factor(k: int, max_rounds: int, alpha: float, candidates: int) -> float:
+def _uncorrected_factor(k: int, max_rounds: int, looks: int, alpha: float, candidates: int) -> float:
     """The plain t factor at ``alpha``: no correction for looks or candidates (not valid; a foil)."""
     return t_factor(k, alpha)
 
 
 PROCEDURES: dict[str, Procedure] = {p.name: p for p in (
     Procedure(name="bonferroni", factor=_bonferroni_factor,
-              says=lambda rounds, m: (f"Student t, Bonferroni over {m} candidate{'s' if m != 1 else ''} and "
-                                      f"{rounds - 1} look{'s' if rounds != 2 else ''}")),
+              says=lambda looks, m: (f"Student t, Bonferroni over {m} candidate{'s' if m != 1 else ''} and "
+                                     f"{looks} look{'s' if looks != 1 else ''}")),
     Procedure(name="confidence-sequence", factor=_sequence_factor, past_plan=True,
-              says=lambda rounds, m: (f"a t confidence sequence (valid at every look), Bonferroni over {m} "
+              says=lambda looks, m: (f"a t confidence sequence (valid at every look), Bonferroni over {m} "
                                       f"candidate{'s' if m != 1 else ''}")),
     Procedure(name="uncorrected", factor=_uncorrected_factor, honest=False,
-              says=lambda rounds, m: "Student t at every look, uncorrected (NOT valid under repeated looks)"),
+              says=lambda looks, m: "Student t at every look, uncorrected (NOT valid under repeated looks)"),
 )}
 HONEST = tuple(name for name, p in PROCEDURES.items() if p.honest)
