@@ -217,13 +217,24 @@ class SearchCommon(Section):
 
 
 class ConfirmSpec(Section):
-    """Held-out confirmation happens after the search; it never changes a search trial's numbers."""
+    """Held-out confirmation happens after the search; it never changes a search trial's numbers.
 
-    operational: ClassVar[frozenset[str]] = frozenset({"top_k", "n", "seed_sets", "seed"})
+    Fixed (``race: false``): the baseline and the top-k each on ``seed_sets`` held-out seed sets of ``n``, judged
+    by a 95% paired t interval on ΔFID. Raced (``race: true``): ``seed_sets`` is the most rounds; each round adds a
+    seed set for the baseline and every candidate still in; every ``every``-th round (and the last) the race is
+    judged on the debiased paired ΔFID (``metrics.fid_debiased``) with intervals that stay honest under those
+    looks and the choice among the candidates (``procedure``, ``search.sequential``), a clearly worse candidate
+    leaves, and the race ends at a win, when no candidate can still be shown better, or at ``seed_sets``."""
+
+    operational: ClassVar[frozenset[str]] = frozenset({"top_k", "n", "seed_sets", "seed", "race", "every",
+                                                       "procedure"})
     top_k: int = Field(3, ge=0, le=100)
     n: Count = 2000
     seed_sets: int = Field(3, ge=1, le=100)
     seed: Seed = 1_000_000
+    race: bool = False
+    every: int = Field(4, ge=1, le=100)
+    procedure: Literal["bonferroni", "confidence-sequence"] = "bonferroni"
 
     @field_validator("n")
     @classmethod
@@ -232,6 +243,12 @@ class ConfirmSpec(Section):
 
     @model_validator(mode="after")
     def _seeds(self) -> ConfirmSpec:
+        if self.race and self.seed_sets < 2:
+            raise ValueError(f"a race needs at least 2 seed sets (a paired interval needs two), got seed_sets "
+                             f"{self.seed_sets}")
+        if self.race and self.every > self.seed_sets:
+            raise ValueError(f"every ({self.every}) must not exceed seed_sets ({self.seed_sets}), the race's last "
+                             f"round")
         if self.seed + self.n * self.seed_sets - 1 > SEED_MAX:
             raise ValueError(f"seed + n x seed_sets must stay below 2^31 (seeds are 32-bit), got {self.seed} + "
                              f"{self.n} x {self.seed_sets}")

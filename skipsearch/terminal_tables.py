@@ -48,9 +48,14 @@ def search_table(trials: pd.DataFrame, top: int = 5, title: str = "Search", read
 
 def heldout_table(conf: pd.DataFrame, readout: Readout = Readout()) -> Table:
     sets, n = int(conf.seed_sets.max()), int(conf.n.iloc[0])
-    table = Table(title=f"Held-out confirmation: N={n} on {sets} disjoint seed sets never used in the search")
+    raced = "race_status" in conf.columns
+    title = (f"Held-out race: N={n} per seed set, up to {sets} disjoint seed sets never used in the search" if raced
+             else f"Held-out confirmation: N={n} on {sets} disjoint seed sets never used in the search")
+    table = Table(title=title)
     further = _measured_references(conf, readout, "heldout_")
-    columns = ("trial", "role", "coefficients", "search FID", "held-out FID (mean ± sd)", "dFID (paired, 95% interval)",
+    paired = ("debiased dFID (race's interval)", "seed sets", "in the race") if raced else (
+        "dFID (paired, 95% interval)",)
+    columns = ("trial", "role", "coefficients", "search FID", "held-out FID (mean ± sd)", *paired,
                "KID") + tuple(c for d in further for c in (f"held-out {d} FID (mean ± sd)", f"d {d} FID"))
     for col in columns:
         table.add_column(col, justify="left" if col in ("role", "coefficients") else "right")
@@ -58,10 +63,21 @@ def heldout_table(conf: pd.DataFrame, readout: Readout = Readout()) -> Table:
         extra = tuple(c for d in further for c in (
             f"{getattr(r, f'heldout_{d}_fid'):.4f} ± {getattr(r, f'heldout_{d}_fid_std'):.4f}",
             f"{getattr(r, f'delta_{d}_fid'):+.4f}"))
+        judged = (_raced_interval(r), str(int(r.race_rounds)), r.race_status) if raced else (str(interval_of(r)),)
         table.add_row(str(r.trial_number), r.role, describe(r.coefficients), f"{r.search_fid:.4f}",
-                      f"{r.heldout_fid:.4f} ± {r.heldout_fid_std:.4f}", str(interval_of(r)),
+                      f"{r.heldout_fid:.4f} ± {r.heldout_fid_std:.4f}", *judged,
                       f"{r.heldout_kid:.5f}", *extra)
     return table
+
+
+def _raced_interval(r) -> str:
+    """A raced candidate's debiased dFID and the race's corrected interval at its last look ("" for the baseline,
+    no interval before the race's first look)."""
+    if pd.isna(r.race_delta_fid):
+        return ""
+    if pd.isna(r.race_low):
+        return f"{r.race_delta_fid:+.4f}"
+    return f"{r.race_delta_fid:+.4f} [{r.race_low:+.4f}, {r.race_high:+.4f}]"
 
 
 def verdict(conf: pd.DataFrame, readout: Readout = Readout()) -> str:

@@ -82,8 +82,20 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
 
 
 def _interval(row) -> dict:
-    ci = interval_of(row)
-    return {"delta_fid_low": ci.low, "delta_fid_high": ci.high}
+    """The confirmation's interval: the fixed design's paired t interval, or a raced confirmation's judgement (its
+    plain t interval would ignore the race's looks, so it is not given)."""
+    if "race_status" not in row:
+        ci = interval_of(row)
+        return {"delta_fid_low": ci.low, "delta_fid_high": ci.high}
+
+    def number(value) -> float | None:
+        return None if pd.isna(value) else float(value)
+
+    if pd.isna(row.race_delta_fid):  # the baseline: nothing raced against itself
+        return {}
+    return {"race": {"delta": float(row.race_delta_fid), "low": number(row.race_low),
+                     "high": number(row.race_high), "seed_sets": int(row.race_rounds),
+                     "status": row.race_status, "decision": row.race_text}}
 
 
 def export(store: Store, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:

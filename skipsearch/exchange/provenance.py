@@ -94,14 +94,31 @@ class SeedSetRecord(_Part):
     source_fid: Fid | None = None
 
 
+class RaceRecord(_Part):
+    """A raced confirmation's judgement of this trial (``search.racing``): the debiased paired dFID over the seed
+    sets it ran, the interval the race gave it at its last look (corrected for the race's looks and candidates;
+    None before its first look), how the race ended for it, and the race's last decision in words."""
+
+    judged: Annotated[str, Field(min_length=1, max_length=64)] = "fid_debiased"
+    delta: float
+    low: float | None = None
+    high: float | None = None
+    seed_sets: int = Field(ge=0)
+    status: Name
+    decision: Name
+
+
 class ConfirmationRecord(_Part):
     n: Count
     heldout_fid: Fid
     delta_fid: float
     delta_fid_std: float = Field(ge=0)
-    delta_fid_low: float | None = None  # the 95% paired t interval (None with one seed set, and in older files)
+    # the 95% paired t interval (None with one seed set, in a raced confirmation, whose interval is ``race``'s, and
+    # in older files)
+    delta_fid_low: float | None = None
     delta_fid_high: float | None = None
     seed_sets: tuple[SeedSetRecord, ...] = ()
+    race: RaceRecord | None = None  # a raced confirmation's (None: a fixed one, and older files)
 
 
 class WeightsRef(_Part):

@@ -17,15 +17,23 @@ from skipsearch.spec import Spec
 ShareFor = Callable[[Evaluator, EvalTask], Sharing | None]
 
 
+RACE_JUDGES = "fid_debiased"  # what a raced confirmation judges (``search.racing``), in the objective's space
+
+
 def eval_task(spec: Spec, *, n: int, seed_start: int, rungs: tuple[int, ...] = (), dataset: str | None = None,
-              classes: tuple[int, ...] = ()) -> EvalTask:
+              classes: tuple[int, ...] = (), heldout: bool = False) -> EvalTask:
     """The spec's model, sampler and metric at ``n`` samples from ``seed_start`` (against ``dataset``,
-    by default the spec's reference)."""
+    by default the spec's reference). ``heldout``: a held-out evaluation, which in a raced confirmation also
+    computes what the race judges."""
     m = spec.metric
+    report = m.reported()
+    judged = (RACE_JUDGES, m.extractor)
+    if heldout and spec.confirm.race and judged not in report:
+        report = (*report, judged)
     return EvalTask(model=spec.model, sampler=spec.sampler.config(), extractor=m.extractor,
                     dataset=dataset or m.reference, n=n, seed_start=seed_start, batch_size=m.batch_size,
                     kid_subset_size=m.kid_subset_size, device=spec.device, rungs=rungs, classes=classes,
-                    report=m.reported())
+                    report=report)
 
 
 def sample_fidelity(spec: Spec) -> Fidelity:
@@ -90,7 +98,7 @@ def sampled_heldout(apply: Callable[..., Removable], spec: Spec, coefficients: C
     """A training-free candidate on held-out seed set ``seed_set``, at ``confirm.n``."""
     from skipsearch.evaluate import evaluator_for
 
-    task = eval_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set))
+    task = eval_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set), heldout=True)
     ev = evaluator_for(task)
     share = None if share_for is None else share_for(ev, task)
     with apply(ev.loaded.denoiser, coefficients, None):

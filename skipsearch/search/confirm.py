@@ -21,12 +21,15 @@ from skipsearch.search.context import StudyContext
 from skipsearch.search.annotations import annotate_confirmation
 from skipsearch.search.coordination import confirm_item, study_lock
 from skipsearch.search.integrity import check_scores
+from skipsearch.search.measured import reported as reported_frame
+from skipsearch.search.racing import JUDGED, judged_values, plan_of, replay
 from skipsearch.search.recording import reported
 from skipsearch.search.budget import POLL_S
 from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
 from skipsearch.search.verdict import winner
 from skipsearch.storage.records import ConfirmationRow, references_of
 
+DONE, FAILED = "done", "failed"  # what ``_confirm_one`` did with an evaluation it claimed
 __all__ = ["candidates", "coefficients_of", "confirm", "heldout_summary", "pareto_front"]  # readers: ``heldout``
 
 
@@ -42,33 +45,23 @@ def candidates(ctx: StudyContext) -> list[int]:
 
 
 def confirm(ctx: StudyContext, progress: bool = True) -> pd.DataFrame:
-    """Re-evaluate the candidates at the larger N on held-out seed sets. Already stored evaluations are
+    """Re-evaluate the candidates at the larger N on held-out seed sets: all of them on every seed set, or, in a
+    raced confirmation (``confirm.race``), round by round while the race lasts. Already stored evaluations are
     reused, and several drivers share the work: each evaluation is claimed by one driver, the others wait
     for it (or take it over when its driver is gone), so none is computed twice. ``progress`` counts the
     held-out evaluations, with an ETA (those stored before this call are not in its rate)."""
     c, name = ctx.spec.confirm, ctx.spec.name
-    # seed set by seed set: the candidates of one set share its baseline states (shared trajectories), which
-    # are dropped when the next set starts, so each set has the whole cache
-    pending = [(num, j) for j in range(c.seed_sets) for num in candidates(ctx)]
-    total = len(pending)
-    pending = _unstored(ctx, pending)
-    with Progress(total, "held-out confirmation", "evaluations", enabled=progress,
-                  initial=total - len(pending)) as bar:
-        while pending:
-            done_here, seed_set = [], None
-            for p in pending:
-                if p[1] != seed_set:
-                    clear_all()
-                    seed_set = p[1]
-                if _confirm_one(ctx, *p):
-                    done_here.append(p)
-                    bar.update()
-            pending = [p for p in pending if p not in done_here]
-            if pending and not done_here:
-                time.sleep(POLL_S)  # other drivers hold the rest: wait for their rows
-            left = _unstored(ctx, pending)
-            bar.update(len(pending) - len(left))  # evaluations other drivers finished
-            pending = left
+    if c.race:
+        _race(ctx, progress)
+    else:
+        # seed set by seed set: the candidates of one set share its baseline states (shared trajectories), which
+        # are dropped when the next set starts, so each set has the whole cache
+        pending = [(num, j) for j in range(c.seed_sets) for num in candidates(ctx)]
+        total = len(pending)
+        pending = _unstored(ctx, pending)
+        with Progress(total, "held-out confirmation", "evaluations", enabled=progress,
+                      initial=total - len(pending)) as bar:
+            _evaluate(ctx, pending, bar)
     table = heldout_summary(ctx.store, name, c.n)
     best = winner(table)
     if best is not None:
@@ -76,6 +69,74 @@ def confirm(ctx: StudyContext, progress: bool = True) -> pd.DataFrame:
     with study_lock(ctx.driver):
         annotate_confirmation(ctx, table)
     return table
+
+
+def _race(ctx: StudyContext, progress: bool) -> None:
+    """The raced confirmation: one seed set at a time for the baseline and the candidates still in, the race
+    replayed from the stored rows after each (``racing.replay``), each look's decision said, until it ends."""
+    c = ctx.spec.confirm
+    entered = candidates(ctx)
+    if len(entered) < 2:
+        return  # no baseline, or no search trial to race against it
+    base, top = entered[0], entered[1:]
+    plan, failed = plan_of(c, len(top)), set()
+    said, tried = 0, -1
+    ctx.echo(f"racing {len(top)} candidate(s) against the baseline: up to {c.seed_sets} held-out seed sets of "
+             f"N={c.n}, judged on the debiased paired dFID every {plan.every} seed set(s) ({plan.says})")
+    with Progress((1 + len(top)) * c.seed_sets, "held-out race", "evaluations (at most)", enabled=progress) as bar:
+        while True:
+            race = replay(plan, base, top, _judged(ctx), failed)
+            for decision in race.decisions[said:]:
+                ctx.echo(f"race  {decision.text}")
+            said = len(race.decisions)
+            if race.done:
+                return
+            if race.rounds == tried:  # its rows are all there, yet the round is not: they lack what is judged
+                ctx.echo(f"race  the held-out rows of seed set {tried} at N={c.n} have no {JUDGED} (stored before "
+                         f"confirm.race was set): the race stops; set confirm.seed to new seeds to race")
+                return
+            tried = race.rounds
+            pending = [(num, race.rounds) for num in (base, *race.racing)]
+            stored = len(pending) - len(_unstored(ctx, pending))
+            bar.update(stored)
+            failed |= _evaluate(ctx, _unstored(ctx, pending), bar)
+            if (base, race.rounds) in failed:
+                ctx.echo(f"race  the baseline's held-out evaluation failed on seed set {race.rounds}: the race "
+                         f"stops there")
+                return
+
+
+def _judged(ctx: StudyContext) -> dict[tuple[int, int], float]:
+    """What the race judges, per (trial, seed set), at ``confirm.n``: the stored held-out rows' debiased FID."""
+    wide = reported_frame(ctx.store, ctx.spec.name, "confirmation", ctx.spec.metric.extractor)
+    if not wide.empty:
+        wide = wide[wide.n == ctx.spec.confirm.n]
+    return judged_values(wide, ctx.spec.metric.extractor)
+
+
+def _evaluate(ctx: StudyContext, pending: list[tuple[int, int]], bar: Progress) -> set[tuple[int, int]]:
+    """Evaluate every (candidate, seed set) of ``pending`` here or wait for the driver that claimed it; the ones
+    that failed here (a candidate's own failure on those seeds: no row is written)."""
+    failed: set[tuple[int, int]] = set()
+    while pending:
+        done_here, seed_set = [], None
+        for p in pending:
+            if p[1] != seed_set:
+                clear_all()
+                seed_set = p[1]
+            outcome = _confirm_one(ctx, *p)
+            if outcome is not None:
+                done_here.append(p)
+                bar.update()
+                if outcome == FAILED:
+                    failed.add(p)
+        pending = [p for p in pending if p not in done_here]
+        if pending and not done_here:
+            time.sleep(POLL_S)  # other drivers hold the rest: wait for their rows
+        left = _unstored(ctx, pending)
+        bar.update(len(pending) - len(left))  # evaluations other drivers finished
+        pending = left
+    return failed
 
 
 def _unstored(ctx: StudyContext, pending: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -87,23 +148,24 @@ def _unstored(ctx: StudyContext, pending: list[tuple[int, int]]) -> list[tuple[i
     return [p for p in pending if p not in stored]
 
 
-def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
-    """Evaluate one (candidate, seed set) if this driver can claim it; True when it did."""
+def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> str | None:
+    """Evaluate one (candidate, seed set) if this driver can claim it: ``DONE`` (or ``FAILED``: the candidate's
+    own failure, said and not stored) when it did, None when another driver holds it."""
     c, name = ctx.spec.confirm, ctx.spec.name
     item = confirm_item(num, seed_set, c.n)
     if not ctx.store.try_claim(name, item, ctx.driver.id, num):
         holder = ctx.store.holder(name, item)
         if holder is not None and not ctx.driver.alive(holder):
             ctx.store.release(name, item, holder)  # its driver is gone: the next round takes it over
-        return False
+        return None
     try:
         if ctx.store.has_confirmation(name, num, seed_set, c.n):  # another driver finished it and let go
-            return True
+            return DONE
         try:
             out = ctx.method.heldout(ctx.spec, coefficients_of(ctx.store.trial(name, num)), seed_set)
         except TRIAL_ERRORS as err:  # the candidate fails on these seeds: say so, keep the rest of the table
             ctx.echo(f"held-out  trial {num:3d}  seed set {seed_set}  FAILED: {type(err).__name__}: {err}")
-            return True
+            return FAILED
         s = out.score
         check_scores(ctx.spec, ctx.hashes, s, out.references,
                      f"held-out evaluation of trial {num} (seed set {seed_set})")
@@ -114,4 +176,4 @@ def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> bool:
         ctx.echo(f"held-out  trial {num:3d}  seed set {seed_set}  N={c.n:<6d} FID {s.fid:8.4f}  {out.wall_s:5.1f}s")
     finally:
         ctx.store.release(name, item, ctx.driver.id)
-    return True
+    return DONE

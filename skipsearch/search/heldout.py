@@ -6,12 +6,14 @@ evaluates it and so needs the evaluator, the samplers and Optuna): a reader impo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import pandas as pd
 
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.search.measured import column, reported
+from skipsearch.search.racing import failures_between, judged_values, plan_of, replay
 from skipsearch.search.verdict import paired_interval
 from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
@@ -91,7 +93,57 @@ def heldout_summary(store: Store, study: str, n: int | None = None,
                          delta_fid_low=ci.low, delta_fid_high=ci.high, lower_on=int((delta < 0).sum()),
                          seed_sets=len(g),
                          n=int(g.n.iloc[0]), coefficients=search.coefficients_json))
-    return pd.DataFrame(rows).sort_values(["role", "heldout_fid"]).reset_index(drop=True)
+    table = pd.DataFrame(rows).sort_values(["role", "heldout_fid"]).reset_index(drop=True)
+    spec = _stored_spec(store, study)
+    if spec is not None and spec.confirm.race and n == spec.confirm.n:
+        table = _with_race(store, study, spec, table, base_nums[0])
+    return table
+
+
+def _stored_spec(store: Store, study: str):
+    raw = store.study_spec(study)
+    return None if raw is None else parse_spec(raw, f"the stored spec of study {study!r}")
+
+
+# what a raced confirmation's summary adds (``racing``): the race's interval on the debiased dFID, the seed sets
+# each candidate ran, how it ended for it, and the race's last decision in words
+RACE_COLUMNS = ("race_delta_fid", "race_low", "race_high", "race_rounds", "race_status", "race_text")
+
+
+def _with_race(store: Store, study: str, spec, table: pd.DataFrame, baseline: int) -> pd.DataFrame:
+    """The summary of a raced confirmation with ``RACE_COLUMNS``, the race replayed from the stored rows (the
+    candidates are those that entered: the ones the race evaluated on its first seed set)."""
+    wide = reported(store, study, "confirmation", spec.metric.extractor)
+    wide = wide[wide.n == spec.confirm.n] if not wide.empty else wide
+    judged = judged_values(wide, spec.metric.extractor)
+    entered = sorted(t for t, j in judged if j == 0 and t != baseline)
+    entered = [t for t in table.trial_number if t in entered]  # in the search's order of the table
+    race = replay(plan_of(spec.confirm, len(entered)), baseline, entered, judged,
+                  failures_between(judged, entered))
+    out = table.copy()
+    rounds = {t: sum(1 for (u, _) in judged if u == t) for t in out.trial_number}
+    status, low, high, mean = [], [], [], []
+    for t, role in zip(out.trial_number, out.role):
+        ci = race.intervals.get(int(t))
+        finite = ci is not None and math.isfinite(ci.high - ci.low)
+        mean.append(ci.mean if ci is not None else math.nan)
+        low.append(ci.low if finite else math.nan)
+        high.append(ci.high if finite else math.nan)
+        if role == "baseline":
+            status.append("baseline")
+        elif int(t) in race.left:
+            r, why = race.left[int(t)]
+            status.append(f"left after {r} seed sets: {why}")
+        elif race.done and race.win and race.winner == t:
+            status.append("won")
+        else:
+            status.append("in the race at its end" if race.done else "racing")
+    out["race_delta_fid"], out["race_low"], out["race_high"] = mean, low, high
+    out["race_rounds"] = [rounds.get(t, 0) for t in out.trial_number]
+    out["race_status"] = status
+    out["race_text"] = race.last.text if race.last is not None else (
+        f"The race has not reached its first look yet ({race.rounds} of {race.plan.max_rounds} seed sets).")
+    return out
 
 
 def heldout_reported(store: Store, study: str, n: int, objective: str) -> pd.DataFrame:

@@ -260,7 +260,7 @@ def _sentence(plan: RacePlan, d: Decision) -> str:
     """The round's outcome in the words a user reads at the end of a run or in the log."""
     left = "; ".join(f"trial {g.candidate} left: {g.why}" for g in d.leaving)
     left = f" ({left})" if left else ""
-    how = f"{plan.level:.0%} interval, corrected for looking every round: {plan.says}"
+    how = f"{plan.level:.0%} interval, corrected for the race's looks and candidates: {plan.says}"
     if d.reason == "win":
         return (f"Trial {d.winner} beats the baseline after {_sets(d.round)}: ΔFID {d.interval} ({how}) lies "
                 f"wholly below 0, so the race ends with a win{left}.")

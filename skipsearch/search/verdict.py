@@ -64,9 +64,19 @@ class Verdict:
 
 
 def winner(table: pd.DataFrame) -> int | None:
-    """The confirmed search trial with the lowest mean held-out FID (None before any is confirmed)."""
+    """The confirmed search trial with the lowest mean held-out FID (None before any is confirmed); in a raced
+    confirmation, the race's: its claimed winner, else the one with the lowest debiased dFID still in it."""
     rest = table[table.role != "baseline"] if not table.empty else table
-    return None if rest.empty else int(rest.sort_values("heldout_fid").trial_number.iloc[0])
+    if rest.empty:
+        return None
+    if "race_status" in rest.columns:
+        won = rest[rest.race_status == "won"]
+        if not won.empty:
+            return int(won.trial_number.iloc[0])
+        inside = rest[~rest.race_status.str.startswith("left")]
+        pool = inside if not inside.empty else rest
+        return int(pool.sort_values("race_delta_fid", na_position="last").trial_number.iloc[0])
+    return int(rest.sort_values("heldout_fid").trial_number.iloc[0])
 
 
 def interval_of(row) -> PairedInterval:
@@ -86,6 +96,9 @@ def verdict(table: pd.DataFrame, references: Mapping[str, str] | None = None) ->
         return Verdict(trial=None, win=False, interval=None,
                        text="No confirmed search trial to compare with the baseline.")
     w, b = table[table.trial_number == best].iloc[0], base.iloc[0]
+    further = "".join(_against(domain, measures, w, b) for domain, measures in (references or {}).items())
+    if "race_status" in table.columns:
+        return _raced(best, w, b, further)
     ci = interval_of(w)
     head = (f"Winner: trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} vs baseline "
             f"{b.heldout_fid:.4f}, dFID {ci.mean:+.4f}")
@@ -101,8 +114,20 @@ def verdict(table: pd.DataFrame, references: Mapping[str, str] | None = None) ->
         word, win = "higher than the baseline: NOT an improvement", False
     else:
         word, win = "not distinguishable from the baseline (the interval contains 0): no win is claimed", False
-    further = "".join(_against(domain, measures, w, b) for domain, measures in (references or {}).items())
     return Verdict(trial=best, win=win, interval=ci, text=f"{head} ({spread}) is {word}.{further}")
+
+
+def _raced(best: int, w: pd.Series, b: pd.Series, further: str) -> Verdict:
+    """The verdict of a raced confirmation: the race's own last decision (``search.racing``), after the winner's
+    held-out FID beside the baseline's on the seed sets they shared. A win is the race's claim, whose interval
+    is corrected for its looks and candidates."""
+    low, high = (None if pd.isna(w.race_low) else float(w.race_low)), (
+        None if pd.isna(w.race_high) else float(w.race_high))
+    ci = PairedInterval(mean=float(w.race_delta_fid), k=int(w.race_rounds), low=low, high=high)
+    win = w.race_status == "won"
+    head = (f"Winner: trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} over "
+            f"{int(w.seed_sets)} seed sets vs baseline {b.heldout_fid:.4f} over {int(b.seed_sets)}.")
+    return Verdict(trial=best, win=bool(win), interval=ci, text=f"{head} {w.race_text}{further}")
 
 
 def _against(domain: str, measures: str, w: pd.Series, b: pd.Series) -> str:

@@ -145,7 +145,7 @@ class DiffTuning(Method):
 
         train_seed = spec.finetune.seed + 1 + seed_set
         task = finetune_task(spec, n=spec.confirm.n, seed_start=heldout_seed_start(spec, seed_set),
-                             train_seed=train_seed)
+                             train_seed=train_seed, heldout=True)
         *_, last = finetune_ladder(task, coefficients)
         return HeldOut(score=last.score, wall_s=last.wall_s, references=last.references,
                        extras={"train_seed": train_seed})

@@ -9,12 +9,13 @@ from skipsearch.models import model_info
 
 
 def finetune_task(spec: DiffTuningSpec, *, n: int, seed_start: int, train_seed: int,
-                  eval_steps: tuple[int, ...] = ()) -> FinetuneTask:
-    """Scored on ``n`` samples from ``seed_start`` against both references; trained with ``train_seed``."""
+                  eval_steps: tuple[int, ...] = (), heldout: bool = False) -> FinetuneTask:
+    """Scored on ``n`` samples from ``seed_start`` against both references; trained with ``train_seed``.
+    ``heldout``: a held-out retraining (``eval_task``'s)."""
     f = spec.finetune
     target_classes, source_classes = class_plan(model_info(spec.model), f.data)
     return FinetuneTask(
-        target=eval_task(spec, n=n, seed_start=seed_start, classes=target_classes),
+        target=eval_task(spec, n=n, seed_start=seed_start, classes=target_classes, heldout=heldout),
         source=eval_task(spec, n=n, seed_start=seed_start, dataset=f.source_reference, classes=source_classes),
         data=f.data, n_images=f.n_images, data_seed=f.data_seed, train_batch=f.batch_size, bank_size=f.bank_size,
         bank_seed=f.bank_seed, train_seed=train_seed, eval_steps=eval_steps)

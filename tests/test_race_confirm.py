@@ -1,0 +1,74 @@
+"""A raced confirmation end to end on the embedded model: seed sets round by round, only the candidates still in,
+the race's decision as the verdict, and every reader replaying the same race from the stored rows."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import tiny_spec_dict
+
+import skipsearch
+from skipsearch.errors import UserError
+from skipsearch.exchange import coeffile
+from skipsearch.search.race import RacePlan
+from skipsearch.search.racing import judged_values, replay
+from skipsearch.specfile import parse_spec
+
+
+@pytest.fixture(scope="module")
+def raced(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('race') / 'r.db'}"
+    spec = parse_spec(tiny_spec_dict("raced", search={"trials": 5},
+                                     confirm={"race": True, "top_k": 3, "n": 64, "seed_sets": 6, "every": 2}))
+    result = skipsearch.run(spec, storage=url)
+    return url, spec, result
+
+
+def test_the_race_evaluates_round_by_round_and_judges_the_debiased_dfid(raced):
+    url, spec, result = raced
+    rows = skipsearch.confirmations(url, "raced", per_seed_set=True)
+    judged = f"fid_debiased@{spec.metric.extractor}"
+    assert rows[judged].notna().all()  # every held-out row carries what the race judges
+    base = int(rows[rows.role == "baseline"].trial_number.iloc[0])
+    per_set = rows.groupby("seed_set").trial_number.apply(set)
+    assert per_set.index.tolist() == list(range(len(per_set)))  # seed sets in order, none skipped
+    assert all(base in s for s in per_set)  # the baseline on every seed set the race ran
+    assert all(later <= earlier for earlier, later in zip(per_set, per_set.iloc[1:]))  # candidates only leave
+    table = result.confirmation
+    assert {"race_delta_fid", "race_low", "race_high", "race_status", "race_text"} <= set(table.columns)
+    verdict = result.verdict
+    assert verdict.text.endswith(table.race_text.iloc[0]) or table.race_text.iloc[0] in verdict.text
+    # the reader replays the race the same way: same status, same winner
+    again = skipsearch.best(url, "raced")
+    assert again.provenance.trial == verdict.trial
+
+
+def test_a_reader_replays_the_stored_race_exactly(raced):
+    url, spec, result = raced
+    rows = skipsearch.confirmations(url, "raced", per_seed_set=True)
+    judged = judged_values(rows, spec.metric.extractor)
+    table = result.confirmation
+    base = int(table[table.role == "baseline"].trial_number.iloc[0])
+    entered = [int(t) for t in table.trial_number if t != base and (int(t), 0) in judged]
+    race = replay(RacePlan(max_rounds=6, candidates=len(entered), every=2), base, entered, judged)
+    assert race.done and race.rounds == rows.seed_set.max() + 1
+    for r in table.itertuples():
+        if r.role != "baseline" and r.trial_number in race.left:
+            assert r.race_status.startswith(f"left after {race.left[r.trial_number][0]} seed sets")
+    assert table.race_text.iloc[0] == race.last.text
+
+
+def test_a_race_with_too_few_seed_sets_is_refused_naming_the_field():
+    with pytest.raises(UserError, match="confirm.*2 seed sets"):
+        parse_spec(tiny_spec_dict("bad", confirm={"race": True, "seed_sets": 1}))
+    with pytest.raises(UserError, match="confirm.*every"):
+        parse_spec(tiny_spec_dict("bad", confirm={"race": True, "seed_sets": 4, "every": 5}))
+
+
+def test_the_exported_file_carries_the_race_not_an_uncorrected_interval(raced, tmp_path):
+    url, spec, result = raced
+    path = skipsearch.export(url, "raced", tmp_path / "w.yaml")
+    confirmation = coeffile.read(path).provenance.confirmation
+    row = result.confirmation.set_index("trial_number").loc[result.verdict.trial]
+    assert confirmation.delta_fid_low is None and confirmation.delta_fid_high is None
+    assert confirmation.race.delta == row.race_delta_fid and confirmation.race.status == row.race_status
+    assert confirmation.race.decision == row.race_text
