@@ -89,16 +89,15 @@ print(json.dumps(done))
 
 
 def _no_facts(study: Study, path) -> str:
-    """A copy of the study's database as one from before the facts table was: without it, and (as every database
-    of that time) without schema revisions or the measurements table, at the old schema counter's 3."""
+    """A copy of the study's database as one from before the facts table was, once upgraded (a reader opens
+    nothing older: ``skipsearch upgrade`` makes the facts table, empty): the study has no stored facts."""
     source, copy = sqlite3.connect(study.storage.removeprefix("sqlite:///")), sqlite3.connect(path)
     source.backup(copy)  # with what the write-ahead log holds still
     source.close()
     copy.close()
     engine = create_engine(f"sqlite:///{path}")
     with engine.begin() as conn:
-        for table in ("skipsearch_study_facts", "skipsearch_measurements", "skipsearch_alembic_version"):
-            conn.execute(text(f"DROP TABLE {table}"))
+        conn.execute(text("DELETE FROM skipsearch_study_facts"))
     engine.dispose()
     return f"sqlite:///{path}"
 
