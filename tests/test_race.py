@@ -16,7 +16,8 @@ import pytest
 from scipy import integrate, stats
 
 from skipsearch.errors import FieldError
-from skipsearch.search.race import (RacePlan, RaceState, clopper_pearson, decide, run_races, simulate)
+from skipsearch.search.race import RacePlan, RaceState, decide
+from skipsearch.search.race_simulation import clopper_pearson, run_races, simulate
 from skipsearch.search.sequential import PROCEDURES, sequence_tau2
 
 NULL = (0.0, 0.0, 0.0, 0.0)
