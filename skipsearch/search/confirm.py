@@ -21,8 +21,7 @@ from skipsearch.search.context import StudyContext
 from skipsearch.search.annotations import annotate_confirmation
 from skipsearch.search.coordination import confirm_item, study_lock
 from skipsearch.search.integrity import check_scores
-from skipsearch.search.measured import reported as reported_frame
-from skipsearch.search.racing import JUDGED, judged_values, plan_of, replay
+from skipsearch.search.racing import JUDGED, plan_of, replay, stored_judged
 from skipsearch.search.recording import reported
 from skipsearch.search.budget import POLL_S
 from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
@@ -85,7 +84,7 @@ def _race(ctx: StudyContext, progress: bool) -> None:
              f"N={c.n}, judged on the debiased paired dFID every {plan.every} seed set(s) ({plan.says})")
     with Progress((1 + len(top)) * c.seed_sets, "held-out race", "evaluations (at most)", enabled=progress) as bar:
         while True:
-            race = replay(plan, base, top, _judged(ctx), failed)
+            race = replay(plan, base, top, stored_judged(ctx.store, ctx.spec), failed)
             for decision in race.decisions[said:]:
                 ctx.echo(f"race  {decision.text}")
             said = len(race.decisions)
@@ -97,21 +96,13 @@ def _race(ctx: StudyContext, progress: bool) -> None:
                 return
             tried = race.rounds
             pending = [(num, race.rounds) for num in (base, *race.racing)]
-            stored = len(pending) - len(_unstored(ctx, pending))
-            bar.update(stored)
-            failed |= _evaluate(ctx, _unstored(ctx, pending), bar)
+            unstored = _unstored(ctx, pending)
+            bar.update(len(pending) - len(unstored))  # stored before (a resumed or shared race)
+            failed |= _evaluate(ctx, unstored, bar)
             if (base, race.rounds) in failed:
                 ctx.echo(f"race  the baseline's held-out evaluation failed on seed set {race.rounds}: the race "
                          f"stops there")
                 return
-
-
-def _judged(ctx: StudyContext) -> dict[tuple[int, int], float]:
-    """What the race judges, per (trial, seed set), at ``confirm.n``: the stored held-out rows' debiased FID."""
-    wide = reported_frame(ctx.store, ctx.spec.name, "confirmation", ctx.spec.metric.extractor)
-    if not wide.empty:
-        wide = wide[wide.n == ctx.spec.confirm.n]
-    return judged_values(wide, ctx.spec.metric.extractor)
 
 
 def _evaluate(ctx: StudyContext, pending: list[tuple[int, int]], bar: Progress) -> set[tuple[int, int]]:

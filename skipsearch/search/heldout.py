@@ -13,7 +13,7 @@ import pandas as pd
 
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.search.measured import column, reported
-from skipsearch.search.racing import failures_between, judged_values, plan_of, replay
+from skipsearch.search.racing import failures_between, plan_of, replay, stored_judged
 from skipsearch.search.verdict import paired_interval
 from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
@@ -39,11 +39,8 @@ def coefficients_of(row: TrialRow) -> Coefficients:
 
 def study_references(store: Store, study: str) -> dict[str, str]:
     """The further references of the study's method (``Method.references``), read from its stored spec."""
-    raw = store.study_spec(study)
-    if raw is None:
-        return {}
-    spec = parse_spec(raw, f"the stored spec of study {study!r}")
-    return method_for(spec.kind).references(spec)
+    spec = _stored_spec(store, study)
+    return {} if spec is None else method_for(spec.kind).references(spec)
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -75,7 +72,10 @@ def heldout_summary(store: Store, study: str, n: int | None = None,
     base_nums = [t for t in conf.trial_number.unique() if roles.get(t) == "baseline"]
     if not base_nums:
         return pd.DataFrame()
-    domains = list(study_references(store, study) if references is None else references)
+    spec = _stored_spec(store, study)
+    if references is None:
+        references = {} if spec is None else method_for(spec.kind).references(spec)
+    domains = list(references)
     base_rows = conf[conf.trial_number == base_nums[0]].set_index("seed_set")
     base = base_rows.fid
     rows = []
@@ -94,7 +94,6 @@ def heldout_summary(store: Store, study: str, n: int | None = None,
                          seed_sets=len(g),
                          n=int(g.n.iloc[0]), coefficients=search.coefficients_json))
     table = pd.DataFrame(rows).sort_values(["role", "heldout_fid"]).reset_index(drop=True)
-    spec = _stored_spec(store, study)
     if spec is not None and spec.confirm.race and n == spec.confirm.n:
         table = _with_race(store, study, spec, table, base_nums[0])
     return table
@@ -113,9 +112,7 @@ RACE_COLUMNS = ("race_delta_fid", "race_low", "race_high", "race_rounds", "race_
 def _with_race(store: Store, study: str, spec, table: pd.DataFrame, baseline: int) -> pd.DataFrame:
     """The summary of a raced confirmation with ``RACE_COLUMNS``, the race replayed from the stored rows (the
     candidates are those that entered: the ones the race evaluated on its first seed set)."""
-    wide = reported(store, study, "confirmation", spec.metric.extractor)
-    wide = wide[wide.n == spec.confirm.n] if not wide.empty else wide
-    judged = judged_values(wide, spec.metric.extractor)
+    judged = stored_judged(store, spec)
     entered = sorted(t for t, j in judged if j == 0 and t != baseline)
     entered = [t for t in table.trial_number if t in entered]  # in the search's order of the table
     race = replay(plan_of(spec.confirm, len(entered)), baseline, entered, judged,

@@ -109,3 +109,14 @@ def failures_between(judged: Mapping[tuple[int, int], float], trials: Sequence[i
         return set()
     last = max(j for _, j in judged)
     return {(t, j) for t in trials for j in range(last) if (t, j) not in judged}
+
+
+def stored_judged(store, spec) -> dict[tuple[int, int], float]:
+    """What the race judges, per (trial, seed set), from the study's stored held-out rows at ``confirm.n``: what
+    ``confirm`` races on and every reader replays."""
+    from skipsearch.search.measured import reported
+
+    wide = reported(store, spec.name, "confirmation", spec.metric.extractor)
+    if not wide.empty:
+        wide = wide[wide.n == spec.confirm.n]
+    return judged_values(wide, spec.metric.extractor)
