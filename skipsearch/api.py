@@ -103,7 +103,11 @@ class BestTrial:
             out["pareto_front"] = [{"trial": p.trial, "target_fid": p.target_fid, "source_fid": p.source_fid,
                                     "coefficients": p.coefficients.model_dump(mode="json")} for p in self.pareto_front]
         if self.verdict is not None:
-            out["verdict"] = {"trial": self.verdict.trial, "win": self.verdict.win, "text": self.verdict.text}
+            v = self.verdict
+            second = None if v.opinion_interval is None else {
+                "delta_fid": v.opinion_interval.mean, "low": v.opinion_interval.low, "high": v.opinion_interval.high}
+            out["verdict"] = {"trial": v.trial, "win": v.win, "text": v.text, "second_opinion": v.opinion,
+                              "second_opinion_interval": second}
         return out
 
 

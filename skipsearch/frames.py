@@ -18,6 +18,7 @@ from skipsearch.exchange.export import stored_spec
 from skipsearch.methods import METHODS, method_for, parse_coefficients
 from skipsearch.search.heldout import heldout_reported, heldout_summary
 from skipsearch.search.measured import KEYS, reported
+from skipsearch.search.second_opinion import COLUMNS as OPINION_COLUMNS
 from skipsearch.storage import Store
 from skipsearch.storage import tables as _tables
 
@@ -39,9 +40,11 @@ def method_columns(frame: str) -> dict[str, str]:
 # own; an unconfirmed study gets an empty frame with these).
 _SUMMARY_HEAD = ("trial_number", "role", "search_fid", "search_kid")
 _SUMMARY_TAIL = ("heldout_fid", "heldout_fid_std", "heldout_kid", "delta_fid", "delta_fid_std", "delta_fid_low",
-                 "delta_fid_high", "lower_on", "seed_sets", "n", "coefficients")
+                 "delta_fid_high", "lower_on", "seed_sets", "n", "coefficients", *OPINION_COLUMNS)
 CONFIRMATION_COLUMNS = (*_SUMMARY_HEAD, *method_columns("summary"), *_SUMMARY_TAIL)
-_SUMMARY_INTEGERS = ("trial_number", "lower_on", "seed_sets", "n")
+_SUMMARY_INTEGERS = ("trial_number", "lower_on", "seed_sets", "n", "opinion_seed_sets")
+_SUMMARY_TEXT = ("role", "coefficients", "opinion_extractor", "opinion_why")
+_SUMMARY_NULLABLE = {"opinion_n": "Int64"}  # the second opinion's N: missing on a trial it was not taken on
 COLLISION_PREFIX = "coef_"  # a coefficient field named like a column already in the frame (say ``n``): ``coef_n``
 
 
@@ -154,8 +157,8 @@ def confirmations(store: Store, study: str, per_seed_set: bool = False) -> pd.Da
     if table.empty:
         table = pd.DataFrame(columns=list(CONFIRMATION_COLUMNS))
     own = method_columns("summary")
-    table = table.astype({c: "int64" if c in _SUMMARY_INTEGERS else "float64" for c in CONFIRMATION_COLUMNS
-                          if c not in ("role", "coefficients", *own) and c in table.columns})
+    table = table.astype({c: _SUMMARY_NULLABLE.get(c, "int64" if c in _SUMMARY_INTEGERS else "float64")
+                          for c in CONFIRMATION_COLUMNS if c not in (*_SUMMARY_TEXT, *own) and c in table.columns})
     table = with_method_columns(table, "summary")
     if not table.empty:
         extra = heldout_reported(store, study, spec.confirm.n, spec.metric.extractor)

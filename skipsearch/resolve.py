@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from skipsearch.methods import method_for
 from skipsearch.metrics import extractor_weights
-from skipsearch.metrics.reported import check_report
+from skipsearch.metrics.reported import check_extractor, check_report
 from skipsearch.models import ModelInfo, model_info
 from skipsearch.spec import Spec
 from skipsearch.spec_checks import (below_dimension, check_registered, checked_reference, data_hash, extractor_fits,
@@ -63,6 +63,9 @@ def resolve(spec: Spec, source: str = "spec") -> Resolved:
     warnings += below_dimension(spec, [c for c in counts if c[0] != "confirm.n" or spec.confirm.top_k > 0])
     warnings += input_fits(spec, info, images, "metric.reference", source)
     warnings += check_report(spec.metric.report, device, info, images, source)
+    opinion = spec.confirm.second_opinion.extractor
+    if spec.confirm.top_k > 0 and opinion not in ("auto", "none"):
+        warnings += check_extractor(opinion, "confirm.second_opinion.extractor", device, info, images, source)
     warnings += named(source, "sampler", lambda: sampler_fits(spec, info))
     warnings += method_for(spec.kind).check(spec, info, source)
     return Resolved(info, size, warnings, content_hashes(spec, info, source))

@@ -45,7 +45,8 @@ NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 __all__ = ["BATCH_MAX", "DEFAULT_STORAGE", "N_MAX", "RHO_MAX", "SEED_MAX", "SIGMA_LIMIT", "STEPS_MAX", "TIMEOUT_MAX",
            "TRIALS_MAX", "Batch", "ConfirmSpec", "Count", "MIN_FID_N", "MetricSpec", "ModelSpec", "NAME_RULE", "Rate",
-           "ReportEntry", "Rho", "SamplerSpec", "SearchCommon", "Section", "Seed", "Sigma", "Spec", "Steps",
+           "ReportEntry", "Rho", "SamplerSpec", "SecondOpinionSpec", "SearchCommon", "Section", "Seed", "Sigma",
+           "Spec", "Steps",
            "check_fid_n", "check_name", "format_validation_error", "science", "shortened"]
 
 
@@ -216,6 +217,36 @@ class SearchCommon(Section):
     trial_timeout_s: float | None = Field(None, gt=0, le=TIMEOUT_MAX)  # a longer trial is FAIL, reason "timeout"
 
 
+class SecondOpinionSpec(Section):
+    """After the confirmation, the winner and the baseline are scored again in a second feature space, on
+    ``seed_sets`` held-out seed sets of ``n`` (consecutive blocks of seeds from ``confirm.seed``, never used by the
+    search): a win in one space that the other calls worse is reported as "disagrees", not as a win (FID can be
+    lowered in one space without better images). ``extractor``: ``auto`` (Inception where the objective uses a
+    domain extractor, the shipped digits extractor where it uses Inception, none where that cannot read the
+    samples or its weights are not installed, said in the verdict), ``none``, or an extractor label. Inception
+    reads about 10 images a second on 2 CPU cores, hence the small default ``n``."""
+
+    extractor: str = Field("auto", min_length=1, max_length=200)
+    n: Count = 200
+    seed_sets: int = Field(3, ge=2, le=100)
+
+    @field_validator("extractor")
+    @classmethod
+    def _precision(cls, extractor: str) -> str:
+        if extractor not in ("auto", "none"):
+            split_label(extractor)  # a ValueError names the bad precision suffix
+        return extractor
+
+    @field_validator("n")
+    @classmethod
+    def _enough_samples(cls, n: int) -> int:
+        return check_fid_n(2 * (n // 2), "the second opinion's FID")  # its debiased FID halves the samples
+
+    @property
+    def off(self) -> bool:
+        return self.extractor == "none"
+
+
 class ConfirmSpec(Section):
     """Held-out confirmation happens after the search; it never changes a search trial's numbers.
 
@@ -227,7 +258,7 @@ class ConfirmSpec(Section):
     leaves, and the race ends at a win, when no candidate can still be shown better, or at ``seed_sets``."""
 
     operational: ClassVar[frozenset[str]] = frozenset({"top_k", "n", "seed_sets", "seed", "race", "every",
-                                                       "procedure"})
+                                                       "procedure", "second_opinion"})
     top_k: int = Field(3, ge=0, le=100)
     n: Count = 2000
     seed_sets: int = Field(3, ge=1, le=100)
@@ -235,6 +266,7 @@ class ConfirmSpec(Section):
     race: bool = False
     every: int = Field(4, ge=1, le=100)
     procedure: Literal["bonferroni", "confidence-sequence"] = "bonferroni"
+    second_opinion: SecondOpinionSpec = SecondOpinionSpec()
 
     @field_validator("n")
     @classmethod
@@ -249,7 +281,8 @@ class ConfirmSpec(Section):
         if self.race and self.every > self.seed_sets:
             raise ValueError(f"every ({self.every}) must not exceed seed_sets ({self.seed_sets}), the race's last "
                              f"round")
-        if self.seed + self.n * self.seed_sets - 1 > SEED_MAX:
+        if self.seed + max(self.n * self.seed_sets, self.second_opinion.n * self.second_opinion.seed_sets) - 1 \
+                > SEED_MAX:
             raise ValueError(f"seed + n x seed_sets must stay below 2^31 (seeds are 32-bit), got {self.seed} + "
                              f"{self.n} x {self.seed_sets}")
         return self

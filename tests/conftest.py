@@ -23,7 +23,9 @@ def tiny_spec_dict(name: str = "tiny", **overrides) -> dict:
         "sampler": {"name": "heun", "steps": 3},
         "metric": {"n": 64, "seed": 0, "batch_size": 64, "kid_subset_size": 32},
         "search": {"family": "linear", "trials": 4, "rho_range": [0.5, 1.5], "sampler": "random", "seed": 1},
-        "confirm": {"top_k": 1, "n": 96, "seed_sets": 2, "seed": 10_000},
+        "confirm": {"top_k": 1, "n": 96, "seed_sets": 2, "seed": 10_000,
+                    # Inception's second opinion costs minutes on a CPU: tests/test_second_opinion.py takes one
+                    "second_opinion": {"extractor": "none"}},
     }
     for key, value in overrides.items():
         if isinstance(value, dict):
@@ -42,7 +44,9 @@ def tiny_dt_spec_dict(name: str = "tiny-dt", weights_dir: str = "weights", **ove
         "finetune": {"steps": 6, "eval_steps": [3], "batch_size": 16, "bank_size": 32, "n_images": 40,
                      "weights_dir": weights_dir},
         "search": {"trials": 4, "sampler": "random", "seed": 1},
-        "confirm": {"top_k": 1, "n": 96, "seed_sets": 2, "seed": 10_000},
+        "confirm": {"top_k": 1, "n": 96, "seed_sets": 2, "seed": 10_000,
+                    # Inception's second opinion costs minutes on a CPU: tests/test_second_opinion.py takes one
+                    "second_opinion": {"extractor": "none"}},
     }
     for key, value in overrides.items():
         spec[key] = {**spec.get(key, {}), **value} if isinstance(value, dict) else value

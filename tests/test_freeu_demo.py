@@ -71,7 +71,7 @@ def combined(tmp_path_factory):
     raw["sampler"]["steps"] = 3
     raw["metric"] |= {"n": 64, "batch_size": 64, "kid_subset_size": 32}
     raw["search"] |= {"sampler": "random", "seed": 1}
-    raw["confirm"] = {"top_k": 1, "n": 64, "seed_sets": 2, "seed": 10_000}
+    raw["confirm"] = {"top_k": 1, "n": 64, "seed_sets": 2, "seed": 10_000, "second_opinion": {"extractor": "none"}}
     spec = folder / "demo-freeu-tiny.yaml"
     spec.write_text(yaml.safe_dump(raw))
     url = f"sqlite:///{folder / 'freeu.db'}"

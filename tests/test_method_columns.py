@@ -29,6 +29,7 @@ from skipsearch.exchange.export import stored_spec
 from skipsearch.methods import METHODS, method_for
 from skipsearch.search.annotations import trial_attrs
 from skipsearch.search.heldout import heldout_summary, pareto_front
+from skipsearch.search.second_opinion import COLUMNS as OPINION
 from skipsearch.search.readout import Readout, readout
 from skipsearch.search.verdict import verdict
 from skipsearch.specfile import parse_spec
@@ -49,7 +50,8 @@ PER_SEED_SET = ["id", "study_name", "trial_number", "seed_set", "seed_start", "n
                 "coefficients_json"]
 SUMMARY = ["trial_number", "role", "search_fid", "search_kid", "search_source_fid", "heldout_source_fid",
            "heldout_source_fid_std", "delta_source_fid", "heldout_fid", "heldout_fid_std", "heldout_kid", "delta_fid",
-           "delta_fid_std", "delta_fid_low", "delta_fid_high", "lower_on", "seed_sets", "n", "coefficients"]
+           "delta_fid_std", "delta_fid_low", "delta_fid_high", "lower_on", "seed_sets", "n", "coefficients",
+           *OPINION]  # the second opinion's (a study from before it: no opinion, its columns still there)
 COEFFICIENTS = {DT: ["family", "s", "s_prime", "r", "lam", "lr", "steps"], SKIP: ["family", "rho_top", "rho_bottom"]}
 
 
@@ -126,8 +128,9 @@ def test_the_verdict_names_a_further_reference_as_its_method_does(old):
     table = heldout_summary(store, DT, spec.confirm.n)
     judged = verdict(table, method_for(spec.kind).references(spec)).text
     w, b = table[table.role == "search"].iloc[0], table[table.role == "baseline"].iloc[0]
-    assert judged.endswith(f" Source-domain FID (forgetting): {w.heldout_source_fid:.4f} vs baseline "
-                           f"{b.heldout_source_fid:.4f} ({w.delta_source_fid:+.4f}).")
+    assert (f" Source-domain FID (forgetting): {w.heldout_source_fid:.4f} vs baseline "
+            f"{b.heldout_source_fid:.4f} ({w.delta_source_fid:+.4f}).") in judged
+    assert judged.endswith(" Second opinion: none (not taken yet: `skipsearch run` the study again takes it).")
     assert "Source-domain" not in verdict(table).text  # no reference given: none is named
     skip = heldout_summary(store, SKIP, 96)
     assert "domain FID" not in verdict(skip, method_for("skip_tuning").references(parse_spec(tiny_spec_dict()))).text

@@ -133,7 +133,8 @@ def two_spaces(tmp_path_factory):
               {"metric": "precision_recall", "extractor": INCEPTION_EXTRACTOR}]
     # 10 Heun steps: digits good enough that precision and recall are not 0 in Inception's space (3 steps' are)
     spec = _spec("two-spaces", report, metric={"reference": f"npz:{tmp / 'ref.npz'}"}, sampler={"steps": 10},
-                 search={"trials": 2}, confirm={"top_k": 1, "n": 16, "seed_sets": 2})
+                 search={"trials": 2}, confirm={"top_k": 1, "n": 16, "seed_sets": 2,
+                                                 "second_opinion": {"extractor": "auto", "n": 16, "seed_sets": 2}})
     url = f"sqlite:///{tmp / 'r.db'}"
     skipsearch.run(spec, storage=url)
     return url, spec, tmp
@@ -253,3 +254,19 @@ def test_the_html_report_shows_the_reported_metrics(two_spaces):
     assert "baseline, held-out mean" in table and "baseline, search N" in table
     baseline = skipsearch.trials(url, spec.name).iloc[0]
     assert f"<td>{baseline[f'fid@{INCEPTION_EXTRACTOR}']:.4f}</td>" in table
+
+
+def test_auto_takes_the_second_opinion_in_inception(two_spaces):
+    """The objective is the digits space, so ``auto`` takes the second opinion in Inception's: the winner and
+    the baseline on 2 seed sets of 16, said by the verdict."""
+    url, spec, _ = two_spaces
+    from skipsearch.storage import Store
+
+    store = Store(url, create=False)
+    rows = store.measurements_frame("two-spaces")
+    store.close()
+    rows = rows[rows.stage == "opinion"]
+    assert set(rows.extractor) == {INCEPTION_EXTRACTOR} and set(rows.seed_set) == {0, 1}
+    found = skipsearch.best(url, "two-spaces")
+    assert found.verdict.opinion in ("agrees", "disagrees", "cannot tell")
+    assert f"Second opinion in {INCEPTION_EXTRACTOR} (debiased FID, N=16, 2 held-out seed sets)" in found.verdict.text

@@ -70,7 +70,7 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
         "confirmation": None if mine.empty else {
             "n": int(mine.n.iloc[0]), "heldout_fid": float(mine.heldout_fid.iloc[0]),
             "delta_fid": float(mine.delta_fid.iloc[0]), "delta_fid_std": float(mine.delta_fid_std.iloc[0]),
-            **_interval(mine.iloc[0]),
+            **_interval(mine.iloc[0]), **_opinion(mine.iloc[0]),
             "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)}
                           | method.heldout_provenance(spec, r) for _, r in conf.iterrows()]},
         "versions": json.loads(row.versions_json),
@@ -79,6 +79,18 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
     heldout = {} if mine.empty else mine.iloc[0].to_dict()
     info = study_facts(store, study, spec.model)  # as stored with the study: the model itself may be gone
     return Provenance.model_validate(record | method.provenance(spec, trial, heldout, info))
+
+
+def _opinion(row) -> dict:
+    """The second feature space's paired debiased dFID for this trial against the baseline (``second_opinion``),
+    where one was taken on it."""
+    if pd.isna(row.get("opinion_delta_fid", float("nan"))):
+        return {}
+    low, high = row.opinion_low, row.opinion_high
+    return {"second_opinion": {"extractor": row.opinion_extractor, "n": int(row.opinion_n),
+                               "seed_sets": int(row.opinion_seed_sets), "delta": float(row.opinion_delta_fid),
+                               "low": None if pd.isna(low) else float(low),
+                               "high": None if pd.isna(high) else float(high)}}
 
 
 def _interval(row) -> dict:

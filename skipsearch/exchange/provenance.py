@@ -108,6 +108,18 @@ class RaceRecord(_Part):
     decision: Name
 
 
+class OpinionRecord(_Part):
+    """The second feature space's word on this trial (``search.second_opinion``): its paired debiased dFID against
+    the baseline over the opinion's seed sets, with the 95% t interval (None with one seed set)."""
+
+    extractor: Name
+    n: Count
+    seed_sets: int = Field(ge=1)
+    delta: float
+    low: float | None = None
+    high: float | None = None
+
+
 class ConfirmationRecord(_Part):
     n: Count
     heldout_fid: Fid
@@ -119,6 +131,7 @@ class ConfirmationRecord(_Part):
     delta_fid_high: float | None = None
     seed_sets: tuple[SeedSetRecord, ...] = ()
     race: RaceRecord | None = None  # a raced confirmation's (None: a fixed one, and older files)
+    second_opinion: OpinionRecord | None = None  # None: none taken on this trial, and older files
 
 
 class WeightsRef(_Part):

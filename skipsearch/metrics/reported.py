@@ -28,31 +28,46 @@ def check_report(entries: Sequence[ReportEntry], device: str, info: ModelInfo, i
     """Refuse an entry that cannot be computed, naming its field; return the warnings (an extractor that
     resizes the samples). ``info``: the model whose samples are scored; ``images``: the reference's. An entry
     without an extractor uses ``metric.extractor``, which is checked under that name."""
-    samples = compat.Samples(channels=info.img_channels, resolution=info.resolution, latent=bool(info.noise_shape))
-    reference = compat.Images.of(images)
     warnings: list[str] = []
     for i, (name, extractor) in enumerate((e.metric, e.extractor) for e in entries):
         if name not in METRICS:
             _refuse(source, f"metric.report[{i}].metric", f"unknown metric {name[:60]!r}; known: {', '.join(METRICS)}")
-        if extractor is None:
-            continue
-        field = f"metric.report[{i}].extractor"
-        if extractor not in EXTRACTORS:
-            valid = ", ".join(sorted(EXTRACTORS))
-            _refuse(source, field, f"unknown feature extractor {extractor[:60]!r}; valid: {valid}")
-        if (problem := precision_problem(extractor, device)) is not None:
-            _refuse(source, field, f"{extractor!r} on device {device}: {problem}")
-        try:
-            extractor_weights(extractor)
-        except UserError as err:
-            _refuse(source, field, str(err))
-        for found in compat.problems(samples, reference, extractor):
-            if found.field != "metric.extractor":  # the samples against the reference: said for metric.reference
-                continue
-            if found.refused:
-                _refuse(source, field, found.text)
-            warnings.append(f"{field}: {found.text}")
+        if extractor is not None:
+            warnings += check_extractor(extractor, f"metric.report[{i}].extractor", device, info, images, source)
     return warnings
+
+
+def extractor_problem(extractor: str, device: str, info: ModelInfo,
+                      images: torch.Tensor) -> tuple[str | None, list[str]]:
+    """Why ``extractor`` cannot score this model's samples against ``images`` on ``device`` (None: it can), and
+    the warnings it gives where it can (an extractor that resizes the samples)."""
+    if extractor not in EXTRACTORS:
+        return f"unknown feature extractor {extractor[:60]!r}; valid: {', '.join(sorted(EXTRACTORS))}", []
+    if (problem := precision_problem(extractor, device)) is not None:
+        return f"{extractor!r} on device {device}: {problem}", []
+    try:
+        extractor_weights(extractor)
+    except UserError as err:
+        return str(err), []
+    samples = compat.Samples(channels=info.img_channels, resolution=info.resolution, latent=bool(info.noise_shape))
+    warnings = []
+    for found in compat.problems(samples, compat.Images.of(images), extractor):
+        if found.field != "metric.extractor":  # the samples against the reference: said for metric.reference
+            continue
+        if found.refused:
+            return found.text, []
+        warnings.append(found.text)
+    return None, warnings
+
+
+def check_extractor(extractor: str, field: str, device: str, info: ModelInfo, images: torch.Tensor,
+                    source: str = "spec") -> list[str]:
+    """Refuse, naming ``field``, an extractor that cannot score the model's samples (``extractor_problem``);
+    its warnings, prefixed by the field."""
+    problem, warnings = extractor_problem(extractor, device, info, images)
+    if problem is not None:
+        _refuse(source, field, problem)
+    return [f"{field}: {w}" for w in warnings]
 
 
 def _refuse(source: str, field: str, text: str) -> None:

@@ -137,7 +137,7 @@ def annotate_confirmation(ctx: StudyContext, table: pd.DataFrame) -> None:
         return
     judged = verdict(table, ctx.method.references(ctx.spec))
     _set_study_attrs(ctx.study, {"heldout": heldout_attrs(table), "verdict": judged.text,
-                                 "winner": judged.trial, "win": judged.win})
+                                 "winner": judged.trial, "win": judged.win, "second_opinion": judged.opinion})
     from optuna_dashboard import save_note
 
     numbers = {t.number: t._trial_id for t in ctx.study.get_trials(deepcopy=False)}

@@ -22,6 +22,7 @@ from skipsearch.search.annotations import annotate_confirmation
 from skipsearch.search.coordination import confirm_item, study_lock
 from skipsearch.search.integrity import check_scores
 from skipsearch.search.racing import JUDGED, plan_of, replay, stored_judged
+from skipsearch.search import second_opinion as opinion
 from skipsearch.search.recording import reported
 from skipsearch.search.budget import POLL_S
 from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
@@ -65,6 +66,8 @@ def confirm(ctx: StudyContext, progress: bool = True) -> pd.DataFrame:
     best = winner(table)
     if best is not None:
         ctx.store.set_winner(name, best)
+        if _second_opinion(ctx, table, best, progress):
+            table = heldout_summary(ctx.store, name, c.n)
     with study_lock(ctx.driver):
         annotate_confirmation(ctx, table)
     return table
@@ -105,9 +108,41 @@ def _race(ctx: StudyContext, progress: bool) -> None:
                 return
 
 
-def _evaluate(ctx: StudyContext, pending: list[tuple[int, int]], bar: Progress) -> set[tuple[int, int]]:
+def _second_opinion(ctx: StudyContext, table: pd.DataFrame, best: int, progress: bool) -> bool:
+    """The winner and the baseline in the second feature space (``second_opinion``), on its seed sets; whether
+    any was taken. Which space is worked out once per study, under the study lock, and said."""
+    o, name = ctx.spec.confirm.second_opinion, ctx.spec.name
+    base = table[table.role == "baseline"].trial_number
+    if base.empty or int(base.iloc[0]) == best:
+        return False
+    base = int(base.iloc[0])
+    with study_lock(ctx.driver):
+        label, why = opinion.settle_space(ctx, base)
+    if label is None:
+        ctx.echo(f"opinion   no second opinion: {why}")
+        return False
+    pending = [(num, j) for j in range(o.seed_sets) for num in (base, best)]
+    stored = [p for p in pending if ctx.store.has_measurements(name, p[0], opinion.where(ctx.spec, p[1]))]
+    if len(stored) < len(pending):
+        ctx.echo(f"opinion   trial {best} and the baseline in a second feature space, {label}: {o.seed_sets} held-out "
+                 f"seed sets of N={o.n}, judged on the paired debiased dFID")
+    left = [p for p in pending if p not in stored]
+
+    def unstored(_ctx: StudyContext, ps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        return [p for p in ps if not ctx.store.has_measurements(name, p[0], opinion.where(ctx.spec, p[1]))]
+
+    with Progress(len(pending), "second opinion", "evaluations", enabled=progress, initial=len(stored)) as bar:
+        _evaluate(ctx, left, bar, one=lambda num, j: opinion.evaluate_one(ctx, label, num, j), unstored=unstored)
+    return True
+
+
+def _evaluate(ctx: StudyContext, pending: list[tuple[int, int]], bar: Progress, one=None,
+              unstored=None) -> set[tuple[int, int]]:
     """Evaluate every (candidate, seed set) of ``pending`` here or wait for the driver that claimed it; the ones
-    that failed here (a candidate's own failure on those seeds: no row is written)."""
+    that failed here (a candidate's own failure on those seeds: no row is written). ``one`` evaluates one pair
+    (by default a held-out evaluation, ``_confirm_one``), ``unstored`` says which are still missing."""
+    one = one or (lambda num, j: _confirm_one(ctx, num, j))
+    unstored = unstored or _unstored
     failed: set[tuple[int, int]] = set()
     while pending:
         done_here, seed_set = [], None
@@ -115,7 +150,7 @@ def _evaluate(ctx: StudyContext, pending: list[tuple[int, int]], bar: Progress) 
             if p[1] != seed_set:
                 clear_all()
                 seed_set = p[1]
-            outcome = _confirm_one(ctx, *p)
+            outcome = one(*p)
             if outcome is not None:
                 done_here.append(p)
                 bar.update()
@@ -124,7 +159,7 @@ def _evaluate(ctx: StudyContext, pending: list[tuple[int, int]], bar: Progress) 
         pending = [p for p in pending if p not in done_here]
         if pending and not done_here:
             time.sleep(POLL_S)  # other drivers hold the rest: wait for their rows
-        left = _unstored(ctx, pending)
+        left = unstored(ctx, pending)
         bar.update(len(pending) - len(left))  # evaluations other drivers finished
         pending = left
     return failed

@@ -14,6 +14,7 @@ import pandas as pd
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.search.measured import column, reported
 from skipsearch.search.racing import failures_between, plan_of, replay, stored_judged
+from skipsearch.search.second_opinion import opinion_columns
 from skipsearch.search.verdict import paired_interval
 from skipsearch.specfile import parse_spec
 from skipsearch.storage import Store
@@ -96,6 +97,8 @@ def heldout_summary(store: Store, study: str, n: int | None = None,
     table = pd.DataFrame(rows).sort_values(["role", "heldout_fid"]).reset_index(drop=True)
     if spec is not None and spec.confirm.race and n == spec.confirm.n:
         table = _with_race(store, study, spec, table, base_nums[0])
+    if spec is not None and n == spec.confirm.n:
+        table = opinion_columns(store, study, spec, table, int(base_nums[0]))
     return table
 
 

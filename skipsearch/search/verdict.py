@@ -1,7 +1,8 @@
 """The one verdict on a held-out confirmation, used by the end-of-run table, ``best`` and the report.
 
 A win is claimed only when the 95% paired interval on ΔFID (candidate minus baseline, paired by seed set,
-t-based over the seed sets) lies wholly below zero. With fewer than two seed sets there is no interval, so
+t-based over the seed sets) lies wholly below zero, and the second feature space (``second_opinion``) does not
+call the winner worse. With fewer than two seed sets there is no interval, so
 no win is claimed, and the verdict says why instead of reading a single draw as evidence.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -61,6 +62,10 @@ class Verdict:
     win: bool
     interval: PairedInterval | None
     text: str
+    # the second feature space's word on the winner (``search.second_opinion``): "agrees" (lower there too),
+    # "disagrees" (higher there: a win becomes no win), "cannot tell" (its interval contains 0), or "none"
+    opinion: str = "none"
+    opinion_interval: PairedInterval | None = None
 
 
 def winner(table: pd.DataFrame) -> int | None:
@@ -114,7 +119,37 @@ def verdict(table: pd.DataFrame, references: Mapping[str, str] | None = None) ->
         word, win = "higher than the baseline: NOT an improvement", False
     else:
         word, win = "not distinguishable from the baseline (the interval contains 0): no win is claimed", False
-    return Verdict(trial=best, win=win, interval=ci, text=f"{head} ({spread}) is {word}.{further}")
+    return with_opinion(Verdict(trial=best, win=win, interval=ci, text=f"{head} ({spread}) is {word}.{further}"),
+                        w)
+
+
+def with_opinion(v: Verdict, w: pd.Series) -> Verdict:
+    """The verdict with the second feature space's word on the winner ``w`` (a summary row), said after it. A win
+    that the second space calls worse is no win: "disagrees"."""
+    space = w.get("opinion_extractor")
+    if space is None:  # a summary from before second opinions (no column): nothing to add
+        return v
+    if not space:
+        why = w.get("opinion_why") or "not taken yet: `skipsearch run` the study again takes it"
+        return replace(v, text=f"{v.text} Second opinion: none ({why}).")
+    sets = w.get("opinion_seed_sets", 0)
+    if pd.isna(w.get("opinion_delta_fid")) or pd.isna(w.get("opinion_low")):
+        return replace(v, opinion="cannot tell", text=(
+            f"{v.text} Second opinion in {space}: not enough of it for an interval ({int(sets or 0)} seed "
+            f"set(s) of trial {v.trial} and the baseline)."))
+    ci = PairedInterval(mean=float(w.opinion_delta_fid), k=int(sets), low=float(w.opinion_low),
+                        high=float(w.opinion_high))
+    said = (f"Second opinion in {space} (debiased FID, N={int(w.opinion_n)}, {ci.k} held-out seed sets): "
+            f"dFID {ci}")
+    if ci.high < 0:
+        word, text = "agrees", f"{said}, lower there too: it agrees."
+    elif ci.low > 0:
+        word = "disagrees"
+        text = (f"{said}, higher there: it DISAGREES, so no win is claimed (FID in one space can fall without "
+                f"better images; look at the samples)." if v.win else f"{said}, higher there too.")
+    else:
+        word, text = "cannot tell", f"{said} contains 0: it cannot tell."
+    return replace(v, win=v.win and word != "disagrees", opinion=word, opinion_interval=ci, text=f"{v.text} {text}")
 
 
 def _raced(best: int, w: pd.Series, b: pd.Series, further: str) -> Verdict:
@@ -127,7 +162,7 @@ def _raced(best: int, w: pd.Series, b: pd.Series, further: str) -> Verdict:
     win = w.race_status == "won"
     head = (f"Winner: trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} over "
             f"{int(w.seed_sets)} seed sets vs baseline {b.heldout_fid:.4f} over {int(b.seed_sets)}.")
-    return Verdict(trial=best, win=bool(win), interval=ci, text=f"{head} {w.race_text}{further}")
+    return with_opinion(Verdict(trial=best, win=bool(win), interval=ci, text=f"{head} {w.race_text}{further}"), w)
 
 
 def _against(domain: str, measures: str, w: pd.Series, b: pd.Series) -> str:

@@ -297,6 +297,40 @@ class Store:
         return self._insert_claimed(t.confirmations, columns_of(row), claim,
                                     (at, with_own(row, row.extractor, measurements)), row.extras)
 
+    def record_measurements(self, study: str, trial: int, at: MeasuredAt, measurements: Sequence[Measurement],
+                            extras: Mapping[str, Extra] | None = None,
+                            claim: tuple[str, str] | None = None) -> bool:
+        """Numbers with no row of their own (a second opinion's), and what names them (``extras``), in one
+        transaction, under ``claim`` where given: False, and nothing written, when the claim was lost."""
+        with self.begin() as conn:
+            if claim is not None and not self._still_held(conn, study, claim):
+                return False
+            rows = [{"study_name": study, "trial_number": trial, **asdict(at), **asdict(m), "created_at": _now()}
+                    for m in measurements]
+            if rows:
+                conn.execute(t.measurements.insert(), rows)
+            if extras:
+                conn.execute(t.extras.insert(), [
+                    {"study_name": study, "trial_number": trial, **asdict(at), "name": name,
+                     "value_json": json.dumps(value), "created_at": _now()} for name, value in extras.items()])
+        return True
+
+    def has_measurements(self, study: str, trial: int, at: MeasuredAt) -> bool:
+        """Whether any number of ``trial`` was stored at ``at`` (stage, N, step, seed set)."""
+        c = t.measurements.c
+        q = select(c.id).where(c.study_name == study, c.trial_number == trial, c.stage == at.stage, c.n == at.n,
+                               c.step == at.step, c.seed_set == at.seed_set)
+        with self.begin() as conn:
+            return conn.execute(q).first() is not None
+
+    @staticmethod
+    def _still_held(conn: Connection, study: str, claim: tuple[str, str]) -> bool:
+        """Whether ``claim`` (item, driver) is still this driver's; the write locks the claim row until commit."""
+        item, driver_id = claim
+        return bool(conn.execute(update(t.claims).where(
+            t.claims.c.study_name == study, t.claims.c.item == item,
+            t.claims.c.driver_id == driver_id).values(driver_id=driver_id)).rowcount)
+
     def measurements_frame(self, study: str) -> pd.DataFrame:
         """Every measurement of a study, one row each (``tables.measurements``); none in a database a reader
         opened before its upgrade to the revision that made the table (``revisions.READABLE``)."""
@@ -318,13 +352,8 @@ class Store:
                         measured: tuple[MeasuredAt, Sequence[Measurement]] | None = None,
                         extras: Mapping[str, Extra] | None = None) -> bool:
         with self.begin() as conn:
-            if claim is not None:
-                item, driver_id = claim
-                held = conn.execute(update(t.claims).where(  # a write: the claim row is locked until commit
-                    t.claims.c.study_name == values["study_name"], t.claims.c.item == item,
-                    t.claims.c.driver_id == driver_id).values(driver_id=driver_id)).rowcount
-                if not held:
-                    return False
+            if claim is not None and not self._still_held(conn, values["study_name"], claim):
+                return False
             conn.execute(table.insert().values(created_at=_now(), **values))
             if measured is not None and measured[1]:
                 at, rows = measured
