@@ -102,8 +102,17 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: Optional
     if c:
         interval = "" if c.delta_fid_low is None else f" (95% paired interval [{c.delta_fid_low:+.4f}, " \
                                                       f"{c.delta_fid_high:+.4f}])"
+        if c.race is not None:  # the race judged the debiased FID: say which number is which
+            bounds = "" if c.race.low is None else f" [{c.race.low:+.4f}, {c.race.high:+.4f}]"
+            interval = (f" (plain FID means); the race's debiased dFID {c.race.delta:+.4f}{bounds} over "
+                        f"{c.race.seed_sets} seed sets")
         typer.echo(f"  held-out N={c.n} x {len(c.seed_sets)} seed sets: FID {c.heldout_fid:.4f}, "
                    f"dFID {c.delta_fid:+.4f}{interval}")
+        if c.second_opinion is not None:
+            o = c.second_opinion
+            bounds = "" if o.low is None else f" [{o.low:+.4f}, {o.high:+.4f}]"
+            typer.echo(f"  second opinion in {o.extractor} (debiased FID, N={o.n} x {o.seed_sets} seed sets): "
+                       f"dFID {o.delta:+.4f}{bounds}")
     else:
         typer.echo("  not confirmed on held-out seeds yet")
     evidence, files = method_of(won.coefficients).provenance_lines(p)  # what the method adds to provenance

@@ -72,3 +72,26 @@ def test_the_exported_file_carries_the_race_not_an_uncorrected_interval(raced, t
     assert confirmation.delta_fid_low is None and confirmation.delta_fid_high is None
     assert confirmation.race.delta == row.race_delta_fid and confirmation.race.status == row.race_status
     assert confirmation.race.decision == row.race_text
+
+
+def test_a_search_that_goes_on_after_the_race_does_not_change_its_entrants(tmp_path):
+    """The race's candidates are stored when it starts: trials searched later, even better ones, never enter a
+    race already run, and its verdict and rows stay as they were."""
+    from skipsearch.search.racing import stored_entrants
+    from skipsearch.storage import Store
+
+    url = f"sqlite:///{tmp_path / 'later.db'}"
+    raw = tiny_spec_dict("later", search={"trials": 3},
+                         confirm={"race": True, "top_k": 2, "n": 64, "seed_sets": 4, "every": 2})
+    first = skipsearch.run(parse_spec(raw), storage=url)
+    store = Store(url, create=False)
+    base, entered = stored_entrants(store.extras_frame("later"), 64)
+    store.close()
+    assert base == 0 and sorted(entered) == sorted(int(t) for t in first.confirmation.trial_number if t != 0)
+    rows = skipsearch.confirmations(url, "later", per_seed_set=True)
+    more = skipsearch.run(parse_spec(tiny_spec_dict("later", search={"trials": 8},
+                                                    confirm=raw["confirm"])), storage=url)
+    assert len(skipsearch.trials(url, "later")) == 8
+    again = skipsearch.confirmations(url, "later", per_seed_set=True)
+    assert set(again.trial_number) == set(rows.trial_number) and len(again) == len(rows)  # no new entrant
+    assert more.verdict.text == first.verdict.text

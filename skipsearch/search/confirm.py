@@ -21,13 +21,14 @@ from skipsearch.search.context import StudyContext
 from skipsearch.search.annotations import annotate_confirmation
 from skipsearch.search.coordination import confirm_item, study_lock
 from skipsearch.search.integrity import check_scores
-from skipsearch.search.racing import JUDGED, plan_of, replay, stored_judged
+from skipsearch.search.racing import ENTRANTS, JUDGED, plan_of, replay, stored_entrants, stored_judged
+from skipsearch.search.racing import STAGE as RACE_STAGE
 from skipsearch.search import second_opinion as opinion
 from skipsearch.search.recording import reported
 from skipsearch.search.budget import POLL_S
 from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
 from skipsearch.search.verdict import winner
-from skipsearch.storage.records import ConfirmationRow, references_of
+from skipsearch.storage.records import ConfirmationRow, MeasuredAt, references_of
 
 DONE, FAILED = "done", "failed"  # what ``_confirm_one`` did with an evaluation it claimed
 __all__ = ["candidates", "coefficients_of", "confirm", "heldout_summary", "pareto_front"]  # readers: ``heldout``
@@ -66,8 +67,8 @@ def confirm(ctx: StudyContext, progress: bool = True) -> pd.DataFrame:
     best = winner(table)
     if best is not None:
         ctx.store.set_winner(name, best)
-        if _second_opinion(ctx, table, best, progress):
-            table = heldout_summary(ctx.store, name, c.n)
+        _second_opinion(ctx, table, best, progress)
+        table = heldout_summary(ctx.store, name, c.n)  # with the opinion, or why there is none
     with study_lock(ctx.driver):
         annotate_confirmation(ctx, table)
     return table
@@ -77,7 +78,7 @@ def _race(ctx: StudyContext, progress: bool) -> None:
     """The raced confirmation: one seed set at a time for the baseline and the candidates still in, the race
     replayed from the stored rows after each (``racing.replay``), each look's decision said, until it ends."""
     c = ctx.spec.confirm
-    entered = candidates(ctx)
+    entered = _entrants(ctx)
     if len(entered) < 2:
         return  # no baseline, or no search trial to race against it
     base, top = entered[0], entered[1:]
@@ -108,19 +109,19 @@ def _race(ctx: StudyContext, progress: bool) -> None:
                 return
 
 
-def _second_opinion(ctx: StudyContext, table: pd.DataFrame, best: int, progress: bool) -> bool:
-    """The winner and the baseline in the second feature space (``second_opinion``), on its seed sets; whether
-    any was taken. Which space is worked out once per study, under the study lock, and said."""
+def _second_opinion(ctx: StudyContext, table: pd.DataFrame, best: int, progress: bool) -> None:
+    """The winner and the baseline in the second feature space (``second_opinion``), on its seed sets. Which
+    space is worked out once per study, under the study lock, and said."""
     o, name = ctx.spec.confirm.second_opinion, ctx.spec.name
     base = table[table.role == "baseline"].trial_number
     if base.empty or int(base.iloc[0]) == best:
-        return False
+        return
     base = int(base.iloc[0])
     with study_lock(ctx.driver):
         label, why = opinion.settle_space(ctx, base)
     if label is None:
         ctx.echo(f"opinion   no second opinion: {why}")
-        return False
+        return
     pending = [(num, j) for j in range(o.seed_sets) for num in (base, best)]
     stored = [p for p in pending if ctx.store.has_measurements(name, p[0], opinion.where(ctx.spec, p[1]))]
     if len(stored) < len(pending):
@@ -133,7 +134,21 @@ def _second_opinion(ctx: StudyContext, table: pd.DataFrame, best: int, progress:
 
     with Progress(len(pending), "second opinion", "evaluations", enabled=progress, initial=len(stored)) as bar:
         _evaluate(ctx, left, bar, one=lambda num, j: opinion.evaluate_one(ctx, label, num, j), unstored=unstored)
-    return True
+
+
+def _entrants(ctx: StudyContext) -> list[int]:
+    """The baseline and the race's candidates: those stored when it started, else the top-k now, stored (under
+    the study lock, so every driver races the same ones, and a reader replays them)."""
+    c, name = ctx.spec.confirm, ctx.spec.name
+    with study_lock(ctx.driver):
+        fixed = stored_entrants(ctx.store.extras_frame(name), c.n)
+        if fixed is not None:
+            return [fixed[0], *fixed[1]]
+        entered = candidates(ctx)
+        if len(entered) >= 2:
+            ctx.store.record_measurements(name, entered[0], MeasuredAt(stage=RACE_STAGE, n=c.n), (), extras={
+                ENTRANTS: {"baseline": entered[0], "candidates": entered[1:]}})
+        return entered
 
 
 def _evaluate(ctx: StudyContext, pending: list[tuple[int, int]], bar: Progress, one=None,

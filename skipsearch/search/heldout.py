@@ -13,7 +13,7 @@ import pandas as pd
 
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.search.measured import column, reported
-from skipsearch.search.racing import failures_between, plan_of, replay, stored_judged
+from skipsearch.search.racing import failures_between, plan_of, replay, stored_entrants, stored_judged
 from skipsearch.search.second_opinion import opinion_columns
 from skipsearch.search.verdict import paired_interval
 from skipsearch.specfile import parse_spec
@@ -113,11 +113,15 @@ RACE_COLUMNS = ("race_delta_fid", "race_low", "race_high", "race_rounds", "race_
 
 
 def _with_race(store: Store, study: str, spec, table: pd.DataFrame, baseline: int) -> pd.DataFrame:
-    """The summary of a raced confirmation with ``RACE_COLUMNS``, the race replayed from the stored rows (the
-    candidates are those that entered: the ones the race evaluated on its first seed set)."""
+    """The summary of a raced confirmation with ``RACE_COLUMNS``, the race replayed from the stored rows and its
+    stored entrants (a race from before they were stored: the ones it evaluated on its first seed set)."""
     judged = stored_judged(store, spec)
-    entered = sorted(t for t, j in judged if j == 0 and t != baseline)
-    entered = [t for t in table.trial_number if t in entered]  # in the search's order of the table
+    fixed = stored_entrants(store.extras_frame(study), spec.confirm.n)
+    if fixed is not None:  # stored when the race started
+        entered = fixed[1]
+    else:  # a race from before they were stored: those evaluated on its first seed set
+        entered = sorted(t for t, j in judged if j == 0 and t != baseline)
+        entered = [t for t in table.trial_number if t in entered]  # in the search's order of the table
     race = replay(plan_of(spec.confirm, len(entered)), baseline, entered, judged,
                   failures_between(judged, entered))
     out = table.copy()

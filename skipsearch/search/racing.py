@@ -6,11 +6,14 @@ The race's rules are ``search.race``'s; this module only feeds them. Its plan co
 that entered); each round's paired ΔFID is the debiased FID (``metrics.fid_debiased``, what the held-out
 evaluations of a raced study measure beside FID) of a candidate minus the baseline's, on the same seed set. The
 race is replayed from the start whenever it is read, so a resumed confirmation, a second driver and a reader
-all see the same decisions: nothing of the race is stored but the held-out rows themselves.
+all see the same decisions: nothing of the race is stored but the held-out rows themselves and, when it
+starts, who entered it (``ENTRANTS``, an extra of the baseline): a search that goes on later, or a candidate
+whose first evaluation failed, never changes the race's candidates.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +24,20 @@ from skipsearch.search.race import Decision, RacePlan, RaceState, decide
 from skipsearch.search.sequential import SequentialInterval
 
 JUDGED = "fid_debiased"  # the metric each round's ΔFID is of (``methods.sampled.RACE_JUDGES``)
+STAGE = "race"  # the stage of the race's own extra
+ENTRANTS = "race_entrants"  # the baseline's extra: {"baseline": trial, "candidates": [trials]} at confirm.n
+
+
+def stored_entrants(extras: pd.DataFrame, n: int) -> tuple[int, list[int]] | None:
+    """The baseline and the candidates of the race at ``n``, as stored when it started (None: a race from
+    before they were stored, or none started)."""
+    if extras.empty:
+        return None
+    rows = extras[(extras.stage == STAGE) & (extras.name == ENTRANTS) & (extras.n == n)]
+    if rows.empty:
+        return None
+    value = json.loads(rows.value_json.iloc[0])
+    return int(value["baseline"]), [int(t) for t in value["candidates"]]
 
 
 def plan_of(confirm, candidates: int) -> RacePlan:
