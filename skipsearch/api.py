@@ -66,7 +66,8 @@ class RunResult:
     @property
     def verdict(self) -> Verdict:
         """The same verdict ``best`` and the end-of-run table give: ``win`` only when the 95% paired interval on
-        the held-out dFID lies below zero; ``interval`` (mean, low, high) and ``text`` say by how much."""
+        the held-out dFID lies below zero and the second feature space does not call the winner worse;
+        ``interval`` (mean, low, high) and ``text`` say by how much, ``opinion`` what the second space said."""
         from skipsearch.search.verdict import verdict
 
         return verdict(self.confirmation, None if self.readout is None else self.readout.references)

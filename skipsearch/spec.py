@@ -218,10 +218,11 @@ class SearchCommon(Section):
 
 
 class SecondOpinionSpec(Section):
-    """After the confirmation, the winner and the baseline are scored again in a second feature space, on
-    ``seed_sets`` held-out seed sets of ``n`` (consecutive blocks of seeds from ``confirm.seed``, never used by the
-    search): a win in one space that the other calls worse is reported as "disagrees", not as a win (FID can be
-    lowered in one space without better images). ``extractor``: ``auto`` (Inception where the objective uses a
+    """After the confirmation, the winner and the baseline are scored again in a second feature space, on the
+    first ``n`` samples of the confirmation's first ``seed_sets`` held-out seed sets (at most the confirmation's N
+    and seed sets: the images the confirmation judged, never the search's): a win in one space that the other
+    calls worse is reported as "disagrees", not as a win (FID can be lowered in one space without better
+    images). ``extractor``: ``auto`` (Inception where the objective uses a
     domain extractor, the shipped digits extractor where it uses Inception, none where that cannot read the
     samples or its weights are not installed, said in the verdict), ``none``, or an extractor label. Inception
     reads about 10 images a second on 2 CPU cores, hence the small default ``n``."""
@@ -281,8 +282,7 @@ class ConfirmSpec(Section):
         if self.race and self.every > self.seed_sets:
             raise ValueError(f"every ({self.every}) must not exceed seed_sets ({self.seed_sets}), the race's last "
                              f"round")
-        if self.seed + max(self.n * self.seed_sets, self.second_opinion.n * self.second_opinion.seed_sets) - 1 \
-                > SEED_MAX:
+        if self.seed + self.n * self.seed_sets - 1 > SEED_MAX:
             raise ValueError(f"seed + n x seed_sets must stay below 2^31 (seeds are 32-bit), got {self.seed} + "
                              f"{self.n} x {self.seed_sets}")
         return self

@@ -19,7 +19,8 @@ search strategy alone:
 
 **Network evaluations** are samples x NFE. skipsearch spends, for each search trial, the largest N it reached
 (its rungs reuse the images of the rung below, so a trial stopped at N cost N samples; a failed trial is
-counted at nothing) plus every held-out evaluation of its confirmation (the baseline's too). The plain side
+counted at nothing) plus every held-out evaluation of its confirmation (the baseline's too, and the second
+opinion's: the winner and the baseline sampled again, ``search.second_opinion``). The plain side
 gets as many whole trials of ``confirm.n`` samples as fit in skipsearch's total, so the two totals differ by
 less than one plain trial. The same forward calls are also counted at the network itself, as a check on
 this arithmetic.
@@ -179,7 +180,7 @@ def run_study(study: Spec, nfe: int) -> StudyOutcome:
     costs = trial_costs(api.trials(study.storage, study.name), nfe)
     rows = api.confirmations(study.storage, study.name, per_seed_set=True)
     rows = rows[rows.n == study.confirm.n]
-    confirm_evals = len(rows) * study.confirm.n * nfe
+    confirm_evals = len(rows) * study.confirm.n * nfe + opinion_evals(study, nfe)
     base = rows[rows.role == "baseline"]
     if base.empty:
         raise RuntimeError(f"study {study.name}: the baseline has no held-out evaluation to compare with")
@@ -188,7 +189,9 @@ def run_study(study: Spec, nfe: int) -> StudyOutcome:
     total = int(costs.sum()) + confirm_evals
     won = result.winner
     own = math.nan if won is None else mean_delta(held_out_of(rows, won), baseline_by_set)
-    if won is None or own > 0:  # none confirmed, or the confirmation measured it worse: a user keeps rho = 1
+    disagrees = result.verdict is not None and result.verdict.opinion == "disagrees"
+    if won is None or own > 0 or disagrees:  # none confirmed, measured worse, or worse in the second space:
+        # a user keeps the baseline
         return StudyOutcome(trial=None, coefficients=baseline, baseline=baseline, confirmation_dfid=0.0,
                             evals_to_winner=total, total_evals=total, confirmation_evals=confirm_evals,
                             trials=len(costs), wall_s=wall)
@@ -196,6 +199,22 @@ def run_study(study: Spec, nfe: int) -> StudyOutcome:
     return StudyOutcome(trial=won, coefficients=chosen, baseline=baseline, confirmation_dfid=own,
                         evals_to_winner=int(costs[costs.index <= won].sum()) + confirm_evals, total_evals=total,
                         confirmation_evals=confirm_evals, trials=len(costs), wall_s=wall)
+
+
+def opinion_evals(study: Spec, nfe: int) -> int:
+    """Network evaluations of the second opinion (``search.second_opinion``): each (trial, seed set) it sampled,
+    at its N; part of the confirmation's cost."""
+    from skipsearch.search.second_opinion import STAGE, plan
+    from skipsearch.storage import Store
+
+    store = Store(study.storage, create=False)
+    try:
+        rows = store.measurements_frame(study.name)
+    finally:
+        store.close()
+    n = plan(study)[0]
+    rows = rows[(rows.stage == STAGE) & (rows.n == n)]
+    return len(rows[["trial_number", "seed_set"]].drop_duplicates()) * n * nfe
 
 
 def held_out_of(rows: pd.DataFrame, trial: int) -> dict[int, float]:

@@ -112,7 +112,7 @@ def _race(ctx: StudyContext, progress: bool) -> None:
 def _second_opinion(ctx: StudyContext, table: pd.DataFrame, best: int, progress: bool) -> None:
     """The winner and the baseline in the second feature space (``second_opinion``), on its seed sets. Which
     space is worked out once per study, under the study lock, and said."""
-    o, name = ctx.spec.confirm.second_opinion, ctx.spec.name
+    (n, sets), name = opinion.plan(ctx.spec), ctx.spec.name
     base = table[table.role == "baseline"].trial_number
     if base.empty or int(base.iloc[0]) == best:
         return
@@ -122,11 +122,11 @@ def _second_opinion(ctx: StudyContext, table: pd.DataFrame, best: int, progress:
     if label is None:
         ctx.echo(f"opinion   no second opinion: {why}")
         return
-    pending = [(num, j) for j in range(o.seed_sets) for num in (base, best)]
+    pending = [(num, j) for j in range(sets) for num in (base, best)]
     stored = [p for p in pending if ctx.store.has_measurements(name, p[0], opinion.where(ctx.spec, p[1]))]
     if len(stored) < len(pending):
-        ctx.echo(f"opinion   trial {best} and the baseline in a second feature space, {label}: {o.seed_sets} held-out "
-                 f"seed sets of N={o.n}, judged on the paired debiased dFID")
+        ctx.echo(f"opinion   trial {best} and the baseline in a second feature space, {label}: the first {n} "
+                 f"samples of held-out seed sets 0-{sets - 1}, judged on the paired debiased dFID")
     left = [p for p in pending if p not in stored]
 
     def unstored(_ctx: StudyContext, ps: list[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -2,10 +2,11 @@
 
 FID can be lowered in one feature space without better images (Kynkäänniemi et al., ICLR 2023): a coefficient
 search that optimises FID in one space is exactly the process that finds such a way. So once the confirmation
-has a winner, both it and the baseline are sampled again on ``confirm.second_opinion.seed_sets`` held-out seed
-sets of ``n`` (blocks of seeds from ``confirm.seed``, as the confirmation's, never used by the search) and scored
-in the second space, with the debiased FID (``metrics.fid_debiased``), paired by seed set. A win that the second
-space calls worse (its interval wholly above 0) is reported as "disagrees", never as a win (``verdict``).
+has a winner, both it and the baseline are sampled again on the first ``confirm.second_opinion.seed_sets`` of
+the confirmation's held-out seed sets, the first ``n`` seeds of each (``plan``: at most the confirmation's sets
+and N; the same images the confirmation judged, no seed beyond them), and scored in the second space, with the
+debiased FID (``metrics.fid_debiased``), paired by seed set. A win that the second space calls worse (its interval
+wholly above 0) is reported as "disagrees", never as a win (``verdict``).
 
 Which space (``space_for``): the spec's, or by ``auto`` the standard Inception where the objective uses a domain
 extractor and the shipped digits extractor where it uses Inception, when that one can read the samples and
@@ -61,20 +62,31 @@ def space_for(spec: Spec, info, images, device: str) -> tuple[str | None, str]:
     return other, ""
 
 
-def opinion_spec(spec: Spec, label: str) -> Spec:
-    """The spec whose held-out evaluation is the second opinion: the second space as the objective's, with the
-    debiased FID reported, at the opinion's N, one block of seeds per seed set from ``confirm.seed``."""
+def plan(spec: Spec) -> tuple[int, int]:
+    """(samples per seed set, seed sets) of the opinion: the spec's, at most the confirmation's, so that its seeds
+    are ones the confirmation already used."""
+    o, c = spec.confirm.second_opinion, spec.confirm
+    return min(o.n, c.n), min(o.seed_sets, c.seed_sets)
+
+
+def opinion_spec(spec: Spec, label: str, seed_set: int) -> Spec:
+    """The spec whose held-out evaluation on ``seed_set`` is the second opinion's: the second space as the
+    objective's, with the debiased FID reported, at the opinion's N, from the first seed of the confirmation's
+    seed set ``seed_set`` (``heldout_seed_start`` = ``confirm.seed + seed_set x n`` for the N given here, so
+    ``confirm.seed`` is moved to make it the confirmation's start)."""
     from skipsearch.spec import ReportEntry
 
-    o = spec.confirm.second_opinion
+    n, sets = plan(spec)
+    c = spec.confirm
     metric = spec.metric.model_copy(update={"extractor": label, "report": (ReportEntry(metric=JUDGED),),
-                                            "n": o.n, "rungs": ()})
-    confirm = spec.confirm.model_copy(update={"n": o.n, "seed_sets": o.seed_sets, "race": False})
+                                            "n": n, "rungs": ()})
+    confirm = c.model_copy(update={"n": n, "seed_sets": sets, "race": False,
+                                   "seed": c.seed + seed_set * (c.n - n)})
     return spec.model_copy(update={"metric": metric, "confirm": confirm})
 
 
 def where(spec: Spec, seed_set: int = -1) -> MeasuredAt:
-    return MeasuredAt(stage=STAGE, n=spec.confirm.second_opinion.n, seed_set=seed_set)
+    return MeasuredAt(stage=STAGE, n=plan(spec)[0], seed_set=seed_set)
 
 
 def item(trial: int, seed_set: int, n: int) -> str:
@@ -85,7 +97,7 @@ def item(trial: int, seed_set: int, n: int) -> str:
 def settle_space(ctx: StudyContext, baseline: int) -> tuple[str | None, str]:
     """The study's second space, worked out once and stored on the baseline (under the study lock, by the
     caller), so every later run and reader uses the same one; a later run reads it back."""
-    stored = stored_space(ctx.store.extras_frame(ctx.spec.name), ctx.spec.confirm.second_opinion.n)
+    stored = stored_space(ctx.store.extras_frame(ctx.spec.name), plan(ctx.spec)[0])
     if stored is not None:
         return stored
     from skipsearch import data
@@ -118,7 +130,7 @@ def evaluate_one(ctx: StudyContext, label: str, trial: int, seed_set: int) -> st
     from skipsearch.search.recording import reported
 
     spec, name = ctx.spec, ctx.spec.name
-    at, key = where(spec, seed_set), item(trial, seed_set, spec.confirm.second_opinion.n)
+    at, key = where(spec, seed_set), item(trial, seed_set, plan(spec)[0])
     if not ctx.store.try_claim(name, key, ctx.driver.id, trial):
         holder = ctx.store.holder(name, key)
         if holder is not None and not ctx.driver.alive(holder):
@@ -129,7 +141,7 @@ def evaluate_one(ctx: StudyContext, label: str, trial: int, seed_set: int) -> st
             return "done"
         try:
             coefficients = parse_coefficients(ctx.store.trial(name, trial).coefficients_json)
-            out = ctx.method.heldout(opinion_spec(spec, label), coefficients, seed_set)
+            out = ctx.method.heldout(opinion_spec(spec, label, seed_set), coefficients, seed_set)
         except TRIAL_ERRORS as err:
             ctx.echo(f"opinion   trial {trial:3d}  seed set {seed_set}  FAILED: {type(err).__name__}: {err}")
             return "failed"
@@ -149,12 +161,12 @@ def opinion_columns(store, study: str, spec: Spec, table: pd.DataFrame, baseline
     """The summary with ``COLUMNS``: for each trial the opinion was taken on, its mean FID in the second space and
     its paired debiased dFID against the baseline with the 95% t interval over the opinion's seed sets; and, on
     every row, which space (or why none)."""
-    o = spec.confirm.second_opinion
+    n, _ = plan(spec)
     out = table.copy()
-    space = stored_space(store.extras_frame(study), o.n)
+    space = stored_space(store.extras_frame(study), n)
     label, why = space if space is not None else (None, "")
     rows = store.measurements_frame(study)
-    rows = rows[(rows.stage == STAGE) & (rows.n == o.n)] if not rows.empty else rows
+    rows = rows[(rows.stage == STAGE) & (rows.n == n)] if not rows.empty else rows
     if label is not None and not rows.empty:
         rows = rows[(rows.extractor == label) & (rows.domain == "target")]
     judged = rows[rows.metric == JUDGED].pivot_table(index="seed_set", columns="trial_number", values="value") \
@@ -168,7 +180,7 @@ def opinion_columns(store, study: str, spec: Spec, table: pd.DataFrame, baseline
             ci = paired_interval((judged[t] - judged[baseline]).dropna().tolist())
         taken = t in judged.columns
         stats["opinion_extractor"].append(label or "")
-        stats["opinion_n"].append(o.n if taken else math.nan)
+        stats["opinion_n"].append(n if taken else math.nan)
         stats["opinion_seed_sets"].append(int(judged[t].notna().sum()) if taken else 0)
         stats["opinion_fid"].append(float(fids.get(t, math.nan)))
         stats["opinion_delta_fid"].append(ci.mean if ci is not None else math.nan)
