@@ -303,6 +303,15 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
                                             help="The spec's study against a plain Optuna + torch-fidelity loop with "
                                                  "the same network evaluations: held-out dFID of each winner and "
                                                  "the evaluations each needed to reach it."),
+          calibration: bool = typer.Option(False, "--calibration",
+                                           help="Many short studies on a null space (the baseline on shifted "
+                                                "seeds: true dFID 0) and on a known effect: the rate of claimed "
+                                                "wins on the null and the coverage of the claimed intervals, for "
+                                                "skipsearch's race and the plain loop's 'best trial beats the "
+                                                "baseline'."),
+          studies: int = typer.Option(40, "--studies", min=2, max=10000,
+                                      help="With --calibration: null studies (the known effect gets half as "
+                                           "many)."),
           repeats: Optional[int] = typer.Option(None, min=1, max=100, show_default=False,
                                                 help="With --versus-plain: how many repeats (sampler seeds 0, 1, "
                                                      "...; default 3); with --imports: runs of each command "
@@ -326,11 +335,14 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     the spec's study (rungs, baseline, confirmation) against the loop a user would write with Optuna and
     torch-fidelity (TPE, N = confirm.n fresh seeds per trial), on the same budget of network evaluations
     (samples x NFE), both winners judged on the spec's held-out seed sets, --repeats times; the plain loop runs on
-    to --plain-budget times that budget, to find when its winner first matches skipsearch's on those sets.
+    to --plain-budget times that budget, to find when its winner first matches skipsearch's on those sets. With
+    --calibration: --studies null studies (the baseline on shifted seeds raced as candidates) and half as many on
+    a known Skip-Tuning effect, real samples of the embedded model: claimed-win rates and coverage, both rules.
 
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
     skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports;  skipsearch bench --hooks;
-    skipsearch bench --json bench.json;  skipsearch bench --versus-plain --trials 12 --repeats 3
+    skipsearch bench --json bench.json;  skipsearch bench --versus-plain --trials 12 --repeats 3;
+    skipsearch bench --calibration --studies 40
     """
     from skipsearch.bench import show, write_json
 
@@ -342,6 +354,10 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
         from skipsearch.bench.hooks import bench_hooks
 
         records = bench_hooks(device)
+    elif calibration:
+        from skipsearch.bench.calibration import bench_calibration
+
+        records = bench_calibration(studies)
     elif versus_plain:
         from skipsearch.bench.versus_plain import bench_versus_plain
 

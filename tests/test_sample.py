@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from class_labels import labels_seen
 from conftest import tiny_dt_spec_dict, tiny_spec_dict
 from PIL import Image
 from typer.testing import CliRunner
@@ -77,17 +78,8 @@ def test_same_seeds_give_the_trials_own_images(study, tmp_path):
 
 def test_class_labels_reach_the_network(study, tmp_path):
     """seed s samples label s mod 10, read from what the UNet's class embedding receives in every call."""
-    seen: list[list[int]] = []
-
-    def record(module, args):
-        if isinstance(module, torch.nn.Embedding) and module.num_embeddings == CLASSES:
-            seen.append(args[0].tolist())
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
+    with labels_seen(CLASSES) as seen:
         r = sample(study["spec"], n=12, seed_start=5, output=tmp_path / "labels", progress=False)
-    finally:
-        handle.remove()
     expected = [s % CLASSES for s in range(5, 17)]
     assert seen == [expected] * 3  # one batch, 3 DDIM steps
     assert r.labels == tuple(expected) and r.conditions == tuple(range(CLASSES)) and r.seeds == range(5, 17)

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
+from class_labels import labels_seen
 from conftest import tiny_spec_dict
 
 pytest.importorskip("diffusers")
@@ -59,17 +59,8 @@ def test_skipsearch_loads_it_and_samples_each_class(folder, tmp_path):
     spec = tmp_path / "cond.yaml"
     spec.write_text(yaml.safe_dump(tiny_spec_dict("cond", model={"family": "diffusers", "path": str(folder)},
                                                   sampler={"name": "ddim", "steps": 2})))
-    seen: list[list[int]] = []
-
-    def record(module, args):
-        if isinstance(module, torch.nn.Embedding) and module.num_embeddings == CLASSES:
-            seen.append(args[0].tolist())
-
-    handle = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
+    with labels_seen(CLASSES) as seen:
         r = sample(spec, n=CLASSES, seed_start=0, output=tmp_path / "each", progress=False)
-    finally:
-        handle.remove()
     assert seen == [list(range(CLASSES))] * 2  # one batch, 2 DDIM steps: every digit once
     assert r.images.shape == (CLASSES, 1, 16, 16) and r.labels == tuple(range(CLASSES))
 

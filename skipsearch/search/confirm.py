@@ -19,7 +19,7 @@ from skipsearch.evaluate import TRIAL_ERRORS
 from skipsearch.progress import Progress
 from skipsearch.search.context import StudyContext
 from skipsearch.search.annotations import annotate_confirmation
-from skipsearch.search.coordination import confirm_item, study_lock
+from skipsearch.search.coordination import claim_item, confirm_item, study_lock
 from skipsearch.search.integrity import check_scores
 from skipsearch.search.racing import ENTRANTS, JUDGED, plan_of, replay, stored_entrants, stored_judged
 from skipsearch.search.racing import STAGE as RACE_STAGE
@@ -194,10 +194,7 @@ def _confirm_one(ctx: StudyContext, num: int, seed_set: int) -> str | None:
     own failure, said and not stored) when it did, None when another driver holds it."""
     c, name = ctx.spec.confirm, ctx.spec.name
     item = confirm_item(num, seed_set, c.n)
-    if not ctx.store.try_claim(name, item, ctx.driver.id, num):
-        holder = ctx.store.holder(name, item)
-        if holder is not None and not ctx.driver.alive(holder):
-            ctx.store.release(name, item, holder)  # its driver is gone: the next round takes it over
+    if not claim_item(ctx.driver, item, num):
         return None
     try:
         if ctx.store.has_confirmation(name, num, seed_set, c.n):  # another driver finished it and let go

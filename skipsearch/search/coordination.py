@@ -154,3 +154,15 @@ def trial_item(number: int) -> str:
 
 def confirm_item(trial: int, seed_set: int, n: int) -> str:
     return f"confirm:{trial}:{seed_set}:{n}"
+
+
+def claim_item(driver: Driver, item: str, trial: int) -> bool:
+    """Whether ``driver`` holds ``item`` of its study now (a held-out or second-opinion evaluation). A holder
+    whose driver is gone is let go, so the next round, here or in another driver, takes the item over."""
+    store, study = driver.store, driver.study
+    if store.try_claim(study, item, driver.id, trial):
+        return True
+    holder = store.holder(study, item)
+    if holder is not None and not driver.alive(holder):
+        store.release(study, item, holder)
+    return False

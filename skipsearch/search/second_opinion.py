@@ -136,14 +136,12 @@ def evaluate_one(ctx: StudyContext, label: str, trial: int, seed_set: int) -> st
     from skipsearch.evaluate import TRIAL_ERRORS
     from skipsearch.results import Measurement
     from skipsearch.methods import parse_coefficients
+    from skipsearch.search.coordination import claim_item
     from skipsearch.search.recording import reported
 
     spec, name = ctx.spec, ctx.spec.name
     at, key = where(spec, seed_set), item(trial, seed_set, plan(spec)[0])
-    if not ctx.store.try_claim(name, key, ctx.driver.id, trial):
-        holder = ctx.store.holder(name, key)
-        if holder is not None and not ctx.driver.alive(holder):
-            ctx.store.release(name, key, holder)  # its driver is gone: the next round takes it over
+    if not claim_item(ctx.driver, key, trial):
         return None
     try:
         if ctx.store.has_measurements(name, trial, at):
