@@ -74,24 +74,28 @@ def test_the_exported_file_carries_the_race_not_an_uncorrected_interval(raced, t
     assert confirmation.race.decision == row.race_text
 
 
-def test_a_search_that_goes_on_after_the_race_does_not_change_its_entrants(tmp_path):
+def test_a_search_that_goes_on_after_the_race_does_not_change_its_entrants(raced, tmp_path):
     """The race's candidates are stored when it starts: trials searched later, even better ones, never enter a
-    race already run, and its verdict and rows stay as they were."""
+    race already run, and its verdict and rows stay as they were (on a copy of the raced study's database)."""
+    import sqlite3
+    from contextlib import closing
+
     from skipsearch.search.racing import stored_entrants
     from skipsearch.storage import Store
 
-    url = f"sqlite:///{tmp_path / 'later.db'}"
-    raw = tiny_spec_dict("later", search={"trials": 3},
-                         confirm={"race": True, "top_k": 2, "n": 64, "seed_sets": 4, "every": 2})
-    first = skipsearch.run(parse_spec(raw), storage=url)
+    url, spec, first = raced
+    copy = tmp_path / "later.db"
+    with closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as src, closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)  # the write-ahead log's pages included
+    url = f"sqlite:///{copy}"
     store = Store(url, create=False)
-    base, entered = stored_entrants(store.extras_frame("later"), 64)
+    base, entered = stored_entrants(store.extras_frame("raced"), spec.confirm.n)
     store.close()
     assert base == 0 and sorted(entered) == sorted(int(t) for t in first.confirmation.trial_number if t != 0)
-    rows = skipsearch.confirmations(url, "later", per_seed_set=True)
-    more = skipsearch.run(parse_spec(tiny_spec_dict("later", search={"trials": 8},
-                                                    confirm=raw["confirm"])), storage=url)
-    assert len(skipsearch.trials(url, "later")) == 8
-    again = skipsearch.confirmations(url, "later", per_seed_set=True)
+    rows = skipsearch.confirmations(url, "raced", per_seed_set=True)
+    more = skipsearch.run(spec.model_copy(update={"search": spec.search.model_copy(update={"trials": 8})}),
+                          storage=url)
+    assert len(skipsearch.trials(url, "raced")) == 8
+    again = skipsearch.confirmations(url, "raced", per_seed_set=True)
     assert set(again.trial_number) == set(rows.trial_number) and len(again) == len(rows)  # no new entrant
     assert more.verdict.text == first.verdict.text
