@@ -122,17 +122,16 @@ def _second_opinion(ctx: StudyContext, table: pd.DataFrame, best: int, progress:
     if label is None:
         ctx.echo(f"opinion   no second opinion: {why}")
         return
-    pending = [(num, j) for j in range(sets) for num in (base, best)]
-    stored = [p for p in pending if ctx.store.has_measurements(name, p[0], opinion.where(ctx.spec, p[1]))]
-    if len(stored) < len(pending):
-        ctx.echo(f"opinion   trial {best} and the baseline in a second feature space, {label}: the first {n} "
-                 f"samples of held-out seed sets 0-{sets - 1}, judged on the paired debiased dFID")
-    left = [p for p in pending if p not in stored]
-
     def unstored(_ctx: StudyContext, ps: list[tuple[int, int]]) -> list[tuple[int, int]]:
         return [p for p in ps if not ctx.store.has_measurements(name, p[0], opinion.where(ctx.spec, p[1]))]
 
-    with Progress(len(pending), "second opinion", "evaluations", enabled=progress, initial=len(stored)) as bar:
+    pending = [(num, j) for j in range(sets) for num in (base, best)]
+    left = unstored(ctx, pending)
+    if left:
+        ctx.echo(f"opinion   trial {best} and the baseline in a second feature space, {label}: the first {n} "
+                 f"samples of held-out seed sets 0-{sets - 1}, judged on the paired debiased dFID")
+    with Progress(len(pending), "second opinion", "evaluations", enabled=progress,
+                  initial=len(pending) - len(left)) as bar:
         _evaluate(ctx, left, bar, one=lambda num, j: opinion.evaluate_one(ctx, label, num, j), unstored=unstored)
 
 

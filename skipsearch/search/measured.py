@@ -40,3 +40,14 @@ def reported(store: Store, study: str, stage: str, objective: str) -> pd.DataFra
     wide = wide[[name for *_, name in order]].astype("float64").reset_index()
     wide.columns.name = None
     return wide.astype({k: "int64" for k in keys})
+
+
+def stored_extra(extras: pd.DataFrame, stage: str, name: str, n: int):
+    """The JSON value of the extra ``name`` stored at ``stage`` and ``n`` (a study's own record of how a stage
+    ran: a race's entrants, the second opinion's space), or None when there is none."""
+    import json
+
+    if extras.empty:
+        return None
+    rows = extras[(extras.stage == stage) & (extras.name == name) & (extras.n == n)]
+    return None if rows.empty else json.loads(rows.value_json.iloc[0])

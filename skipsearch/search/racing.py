@@ -13,7 +13,6 @@ whose first evaluation failed, never changes the race's candidates.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,13 +30,10 @@ ENTRANTS = "race_entrants"  # the baseline's extra: {"baseline": trial, "candida
 def stored_entrants(extras: pd.DataFrame, n: int) -> tuple[int, list[int]] | None:
     """The baseline and the candidates of the race at ``n``, as stored when it started (None: a race from
     before they were stored, or none started)."""
-    if extras.empty:
-        return None
-    rows = extras[(extras.stage == STAGE) & (extras.name == ENTRANTS) & (extras.n == n)]
-    if rows.empty:
-        return None
-    value = json.loads(rows.value_json.iloc[0])
-    return int(value["baseline"]), [int(t) for t in value["candidates"]]
+    from skipsearch.search.measured import stored_extra
+
+    value = stored_extra(extras, STAGE, ENTRANTS, n)
+    return None if value is None else (int(value["baseline"]), [int(t) for t in value["candidates"]])
 
 
 def plan_of(confirm, candidates: int) -> RacePlan:

@@ -17,14 +17,13 @@ its weights are installed; otherwise none, and the verdict says why. The numbers
 
 from __future__ import annotations
 
-import json
 import math
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from skipsearch.search.verdict import paired_interval
-from skipsearch.storage.records import MeasuredAt
+from skipsearch.storage.records import MeasuredAt, with_own
 
 if TYPE_CHECKING:
     from skipsearch.search.context import StudyContext
@@ -121,20 +120,16 @@ def settle_space(ctx: StudyContext, baseline: int) -> tuple[str | None, str]:
 
 def stored_space(extras: pd.DataFrame, n: int) -> tuple[str | None, str] | None:
     """The second space stored for the opinion at ``n`` (None: not worked out yet)."""
-    if extras.empty:
-        return None
-    rows = extras[(extras.stage == STAGE) & (extras.name == SPACE) & (extras.n == n)]
-    if rows.empty:
-        return None
-    value = json.loads(rows.value_json.iloc[0])
-    return value.get("extractor"), value.get("why", "")
+    from skipsearch.search.measured import stored_extra
+
+    value = stored_extra(extras, STAGE, SPACE, n)
+    return None if value is None else (value.get("extractor"), value.get("why", ""))
 
 
 def evaluate_one(ctx: StudyContext, label: str, trial: int, seed_set: int) -> str | None:
     """One (trial, seed set) of the opinion, if this driver can claim it: "done" (or "failed": the trial's own
     failure on those seeds, said, nothing stored), None when another driver holds it."""
     from skipsearch.evaluate import TRIAL_ERRORS
-    from skipsearch.results import Measurement
     from skipsearch.methods import parse_coefficients
     from skipsearch.search.coordination import claim_item
     from skipsearch.search.recording import reported
@@ -153,9 +148,8 @@ def evaluate_one(ctx: StudyContext, label: str, trial: int, seed_set: int) -> st
             ctx.echo(f"opinion   trial {trial:3d}  seed set {seed_set}  FAILED: {type(err).__name__}: {err}")
             return "failed"
         s = out.score
-        own = tuple(Measurement(metric=m, extractor=s.extractor, value=getattr(s, m))
-                    for m in ("fid", "kid", "kid_std"))
-        ctx.store.record_measurements(name, trial, at, (*own, *reported(s)), claim=(key, ctx.driver.id))
+        ctx.store.record_measurements(name, trial, at, with_own(s, s.extractor, reported(s)),
+                                      claim=(key, ctx.driver.id))
         judged = next((m.value for m in s.measurements if m.metric == JUDGED), math.nan)
         ctx.echo(f"opinion   trial {trial:3d}  seed set {seed_set}  N={s.n:<6d} {s.extractor} FID {s.fid:8.4f}  "
                  f"debiased {judged:8.4f}  {out.wall_s:5.1f}s")
