@@ -184,3 +184,43 @@ def test_a_bad_second_opinion_is_refused_before_anything_is_stored(tmp_path, opi
                        storage=f"sqlite:///{db}")
     assert field in str(err.value) and says in str(err.value)
     assert not db.exists()
+
+
+def _copy(url: str, to) -> str:
+    """A copy of a study's SQLite database (through SQLite's backup, which takes the WAL's pages too)."""
+    import sqlite3
+
+    source, target = sqlite3.connect(url.removeprefix("sqlite:///")), sqlite3.connect(to)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
+    return f"sqlite:///{to}"
+
+
+def test_readers_judge_by_the_latest_runs_opinion_plan(opined, tmp_path):
+    url, spec, _ = opined
+    url = _copy(url, tmp_path / "again.db")
+    smaller = parse_spec(tiny_spec_dict("opined", search={"trials": 4},
+                                        confirm={"second_opinion": {**OPINION, "n": 32}}))
+    result = skipsearch.run(smaller, storage=url)
+    assert "(debiased FID, N=32," in result.verdict.text
+    again = skipsearch.best(url, "opined")  # a reader: the stored spec follows the run that changed the plan
+    assert again.verdict.text == result.verdict.text
+    table = skipsearch.confirmations(url, "opined")
+    assert set(table.opinion_n.dropna()) == {32}
+    rows = _rows(url, "opined")
+    assert set(rows.n) == {32, 64}  # the first plan's numbers are kept, not overwritten
+
+
+def test_an_opinion_switched_on_later_is_taken(tmp_path):
+    url = f"sqlite:///{tmp_path / 'later.db'}"
+    first = skipsearch.run(parse_spec(tiny_spec_dict("later")), storage=url)
+    assert first.verdict.opinion == "none"
+    on = parse_spec(tiny_spec_dict("later", confirm={"second_opinion": OPINION}))
+    second = skipsearch.run(on, storage=url)
+    assert second.verdict.opinion in ("agrees", "disagrees", "cannot tell")
+    assert f"Second opinion in {SPACE}" in skipsearch.best(url, "later").verdict.text
+    assert set(_rows(url, "later").trial_number) == {second.verdict.trial, int(
+        second.confirmation[second.confirmation.role == "baseline"].trial_number.iloc[0])}

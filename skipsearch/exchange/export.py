@@ -22,7 +22,8 @@ from skipsearch.storage.records import TrialRow
 
 
 def stored_spec(store: Store, study: str) -> Spec:
-    """The spec a study was created with, read through today's spec models."""
+    """The spec a study holds, read through today's spec models: its science as created, its operational fields
+    (the confirmation's plan, budgets) as the latest run gave them (``Store.follow_spec``)."""
     raw = store.study_spec(study)
     if raw is None:
         raise UserError(f"no study named {study!r} in {store.shown_url}")

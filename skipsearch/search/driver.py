@@ -32,7 +32,7 @@ from skipsearch.search.integrity import check_study_hashes
 from skipsearch.search.proposals import PerTrialSeed
 from skipsearch.search.budget import WAIT, Waiting, counted, evaluated, reserve_many
 from skipsearch.search.recording import baseline_fid
-from skipsearch.search.stored_spec import check_same_science, stored_form
+from skipsearch.search.stored_spec import check_same_science, stored_form, with_operational
 from skipsearch.search.trial_steps import Finished
 from skipsearch.spec import Spec
 from skipsearch.storage import Store, engine_kwargs, urls
@@ -78,6 +78,7 @@ def open_study(spec: Spec, storage: str | None = None, source: str = "spec",
         raise
     first = store.save_study(spec.name, stored_form(spec))
     check_same_science(spec.name, first, spec)
+    store.follow_spec(spec.name, with_operational(first, spec))  # readers judge by this run's plan (confirm.n...)
     hashes = check_study_hashes(store, spec, resolved.hashes)  # the same files as when it was stored
     record_facts(store, spec.name, resolved.info)  # what readers need of the model, which they never load
     optuna.logging.set_verbosity(optuna.logging.WARNING)

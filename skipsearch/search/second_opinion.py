@@ -104,17 +104,22 @@ def item(trial: int, seed_set: int, n: int) -> str:
 
 def settle_space(ctx: StudyContext, baseline: int) -> tuple[str | None, str]:
     """The study's second space, worked out once and stored on the baseline (under the study lock, by the
-    caller), so every later run and reader uses the same one; a later run reads it back."""
+    caller), so every later run and reader uses the same one; a later run reads it back. A stored "none" is
+    worked out again: a run after the user switched the opinion on, or installed its weights, takes it."""
     stored = stored_space(ctx.store.extras_frame(ctx.spec.name), plan(ctx.spec)[0])
-    if stored is not None:
+    if stored is not None and stored[0] is not None:
         return stored
     from skipsearch import data
     from skipsearch.evaluate import resolve_device
 
     images = data.load(ctx.spec.metric.reference, resolution=ctx.info.resolution)
     label, why = space_for(ctx.spec, ctx.info, images, resolve_device(ctx.spec.device))
-    ctx.store.record_measurements(ctx.spec.name, baseline, where(ctx.spec), (),
-                                  extras={SPACE: {"extractor": label, "why": why}})
+    now = {"extractor": label, "why": why}
+    if stored is None:
+        ctx.store.record_measurements(ctx.spec.name, baseline, where(ctx.spec), (), extras={SPACE: now})
+    elif stored != (label, why):
+        ctx.store.replace_extra(ctx.spec.name, baseline, where(ctx.spec), SPACE,
+                                {"extractor": stored[0], "why": stored[1]}, now)
     return label, why
 
 

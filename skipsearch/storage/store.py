@@ -117,7 +117,8 @@ class Store:
     # --- studies -------------------------------------------------------------------------------------
 
     def save_study(self, name: str, spec: dict) -> dict:
-        """Register a study; return the spec it was first created with (two drivers may race to create it)."""
+        """Register a study; return the spec it holds already (two drivers may race to create it): the spec it was
+        created with, or the latest that ``follow_spec`` stored."""
         for _ in range(2):
             first = self.study_spec(name)
             if first is not None:
@@ -130,6 +131,16 @@ class Store:
             except IntegrityError:
                 continue  # another driver created it first: read theirs
         raise StorageError(f"study {name!r} could not be registered in {self.shown_url}")
+
+    def follow_spec(self, name: str, spec: dict) -> bool:
+        """Store ``spec`` as the study's spec when it differs from the stored one (True: it did). The caller has
+        checked that the science is the same, so only operational fields (budgets, the confirmation's plan) change:
+        readers then judge the study as the latest driver did, instead of by the plan it was created with."""
+        text = json.dumps(spec)
+        with self.begin() as conn:
+            return bool(conn.execute(update(t.studies).where(t.studies.c.study_name == name,
+                                                             t.studies.c.spec_json != text)
+                                     .values(spec_json=text)).rowcount)
 
     def study_spec(self, name: str) -> dict | None:
         with self.begin() as conn:
@@ -314,6 +325,16 @@ class Store:
                     {"study_name": study, "trial_number": trial, **asdict(at), "name": name,
                      "value_json": json.dumps(value), "created_at": _now()} for name, value in extras.items()])
         return True
+
+    def replace_extra(self, study: str, trial: int, at: MeasuredAt, name: str, old: Extra, new: Extra) -> bool:
+        """Replace one stored extra, only while it still holds ``old`` (False: another driver replaced it first, or
+        it is gone); for a record of how a stage would run that a later run may revise (``second_opinion``)."""
+        c = t.extras.c
+        with self.begin() as conn:
+            return bool(conn.execute(update(t.extras).where(
+                c.study_name == study, c.trial_number == trial, c.stage == at.stage, c.n == at.n, c.step == at.step,
+                c.seed_set == at.seed_set, c.name == name, c.value_json == json.dumps(old))
+                .values(value_json=json.dumps(new))).rowcount)
 
     def has_measurements(self, study: str, trial: int, at: MeasuredAt) -> bool:
         """Whether any number of ``trial`` was stored at ``at`` (stage, N, step, seed set)."""
