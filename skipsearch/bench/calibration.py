@@ -51,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from skipsearch.bench.measurements import Record
+from skipsearch.progress import Progress
 from skipsearch.search.race import Decision, RacePlan, RaceState, decide
 from skipsearch.search.race_simulation import clopper_pearson
 
@@ -271,7 +272,8 @@ class Calibration:
         return next(r for r in self.results if r.rule == rule and r.space == space)
 
 
-def null_studies(setup: CalibrationSetup, ev: Evaluations, studies: int) -> tuple[RuleResult, RuleResult]:
+def null_studies(setup: CalibrationSetup, ev: Evaluations, studies: int,
+                 done: Callable[[], None] = lambda: None) -> tuple[RuleResult, RuleResult]:
     """``studies`` null studies: ``null_candidates`` shifted-stream candidates against the baseline. Any claim is
     false. The plain loop reads each study's round 0 (plain FID) and claims when its best candidate is lower."""
     plan = setup.plan(setup.null_candidates)
@@ -300,6 +302,7 @@ def null_studies(setup: CalibrationSetup, ev: Evaluations, studies: int) -> tupl
         if claimed < 0:
             plain_wins += 1
             plain_errors.append(claimed)
+        done()
     k = setup.null_candidates
     skipsearch = RuleResult(rule="skipsearch", space="null", studies=studies, claims=wins, false_claims=wins,
                             covered=0, errors=tuple(errors), claim_rounds=tuple(rounds),
@@ -316,8 +319,8 @@ def measure_truth(setup: CalibrationSetup, ev: Evaluations) -> Truth:
     return Truth(mean=statistics.fmean(d), se=statistics.stdev(d) / math.sqrt(len(d)), sets=len(d))
 
 
-def effect_studies(setup: CalibrationSetup, ev: Evaluations, studies: int,
-                   truth: Truth) -> tuple[RuleResult, RuleResult]:
+def effect_studies(setup: CalibrationSetup, ev: Evaluations, studies: int, truth: Truth,
+                   done: Callable[[], None] = lambda: None) -> tuple[RuleResult, RuleResult]:
     """``studies`` races of the effect candidate (trial 1, paired with the baseline) and ``effect_nulls``
     null candidates (trials 2..) against the baseline; coverage against ``truth`` (0 for a null). The plain
     loop scores the effect candidate on its own seeds and the nulls on theirs, and claims its best's FID minus
@@ -362,6 +365,7 @@ def effect_studies(setup: CalibrationSetup, ev: Evaluations, studies: int,
             plain_wins += 1
             plain_false += truth_of[best] >= 0
             plain_errors.append(claimed - truth_of[best])
+        done()
     skipsearch = RuleResult(rule="skipsearch", space="effect", studies=studies, claims=wins, false_claims=false,
                             covered=covered, errors=tuple(errors), claim_rounds=tuple(rounds),
                             half_widths=tuple(halves), evaluations=race_evals / studies)
@@ -371,8 +375,10 @@ def effect_studies(setup: CalibrationSetup, ev: Evaluations, studies: int,
 
 
 def calibrate(null: int, effect: int, setup: CalibrationSetup | None = None,
-              measure: Measure | None = None, say: Callable[[str], None] = lambda line: None) -> Calibration:
-    """``null`` null studies and ``effect`` known-effect studies, each rule judged on both (see the module)."""
+              measure: Measure | None = None, say: Callable[[str], None] = lambda line: None,
+              progress: bool = False) -> Calibration:
+    """``null`` null studies and ``effect`` known-effect studies, each rule judged on both (see the module);
+    ``progress``: a bar (or, in a log, a line every 30 s) counting the studies of each space, which take minutes."""
     setup = setup or CalibrationSetup()
     if null < 1 or effect < 1:
         raise ValueError(f"need at least one study of each space, not {null} null and {effect} effect")
@@ -381,11 +387,13 @@ def calibrate(null: int, effect: int, setup: CalibrationSetup | None = None,
     say(f"calibration: {null} null studies ({setup.null_candidates} shifted-stream candidates), "
         f"{effect} known-effect studies, N={setup.n}, Heun {setup.steps} steps, race of up to {setup.max_rounds} "
         f"seed sets judged every {setup.every} ({setup.procedure})")
-    null_rules = null_studies(setup, ev, null)
+    with Progress(null, "calibration, null space", "studies", enabled=progress) as bar:
+        null_rules = null_studies(setup, ev, null, done=bar.update)
     say(f"  null done: {len(ev.cache)} evaluations, {time.perf_counter() - start:.0f} s")
     truth = measure_truth(setup, ev)
     say(f"  truth of the effect: ΔFID {truth.mean:+.4f} ± {truth.se:.4f} (s.e., {truth.sets} fresh seed sets)")
-    effect_rules = effect_studies(setup, ev, effect, truth)
+    with Progress(effect, "calibration, known effect", "studies", enabled=progress) as bar:
+        effect_rules = effect_studies(setup, ev, effect, truth, done=bar.update)
     wall = time.perf_counter() - start
     say(f"  effect done: {len(ev.cache)} evaluations, {wall:.0f} s")
     return Calibration(setup=setup, truth=truth, results=(*null_rules, *effect_rules), evaluations=len(ev.cache),
@@ -451,7 +459,7 @@ def bench_calibration(studies: int, setup: CalibrationSetup | None = None,
     torch.set_num_threads(1)
     say = out or (lambda line: print(line, flush=True))
     try:
-        cal = calibrate(studies, max(1, studies // 2), setup, say=say)
+        cal = calibrate(studies, max(1, studies // 2), setup, say=say, progress=True)
     finally:
         torch.set_num_threads(threads)
     say(table(cal))
