@@ -163,3 +163,33 @@ def test_default_rungs_halve_down_to_the_kid_subset():
     assert rungs(64, 32) == (32,)  # 16 would be below the KID subset size
     assert rungs(66, 32) == (33,)  # n/4 is not whole
     assert rungs(63, 32) == ()
+
+
+def test_both_winners_are_judged_in_the_second_space_too(tmp_path, capsys):
+    """A win that lives in one feature space counts for neither side: both winners are also scored where the
+    spec's second opinion would look, on the judging sets' seeds (checked against an independent recomputation)."""
+    from test_second_opinion import SPACE, _independent_debiased
+
+    from skipsearch.bench.versus_judge import second_space_fids
+    from skipsearch.bench.versus_table import records, table
+    from skipsearch.methods import parse_coefficients
+
+    raw = tiny_spec_dict("vp2", confirm={"top_k": 1, "n": CONFIRM_N, "seed_sets": 2, "seed": 10_000,
+                                         "second_opinion": {"extractor": SPACE, "n": 48, "seed_sets": 2}})
+    path = tmp_path / "vp2.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    (r,) = versus_plain(path, repeats=1, plain_budget=1.0)
+    out = capsys.readouterr().out
+    assert f"second space: {SPACE}" in out and f"repeat 0 second space {SPACE}:" in out
+    assert r.second_space == SPACE
+    assert math.isfinite(r.plain.second_delta_fid) and math.isfinite(r.skipsearch.second_delta_fid)
+    if r.skipsearch.trial is None:
+        assert r.skipsearch.second_delta_fid == 0  # the baseline against itself
+    assert f"second space {SPACE}: dFID skipsearch" in table([r])
+    names = [rec.name for rec in records([r], "cpu")]
+    assert any("dFID in the second space - plain's" in n for n in names)
+    # the baseline's number there, on the first judging set's first 48 seeds, recomputed from scratch
+    spec = judging_spec(load_spec(path))
+    baseline = parse_coefficients('{"family": "linear", "rho_top": 1.0, "rho_bottom": 1.0}')
+    fids = second_space_fids(spec, SPACE, baseline, "check")
+    assert fids[0] == pytest.approx(_independent_debiased(spec, r.heldout_seeds[0][0], 48), rel=1e-6)

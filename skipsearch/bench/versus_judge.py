@@ -57,14 +57,40 @@ def heldout_fids(spec: Spec, coefficients: Coefficients, desc: str = "held-out")
     return out
 
 
+def second_space_fids(spec: Spec, label: str, coefficients: Coefficients, desc: str) -> dict[int, float]:
+    """A candidate's debiased FID in the second space ``label`` on each of the second opinion's seed sets of
+    ``spec`` (its N and sets, ``second_opinion.plan``), as a study's second opinion computes them."""
+    from skipsearch.search.second_opinion import JUDGED, opinion_spec, plan
+
+    method, (_, sets), out = method_for(spec.kind), plan(spec), {}
+    with Progress(sets, f"{desc}, {label}", "seed sets") as bar:
+        for j in range(sets):
+            score = method.heldout(opinion_spec(spec, label, j), coefficients, j).score
+            out[j] = next(m.value for m in score.measurements if m.metric == JUDGED)
+            bar.update(1)
+    return out
+
+
 class Judge:
     """Held-out FIDs on the benchmark's own seed sets (``judging_spec``), each set of coefficients computed once:
     the baseline serves every repeat, and the plain side's equal-budget winner is usually one of its running
-    bests too."""
+    bests too. With a ``second`` space, also each winner's debiased FID there, as a study's second opinion takes
+    it: a winner found by minimising FID in one space is checked in another, on both sides alike."""
 
-    def __init__(self, spec: Spec):
-        self.spec = spec
+    def __init__(self, spec: Spec, second: str | None = None):
+        self.spec, self.second = spec, second
         self.fids: dict[str, dict[int, float]] = {}
+        self.second_fids: dict[str, dict[int, float]] = {}
+
+    def second_delta(self, coefficients: Coefficients, baseline: Coefficients, desc: str) -> float:
+        """Paired debiased dFID against the baseline in the second space (NaN without one)."""
+        if self.second is None:
+            return math.nan
+        for c, d in ((coefficients, desc), (baseline, "second space, baseline")):
+            if (key := c.model_dump_json()) not in self.second_fids:
+                self.second_fids[key] = second_space_fids(self.spec, self.second, c, d)
+        return mean_delta(self.second_fids[coefficients.model_dump_json()],
+                          self.second_fids[baseline.model_dump_json()])
 
     def heldout(self, coefficients: Coefficients, desc: str) -> dict[int, float]:
         key = coefficients.model_dump_json()

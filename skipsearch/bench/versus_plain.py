@@ -52,6 +52,11 @@ When no running best gets there, the ratio is only known to exceed the run's tot
 evaluations to its winner. The equal-budget side is the same run cut at the budget (the first trials of a TPE
 run do not depend on how many follow; see ``bench.plain_loop``).
 
+**The second space.** skipsearch keeps the baseline when its second opinion disagrees with its winner, so judged
+in the objective's space alone it would lose to a plain winner whose gain lives in that space only. Where the
+spec's second opinion has a space, both equal-budget winners are also scored there as a study's opinion scores
+its own (``versus_judge.second_space_fids``: the opinion's N on its first seed sets of the judging sets).
+
 The plain loop itself is ``bench.plain_loop``; judging the winners and the match, ``bench.versus_judge``; the
 header, lines, table and records, ``bench.versus_table``.
 """
@@ -62,7 +67,7 @@ import math
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -75,7 +80,7 @@ from skipsearch.bench.measurements import Record
 from skipsearch.bench.versus_judge import (Judge, heldout_ranges, judging_spec,
                                            match_skipsearch, mean_delta)
 from skipsearch.bench.versus_results import Side, VersusRepeat
-from skipsearch.bench.versus_table import header, match_line, records, side_line, table
+from skipsearch.bench.versus_table import header, match_line, records, second_line, side_line, table
 from skipsearch.errors import UserError
 from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
@@ -278,12 +283,19 @@ def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: 
     say(side_line(repeat, side))
     match = match_skipsearch(spec, plain, ours.delta_fid, plain_delta)
     say(match_line(repeat, match, run, ours.evals_to_winner))
+    if judge.second is not None:  # both winners in the second space, as a study's second opinion judges its own
+        ours = replace(ours, second_delta_fid=judge.second_delta(outcome.coefficients, outcome.baseline,
+                                                                 "second space, skipsearch's winner"))
+        side = replace(side, second_delta_fid=judge.second_delta(plain.coefficients[best], outcome.baseline,
+                                                                 f"second space, plain trial {best}"))
+        say(second_line(repeat, judge.second, ours, side))
     return VersusRepeat(repeat=repeat, nfe=nfe, skipsearch=ours, plain=side,
                         skipsearch_confirmation_dfid=outcome.confirmation_dfid,
                         baseline_heldout_fid=statistics.fmean(base.values()), heldout_seeds=heldout_ranges(judge.spec),
                         plain_seeds=tuple((seed_start + t * n, seed_start + (t + 1) * n) for t in range(run)),
                         counted_at_network=(at_network_study, at_network_plain),
-                        confirmation_evals=outcome.confirmation_evals, match=match, plain_run=plain)
+                        confirmation_evals=outcome.confirmation_evals, match=match, plain_run=plain,
+                        second_space=judge.second)
 
 
 def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None,
@@ -300,7 +312,10 @@ def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = N
     rungs = spec.metric.rungs or default_rungs(spec)
     say(header(spec, repeats, rungs, trials, plain_budget))
     ev = evaluator_for(eval_task(spec, n=spec.confirm.n, seed_start=spec.confirm.seed))
-    judge = Judge(judging_spec(spec))
+    second, why = second_space(spec)
+    say(f"  second space: {second}, both winners' paired debiased dFID on the second opinion's seed sets of the "
+        f"judging sets" if second else f"  second space: none ({why})")
+    judge = Judge(judging_spec(spec), second)
     seed_start, out = heldout_ranges(judge.spec)[-1][1], []  # the plain trials' seeds: above the judging sets
     with tempfile.TemporaryDirectory(prefix="skipsearch-versus-plain-") as tmp:
         for repeat in range(repeats):
@@ -310,6 +325,18 @@ def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = N
             check_counts(result)
             out.append(result)
     return out
+
+
+def second_space(spec: Spec) -> tuple[str | None, str]:
+    """The space the spec's second opinion would take (``second_opinion.space_for``): the benchmark judges both
+    winners there too, so a win that lives in one feature space only counts for neither side."""
+    from skipsearch import data
+    from skipsearch.resolve import resolve
+    from skipsearch.search.second_opinion import space_for
+
+    info = resolve(spec).info
+    images = data.load(spec.metric.reference, resolution=info.resolution)
+    return space_for(spec, info, images, resolve_device(spec.device))
 
 
 def check_counts(result: VersusRepeat) -> None:

@@ -5,6 +5,7 @@ the table (``versus_table``) that prints it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,7 @@ class Side:
     total_evals: int  # network evaluations the side spent in all
     trials: int  # search trials run
     wall_s: float  # the side's wall time (the plain side's held-out evaluation excluded)
+    second_delta_fid: float = math.nan  # paired debiased dFID in the second space (NaN: none was taken)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,6 +48,7 @@ class VersusRepeat:
     confirmation_evals: int  # skipsearch's held-out evaluations (part of its evaluations to the winner)
     match: Match
     plain_run: PlainSearch  # every trial of the plain run (the equal-budget side is its first plain.trials)
+    second_space: str | None = None  # the feature space both winners were also judged in (None: none)
 
     @property
     def ratio(self) -> float:
@@ -62,6 +65,13 @@ class VersusRepeat:
     def as_good(self) -> bool:
         """skipsearch's held-out ΔFID is at most the plain side's."""
         return self.skipsearch.delta_fid <= self.plain.delta_fid
+
+    @property
+    def second_as_good(self) -> bool | None:
+        """skipsearch's winner is at most the plain one in the second space too (None: no second space)."""
+        if self.second_space is None:
+            return None
+        return self.skipsearch.second_delta_fid <= self.plain.second_delta_fid
 
     @property
     def met(self) -> bool:

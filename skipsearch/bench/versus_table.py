@@ -46,6 +46,11 @@ def side_line(repeat: int, side: Side) -> str:
             f"{side.total_evals:,} in all")
 
 
+def second_line(repeat: int, space: str, ours: Side, theirs: Side) -> str:
+    return (f"repeat {repeat} second space {space}: skipsearch's winner dFID {ours.second_delta_fid:+.4f}, "
+            f"plain's {theirs.second_delta_fid:+.4f} (debiased, paired with the baseline)")
+
+
 def match_text(match: Match, skipsearch_evals: int) -> str:
     if match.evals is None:
         return (f"no plain winner in {match.run_evals:,} evaluations was as good as skipsearch's on the held-out "
@@ -75,6 +80,11 @@ def table(results: list[VersusRepeat]) -> str:
                      f"skipsearch's winner on its own confirmation sets: dFID {r.skipsearch_confirmation_dfid:+.4f}")
         lines.append(f"{'':6s}  (the ratio is at most {r.ratio_ceiling:.2f} at this budget: the confirmation alone is "
                      f"{r.confirmation_evals / r.skipsearch.total_evals:.0%} of skipsearch's evaluations)")
+        if r.second_space is not None:
+            lines.append(f"{'':6s}  second space {r.second_space}: dFID skipsearch "
+                         f"{r.skipsearch.second_delta_fid:+.4f}, plain {r.plain.second_delta_fid:+.4f}; "
+                         f"skipsearch's <= plain's: "
+                         f"{'met' if r.second_as_good else 'MISSED'}")
         verdict = {True: "met", False: "MISSED", None: "unknown: run longer with --plain-budget"}[r.match_met]
         lines.append(f"{'':6s}  to match: {match_text(r.match, r.skipsearch.evals_to_winner)} (target "
                      f"{RATIO_TARGET}: {verdict})")
@@ -98,10 +108,14 @@ def records(results: list[VersusRepeat], device: str) -> list[Record]:
                               r.skipsearch_confirmation_dfid, None, device),
                 Record.judged(f"{head}: largest ratio this budget allows (plain's total / skipsearch's confirmation)",
                               r.ratio_ceiling, None, device),
+                *second_records(r, head, device),
                 Record(name=f"{head}: plain evaluations to a held-out winner as good as skipsearch's / skipsearch's "
                             f"to its winner{'' if r.match.evals is not None else ' (lower bound: none matched)'}",
                        value=r.match_ratio, target=RATIO_TARGET, met=r.match_met, device=str(device))]
     k = len(results)
+    if any(r.second_space is not None for r in results):
+        out.append(Record.judged("versus plain: repeats where skipsearch's dFID in the second space <= plain's",
+                                 sum(r.second_as_good is True for r in results), f">= {k}", device))
     out += [Record.judged("versus plain: median evaluations to winner, plain / skipsearch",
                           statistics.median(r.ratio for r in results), RATIO_TARGET, device),
             Record.judged("versus plain: repeats where skipsearch's held-out dFID <= plain's",
@@ -114,3 +128,13 @@ def records(results: list[VersusRepeat], device: str) -> list[Record]:
             Record.judged(f"versus plain: repeats where plain needed {RATIO_TARGET} skipsearch's evaluations to "
                           f"match its held-out winner", sum(r.match_met is True for r in results), f">= {k}", device)]
     return out
+
+
+def second_records(r: VersusRepeat, head: str, device: str) -> list[Record]:
+    """Both winners' dFID in the second space, and whether skipsearch's is at most the plain one's there."""
+    if r.second_space is None:
+        return []
+    return [Record.judged(f"{head}: {side.name} dFID in the second space ({r.second_space}, debiased)",
+                          side.second_delta_fid, None, device) for side in (r.skipsearch, r.plain)] + [
+        Record.judged(f"{head}: skipsearch dFID in the second space - plain's",
+                      r.skipsearch.second_delta_fid - r.plain.second_delta_fid, "<= 0", device)]
