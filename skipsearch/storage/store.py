@@ -12,10 +12,10 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import (Table, create_engine, delete, func, inspect, select, text, update)
+from sqlalchemy import (Table, create_engine, delete, func, inspect, select, update)
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
@@ -23,6 +23,7 @@ from skipsearch.errors import StorageError
 from skipsearch.results import Extra, Measurement
 from skipsearch.storage import tables as t
 from skipsearch.storage import opening, revisions, urls
+from skipsearch.storage.driver_rows import DriverRows, now_utc
 from skipsearch.storage.records import (NUMBERS, TARGET, ConfirmationRow, MeasuredAt, RungRow, StepRow,
                                         TrialRow, columns_of, from_mapping, with_own)
 
@@ -30,19 +31,6 @@ if TYPE_CHECKING:
     import pandas as pd  # imported where a frame is built: ``skipsearch studies`` and the URL checks go without
 
 
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(value: datetime | str | None) -> datetime | None:
-    """Datetimes read back from SQLite lose their time zone; all of skipsearch's are UTC."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    if value is not None and value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,7 +44,7 @@ class StudySummary:
     fail: int
 
 
-class Store:
+class Store(DriverRows):
     def __init__(self, url: str, create: bool = True):
         parsed = urls.parse(url)
         self.url, self.shown_url = url, urls.shown(parsed)
@@ -126,7 +114,7 @@ class Store:
             try:
                 with self.engine.begin() as conn:
                     conn.execute(t.studies.insert().values(study_name=name, spec_json=json.dumps(spec),
-                                                           created_at=_now()))
+                                                           created_at=now_utc()))
                 return spec
             except IntegrityError:
                 continue  # another driver created it first: read theirs
@@ -160,7 +148,7 @@ class Store:
             try:
                 with self.engine.begin() as conn:
                     conn.execute(t.study_hashes.insert().values(study_name=name, field=field, hash=value,
-                                                                created_at=_now()))
+                                                                created_at=now_utc()))
             except IntegrityError:
                 continue  # recorded already (by an earlier run, or another driver just now): theirs stands
             except SQLAlchemyError as err:
@@ -183,7 +171,7 @@ class Store:
             try:
                 with self.engine.begin() as conn:
                     conn.execute(t.study_facts.insert().values(study_name=name, facts_json=facts_json,
-                                                               created_at=_now()))
+                                                               created_at=now_utc()))
             except IntegrityError:
                 pass  # another driver recorded them just now: theirs stand
             except SQLAlchemyError as err:
@@ -316,14 +304,14 @@ class Store:
         with self.begin() as conn:
             if claim is not None and not self._still_held(conn, study, claim):
                 return False
-            rows = [{"study_name": study, "trial_number": trial, **asdict(at), **asdict(m), "created_at": _now()}
+            rows = [{"study_name": study, "trial_number": trial, **asdict(at), **asdict(m), "created_at": now_utc()}
                     for m in measurements]
             if rows:
                 conn.execute(t.measurements.insert(), rows)
             if extras:
                 conn.execute(t.extras.insert(), [
                     {"study_name": study, "trial_number": trial, **asdict(at), "name": name,
-                     "value_json": json.dumps(value), "created_at": _now()} for name, value in extras.items()])
+                     "value_json": json.dumps(value), "created_at": now_utc()} for name, value in extras.items()])
         return True
 
     def replace_extra(self, study: str, trial: int, at: MeasuredAt, name: str, old: Extra, new: Extra) -> bool:
@@ -343,14 +331,6 @@ class Store:
                                c.step == at.step, c.seed_set == at.seed_set)
         with self.begin() as conn:
             return conn.execute(q).first() is not None
-
-    @staticmethod
-    def _still_held(conn: Connection, study: str, claim: tuple[str, str]) -> bool:
-        """Whether ``claim`` (item, driver) is still this driver's; the write locks the claim row until commit."""
-        item, driver_id = claim
-        return bool(conn.execute(update(t.claims).where(
-            t.claims.c.study_name == study, t.claims.c.item == item,
-            t.claims.c.driver_id == driver_id).values(driver_id=driver_id)).rowcount)
 
     def measurements_frame(self, study: str) -> pd.DataFrame:
         """Every measurement of a study, one row each (``tables.measurements``); none in a database a reader
@@ -375,16 +355,16 @@ class Store:
         with self.begin() as conn:
             if claim is not None and not self._still_held(conn, values["study_name"], claim):
                 return False
-            conn.execute(table.insert().values(created_at=_now(), **values))
+            conn.execute(table.insert().values(created_at=now_utc(), **values))
             if measured is not None and measured[1]:
                 at, rows = measured
                 conn.execute(t.measurements.insert(), [
                     {"study_name": values["study_name"], "trial_number": values["trial_number"], **asdict(at),
-                     **asdict(m), "created_at": _now()} for m in rows])
+                     **asdict(m), "created_at": now_utc()} for m in rows])
             if extras:
                 conn.execute(t.extras.insert(), [
                     {"study_name": values["study_name"], "trial_number": values["trial_number"],
-                     **asdict(measured[0]), "name": name, "value_json": json.dumps(value), "created_at": _now()}
+                     **asdict(measured[0]), "name": name, "value_json": json.dumps(value), "created_at": now_utc()}
                     for name, value in extras.items()])
         return True
 
@@ -430,66 +410,6 @@ class Store:
             rows = conn.execute(query).mappings().all()
         cols = [c.name for c in query.selected_columns]
         return pd.DataFrame([dict(r) for r in rows], columns=cols)
-
-    # --- drivers and claims (skipsearch.search.coordination builds on these) ----------------------------------
-
-    def db_now(self) -> datetime:
-        """The database's clock, which every driver of a shared study reads alike."""
-        with self.begin() as conn:
-            if self.engine.dialect.name == "sqlite":  # SQLite's clock is this machine's, in UTC, as text
-                return _aware(datetime.fromisoformat(conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', "
-                                                                       "'now')")).scalar()))
-            return _aware(conn.execute(select(func.now())).scalar())
-
-    def register_driver(self, **values) -> None:
-        now = self.db_now()
-        with self.begin() as conn:
-            conn.execute(t.drivers.insert().values(**values, started_at=now, heartbeat_at=now))
-
-    def heartbeat(self, driver_id: str) -> None:
-        now = self.db_now()
-        with self.begin() as conn:
-            conn.execute(update(t.drivers).where(t.drivers.c.driver_id == driver_id).values(heartbeat_at=now))
-
-    def stop_driver(self, driver_id: str) -> None:
-        now = self.db_now()
-        with self.begin() as conn:
-            conn.execute(update(t.drivers).where(t.drivers.c.driver_id == driver_id).values(stopped_at=now))
-            conn.execute(delete(t.claims).where(t.claims.c.driver_id == driver_id))
-
-    def drivers(self, study: str) -> list[dict]:
-        with self.begin() as conn:
-            rows = conn.execute(select(t.drivers).where(t.drivers.c.study_name == study)).mappings().all()
-        return [dict(r) | {k: _aware(r[k]) for k in ("started_at", "heartbeat_at", "stopped_at")} for r in rows]
-
-    def try_claim(self, study: str, item: str, driver_id: str, trial_number: int | None = None) -> bool:
-        """Insert a claim; False if another driver holds it (the unique key decides, atomically)."""
-        try:
-            with self.begin() as conn:  # begin() lets an IntegrityError through as it is
-                conn.execute(t.claims.insert().values(study_name=study, item=item, driver_id=driver_id,
-                                                      trial_number=trial_number, claimed_at=_now()))
-            return True
-        except IntegrityError:
-            return False
-
-    def holder(self, study: str, item: str) -> str | None:
-        """The driver holding a claim, if any."""
-        q = select(t.claims.c.driver_id).where(t.claims.c.study_name == study, t.claims.c.item == item)
-        with self.begin() as conn:
-            return conn.execute(q).scalar()
-
-    def claims(self, study: str, prefix: str = "") -> list[dict]:
-        q = select(t.claims).where(t.claims.c.study_name == study, t.claims.c.item.startswith(prefix))
-        with self.begin() as conn:
-            return [dict(r) for r in conn.execute(q).mappings().all()]
-
-    def release(self, study: str, item: str, driver_id: str | None = None) -> None:
-        """Drop a claim (only ``driver_id``'s, when given: a claim taken over meanwhile stays)."""
-        where = [t.claims.c.study_name == study, t.claims.c.item == item]
-        if driver_id is not None:
-            where.append(t.claims.c.driver_id == driver_id)
-        with self.begin() as conn:
-            conn.execute(delete(t.claims).where(*where))
 
     def close(self) -> None:
         self.engine.dispose()
