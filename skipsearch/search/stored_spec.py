@@ -31,18 +31,19 @@ def stored_form(spec: Spec) -> dict:
 
 def with_operational(first: dict, now: Spec) -> dict:
     """``first`` (a stored spec) with the operational fields (``spec.science``'s complement: budgets, the
-    confirmation's plan) taken from ``now``, the rest as stored: readers then judge a study by the plan of its
-    latest run, and its science keeps the text it was created with (a relative path of an older study included)."""
+    confirmation's plan) taken from ``now``'s stored form (so its storage URL without the password), the rest as
+    stored: readers then judge a study by the plan of its latest run, and its science keeps the text it was
+    created with (a relative path of an older study included)."""
     from pydantic import BaseModel
 
-    def merged(stored: dict, section: BaseModel) -> dict:
-        out, dumped = dict(stored), section.model_dump(mode="json")
+    def merged(stored: dict, section: BaseModel, given: dict) -> dict:
+        out = dict(stored)
         for name in type(section).model_fields:
             value = getattr(section, name)
             if name in getattr(section, "operational", frozenset()):
-                out[name] = dumped[name]
+                out[name] = given[name]
             elif isinstance(value, BaseModel) and isinstance(stored.get(name), dict):
-                out[name] = merged(stored[name], value)
+                out[name] = merged(stored[name], value, given[name])
         return out
 
-    return merged(first, now)
+    return merged(first, now, stored_form(now))
