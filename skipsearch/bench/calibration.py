@@ -272,44 +272,61 @@ class Calibration:
         return next(r for r in self.results if r.rule == rule and r.space == space)
 
 
-def null_studies(setup: CalibrationSetup, ev: Evaluations, studies: int,
-                 done: Callable[[], None] = lambda: None) -> tuple[RuleResult, RuleResult]:
-    """``studies`` null studies: ``null_candidates`` shifted-stream candidates against the baseline. Any claim is
-    false. The plain loop reads each study's round 0 (plain FID) and claims when its best candidate is lower."""
-    plan = setup.plan(setup.null_candidates)
+def space_studies(setup: CalibrationSetup, ev: Evaluations, studies: int, *, space: str, first_block: int,
+                  stream: Callable[[int, bool], Stream], truth_of: dict[int, float],
+                  done: Callable[[], None] = lambda: None) -> tuple[RuleResult, RuleResult]:
+    """``studies`` studies of one space, each rule judged on each: candidates 1..m (the keys of ``truth_of``, their
+    true ΔFID) raced against the baseline on study i's own block of seed sets from ``first_block``, and the plain
+    loop's "best trial beats the baseline" on round 0. ``stream(c, plain)`` is what candidate c samples for the
+    race, or for the plain loop. A claim is false when its candidate's truth is not below 0, covered when the
+    claimed interval holds that truth."""
+    m = len(truth_of)
+    plan = setup.plan(m)
     base = Stream()
-    wins = plain_wins = 0
-    race_evals = 0
+    wins = false = covered = race_evals = plain_wins = plain_false = 0
     errors: list[float] = []
     rounds: list[int] = []
     halves: list[float] = []
     plain_errors: list[float] = []
     for i in range(studies):
-        first = i * setup.max_rounds
+        first = first_block + i * setup.max_rounds
 
         def delta(c: int, k: int, first: int = first) -> float:
-            return ev.debiased(Stream(shift=c), first + k) - ev.debiased(base, first + k)
+            return ev.debiased(stream(c, False), first + k) - ev.debiased(base, first + k)
 
-        outcome = race(plan, delta, setup.null_candidates)
-        wins += outcome.win
+        outcome = race(plan, delta, m)
         race_evals += outcome.evaluations
         if outcome.win:
-            errors.append(outcome.mean)  # the truth is 0
+            t = truth_of[outcome.winner]
+            wins += 1
+            false += t >= 0
+            covered += outcome.low <= t <= outcome.high
+            errors.append(outcome.mean - t)
             rounds.append(outcome.decisions[-1].round)
             halves.append((outcome.high - outcome.low) / 2)
-        best = min(ev.plain(Stream(shift=c), first) for c in range(1, setup.null_candidates + 1))
-        claimed = best - ev.plain(base, first)
+        fids = {c: ev.plain(stream(c, True), first) for c in range(1, m + 1)}
+        best = min(fids, key=fids.__getitem__)
+        claimed = fids[best] - ev.plain(base, first)
         if claimed < 0:
             plain_wins += 1
-            plain_errors.append(claimed)
+            plain_false += truth_of[best] >= 0
+            plain_errors.append(claimed - truth_of[best])
         done()
-    k = setup.null_candidates
-    skipsearch = RuleResult(rule="skipsearch", space="null", studies=studies, claims=wins, false_claims=wins,
-                            covered=0, errors=tuple(errors), claim_rounds=tuple(rounds),
+    skipsearch = RuleResult(rule="skipsearch", space=space, studies=studies, claims=wins, false_claims=false,
+                            covered=covered, errors=tuple(errors), claim_rounds=tuple(rounds),
                             half_widths=tuple(halves), evaluations=race_evals / studies)
-    plain = RuleResult(rule="plain", space="null", studies=studies, claims=plain_wins, false_claims=plain_wins,
-                       covered=None, errors=tuple(plain_errors), evaluations=float(k + 1))
+    plain = RuleResult(rule="plain", space=space, studies=studies, claims=plain_wins, false_claims=plain_false,
+                       covered=None, errors=tuple(plain_errors), evaluations=float(m + 1))
     return skipsearch, plain
+
+
+def null_studies(setup: CalibrationSetup, ev: Evaluations, studies: int,
+                 done: Callable[[], None] = lambda: None) -> tuple[RuleResult, RuleResult]:
+    """``studies`` null studies: ``null_candidates`` shifted-stream candidates (truth 0) against the baseline, so
+    any claim is false. The plain loop reads the race's own round-0 evaluations (plain FID)."""
+    return space_studies(setup, ev, studies, space="null", first_block=0,
+                         stream=lambda c, plain: Stream(shift=c),
+                         truth_of=dict.fromkeys(range(1, setup.null_candidates + 1), 0.0), done=done)
 
 
 def measure_truth(setup: CalibrationSetup, ev: Evaluations) -> Truth:
@@ -325,53 +342,15 @@ def effect_studies(setup: CalibrationSetup, ev: Evaluations, studies: int, truth
     null candidates (trials 2..) against the baseline; coverage against ``truth`` (0 for a null). The plain
     loop scores the effect candidate on its own seeds and the nulls on theirs, and claims its best's FID minus
     the baseline's."""
-    m = 1 + setup.effect_nulls
-    plan = setup.plan(m)
-    base = Stream()
 
-    def stream(c: int, plain: bool = False) -> Stream:
+    def stream(c: int, plain: bool) -> Stream:
         if c == 1:
             return Stream(effect=True, shift=PLAIN_EFFECT_STREAM if plain else 0)
         return Stream(shift=c - 1)
 
-    truth_of = {c: (truth.mean if c == 1 else 0.0) for c in range(1, m + 1)}
-    wins = false = covered = 0
-    errors: list[float] = []
-    rounds: list[int] = []
-    halves: list[float] = []
-    plain_wins = plain_false = 0
-    plain_errors: list[float] = []
-    race_evals = 0
-    for i in range(studies):
-        first = EFFECT_BLOCK + i * setup.max_rounds
-
-        def delta(c: int, k: int, first: int = first) -> float:
-            return ev.debiased(stream(c), first + k) - ev.debiased(base, first + k)
-
-        outcome = race(plan, delta, m)
-        race_evals += outcome.evaluations
-        if outcome.win:
-            t = truth_of[outcome.winner]
-            wins += 1
-            false += t >= 0
-            covered += outcome.low <= t <= outcome.high
-            errors.append(outcome.mean - t)
-            rounds.append(outcome.decisions[-1].round)
-            halves.append((outcome.high - outcome.low) / 2)
-        fids = {c: ev.plain(stream(c, plain=True), first) for c in range(1, m + 1)}
-        best = min(fids, key=fids.__getitem__)
-        claimed = fids[best] - ev.plain(base, first)
-        if claimed < 0:
-            plain_wins += 1
-            plain_false += truth_of[best] >= 0
-            plain_errors.append(claimed - truth_of[best])
-        done()
-    skipsearch = RuleResult(rule="skipsearch", space="effect", studies=studies, claims=wins, false_claims=false,
-                            covered=covered, errors=tuple(errors), claim_rounds=tuple(rounds),
-                            half_widths=tuple(halves), evaluations=race_evals / studies)
-    plain = RuleResult(rule="plain", space="effect", studies=studies, claims=plain_wins, false_claims=plain_false,
-                       covered=None, errors=tuple(plain_errors), evaluations=float(m + 1))
-    return skipsearch, plain
+    truth_of = {c: (truth.mean if c == 1 else 0.0) for c in range(1, setup.effect_nulls + 2)}
+    return space_studies(setup, ev, studies, space="effect", first_block=EFFECT_BLOCK, stream=stream,
+                         truth_of=truth_of, done=done)
 
 
 def calibrate(null: int, effect: int, setup: CalibrationSetup | None = None,
