@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from skipsearch.bench.calibration import (Calibration, CalibrationSetup, Evaluations, Stream, calibrate, race,
-                                          records, table)
+from skipsearch.bench.calibration import Calibration, CalibrationSetup, Evaluations, Stream, calibrate, race
+from skipsearch.bench.calibration_table import records, table
 from skipsearch.search.racing import replay
 from skipsearch.search.race_simulation import clopper_pearson
 
