@@ -110,11 +110,15 @@ def judging_spec(spec: Spec) -> Spec:
     return spec.model_copy(update={"confirm": spec.confirm.model_copy(update={"seed": first_plain_seed(spec)})})
 
 
-def match_skipsearch(spec: Spec, plain: PlainSearch, target: float, judge_delta: Callable[[int], float]) -> Match:
+def match_skipsearch(spec: Spec, plain: PlainSearch, target: float | None,
+                     judge_delta: Callable[[int], float]) -> Match:
     """Walk the plain loop's running best in order, judging each on the held-out sets, until one's held-out dFID
-    is at most ``target`` (skipsearch's)."""
+    is at most ``target`` (skipsearch's). ``target`` None (skipsearch kept the baseline): nothing to match, so
+    nothing is judged."""
     per_trial = spec.confirm.n * spec.sampler.config().nfe
-    judged = []
+    judged: list[tuple[int, float]] = []
+    if target is None:
+        return Match(trial=None, delta_fid=math.nan, evals=None, judged=(), run_evals=len(plain.values) * per_trial)
     for t in plain.running_best():
         delta = judge_delta(t)
         judged.append((t, delta))

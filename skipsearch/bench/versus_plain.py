@@ -281,8 +281,8 @@ def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: 
                 evals_to_winner=(best + 1) * per_trial, total_evals=equal * per_trial,
                 trials=equal, wall_s=plain.wall_within(equal))
     say(side_line(repeat, side))
-    match = match_skipsearch(spec, plain, ours.delta_fid, plain_delta)
-    say(match_line(repeat, match, run, ours.evals_to_winner))
+    match = match_skipsearch(spec, plain, None if ours.trial is None else ours.delta_fid, plain_delta)
+    say(match_line(repeat, match, run, ours))
     if judge.second is not None:  # both winners in the second space, as a study's second opinion judges its own
         ours = replace(ours, second_delta_fid=judge.second_delta(outcome.coefficients, outcome.baseline,
                                                                  "second space, skipsearch's winner"))

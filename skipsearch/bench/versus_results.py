@@ -6,6 +6,7 @@ the table (``versus_table``) that prints it.
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -51,8 +52,18 @@ class VersusRepeat:
     second_space: str | None = None  # the feature space both winners were also judged in (None: none)
 
     @property
+    def found(self) -> bool:
+        """skipsearch confirmed a winner. When it kept the baseline (its race found no win, or its second opinion
+        disagreed), it reached no winner, so neither cost ratio has a skipsearch side: both are NaN and the
+        repeat misses the cost targets. (Counting any plain trial no worse than the baseline as "matching" the
+        baseline would make the ratio tiny for a reason that says nothing about cost.)"""
+        return self.skipsearch.trial is not None
+
+    @property
     def ratio(self) -> float:
-        """Evaluations to the winner, plain / skipsearch (>= 3 is the target)."""
+        """Evaluations to the winner, plain / skipsearch (>= 3 is the target); NaN without a skipsearch winner."""
+        if not self.found:
+            return math.nan
         return self.plain.evals_to_winner / max(self.skipsearch.evals_to_winner, 1)
 
     @property
@@ -75,18 +86,29 @@ class VersusRepeat:
 
     @property
     def met(self) -> bool:
-        return self.as_good and self.ratio >= TARGET_RATIO
+        return self.found and self.as_good and self.ratio >= TARGET_RATIO
 
     @property
     def match_ratio(self) -> float:
         """Plain evaluations to a held-out winner as good as skipsearch's, over skipsearch's to its winner; when
-        none matched, the lower bound (the plain run's total over skipsearch's)."""
+        none matched, the lower bound (the plain run's total over skipsearch's); NaN without a skipsearch winner."""
+        if not self.found:
+            return math.nan
         plain = self.match.run_evals if self.match.evals is None else self.match.evals
         return plain / max(self.skipsearch.evals_to_winner, 1)
 
     @property
     def match_met(self) -> bool | None:
-        """>= 3; None when no plain winner matched and the run was too short to say (its bound is below 3)."""
+        """>= 3; None when no plain winner matched and the run was too short to say (its bound is below 3); False
+        without a skipsearch winner (it reached none, so it was not cheaper to one)."""
+        if not self.found:
+            return False
         if self.match.evals is None and self.match_ratio < TARGET_RATIO:
             return None
         return self.match_ratio >= TARGET_RATIO
+
+
+def median_or_miss(values: list[float]) -> float:
+    """The median of per-repeat ratios, a repeat without a skipsearch winner (NaN) counting as 0: it reached no
+    winner at any cost, the worst a ratio can say."""
+    return statistics.median(0.0 if math.isnan(v) else v for v in values)

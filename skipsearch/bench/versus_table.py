@@ -3,13 +3,12 @@ table per repeat, and the records with their targets."""
 
 from __future__ import annotations
 
-import statistics
 from typing import TYPE_CHECKING
 
 from skipsearch.bench.measurements import Record
 from skipsearch.spec import Spec
 
-from skipsearch.bench.versus_results import TARGET_RATIO, Side, VersusRepeat
+from skipsearch.bench.versus_results import TARGET_RATIO, Side, VersusRepeat, median_or_miss
 
 if TYPE_CHECKING:
     from skipsearch.bench.versus_judge import Match
@@ -51,18 +50,23 @@ def second_line(repeat: int, space: str, ours: Side, theirs: Side) -> str:
             f"plain's {theirs.second_delta_fid:+.4f} (debiased, paired with the baseline)")
 
 
-def match_text(match: Match, skipsearch_evals: int) -> str:
+NO_WINNER = "n/a: skipsearch confirmed no winner (it kept the baseline), so it reached none at any cost"
+
+
+def match_text(match: Match, skipsearch: Side) -> str:
+    if skipsearch.trial is None:
+        return NO_WINNER
     if match.evals is None:
         return (f"no plain winner in {match.run_evals:,} evaluations was as good as skipsearch's on the held-out "
                 f"sets (running bests judged: {len(match.judged)}): more than "
-                f"{match.run_evals / max(skipsearch_evals, 1):.2f}x skipsearch's evaluations to its winner")
+                f"{match.run_evals / max(skipsearch.evals_to_winner, 1):.2f}x skipsearch's evaluations to its winner")
     return (f"plain's winner was first as good as skipsearch's at trial {match.trial} (held-out dFID "
             f"{match.delta_fid:+.4f}), after {match.evals:,} evaluations: "
-            f"{match.evals / max(skipsearch_evals, 1):.2f}x skipsearch's to its winner")
+            f"{match.evals / max(skipsearch.evals_to_winner, 1):.2f}x skipsearch's to its winner")
 
 
-def match_line(repeat: int, match: Match, run_trials: int, skipsearch_evals: int) -> str:
-    return f"repeat {repeat} plain run of {run_trials} trials: {match_text(match, skipsearch_evals)}"
+def match_line(repeat: int, match: Match, run_trials: int, skipsearch: Side) -> str:
+    return f"repeat {repeat} plain run of {run_trials} trials: {match_text(match, skipsearch)}"
 
 
 def table(results: list[VersusRepeat]) -> str:
@@ -74,8 +78,9 @@ def table(results: list[VersusRepeat]) -> str:
             which = "baseline" if side.trial is None else f"trial {side.trial}: {side.winner}"
             lines.append(f"{r.repeat:6d}  {side.name:10s} {side.trials:6d} {side.heldout_fid:12.4f} "
                          f"{side.delta_fid:+9.4f} {side.evals_to_winner:16,d} {side.total_evals:13,d}  {which}")
-        lines.append(f"{'':6s}  evals to winner plain/skipsearch {r.ratio:6.2f} (target {RATIO_TARGET}: "
-                     f"{'met' if r.ratio >= TARGET_RATIO else 'MISSED'}); skipsearch dFID <= plain's: "
+        ratio = (f"{r.ratio:6.2f} (target {RATIO_TARGET}: {'met' if r.ratio >= TARGET_RATIO else 'MISSED'})"
+                 if r.found else f"n/a (target {RATIO_TARGET}: MISSED, no skipsearch winner)")
+        lines.append(f"{'':6s}  evals to winner plain/skipsearch {ratio}; skipsearch dFID <= plain's: "
                      f"{'met' if r.as_good else 'MISSED'}; baseline held-out FID {r.baseline_heldout_fid:.4f}; "
                      f"skipsearch's winner on its own confirmation sets: dFID {r.skipsearch_confirmation_dfid:+.4f}")
         lines.append(f"{'':6s}  (the ratio is at most {r.ratio_ceiling:.2f} at this budget: the confirmation alone is "
@@ -86,7 +91,7 @@ def table(results: list[VersusRepeat]) -> str:
                          f"skipsearch's <= plain's: "
                          f"{'met' if r.second_as_good else 'MISSED'}")
         verdict = {True: "met", False: "MISSED", None: "unknown: run longer with --plain-budget"}[r.match_met]
-        lines.append(f"{'':6s}  to match: {match_text(r.match, r.skipsearch.evals_to_winner)} (target "
+        lines.append(f"{'':6s}  to match: {match_text(r.match, r.skipsearch)} (target "
                      f"{RATIO_TARGET}: {verdict})")
     return "\n".join(lines)
 
@@ -101,7 +106,8 @@ def records(results: list[VersusRepeat], device: str) -> list[Record]:
                     Record.judged(f"{head}: {side.name} network evaluations to its winner", side.evals_to_winner,
                                   None, device),
                     Record.judged(f"{head}: {side.name} network evaluations in all", side.total_evals, None, device)]
-        out += [Record.judged(f"{head}: evaluations to winner, plain / skipsearch", r.ratio, RATIO_TARGET, device),
+        out += [ratio_record(f"{head}: evaluations to winner, plain / skipsearch", r, r.ratio,
+                             r.ratio >= TARGET_RATIO, device),
                 Record.judged(f"{head}: skipsearch held-out dFID - plain's", r.skipsearch.delta_fid - r.plain.delta_fid,
                               "<= 0", device),
                 Record.judged(f"{head}: skipsearch's winner dFID on its own confirmation sets",
@@ -109,25 +115,36 @@ def records(results: list[VersusRepeat], device: str) -> list[Record]:
                 Record.judged(f"{head}: largest ratio this budget allows (plain's total / skipsearch's confirmation)",
                               r.ratio_ceiling, None, device),
                 *second_records(r, head, device),
-                Record(name=f"{head}: plain evaluations to a held-out winner as good as skipsearch's / skipsearch's "
-                            f"to its winner{'' if r.match.evals is not None else ' (lower bound: none matched)'}",
-                       value=r.match_ratio, target=RATIO_TARGET, met=r.match_met, device=str(device))]
+                ratio_record(f"{head}: plain evaluations to a held-out winner as good as skipsearch's / skipsearch's "
+                             f"to its winner{'' if r.match.evals is not None else ' (lower bound: none matched)'}",
+                             r, r.match_ratio, r.match_met, device)]
     k = len(results)
     if any(r.second_space is not None for r in results):
         out.append(Record.judged("versus plain: repeats where skipsearch's dFID in the second space <= plain's",
                                  sum(r.second_as_good is True for r in results), f">= {k}", device))
-    out += [Record.judged("versus plain: median evaluations to winner, plain / skipsearch",
-                          statistics.median(r.ratio for r in results), RATIO_TARGET, device),
+    out += [Record.judged("versus plain: repeats where skipsearch confirmed a winner (the others count as 0 in the "
+                          "medians of ratios below)", sum(r.found for r in results), None, device),
+            Record.judged("versus plain: median evaluations to winner, plain / skipsearch",
+                          median_or_miss([r.ratio for r in results]), RATIO_TARGET, device),
             Record.judged("versus plain: repeats where skipsearch's held-out dFID <= plain's",
                           sum(r.as_good for r in results), f">= {k}", device),
             Record.judged(f"versus plain: repeats meeting the target (dFID <= plain's, ratio {RATIO_TARGET})",
                           sum(r.met for r in results), f">= {k}", device),
             Record.judged("versus plain: median plain evaluations to match skipsearch's held-out winner / "
                           "skipsearch's to its winner (a repeat none matched counts at its lower bound)",
-                          statistics.median(r.match_ratio for r in results), RATIO_TARGET, device),
+                          median_or_miss([r.match_ratio for r in results]), RATIO_TARGET, device),
             Record.judged(f"versus plain: repeats where plain needed {RATIO_TARGET} skipsearch's evaluations to "
                           f"match its held-out winner", sum(r.match_met is True for r in results), f">= {k}", device)]
     return out
+
+
+def ratio_record(name: str, r: VersusRepeat, value: float, met: bool | None, device: str) -> Record:
+    """A per-repeat cost ratio. Without a skipsearch winner there is none: the record says so and counts 0, as
+    the medians do, missed."""
+    if not r.found:
+        return Record(name=f"{name.split(' (lower bound')[0]} (n/a: skipsearch kept the baseline; counted as 0)",
+                      value=0.0, target=RATIO_TARGET, met=False, device=str(device))
+    return Record(name=name, value=float(value), target=RATIO_TARGET, met=met, device=str(device))
 
 
 def second_records(r: VersusRepeat, head: str, device: str) -> list[Record]:
