@@ -284,7 +284,8 @@ def delete(study: str = typer.Argument(..., help="Study name."), storage: Option
 def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec whose trial is timed."),
           trials: Optional[int] = typer.Option(None, min=1, max=1000, show_default=False,
                                                help="Timed trials, after one warm-up (default 3); with "
-                                                    "--versus-plain, the study's trial budget (default: the spec's)."),
+                                                    "--versus-plain or --pruners, the study's trial budget "
+                                                    "(default: the spec's)."),
           use_ray: bool = typer.Option(False, "--ray", help="Compare in-process with Ray at 1 and 2 workers."),
           imports: bool = typer.Option(False, "--imports", help="Time `skipsearch.apply`'s import against torch's, "
                                                                  "and the CLI's --help and read-only verbs against "
@@ -309,12 +310,19 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
                                                 "wins on the null and the coverage of the claimed intervals, for "
                                                 "skipsearch's race and the plain loop's 'best trial beats the "
                                                 "baseline'."),
+          pruners: bool = typer.Option(False, "--pruners",
+                                       help="Early stopping compared on the same trials: successive halving on "
+                                            "rungs, Optuna's WilcoxonPruner on paired per-chunk FIDs, and none "
+                                            "(samples spent, and the top candidates each hands on)."),
+          chunks: int = typer.Option(10, "--chunks", min=4, max=1000,
+                                     help="With --pruners: the chunks of metric.n the Wilcoxon rule pairs."),
           studies: int = typer.Option(40, "--studies", min=2, max=10000,
                                       help="With --calibration: null studies (the known effect gets half as "
                                            "many)."),
           repeats: Optional[int] = typer.Option(None, min=1, max=100, show_default=False,
-                                                help="With --versus-plain: how many repeats (sampler seeds 0, 1, "
-                                                     "...; default 3); with --imports: runs of each command "
+                                                help="With --versus-plain or --pruners: how many repeats "
+                                                     "(sampler seeds 0, 1, ...; default 3); with --imports: runs of "
+                                                     "each command "
                                                      "(default 5)."),
           plain_budget: float = typer.Option(3.0, "--plain-budget", min=1.0, max=10.0,
                                              help="With --versus-plain: the plain loop runs on to this many times "
@@ -338,11 +346,13 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     to --plain-budget times that budget, to find when its winner first matches skipsearch's on those sets. With
     --calibration: --studies null studies (the baseline on shifted seeds raced as candidates) and half as many on
     a known Skip-Tuning effect, real samples of the embedded model: claimed-win rates and coverage, both rules.
+    With --pruners: the spec's sampler proposes --trials points once (on every search seed), and each early-stopping
+    rule is replayed on them through Optuna's pruner: search samples spent, and the top candidates handed on.
 
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
     skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports;  skipsearch bench --hooks;
     skipsearch bench --json bench.json;  skipsearch bench --versus-plain --trials 12 --repeats 3;
-    skipsearch bench --calibration --studies 40
+    skipsearch bench --calibration --studies 40;  skipsearch bench --pruners --repeats 3
     """
     from skipsearch.bench import show, write_json
 
@@ -358,6 +368,10 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
         from skipsearch.bench.calibration import bench_calibration
 
         records = bench_calibration(studies)
+    elif pruners:
+        from skipsearch.bench.pruners import bench_pruners
+
+        records = bench_pruners(spec, repeats or 3, trials, chunks)
     elif versus_plain:
         from skipsearch.bench.versus_plain import bench_versus_plain
 

@@ -117,14 +117,15 @@ def say(line: str) -> None:
 # --- the spec of each side -----------------------------------------------------------------------------------
 
 
-def check_comparable(spec: Spec) -> None:
-    """Only a training-free, single-objective method fits the plain loop (sample, score, keep the lowest)."""
+def check_comparable(spec: Spec, flag: str = "--versus-plain") -> None:
+    """Only a training-free, single-objective method fits the plain loop (sample, score, keep the lowest), and the
+    pruners' replay (every trial sampled once at n, its FID read at each rung)."""
     method = method_for(spec.kind)
     if method.fidelity(spec).unit != "samples":
-        raise UserError(f"--versus-plain compares training-free searches (trials that only sample); {spec.kind} "
-                        f"trials train, so a plain sampling loop would not search the same thing")
+        raise UserError(f"{flag} compares training-free searches (trials that only sample); {spec.kind} "
+                        f"trials train, so a sampling loop would not search the same thing")
     if len(method.objectives(spec)) > 1:
-        raise UserError("--versus-plain needs a single-objective study (the plain loop keeps the lowest FID)")
+        raise UserError(f"{flag} needs a single-objective study (it keeps the lowest FID)")
 
 
 def default_rungs(spec: Spec) -> tuple[int, ...]:
