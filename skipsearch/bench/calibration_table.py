@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import TYPE_CHECKING
 
+from skipsearch.bench.calibration_results import Calibration
 from skipsearch.bench.measurements import Record
-
-if TYPE_CHECKING:
-    from skipsearch.bench.calibration import Calibration
 
 
 def _rate(x: float, iv: tuple[float, float]) -> str:
