@@ -116,8 +116,8 @@ def records(results: list[VersusRepeat], device: str) -> list[Record]:
                               r.ratio_ceiling, None, device),
                 *second_records(r, head, device),
                 ratio_record(f"{head}: plain evaluations to a held-out winner as good as skipsearch's / skipsearch's "
-                             f"to its winner{'' if r.match.evals is not None else ' (lower bound: none matched)'}",
-                             r, r.match_ratio, r.match_met, device)]
+                             f"to its winner", r, r.match_ratio, r.match_met, device,
+                             note="" if r.match.evals is not None else " (lower bound: none matched)")]
     k = len(results)
     if any(r.second_space is not None for r in results):
         out.append(Record.judged("versus plain: repeats where skipsearch's dFID in the second space <= plain's",
@@ -138,13 +138,14 @@ def records(results: list[VersusRepeat], device: str) -> list[Record]:
     return out
 
 
-def ratio_record(name: str, r: VersusRepeat, value: float, met: bool | None, device: str) -> Record:
-    """A per-repeat cost ratio. Without a skipsearch winner there is none: the record says so and counts 0, as
-    the medians do, missed."""
+def ratio_record(name: str, r: VersusRepeat, value: float, met: bool | None, device: str,
+                 note: str = "") -> Record:
+    """A per-repeat cost ratio (``note`` qualifies its value). Without a skipsearch winner there is none: the
+    record says so and counts 0, as the medians do, missed."""
     if not r.found:
-        return Record(name=f"{name.split(' (lower bound')[0]} (n/a: skipsearch kept the baseline; counted as 0)",
-                      value=0.0, target=RATIO_TARGET, met=False, device=str(device))
-    return Record(name=name, value=float(value), target=RATIO_TARGET, met=met, device=str(device))
+        return Record(name=f"{name} (n/a: skipsearch kept the baseline; counted as 0)", value=0.0,
+                      target=RATIO_TARGET, met=False, device=str(device))
+    return Record(name=name + note, value=float(value), target=RATIO_TARGET, met=met, device=str(device))
 
 
 def second_records(r: VersusRepeat, head: str, device: str) -> list[Record]:
