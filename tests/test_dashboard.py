@@ -140,8 +140,11 @@ def served(studies):
     """``skipsearch dashboard`` in a subprocess, until the module ends."""
     url, folder = studies
     port = _free_port()
+    # Ctrl-C at a terminal: a runner that started pytest in the background (nohup, `&` without job control) has
+    # SIGINT ignored, which children inherit, and Python then never raises KeyboardInterrupt: give it back
     proc = subprocess.Popen([sys.executable, "-m", "skipsearch", "dashboard", "--storage", url, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -155,7 +158,7 @@ def served(studies):
             time.sleep(0.3)
     yield base, port
     proc.send_signal(signal.SIGINT)  # Ctrl-C is how a user stops it: a clean exit, not "interrupted"
-    try:  # seconds on a quiet machine; a CI run sharing 2 cores with a benchmark once took over 20
+    try:  # seconds on a quiet machine
         out = proc.communicate(timeout=120)[0]
     except subprocess.TimeoutExpired:
         proc.kill()
