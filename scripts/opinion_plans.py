@@ -1,7 +1,7 @@
 """The second opinion's plan: how wide its paired interval is for the same samples split two ways, N per seed
 set against seed sets (3 x 200, the default, against 6 x 100, ...), on one real candidate and the baseline.
 
-    python scripts/opinion_plans.py [--spec studies/demo-skip.yaml] [--rho 1.033 1.318] [--plans 200x3 100x6]
+    python scripts/opinion_plans.py [--spec studies/demo-skip-19nfe.yaml] [--rho 1.033 1.318] [--plans 200x3 100x6]
                                     [--blocks 2]
 
 Each block is a fresh stretch of held-out seeds (far above the spec's confirmation); each plan scores the
@@ -28,7 +28,7 @@ BLOCK = 50_000_000  # seeds per block: far above any confirmation's
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", default="studies/demo-skip.yaml")
+    parser.add_argument("--spec", default="studies/demo-skip-19nfe.yaml")
     parser.add_argument("--rho", type=float, nargs=2, default=(1.033, 1.318), metavar=("TOP", "BOTTOM"))
     parser.add_argument("--plans", nargs="+", default=["200x3", "100x6"])
     parser.add_argument("--blocks", type=int, default=2)

@@ -21,7 +21,7 @@ exactly, so its true ΔFID (the ΔFID at infinitely many samples) is 0, but its 
 ΔFID is noise, as a useless coefficient's is in practice. A claimed win for it is a false win by
 construction, with no estimate of the truth involved.
 
-**The known-effect space** races a fixed Skip-Tuning schedule with a real effect (the README demo's linear
+**The known-effect space** races a fixed Skip-Tuning schedule with a real effect (the 19-NFE README demo's linear
 winner, rho_top 1.033, rho_bottom 1.318) against the baseline on the same seeds (paired, as a study does),
 optionally with null candidates beside it. Its truth is measured once, afterwards, as the mean paired debiased
 ΔFID over ``truth_sets`` fresh seed sets no study used (its standard error is reported: the coverage below is
