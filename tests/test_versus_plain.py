@@ -13,8 +13,10 @@ from conftest import tiny_spec_dict
 from test_spec import cli
 
 from skipsearch.bench.plain_loop import plain_search
-from skipsearch.bench.versus_judge import heldout_fids, judging_spec
+from skipsearch.bench.versus_judge import Match, heldout_fids, judging_spec
 from skipsearch.bench.versus_plain import default_rungs, versus_plain
+from skipsearch.bench.versus_results import Side, VersusRepeat
+from skipsearch.bench.versus_table import median_match_record
 from skipsearch.evaluate import evaluator_for
 from skipsearch.methods.sampled import eval_task
 from skipsearch.specfile import load_spec, parse_spec
@@ -224,3 +226,29 @@ def test_both_winners_are_judged_in_the_second_space_too(tmp_path, capsys):
     baseline = parse_coefficients('{"family": "linear", "rho_top": 1.0, "rho_bottom": 1.0}')
     fids = second_space_fids(spec, SPACE, baseline, "check")
     assert fids[0] == pytest.approx(_independent_debiased(spec, r.heldout_seeds[0][0], 48), rel=1e-6)
+
+
+def _judged_repeat(repeat: int, plain_evals_to_match: int | None, plain_run_evals: int = 1_500) -> VersusRepeat:
+    """A repeat as the benchmark records it, skipsearch reaching its winner after 1,000 evaluations; the plain
+    loop matched it after ``plain_evals_to_match`` (None: never, within ``plain_run_evals``)."""
+    def side(name: str, trial: int) -> Side:
+        return Side(name=name, winner="linear", trial=trial, heldout_fid=1.0, delta_fid=-0.1, evals_to_winner=1_000,
+                    total_evals=2_000, trials=4, wall_s=1.0)
+
+    match = Match(trial=None if plain_evals_to_match is None else 7, delta_fid=math.nan,
+                  evals=plain_evals_to_match, run_evals=plain_run_evals, judged=())
+    return VersusRepeat(repeat=repeat, nfe=NFE, skipsearch=side("skipsearch", 3), plain=side("plain", 2),
+                        skipsearch_confirmation_dfid=-0.1, baseline_heldout_fid=1.0, heldout_seeds=(),
+                        plain_seeds=(), counted_at_network=(0, 0), confirmation_evals=500, match=match,
+                        plain_run=None)
+
+
+@pytest.mark.parametrize(("to_match", "verdict"), [
+    ((None, 4_000, 5_000), True),   # ratios >= 1.5 (a bound), 4, 5: median 4 whatever the bound's truth
+    ((None, None, 1_000), None),    # >= 1.5, >= 1.5, 1: the median is 1.5 or up to unlimited
+    ((None, 1_000, 2_000), False),  # >= 1.5, 1, 2: at most 2 even if the bound were unlimited
+])
+def test_the_median_to_match_is_judged_as_a_bound_where_none_matched(to_match, verdict):
+    record = median_match_record([_judged_repeat(i, e) for i, e in enumerate(to_match)], "cpu")
+    assert record.met is verdict
+    assert ("unknown" in record.name) is (verdict is None)

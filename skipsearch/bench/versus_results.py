@@ -112,3 +112,16 @@ def median_or_miss(values: list[float]) -> float:
     """The median of per-repeat ratios, a repeat without a skipsearch winner (NaN) counting as 0: it reached no
     winner at any cost, the worst a ratio can say."""
     return statistics.median(0.0 if math.isnan(v) else v for v in values)
+
+
+def median_match(results: list[VersusRepeat]) -> tuple[float, bool | None]:
+    """The median over repeats of "plain evaluations to match skipsearch's winner / skipsearch's", and whether it
+    meets the target. A repeat that no plain trial matched gives only a lower bound, so the median of the values
+    with each bound taken as it is is itself a lower bound: met when it reaches the target; missed only when the
+    median is below the target even with every bound taken as unlimited; otherwise unknown (None), as a single
+    repeat's would be. A repeat without a skipsearch winner counts as 0 either way (``median_or_miss``)."""
+    low = median_or_miss([r.match_ratio for r in results])
+    high = median_or_miss([math.inf if r.found and r.match.evals is None else r.match_ratio for r in results])
+    if low >= TARGET_RATIO:
+        return low, True
+    return low, (False if high < TARGET_RATIO else None)
