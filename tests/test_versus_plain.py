@@ -215,6 +215,10 @@ def test_both_winners_are_judged_in_the_second_space_too(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"second space: {SPACE}" in out and f"repeat 0 second space {SPACE}:" in out
     assert r.second_space == SPACE
+    # the study's opinion samples through a model copy of its own (one per extractor): the check counts it too
+    opinion = 2 * 2 * 48 * NFE  # the candidate and the baseline on 2 seed sets of 48
+    assert r.confirmation_evals == 2 * 2 * CONFIRM_N * NFE + opinion
+    assert r.counted_at_network == (r.skipsearch.total_evals, r.match.run_evals) and "counted at the network" not in out
     assert math.isfinite(r.plain.second_delta_fid) and math.isfinite(r.skipsearch.second_delta_fid)
     if r.skipsearch.trial is None:
         assert r.skipsearch.second_delta_fid == 0  # the baseline against itself

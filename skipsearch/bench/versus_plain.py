@@ -86,6 +86,7 @@ from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.methods.sampled import eval_task
+from skipsearch.search.second_opinion import opinion_spec
 from skipsearch.spec import MIN_FID_N, TRIALS_MAX, Spec, format_validation_error
 from skipsearch.specfile import load_spec
 
@@ -93,12 +94,13 @@ PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's ev
 
 
 class NetworkCounter:
-    """Samples passed through the network's forward, summed over calls: network evaluations as the model sees
-    them, to check the samples x NFE arithmetic of both sides."""
+    """Samples passed through the networks' forwards, summed over calls and copies: network evaluations as the
+    models see them, to check the samples x NFE arithmetic of both sides."""
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, *models: torch.nn.Module):
         self.count = 0
-        self._handle = model.register_forward_pre_hook(self._hook, with_kwargs=True)
+        distinct = {id(m): m for m in models}.values()  # one copy named twice is still counted once
+        self._handles = [m.register_forward_pre_hook(self._hook, with_kwargs=True) for m in distinct]
 
     def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         x = args[0] if args else next(iter(kwargs.values()), None)
@@ -106,7 +108,20 @@ class NetworkCounter:
             self.count += int(x.shape[0])
 
     def close(self) -> None:
-        self._handle.remove()
+        for handle in self._handles:
+            handle.remove()
+
+
+def sampling_copies(spec: Spec, ev: Evaluator, second: str | None) -> list[torch.nn.Module]:
+    """Every copy of the model a repeat samples through: the objective's evaluator's, and the second opinion's.
+    The evaluator cache keeps one model copy per extractor, so the opinion's samples pass through a copy of their
+    own; counting only the first left them out of the check (a warning of exactly their samples x NFE)."""
+    copies = [ev.loaded.denoiser]
+    if second is not None:
+        opinion = opinion_spec(spec, second, 0)
+        task = eval_task(opinion, n=opinion.confirm.n, seed_start=opinion.confirm.seed, heldout=True)
+        copies.append(evaluator_for(task).loaded.denoiser)
+    return copies
 
 
 def say(line: str) -> None:
@@ -249,7 +264,7 @@ def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: 
     the plain running bests until one matches skipsearch's."""
     nfe, n = spec.sampler.config().nfe, spec.confirm.n
     per_trial = n * nfe
-    counter = NetworkCounter(ev.loaded.denoiser)
+    counter = NetworkCounter(*sampling_copies(spec, ev, judge.second))
     try:
         outcome = run_study(study, nfe)
         at_network_study = counter.count
