@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,8 +12,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # helpers beside the tests (pgserver, chaos)
 
+OWN_CACHE = "SKIPSEARCH_CACHE" not in os.environ
 os.environ.setdefault("SKIPSEARCH_CACHE", os.path.join(os.environ.get("TMPDIR", "/tmp"),
                                                        f"skipsearch-test-cache-{os.getpid()}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_goes_with_the_session():
+    """The session's own cache is removed at its end (Inception's reference statistics alone are 250 MB); a cache
+    the caller named through SKIPSEARCH_CACHE stays."""
+    yield
+    if OWN_CACHE:
+        shutil.rmtree(os.environ["SKIPSEARCH_CACHE"], ignore_errors=True)
 
 
 def tiny_spec_dict(name: str = "tiny", **overrides) -> dict:

@@ -8,6 +8,7 @@ cannot be used, storage URLs that cannot work.
 from __future__ import annotations
 
 import re
+import shutil
 import tempfile
 import zlib
 from pathlib import Path
@@ -32,7 +33,13 @@ def fuzz(examples: int) -> settings:
     return settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
                     database=None)
 FIELD_LINE = re.compile(r"^  ([^\s:][^:]*): \S", re.MULTILINE)
-SCRATCH = Path(tempfile.mkdtemp(prefix="skipsearch-fuzz-"))
+SCRATCH = Path(tempfile.mkdtemp(prefix="skipsearch-fuzz-"))  # hypothesis's examples cannot take tmp_path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _scratch_goes_with_the_module():
+    yield
+    shutil.rmtree(SCRATCH, ignore_errors=True)
 
 
 def spec_answer(text: str | bytes) -> str | None:
