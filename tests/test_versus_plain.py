@@ -256,3 +256,27 @@ def test_the_median_to_match_is_judged_as_a_bound_where_none_matched(to_match, v
     record = median_match_record([_judged_repeat(i, e) for i, e in enumerate(to_match)], "cpu")
     assert record.met is verdict
     assert ("unknown" in record.name) is (verdict is None)
+
+
+@pytest.mark.parametrize(("sampler", "nfe"), [({"name": "ddim", "steps": 3}, 3), ({"name": "heun", "steps": 2}, 3)])
+def test_the_network_count_sees_a_diffusers_model_under_its_schedulers_and_edms(sampler, nfe):
+    """diffusers' schedulers call the UNet, never the denoiser wrapper's forward: counted at the wrapper, a DDIM
+    study's check read 0 network evaluations. Counted at ``network_of``, it sees samples x NFE under both kinds of
+    sampler, on the shipped DDPM pipeline."""
+    from pathlib import Path
+
+    from skipsearch.bench.versus_plain import NetworkCounter
+    from skipsearch.diffusion.family_sampling import network_of
+    from skipsearch.timing import Stopwatch
+
+    shipped = load_spec(Path(__file__).parent.parent / "studies" / "demo-diffusers.yaml")
+    spec = shipped.model_copy(update={"device": "cpu", "sampler": type(shipped.sampler).model_validate(sampler)})
+    assert spec.sampler.config().nfe == nfe
+    task = eval_task(spec, n=6, seed_start=0)
+    ev = evaluator_for(task)
+    counter = NetworkCounter(network_of(ev.loaded.denoiser))
+    try:
+        ev.sample(task, range(6), Stopwatch())
+    finally:
+        counter.close()
+    assert counter.count == 6 * nfe

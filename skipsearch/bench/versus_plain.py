@@ -81,6 +81,7 @@ from skipsearch.bench.versus_judge import (Judge, heldout_ranges, judging_spec,
                                            match_skipsearch, mean_delta)
 from skipsearch.bench.versus_results import Side, VersusRepeat
 from skipsearch.bench.versus_table import header, match_line, records, second_line, side_line, table
+from skipsearch.diffusion.family_sampling import network_of
 from skipsearch.errors import UserError
 from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
@@ -115,12 +116,13 @@ class NetworkCounter:
 def sampling_copies(spec: Spec, ev: Evaluator, second: str | None) -> list[torch.nn.Module]:
     """Every copy of the model a repeat samples through: the objective's evaluator's, and the second opinion's.
     The evaluator cache keeps one model copy per extractor, so the opinion's samples pass through a copy of their
-    own; counting only the first left them out of the check (a warning of exactly their samples x NFE)."""
-    copies = [ev.loaded.denoiser]
+    own; counting only the first left them out of the check (a warning of exactly their samples x NFE). Each copy
+    is counted at its network (``network_of``): diffusers' schedulers call the UNet, not the denoiser wrapper."""
+    copies = [network_of(ev.loaded.denoiser)]
     if second is not None:
         opinion = opinion_spec(spec, second, 0)
         task = eval_task(opinion, n=opinion.confirm.n, seed_start=opinion.confirm.seed, heldout=True)
-        copies.append(evaluator_for(task).loaded.denoiser)
+        copies.append(network_of(evaluator_for(task).loaded.denoiser))
     return copies
 
 

@@ -35,6 +35,13 @@ class FamilySampling:
         """What was sampled -> images in [-1, 1]."""
         return x
 
+    def network(self) -> torch.nn.Module:
+        """The module that every network evaluation passes through, once per sample (where a forward pre-hook
+        counts them): the denoiser itself, unless the family's own samplers call an inner network directly."""
+        if not isinstance(self, torch.nn.Module):
+            raise TypeError(f"{type(self).__name__} is not a torch module: it must say which module is its network")
+        return self
+
 
 def no_scheduler(name: str) -> UserError:
     """The mistake of naming a scheduler for a denoiser whose family runs none."""
@@ -45,3 +52,9 @@ def no_scheduler(name: str) -> UserError:
 def sampling_of(denoiser: object) -> FamilySampling | None:
     """The denoiser's own additions to sampling, or None for a denoiser that has none."""
     return denoiser if isinstance(denoiser, FamilySampling) else None
+
+
+def network_of(denoiser: torch.nn.Module) -> torch.nn.Module:
+    """The module every network evaluation of ``denoiser`` passes through (``FamilySampling.network``)."""
+    family = sampling_of(denoiser)
+    return denoiser if family is None else family.network()

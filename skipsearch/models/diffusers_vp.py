@@ -91,6 +91,10 @@ class VPDenoiser(nn.Module, FamilySampling):
     def text(self) -> bool:
         return self.prompt_embeds is not None
 
+    def network(self) -> nn.Module:
+        """The UNet: diffusers' schedulers call it through ``model_output``, never this wrapper's ``forward``."""
+        return self.unet
+
     def _call(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor | None, null: bool = False) -> torch.Tensor:
         if self.text:
             embeds = self.null_embeds.expand(len(x), -1, -1) if null else self.prompt_embeds[cond]
