@@ -283,17 +283,36 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def build_evaluator(model: str | ModelSection, extractor: str, dataset: str, device: str = "cpu") -> Evaluator:
-    """A fresh model copy with its extractor and reference; ``evaluator`` caches one per worker."""
+def build_evaluator(model: str | ModelSection, extractor: str, dataset: str, device: str = "cpu",
+                    loaded: LoadedModel | None = None) -> Evaluator:
+    """The model (a fresh copy unless ``loaded`` is given) with its extractor and reference; ``evaluator`` caches
+    one per worker, all of them on the worker's one copy of the model (``loaded_on``)."""
     dev = torch.device(resolve_device(device))
-    loaded = load_model(as_section(model))
-    loaded.denoiser.to(dev)
+    if loaded is None:
+        loaded = load_model(as_section(model))
+        loaded.denoiser.to(dev)
     feats = FeatureExtractor(extractor, device=str(dev))
     ref = reference(data.load(dataset, resolution=loaded.info.resolution), feats).to(dev)
     return Evaluator(loaded=loaded, extractor=feats, reference=ref, device=dev)
 
 
-evaluator = functools.lru_cache(maxsize=4)(build_evaluator)
+@functools.lru_cache(maxsize=2)
+def loaded_on(model: str | ModelSection, device: str) -> LoadedModel:
+    """This process's one copy of a model on a device, which every cached evaluator of it shares: the second
+    opinion scores the same network in another feature space (and Diff-Tuning's source FID in another
+    reference), and a copy per extractor held a large UNet twice on the GPU for the rest of the run. Sharing is
+    safe because whatever changes the network is scoped and undone on exit (hooks, ``apply``, loaded fine-tuned
+    weights), and Diff-Tuning trains a deep copy of its own."""
+    loaded = load_model(as_section(model))
+    loaded.denoiser.to(torch.device(device))
+    return loaded
+
+
+def _cached_evaluator(model: str | ModelSection, extractor: str, dataset: str, device: str = "cpu") -> Evaluator:
+    return build_evaluator(model, extractor, dataset, device, loaded=loaded_on(model, resolve_device(device)))
+
+
+evaluator = functools.lru_cache(maxsize=4)(_cached_evaluator)
 
 
 def evaluator_for(task: EvalTask) -> Evaluator:

@@ -224,3 +224,28 @@ def test_an_opinion_switched_on_later_is_taken(tmp_path):
     assert f"Second opinion in {SPACE}" in skipsearch.best(url, "later").verdict.text
     assert set(_rows(url, "later").trial_number) == {second.verdict.trial, int(
         second.confirmation[second.confirmation.role == "baseline"].trial_number.iloc[0])}
+
+
+def test_both_spaces_sample_through_one_model_copy_left_as_it_was_loaded(tmp_path):
+    """The objective's and the opinion's evaluators share the process's one copy of the model (a copy per
+    extractor held a large UNet twice on a GPU), and a whole study (trials with their ρ hooks, the race, the
+    opinion) leaves that copy as it was loaded: the same tensors as a fresh load, no hook left on any module."""
+    import torch
+
+    from skipsearch.evaluate import build_evaluator, evaluator_for
+    from skipsearch.methods.sampled import eval_task
+    from skipsearch.search.second_opinion import opinion_spec
+
+    spec = parse_spec(tiny_spec_dict("one-copy", search={"trials": 3}, confirm={"second_opinion": OPINION}))
+    skipsearch.run(spec, storage=f"sqlite:///{tmp_path / 'c.db'}")
+    c, opinion = spec.confirm, opinion_spec(spec, SPACE, 0)
+    own = evaluator_for(eval_task(spec, n=c.n, seed_start=c.seed, heldout=True))
+    other = evaluator_for(eval_task(opinion, n=opinion.confirm.n, seed_start=opinion.confirm.seed, heldout=True))
+    assert own.extractor is not other.extractor and own.loaded.denoiser is other.loaded.denoiser
+    fresh = build_evaluator(spec.model, spec.metric.extractor, spec.metric.reference, "cpu").loaded.denoiser
+    assert fresh is not own.loaded.denoiser  # verify and the benches still get a copy of their own
+    shared = own.loaded.denoiser.state_dict()
+    assert all(torch.equal(v, shared[k]) for k, v in fresh.state_dict().items()) and len(shared) == len(
+        fresh.state_dict())
+    left = [name for name, m in own.loaded.denoiser.named_modules() if m._forward_hooks or m._forward_pre_hooks]
+    assert left == []

@@ -114,16 +114,17 @@ class NetworkCounter:
 
 
 def sampling_copies(spec: Spec, ev: Evaluator, second: str | None) -> list[torch.nn.Module]:
-    """Every copy of the model a repeat samples through: the objective's evaluator's, and the second opinion's.
-    The evaluator cache keeps one model copy per extractor, so the opinion's samples pass through a copy of their
-    own; counting only the first left them out of the check (a warning of exactly their samples x NFE). Each copy
-    is counted at its network (``network_of``): diffusers' schedulers call the UNet, not the denoiser wrapper."""
+    """Every copy of the model a repeat samples through, each once: the objective's evaluator's, and the second
+    opinion's. The cached evaluators share one copy per device (``evaluate.loaded_on``), but a copy the opinion
+    did not share would pass its samples unseen (a warning of exactly their samples x NFE, before the copies were
+    shared), and one hooked twice would count them twice. Each copy is counted at its network (``network_of``):
+    diffusers' schedulers call the UNet, not the denoiser wrapper."""
     copies = [network_of(ev.loaded.denoiser)]
     if second is not None:
         opinion = opinion_spec(spec, second, 0)
         task = eval_task(opinion, n=opinion.confirm.n, seed_start=opinion.confirm.seed, heldout=True)
         copies.append(network_of(evaluator_for(task).loaded.denoiser))
-    return copies
+    return list({id(c): c for c in copies}.values())
 
 
 def say(line: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from skipsearch.bench.measurements import Record
-from skipsearch.evaluate import evaluator
+from skipsearch.evaluate import evaluator, loaded_on
 from skipsearch.search import driver as _study
 from skipsearch.search.context import StudyContext
 from skipsearch.specfile import load_spec
@@ -34,6 +34,7 @@ def bench_ray(spec_path: Path, m: int = 8) -> list[Record]:
         for n_threads in (1, threads):
             torch.set_num_threads(n_threads)
             evaluator.cache_clear()  # each run loads the model once, as each Ray worker does
+            loaded_on.cache_clear()
             ctx, start = study(f"inproc{n_threads}"), time.perf_counter()
             _study.search(ctx, m)
             walls[f"in-process, {n_threads} thread(s)"] = time.perf_counter() - start
