@@ -16,7 +16,7 @@ from sqlalchemy import Boolean, DateTime, Float, Integer, Table
 from skipsearch.errors import UserError
 from skipsearch.exchange.export import stored_spec
 from skipsearch.methods import METHODS, method_for, parse_coefficients
-from skipsearch.search.heldout import heldout_reported, heldout_summary
+from skipsearch.search.heldout import RACE_COLUMNS, heldout_reported, heldout_summary
 from skipsearch.search.measured import KEYS, reported
 from skipsearch.search.second_opinion import COLUMNS as OPINION_COLUMNS
 from skipsearch.storage import Store
@@ -40,12 +40,28 @@ def method_columns(frame: str) -> dict[str, str]:
 # own; an unconfirmed study gets an empty frame with these).
 _SUMMARY_HEAD = ("trial_number", "role", "search_fid", "search_kid")
 _SUMMARY_TAIL = ("heldout_fid", "heldout_fid_std", "heldout_kid", "delta_fid", "delta_fid_std", "delta_fid_low",
-                 "delta_fid_high", "lower_on", "seed_sets", "n", "coefficients", *OPINION_COLUMNS)
+                 "delta_fid_high", "lower_on", "seed_sets", "n", "coefficients", *RACE_COLUMNS, *OPINION_COLUMNS)
 CONFIRMATION_COLUMNS = (*_SUMMARY_HEAD, *method_columns("summary"), *_SUMMARY_TAIL)
 _SUMMARY_INTEGERS = ("trial_number", "lower_on", "seed_sets", "n", "opinion_seed_sets")
-_SUMMARY_TEXT = ("role", "coefficients", "opinion_extractor", "opinion_why")
-_SUMMARY_NULLABLE = {"opinion_n": "Int64"}  # the second opinion's N: missing on a trial it was not taken on
+_RACE_TEXT = ("race_status", "race_text")
+_SUMMARY_TEXT = ("role", "coefficients", *_RACE_TEXT, "opinion_extractor", "opinion_why")
+# missing where it does not apply: the second opinion's N on a trial it was not taken on, a fixed confirmation's
+# race rounds
+_SUMMARY_NULLABLE = {"opinion_n": "Int64", "race_rounds": "Int64"}
 COLLISION_PREFIX = "coef_"  # a coefficient field named like a column already in the frame (say ``n``): ``coef_n``
+
+
+def _with_race_columns(table: pd.DataFrame) -> pd.DataFrame:
+    """The summary with the race's columns also where the confirmation was fixed (``confirm.race: false``), empty
+    there (NaN, None, <NA>), before the second opinion's: a frame's columns never depend on how it was confirmed."""
+    missing = [c for c in RACE_COLUMNS if c not in table.columns]
+    if not missing:
+        return table
+    out = table.copy()
+    at = list(out.columns).index(OPINION_COLUMNS[0]) if OPINION_COLUMNS[0] in out.columns else len(out.columns)
+    for i, c in enumerate(missing):
+        out.insert(at + i, c, None if c in _RACE_TEXT else float("nan"))
+    return out
 
 
 def require_study(store: Store, study: str) -> None:
@@ -154,8 +170,7 @@ def confirmations(store: Store, study: str, per_seed_set: bool = False) -> pd.Da
         rows = _with_reported(rows, extra, KEYS["confirmation"])
         return _with_coefficient_columns(rows.merge(roles, on="trial_number", how="left"), "coefficients_json")
     table = heldout_summary(store, study, spec.confirm.n, method_for(spec.kind).references(spec))
-    if table.empty:
-        table = pd.DataFrame(columns=list(CONFIRMATION_COLUMNS))
+    table = pd.DataFrame(columns=list(CONFIRMATION_COLUMNS)) if table.empty else _with_race_columns(table)
     own = method_columns("summary")
     table = table.astype({c: _SUMMARY_NULLABLE.get(c, "int64" if c in _SUMMARY_INTEGERS else "float64")
                           for c in CONFIRMATION_COLUMNS if c not in (*_SUMMARY_TEXT, *own) and c in table.columns})

@@ -16,7 +16,7 @@ from skipsearch.errors import UserError
 from skipsearch.methods import DEFAULT_KIND, METHODS
 from skipsearch.spec import Spec, format_validation_error, science, shortened
 
-__all__ = ["changed_science", "load_spec", "parse_spec"]
+__all__ = ["changed_science", "load_spec", "parse_spec", "parse_stored"]
 
 
 def parse_spec(raw: object, source: str = "spec") -> Spec:
@@ -30,6 +30,16 @@ def parse_spec(raw: object, source: str = "spec") -> Spec:
         return METHODS[kind].spec_class.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(source, err)) from None
+
+
+def parse_stored(raw: object, source: str) -> Spec:
+    """A spec as a database keeps it, read through today's models: a field added since it was stored takes its
+    default, except ``confirm.race``. A study stored before races existed (before 2026-12-06) was confirmed the
+    fixed way, and its held-out rows hold what that judged (no debiased FID), so it reads as ``race: false``,
+    not as today's raced default."""
+    if isinstance(raw, dict) and isinstance(raw.get("confirm", {}), dict) and "race" not in raw.get("confirm", {}):
+        raw = {**raw, "confirm": {**raw.get("confirm", {}), "race": False}}
+    return parse_spec(raw, source)
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -55,7 +65,7 @@ def changed_science(first: dict, now: Spec) -> list[str]:
     meant them from the working directory it ran in, so they are read from this one."""
     after = science(now.anchored(Path.cwd()))
     try:
-        before = science(parse_spec(first, "stored spec").anchored(Path.cwd()))
+        before = science(parse_stored(first, "stored spec").anchored(Path.cwd()))
     except UserError:  # stored by a skipsearch whose spec no longer validates: compare what is there
         before = {k: v for k, v in first.items() if k in after}
     return _differences(before, after)

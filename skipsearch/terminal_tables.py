@@ -9,7 +9,7 @@ from rich.text import Text
 
 from skipsearch.methods import describe as _describe
 from skipsearch.search.readout import Readout
-from skipsearch.search.verdict import interval_of
+from skipsearch.search.verdict import interval_of, raced as is_raced
 from skipsearch.search.verdict import verdict as judge
 
 
@@ -48,8 +48,9 @@ def search_table(trials: pd.DataFrame, top: int = 5, title: str = "Search", read
 
 def heldout_table(conf: pd.DataFrame, readout: Readout = Readout()) -> Table:
     sets, n = int(conf.seed_sets.max()), int(conf.n.iloc[0])
-    raced = "race_status" in conf.columns
-    title = (f"Held-out race: N={n} per seed set, up to {sets} disjoint seed sets never used in the search" if raced
+    raced = is_raced(conf)
+    title = (f"Held-out race: N={n} per seed set, {sets} disjoint seed sets never used in the search (the most any "
+             f"entrant ran; who ran how many: 'seed sets')" if raced
              else f"Held-out confirmation: N={n} on {sets} disjoint seed sets never used in the search")
     table = Table(title=title)
     further = _measured_references(conf, readout, "heldout_")

@@ -30,6 +30,7 @@ from skipsearch.methods import METHODS, method_for
 from skipsearch.search.annotations import trial_attrs
 from skipsearch.search.heldout import heldout_summary, pareto_front
 from skipsearch.search.second_opinion import COLUMNS as OPINION
+from skipsearch.search.heldout import RACE_COLUMNS as RACE
 from skipsearch.search.readout import Readout, readout
 from skipsearch.search.verdict import verdict
 from skipsearch.specfile import parse_spec
@@ -51,6 +52,7 @@ PER_SEED_SET = ["id", "study_name", "trial_number", "seed_set", "seed_start", "n
 SUMMARY = ["trial_number", "role", "search_fid", "search_kid", "search_source_fid", "heldout_source_fid",
            "heldout_source_fid_std", "delta_source_fid", "heldout_fid", "heldout_fid_std", "heldout_kid", "delta_fid",
            "delta_fid_std", "delta_fid_low", "delta_fid_high", "lower_on", "seed_sets", "n", "coefficients",
+           *RACE,  # a race's (a study from before races, or a fixed one: its columns there, empty)
            *OPINION]  # the second opinion's (a study from before it: no opinion, its columns still there)
 COEFFICIENTS = {DT: ["family", "s", "s_prime", "r", "lam", "lr", "steps"], SKIP: ["family", "rho_top", "rho_bottom"]}
 

@@ -144,10 +144,13 @@ def test_on_a_terminal_the_bar_counts_samples_not_batches():
     assert "ETA" not in shown and "elapsed" not in shown, shown  # a bar, not lines
 
 
-def test_a_whole_study_in_a_log_file_reports_trials_samples_and_evaluations(tmp_path):
+@pytest.mark.parametrize("race, held_out", [(True, r"held-out race: \d/4 evaluations \(at most\)"),
+                                            (False, r"held-out confirmation: \d/4 evaluations")],
+                         ids=["race", "fixed"])
+def test_a_whole_study_in_a_log_file_reports_trials_samples_and_evaluations(tmp_path, race, held_out):
     """As under nohup: stdout and stderr in one file, no terminal. The trial lines stay whole, in-trial sampling
-    reports (nested in the study's count) and so does the held-out confirmation."""
-    spec = tiny_spec_dict("logged", search={"trials": 2})
+    reports (nested in the study's count) and so does the held-out confirmation, raced (the default) or fixed."""
+    spec = tiny_spec_dict("logged", search={"trials": 2}, confirm={"race": race})
     log = tmp_path / "nohup.out"
     with open(log, "wb") as out:
         proc = subprocess.run([sys.executable, "-c", STUDY, json.dumps(spec), f"sqlite:///{tmp_path / 's.db'}"],
@@ -164,8 +167,8 @@ def test_a_whole_study_in_a_log_file_reports_trials_samples_and_evaluations(tmp_
     assert study[-1].startswith("study logged: 2/2 trials (100%), done in"), study
     nested = [line for line in lines if re.match(r"\[study logged [01]/2 trials\] sampling: \d+/64 samples", line)]
     assert nested, lines
-    held = [line for line in lines if line.startswith("held-out confirmation: ")]
-    assert held and held[-1].startswith("held-out confirmation: 4/4 evaluations (100%), done in"), held
+    held = [line for line in lines if re.match(held_out, line)]
+    assert held and re.match(rf"{held_out} \(100%\), done in", held[-1]), held  # one look, at the 2nd set: all 4
     assert all(re.search(ETA, h) for h in held[:-1]), held
 
 

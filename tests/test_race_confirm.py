@@ -64,6 +64,48 @@ def test_a_race_with_too_few_seed_sets_is_refused_naming_the_field():
         parse_spec(tiny_spec_dict("bad", confirm={"race": True, "seed_sets": 4, "every": 5}))
 
 
+@pytest.mark.parametrize("given, race, every", [
+    ({}, True, 4),                                   # the defaults: 16 seed sets of 500, judged after every 4th
+    ({"seed_sets": 3}, True, 3),                     # every follows seed_sets down: one look, at the third
+    ({"seed_sets": 1}, False, 1),                    # one set cannot race: the fixed check it asked for
+    ({"seed_sets": 3, "race": False}, False, 3),     # said explicitly
+    ({"seed_sets": 3.0}, True, 3),                   # YAML's 3.0 is 3
+    ({"seed_sets": 16, "every": 8}, True, 8),        # given values kept
+])
+def test_the_confirmation_races_by_default_where_it_can(given, race, every):
+    from skipsearch.spec import ConfirmSpec
+
+    c = ConfirmSpec.model_validate(given)
+    assert (c.race, c.every) == (race, every)
+    assert (c.n, c.seed_sets) == (given.get("n", 500), int(given.get("seed_sets", 16)))
+
+
+def test_a_study_stored_before_races_existed_reads_as_the_fixed_confirmation_it_ran(tmp_path):
+    """An older skipsearch stored specs without ``confirm.race``; their held-out rows were judged the fixed way.
+    Read through today's raced default they would be replayed as a race with nothing to judge, so the readers
+    take such a spec as ``race: false``: the same table and verdict as before the default changed."""
+    import json
+    import sqlite3
+    from contextlib import closing
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    spec = parse_spec(tiny_spec_dict("old", search={"trials": 3}, confirm={"race": False, "seed_sets": 2}))
+    first = skipsearch.run(spec, storage=url)
+    assert "race_status" not in first.confirmation.columns
+    with closing(sqlite3.connect(tmp_path / "old.db")) as db, db:
+        (raw,) = db.execute("SELECT spec_json FROM skipsearch_studies WHERE study_name = 'old'").fetchone()
+        stored = json.loads(raw)
+        for key in ("race", "every", "procedure", "second_opinion"):  # what the confirm section lacked then
+            stored["confirm"].pop(key)
+        db.execute("UPDATE skipsearch_studies SET spec_json = ? WHERE study_name = 'old'", (json.dumps(stored),))
+    table = skipsearch.confirmations(url, "old")
+    assert table.race_status.isna().all() and table.race_rounds.isna().all()  # the columns, empty: no race
+    from skipsearch import frames
+    assert list(table.columns)[:len(frames.CONFIRMATION_COLUMNS)] == list(frames.CONFIRMATION_COLUMNS)
+    assert table.delta_fid_low.tolist() == first.confirmation.delta_fid_low.tolist()
+    assert skipsearch.best(url, "old").verdict.text == first.verdict.text
+
+
 def test_the_exported_file_carries_the_race_not_an_uncorrected_interval(raced, tmp_path):
     url, spec, result = raced
     path = skipsearch.export(url, "raced", tmp_path / "w.yaml")

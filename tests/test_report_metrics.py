@@ -133,7 +133,7 @@ def two_spaces(tmp_path_factory):
               {"metric": "precision_recall", "extractor": INCEPTION_EXTRACTOR}]
     # 10 Heun steps: digits good enough that precision and recall are not 0 in Inception's space (3 steps' are)
     spec = _spec("two-spaces", report, metric={"reference": f"npz:{tmp / 'ref.npz'}"}, sampler={"steps": 10},
-                 search={"trials": 2}, confirm={"top_k": 1, "n": 16, "seed_sets": 2,
+                 search={"trials": 2}, confirm={"top_k": 1, "n": 16, "seed_sets": 2, "race": False,  # report only
                                                  "second_opinion": {"extractor": "auto", "n": 16, "seed_sets": 2}})
     url = f"sqlite:///{tmp / 'r.db'}"
     skipsearch.run(spec, storage=url)

@@ -323,7 +323,9 @@ def test_public_verbs_end_to_end_from_the_environment(backend_url, tmp_path, mon
         assert (row.rho_top, row.rho_bottom) == (c.rho_top, c.rho_bottom)
 
     conf = skipsearch.confirmations(None, "e2e")
-    assert list(conf.columns) == list(frames.CONFIRMATION_COLUMNS) + ["family", "rho_top", "rho_bottom"]
+    judged = f"heldout_fid_debiased@{spec.metric.extractor}"  # what the race (the default) judged, as reported
+    assert list(conf.columns) == list(frames.CONFIRMATION_COLUMNS) + [judged, "family", "rho_top", "rho_bottom"]
+    assert conf.race_status.notna().all() and conf[judged].notna().all()
     assert list(conf.role) == ["baseline", "search"] and (conf.n == 96).all() and (conf.seed_sets == 2).all()
     searched = conf.iloc[1]
     assert searched.delta_fid_low < searched.delta_fid < searched.delta_fid_high

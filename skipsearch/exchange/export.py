@@ -15,7 +15,7 @@ from skipsearch.methods import method_for
 from skipsearch.search.heldout import coefficients_of, heldout_summary
 from skipsearch.search.verdict import interval_of
 from skipsearch.spec import Spec
-from skipsearch.specfile import parse_spec
+from skipsearch.specfile import parse_stored
 from skipsearch.storage import Store
 from skipsearch.storage.facts import study_facts
 from skipsearch.storage.records import TrialRow
@@ -27,7 +27,7 @@ def stored_spec(store: Store, study: str) -> Spec:
     raw = store.study_spec(study)
     if raw is None:
         raise UserError(f"no study named {study!r} in {store.shown_url}")
-    return parse_spec(raw, f"the stored spec of study {study!r}")
+    return parse_stored(raw, f"the stored spec of study {study!r}")
 
 
 def chosen_trial(store: Store, study: str, trial: int | None = None) -> TrialRow:
@@ -97,7 +97,7 @@ def _opinion(row) -> dict:
 def _interval(row) -> dict:
     """The confirmation's interval: the fixed design's paired t interval, or a raced confirmation's judgement (its
     plain t interval would ignore the race's looks, so it is not given)."""
-    if "race_status" not in row:
+    if "race_status" not in row or pd.isna(row.race_status):
         ci = interval_of(row)
         return {"delta_fid_low": ci.low, "delta_fid_high": ci.high}
 

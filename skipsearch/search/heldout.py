@@ -16,7 +16,7 @@ from skipsearch.search.measured import column, reported
 from skipsearch.search.racing import failures_between, plan_of, replay, stored_entrants, stored_judged
 from skipsearch.search.second_opinion import opinion_columns
 from skipsearch.search.verdict import paired_interval
-from skipsearch.specfile import parse_spec
+from skipsearch.specfile import parse_stored
 from skipsearch.storage import Store
 from skipsearch.storage.records import TrialRow
 
@@ -104,7 +104,7 @@ def heldout_summary(store: Store, study: str, n: int | None = None,
 
 def _stored_spec(store: Store, study: str):
     raw = store.study_spec(study)
-    return None if raw is None else parse_spec(raw, f"the stored spec of study {study!r}")
+    return None if raw is None else parse_stored(raw, f"the stored spec of study {study!r}")
 
 
 # what a raced confirmation's summary adds (``racing``): the race's interval on the debiased dFID, the seed sets

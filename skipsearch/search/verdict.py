@@ -68,13 +68,19 @@ class Verdict:
     opinion_interval: PairedInterval | None = None
 
 
+def raced(table: pd.DataFrame) -> bool:
+    """Whether a confirmation summary is a race's: its race columns are there and hold something (the public
+    frame, ``skipsearch.confirmations``, has them for a fixed confirmation too, empty)."""
+    return "race_status" in table.columns and bool(table.race_status.notna().any())
+
+
 def winner(table: pd.DataFrame) -> int | None:
     """The confirmed search trial with the lowest mean held-out FID (None before any is confirmed); in a raced
     confirmation, the race's: its claimed winner, else the one with the lowest debiased dFID still in it."""
     rest = table[table.role != "baseline"] if not table.empty else table
     if rest.empty:
         return None
-    if "race_status" in rest.columns:
+    if raced(table):
         won = rest[rest.race_status == "won"]
         if not won.empty:
             return int(won.trial_number.iloc[0])
@@ -102,7 +108,7 @@ def verdict(table: pd.DataFrame, references: Mapping[str, str] | None = None) ->
                        text="No confirmed search trial to compare with the baseline.")
     w, b = table[table.trial_number == best].iloc[0], base.iloc[0]
     further = "".join(_against(domain, measures, w, b) for domain, measures in (references or {}).items())
-    if "race_status" in table.columns:
+    if raced(table):
         return _raced(best, w, b, further)
     ci = interval_of(w)
     head = (f"Winner: trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} vs baseline "
