@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -296,15 +297,24 @@ def build_evaluator(model: str | ModelSection, extractor: str, dataset: str, dev
     return Evaluator(loaded=loaded, extractor=feats, reference=ref, device=dev)
 
 
-@functools.lru_cache(maxsize=2)
+# The model copies the cached evaluators hold, by (model, device); an entry lives as long as an evaluator holds it
+_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
 def loaded_on(model: str | ModelSection, device: str) -> LoadedModel:
     """This process's one copy of a model on a device, which every cached evaluator of it shares: the second
     opinion scores the same network in another feature space (and Diff-Tuning's source FID in another
-    reference), and a copy per extractor held a large UNet twice on the GPU for the rest of the run. Sharing is
-    safe because whatever changes the network is scoped and undone on exit (hooks, ``apply``, loaded fine-tuned
-    weights), and Diff-Tuning trains a deep copy of its own."""
-    loaded = load_model(as_section(model))
-    loaded.denoiser.to(torch.device(device))
+    reference), and a copy per extractor held a large UNet twice on the GPU for the rest of the run. The copy is
+    kept as long as some evaluator holds it (a cache of its own could evict it while an evaluator still held
+    it, and the next evaluator would load a second). Sharing is safe because whatever changes the network is
+    scoped and undone on exit (hooks, ``apply``, loaded fine-tuned weights), and Diff-Tuning trains a deep copy
+    of its own."""
+    key = (model, device)
+    loaded = _LOADED.get(key)
+    if loaded is None:
+        loaded = load_model(as_section(model))
+        loaded.denoiser.to(torch.device(device))
+        _LOADED[key] = loaded
     return loaded
 
 

@@ -232,7 +232,7 @@ def test_both_spaces_sample_through_one_model_copy_left_as_it_was_loaded(tmp_pat
     opinion) leaves that copy as it was loaded: the same tensors as a fresh load, no hook left on any module."""
     import torch
 
-    from skipsearch.evaluate import build_evaluator, evaluator_for
+    from skipsearch.evaluate import build_evaluator, evaluator, evaluator_for, loaded_on
     from skipsearch.methods.sampled import eval_task
     from skipsearch.search.second_opinion import opinion_spec
 
@@ -240,6 +240,10 @@ def test_both_spaces_sample_through_one_model_copy_left_as_it_was_loaded(tmp_pat
     skipsearch.run(spec, storage=f"sqlite:///{tmp_path / 'c.db'}")
     c, opinion = spec.confirm, opinion_spec(spec, SPACE, 0)
     own = evaluator_for(eval_task(spec, n=c.n, seed_start=c.seed, heldout=True))
+    # a long process (a bench, an API user's several studies) builds evaluators of other models meanwhile and
+    # evicts cached ones: the copy an evaluator still holds is the one a new evaluator of that model gets
+    evaluator.cache_clear()
+    loaded_on(spec.model, "meta"), loaded_on("digits-0to4", "cpu")
     other = evaluator_for(eval_task(opinion, n=opinion.confirm.n, seed_start=opinion.confirm.seed, heldout=True))
     assert own.extractor is not other.extractor and own.loaded.denoiser is other.loaded.denoiser
     fresh = build_evaluator(spec.model, spec.metric.extractor, spec.metric.reference, "cpu").loaded.denoiser

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import tempfile
 import time
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 import torch
 
 from skipsearch.bench.measurements import Record
-from skipsearch.evaluate import evaluator, loaded_on
+from skipsearch.evaluate import evaluator
 from skipsearch.search import driver as _study
 from skipsearch.search.context import StudyContext
 from skipsearch.specfile import load_spec
@@ -33,8 +35,8 @@ def bench_ray(spec_path: Path, m: int = 8) -> list[Record]:
 
         for n_threads in (1, threads):
             torch.set_num_threads(n_threads)
-            evaluator.cache_clear()  # each run loads the model once, as each Ray worker does
-            loaded_on.cache_clear()
+            evaluator.cache_clear()  # each run loads the model once, as each Ray worker does: with the
+            gc.collect()  # evaluators gone, so is their model copy (evaluate.loaded_on holds none itself)
             ctx, start = study(f"inproc{n_threads}"), time.perf_counter()
             _study.search(ctx, m)
             walls[f"in-process, {n_threads} thread(s)"] = time.perf_counter() - start
