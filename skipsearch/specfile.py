@@ -37,8 +37,9 @@ def parse_stored(raw: object, source: str) -> Spec:
     default, except ``confirm.race``. A study stored before races existed (before 2026-12-06) was confirmed the
     fixed way, and its held-out rows hold what that judged (no debiased FID), so it reads as ``race: false``,
     not as today's raced default."""
-    if isinstance(raw, dict) and isinstance(raw.get("confirm", {}), dict) and "race" not in raw.get("confirm", {}):
-        raw = {**raw, "confirm": {**raw.get("confirm", {}), "race": False}}
+    confirm = raw.get("confirm", {}) if isinstance(raw, dict) else None
+    if isinstance(confirm, dict) and "race" not in confirm:
+        raw = {**raw, "confirm": {**confirm, "race": False}}
     return parse_spec(raw, source)
 
 

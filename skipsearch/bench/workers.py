@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-
 import tempfile
 import time
 from pathlib import Path
@@ -35,8 +34,10 @@ def bench_ray(spec_path: Path, m: int = 8) -> list[Record]:
 
         for n_threads in (1, threads):
             torch.set_num_threads(n_threads)
-            evaluator.cache_clear()  # each run loads the model once, as each Ray worker does: with the
-            gc.collect()  # evaluators gone, so is their model copy (evaluate.loaded_on holds none itself)
+            # each run loads the model once, as each Ray worker does: with the evaluators gone, so is their
+            # model copy (evaluate.loaded_on holds none itself)
+            evaluator.cache_clear()
+            gc.collect()
             ctx, start = study(f"inproc{n_threads}"), time.perf_counter()
             _study.search(ctx, m)
             walls[f"in-process, {n_threads} thread(s)"] = time.perf_counter() - start
