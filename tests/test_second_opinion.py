@@ -144,6 +144,8 @@ def test_a_win_the_second_space_calls_worse_is_no_win(low, high, word, win):
     assert v.trial == 7 and v.opinion == word and v.win is win
     if word == "disagrees":
         assert "DISAGREES, so no win is claimed" in v.text
+    # the head is decided after the opinion: a win the other space calls worse is never headed "Winner"
+    assert v.text.startswith("Winner: trial 7 " if win else "Best confirmed candidate, no win claimed: trial 7 ")
 
 
 def test_a_verdict_without_an_opinion_says_why():

@@ -39,17 +39,42 @@ def _table(deltas_by_trial: dict[int, list[float]], base_fid: float = 10.0) -> p
 
 def test_a_win_needs_the_whole_interval_below_zero():
     won = verdict(_table({3: [-0.30, -0.25, -0.35]}))
-    assert won.win and "rho_top=1.1" in won.text
+    assert won.win and "rho_top=1.1" in won.text and won.text.startswith("Winner: trial 3 ")
     unsure = verdict(_table({3: [-0.5, 0.1, -0.2]}))  # lower on average, but the interval reaches above 0
     assert not unsure.win and "contains 0" in unsure.text
     worse = verdict(_table({3: [0.3, 0.4, 0.35]}))
     assert not worse.win and "NOT an improvement" in worse.text
+    for judged in (unsure, worse):  # the head says it before anything else is read
+        assert judged.text.startswith("Best confirmed candidate, no win claimed: trial 3 ")
+        assert "Winner" not in judged.text
 
 
 def test_one_seed_set_claims_no_win_and_says_why():
     one = verdict(_table({3: [-5.0]}))
     assert not one.win and one.interval.low is None
     assert "no win is claimed" in one.text and "at least two" in one.text
+    assert one.text.startswith("Best confirmed candidate, no win claimed: trial 3 ")
+
+
+def _raced(status: str, race_text: str) -> pd.DataFrame:
+    """A raced summary: the baseline and trial 4, whose race ended with ``status``."""
+    table = _table({4: [0.2, 0.3, 0.25, 0.3]})
+    table["race_status"] = [None, status]
+    table["race_delta_fid"], table["race_low"], table["race_high"] = [None, 0.26], [None, 0.1], [None, 0.4]
+    table["race_rounds"], table["race_text"] = [None, 4], [None, race_text]
+    return table
+
+
+@pytest.mark.parametrize(("status", "race_text", "win"), [
+    ("won", "Trial 4 beats the baseline after 4 held-out seed sets.", True),
+    ("left: clearly worse than the baseline", "No candidate is left (trial 4 left: clearly worse than the "
+     "baseline).", False),
+])
+def test_a_race_names_a_winner_only_when_it_won(status, race_text, win):
+    judged = verdict(_raced(status, race_text))
+    assert judged.trial == 4 and judged.win is win
+    head = "Winner: trial 4 " if win else "Best confirmed candidate, no win claimed: trial 4 "
+    assert judged.text.startswith(head) and race_text in judged.text
 
 
 def test_the_winner_is_the_lowest_mean_heldout_fid():

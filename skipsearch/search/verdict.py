@@ -111,12 +111,12 @@ def verdict(table: pd.DataFrame, references: Mapping[str, str] | None = None) ->
     if raced(table):
         return _raced(best, w, b, further)
     ci = interval_of(w)
-    head = (f"Winner: trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} vs baseline "
+    head = (f"trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} vs baseline "
             f"{b.heldout_fid:.4f}, dFID {ci.mean:+.4f}")
     if ci.low is None:
-        return Verdict(trial=best, win=False, interval=ci, text=(
+        return titled(Verdict(trial=best, win=False, interval=ci, text=(
             f"{head} on {ci.k} held-out seed set: no win is claimed, because a paired interval needs at least two "
-            f"seed sets (set confirm.seed_sets to 2 or more)."))
+            f"seed sets (set confirm.seed_sets to 2 or more).")))
     spread = (f"95% paired interval [{ci.low:+.4f}, {ci.high:+.4f}] over {ci.k} seed sets, lower on "
               f"{int(w.lower_on)} of them")
     if ci.high < 0:
@@ -125,8 +125,17 @@ def verdict(table: pd.DataFrame, references: Mapping[str, str] | None = None) ->
         word, win = "higher than the baseline: NOT an improvement", False
     else:
         word, win = "not distinguishable from the baseline (the interval contains 0): no win is claimed", False
-    return with_opinion(Verdict(trial=best, win=win, interval=ci, text=f"{head} ({spread}) is {word}.{further}"),
-                        w)
+    return titled(with_opinion(Verdict(trial=best, win=win, interval=ci,
+                                       text=f"{head} ({spread}) is {word}.{further}"), w))
+
+
+def titled(v: Verdict) -> Verdict:
+    """The verdict's sentence headed by what the trial turned out to be, decided last, after the second opinion:
+    "Winner" only for a claimed win; otherwise the trial is the best the confirmation found, and the head says
+    no win is claimed before anything else is read (a race that ended with every candidate clearly worse than
+    the baseline still names its best)."""
+    label = "Winner:" if v.win else "Best confirmed candidate, no win claimed:"
+    return replace(v, text=f"{label} {v.text}")
 
 
 def with_opinion(v: Verdict, w: pd.Series) -> Verdict:
@@ -166,9 +175,10 @@ def _raced(best: int, w: pd.Series, b: pd.Series, further: str) -> Verdict:
         None if pd.isna(w.race_high) else float(w.race_high))
     ci = PairedInterval(mean=float(w.race_delta_fid), k=int(w.race_rounds), low=low, high=high)
     win = w.race_status == "won"
-    head = (f"Winner: trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} over "
+    head = (f"trial {best} ({describe(w.coefficients)}). Held-out FID {w.heldout_fid:.4f} over "
             f"{int(w.seed_sets)} seed sets vs baseline {b.heldout_fid:.4f} over {int(b.seed_sets)}.")
-    return with_opinion(Verdict(trial=best, win=bool(win), interval=ci, text=f"{head} {w.race_text}{further}"), w)
+    return titled(with_opinion(Verdict(trial=best, win=bool(win), interval=ci,
+                                       text=f"{head} {w.race_text}{further}"), w))
 
 
 def _against(domain: str, measures: str, w: pd.Series, b: pd.Series) -> str:
