@@ -38,6 +38,9 @@ DEFAULT_STORAGE = "sqlite:///skipsearch.db"
 # feature dimension is allowed (FID-1k is common with Inception) and warned about by ``resolve``.
 MIN_FID_N = 16
 EVERY = 4  # the race is judged after every 4th seed set unless the spec says otherwise
+# The most held-out samples a defaulted race spends on one entrant: 16 seed sets of the default 500. A spec that
+# gives a larger confirm.n without seed_sets gets fewer sets (8,000 // n, at least 2), not 16 of its n.
+RACE_SAMPLES = 8_000
 
 # A study name becomes a folder (``finetune.weights_dir/NAME/``) and file names (the export hint's
 # ``NAME.yaml``): a letter or digit first (no ``.``, ``..``, hidden or option-like names), then letters,
@@ -249,6 +252,13 @@ class SecondOpinionSpec(Section):
         return self.extractor == "none"
 
 
+def _whole(value: Any) -> int | None:
+    """A whole number as YAML may give it (3 or 3.0), else None: the field's own check names the problem."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+        return None
+    return int(value)
+
+
 class ConfirmSpec(Section):
     """Held-out confirmation happens after the search; it never changes a search trial's numbers.
 
@@ -278,15 +288,18 @@ class ConfirmSpec(Section):
     def _race_where_it_can(cls, data: Any) -> Any:
         """What a section leaves out follows from what it gives: ``race`` is true where ``seed_sets`` allows a race
         (two or more; a spec that asks for one seed set asked for a quick fixed check, not for a refusal), and
-        ``every`` is at most ``seed_sets`` (with three seed sets, the one look is at the third). Values given are
-        kept as they are, and checked below."""
+        ``every`` is at most ``seed_sets`` (with three seed sets, the one look is at the third), and a larger ``n``
+        without ``seed_sets`` gets as many sets as keep an entrant's samples at the default race's 8,000 (at least
+        2): ``n: 2000``, the fixed design's old default, races 4 sets, not 16 of 2,000. Values given are kept as
+        they are, and checked below."""
         if not isinstance(data, dict):
             return data
-        sets = data.get("seed_sets", cls.model_fields["seed_sets"].default)
-        if isinstance(sets, bool) or not isinstance(sets, (int, float)) or sets != int(sets) or sets < 1:
-            return data  # the field's own check names the problem
-        sets = int(sets)
         filled = dict(data)
+        if "seed_sets" not in data and (n := _whole(data.get("n"))) is not None and n > 0:
+            filled["seed_sets"] = max(2, min(cls.model_fields["seed_sets"].default, RACE_SAMPLES // n))
+        sets = _whole(filled.get("seed_sets", cls.model_fields["seed_sets"].default))
+        if sets is None or sets < 1:
+            return data  # the field's own check names the problem
         filled.setdefault("race", sets >= 2)
         filled.setdefault("every", min(EVERY, sets))
         return filled

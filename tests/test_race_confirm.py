@@ -64,20 +64,31 @@ def test_a_race_with_too_few_seed_sets_is_refused_naming_the_field():
         parse_spec(tiny_spec_dict("bad", confirm={"race": True, "seed_sets": 4, "every": 5}))
 
 
-@pytest.mark.parametrize("given, race, every", [
-    ({}, True, 4),                                   # the defaults: 16 seed sets of 500, judged after every 4th
-    ({"seed_sets": 3}, True, 3),                     # every follows seed_sets down: one look, at the third
-    ({"seed_sets": 1}, False, 1),                    # one set cannot race: the fixed check it asked for
-    ({"seed_sets": 3, "race": False}, False, 3),     # said explicitly
-    ({"seed_sets": 3.0}, True, 3),                   # YAML's 3.0 is 3
-    ({"seed_sets": 16, "every": 8}, True, 8),        # given values kept
+@pytest.mark.parametrize("given, race, every, sets", [
+    ({}, True, 4, 16),                                  # the defaults: 16 seed sets of 500, judged after every 4th
+    ({"seed_sets": 3}, True, 3, 3),                     # every follows seed_sets down: one look, at the third
+    ({"seed_sets": 1}, False, 1, 1),                    # one set cannot race: the fixed check it asked for
+    ({"seed_sets": 3, "race": False}, False, 3, 3),     # said explicitly
+    ({"seed_sets": 3.0}, True, 3, 3),                   # YAML's 3.0 is 3
+    ({"seed_sets": 16, "every": 8}, True, 8, 16),       # given values kept
+    ({"n": 2000}, True, 4, 4),                          # the old habit: 8,000 samples an entrant at most, not 32,000
+    ({"n": 1000}, True, 4, 8),                          # two looks, at 4 and 8 sets of 1,000
+    ({"n": 6000}, True, 2, 2),                          # never fewer than the two sets an interval needs
+    ({"n": 250}, True, 4, 16),                          # a smaller n keeps 16 rounds (looks stay few)
+    ({"n": 2000, "seed_sets": 10}, True, 4, 10),        # seed_sets given: kept
 ])
-def test_the_confirmation_races_by_default_where_it_can(given, race, every):
+def test_the_confirmation_races_by_default_where_it_can(given, race, every, sets):
     from skipsearch.spec import ConfirmSpec
 
     c = ConfirmSpec.model_validate(given)
-    assert (c.race, c.every) == (race, every)
-    assert (c.n, c.seed_sets) == (given.get("n", 500), int(given.get("seed_sets", 16)))
+    assert (c.race, c.every, c.seed_sets) == (race, every, sets)
+    assert c.n == given.get("n", 500)
+
+
+def test_a_bad_confirm_n_is_named_not_guessed_around():
+    for bad in ("lots", -5, 0, True):
+        with pytest.raises(UserError, match="confirm.*n"):
+            parse_spec(tiny_spec_dict("bad", confirm={"n": bad}))
 
 
 def test_a_study_stored_before_races_existed_reads_as_the_fixed_confirmation_it_ran(tmp_path):
