@@ -75,17 +75,28 @@ def check_shared_study(url: str, name: str, budget: int, spec: dict, logs: list[
     return figures
 
 
-@pytest.mark.parametrize("stagger_s, budget", [(0, 14), (30, 40)], ids=["together", "30s-apart"])
-def test_two_drivers_share_one_study(backend_url, tmp_path, stagger_s, budget):
+def wait_for_trials(proc: subprocess.Popen, log: Path, count: int, timeout_s: float = 300) -> None:
+    """Until the driver writing ``log`` has finished ``count`` search trials (its lines say so as they happen,
+    also into a file): a second driver then joins a study that is already under way, whatever the machine's
+    speed, without a fixed sleep."""
+    end = time.monotonic() + timeout_s
+    while log.read_text(errors="replace").count("\ntrial ") < count:
+        assert proc.poll() is None, f"the first driver ended before {count} trials: {log.read_text()}"
+        assert time.monotonic() < end, f"no {count} trials in {timeout_s} s: {log.read_text()}"
+        time.sleep(0.5)
+
+
+@pytest.mark.parametrize("head_start, budget", [(0, 14), (3, 20)], ids=["together", "joins-under-way"])
+def test_two_drivers_share_one_study(backend_url, tmp_path, head_start, budget):
+    """Two drivers at once, and a second joining after the first has evaluated the baseline and some trials."""
     spec = tiny_spec_dict("shared2", metric={"n": 256, "batch_size": 256}, sampler={"steps": 10},
                           search={"sampler": "tpe", "seed": 3}, confirm={"top_k": 2, "n": 128, "seed_sets": 2})
     spec_path = tmp_path / "shared2.yaml"
     spec_path.write_text(yaml.safe_dump(spec))
     logs = [tmp_path / "a.log", tmp_path / "b.log"]
     first = driver(spec_path, backend_url, budget, logs[0])
-    time.sleep(stagger_s)
-    if stagger_s:
-        assert first.poll() is None, "the first driver finished before the second started; raise the budget"
+    if head_start:
+        wait_for_trials(first, logs[0], head_start)
     second = driver(spec_path, backend_url, budget, logs[1])
     assert first.wait(timeout=600) == 0 and second.wait(timeout=600) == 0, logs[0].read_text() + logs[1].read_text()
     figures = check_shared_study(backend_url, "shared2", budget, spec, logs)
