@@ -256,6 +256,14 @@ def pareto(storage: str | None, study: str) -> pd.DataFrame:
 
 def export(storage: str | None, study: str, path: str | Path, fmt: str | None = None,
            trial: int | None = None) -> Path:
+    """Write the winner's coefficients (or ``trial``'s) with their provenance; returns the file's path. Whether the
+    file is a claimed win is in its provenance (``verdict.claimed_win``), and ``exported`` returns it too."""
+    return exported(storage, study, path, fmt, trial).path
+
+
+def exported(storage: str | None, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None):
+    """``export``, returning the written file with the provenance it holds (``exchange.export.Exported``), so a
+    caller can say whether it is a claimed win (``claimed_win``, ``caution()``)."""
     from skipsearch.exchange import export as _export
 
     return _export.export(_reader(storage), study, path, fmt, trial)

@@ -75,8 +75,15 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
     header += f"\n{extra}" if extra else ""
     terminal_tables.print_summary(header, result.trials, result.confirmation, pareto=result.pareto,
                                   readout=result.readout)
-    typer.echo(f"stored in {result.storage}; export with: skipsearch export {result.study} --storage "
-               f"{urls.for_command_line(url)} --format yaml -o {result.study}.yaml")
+    command = (f"skipsearch export {result.study} --storage {urls.for_command_line(url)} --format yaml "
+               f"-o {result.study}.yaml")
+    judged = result.verdict
+    if judged is not None and judged.trial is not None and not judged.win:
+        typer.echo(f"stored in {result.storage}; no win is claimed, so the model as it is (the baseline) stays "
+                   f"the choice this study supports; trial {judged.trial}, the best candidate, can still be "
+                   f"exported (the file says no win was claimed): {command}")
+    else:
+        typer.echo(f"stored in {result.storage}; export with: {command}")
 
 
 @app.command()
@@ -144,7 +151,11 @@ def export(study: str = typer.Argument(..., help="Study name."), storage: Option
     """
     from skipsearch import api
 
-    typer.echo(f"wrote {api.export(storage, study, output, fmt, trial)}")
+    done = api.exported(storage, study, output, fmt, trial)
+    typer.echo(f"wrote {done.path}")
+    caution = done.caution()
+    if caution is not None:  # the file says so too (provenance.verdict); a user about to apply it should know
+        typer.echo(f"note: {caution}", err=True)
 
 
 @app.command()

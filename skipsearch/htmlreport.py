@@ -198,8 +198,8 @@ def _section(d: StudyData) -> str:
             continue
         parts.append(f"<h3>{html.escape(fig_def.title)}</h3><p class='why'>{html.escape(fig_def.caption)}</p>")
         parts.append(fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"{fig_def.id}-{d.name}"))
-    shown = ("winner" if d.verdict.win else "best confirmed candidate (no win claimed)") if d.verdict.trial is not None \
-        else "best search trial"
+    shown = "best search trial" if d.verdict.trial is None else (
+        "winner" if d.verdict.win else "best confirmed candidate (no win claimed)")
     parts.append("<h3>Samples: baseline and " + shown + "</h3><p class='why'>The first samples, same seeds: "
                  "compare image by image.</p><div class='grids'>"
                  + _img(d.grids.get("baseline"), "baseline")

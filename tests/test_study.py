@@ -123,6 +123,7 @@ def test_cli_run_best_export(tmp_path):
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     proc = cli("run", str(spec_path), "--storage", url, "--trials", "3", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+    run_said = proc.stdout
     assert "Held-out race" in proc.stdout  # the default confirmation races
     assert re.search(r"(Winner|Best confirmed candidate, no win claimed): trial \d+ ", proc.stdout)
     proc = cli("best", "cli", "--storage", url)
@@ -130,6 +131,18 @@ def test_cli_run_best_export(tmp_path):
     out = tmp_path / "w.toml"
     proc = cli("export", "cli", "--storage", url, "--format", "toml", "-o", str(out))
     assert proc.returncode == 0 and out.exists(), proc.stderr
+    judged = skipsearch.best(url, "cli").verdict
+    written = coeffile.read(out).provenance.verdict  # the file says what the study's verdict said of it
+    assert (written.claimed_win, written.text) == (judged.win, judged.text)
+    if not judged.win:  # said where the user looks: at the end of the run, and when the file is written
+        assert "no win is claimed, so the model as it is (the baseline) stays" in run_said
+        assert f"note: no win is claimed for trial {judged.trial}; the study's verdict: " in proc.stderr
+    else:
+        assert "export with: skipsearch export cli" in run_said and "note:" not in proc.stderr
+    other = next(t for t in skipsearch.trials(url, "cli").trial_number if t != judged.trial)
+    proc = cli("export", "cli", "--storage", url, "--trial", str(other), "-o", str(tmp_path / "o.json"))
+    assert proc.returncode == 0 and f"no win is claimed for trial {other}" in proc.stderr  # not the one judged
+    assert coeffile.read(tmp_path / "o.json").provenance.verdict.claimed_win is False
     proc = cli("best", "nosuch", "--storage", url)
     assert proc.returncode == 2 and "no study named 'nosuch'" in proc.stderr
 

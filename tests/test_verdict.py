@@ -77,6 +77,16 @@ def test_a_race_names_a_winner_only_when_it_won(status, race_text, win):
     assert judged.text.startswith(head) and race_text in judged.text
 
 
+def test_an_exported_file_claims_a_win_only_for_the_trial_the_verdict_won_with():
+    from skipsearch.exchange.export import _verdict
+
+    won, unsure = _table({3: [-0.30, -0.25, -0.35]}), _table({3: [-0.5, 0.1, -0.2]})
+    assert _verdict(won, None, 3) == {"claimed_win": True, "text": verdict(won).text}
+    assert _verdict(won, None, 0)["claimed_win"] is False  # the baseline, exported with --trial 0
+    assert _verdict(unsure, None, 3) == {"claimed_win": False, "text": verdict(unsure).text}
+    assert _verdict(won.iloc[0:0], None, 3) is None  # nothing confirmed: nothing to say
+
+
 def test_the_winner_is_the_lowest_mean_heldout_fid():
     judged = verdict(_table({3: [-0.1, -0.1, -0.12], 5: [-0.3, -0.28, -0.33]}))
     assert judged.trial == 5 and judged.win

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from skipsearch.exchange import coeffile
 from skipsearch.exchange.provenance import Provenance
 from skipsearch.methods import method_for
 from skipsearch.search.heldout import coefficients_of, heldout_summary
-from skipsearch.search.verdict import interval_of
+from skipsearch.search.verdict import interval_of, verdict
 from skipsearch.spec import Spec
 from skipsearch.specfile import parse_stored
 from skipsearch.storage import Store
@@ -53,7 +54,8 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
     (its skip points) come from the database, so a study of a model handed over in memory exports in any process."""
     spec = stored_spec(store, study)
     method = method_for(spec.kind)
-    table = heldout_summary(store, study, spec.confirm.n, method.references(spec)) if table is None else table
+    references = method.references(spec)
+    table = heldout_summary(store, study, spec.confirm.n, references) if table is None else table
     mine = table[table.trial_number == row.trial_number] if not table.empty else table
     conf = store.confirmations_frame(study)
     conf = conf[(conf.trial_number == row.trial_number) & (conf.n == spec.confirm.n)]
@@ -74,12 +76,22 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
             **_interval(mine.iloc[0]), **_opinion(mine.iloc[0]),
             "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)}
                           | method.heldout_provenance(spec, r) for _, r in conf.iterrows()]},
+        "verdict": _verdict(table, references, row.trial_number),
         "versions": json.loads(row.versions_json),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     heldout = {} if mine.empty else mine.iloc[0].to_dict()
     info = study_facts(store, study, spec.model)  # as stored with the study: the model itself may be gone
     return Provenance.model_validate(record | method.provenance(spec, trial, heldout, info))
+
+
+def _verdict(table: pd.DataFrame, references, trial: int) -> dict | None:
+    """The study's verdict, as ``best`` says it, and whether it claims a win for ``trial`` (a trial exported with
+    ``--trial`` is not the one the verdict judges, so it is no claimed win either); None before any confirmation."""
+    if table.empty:
+        return None
+    judged = verdict(table, references)
+    return {"claimed_win": bool(judged.win and judged.trial == trial), "text": judged.text}
 
 
 def _opinion(row) -> dict:
@@ -111,10 +123,34 @@ def _interval(row) -> dict:
                      "status": row.race_status, "decision": row.race_text}}
 
 
-def export(store: Store, study: str, path: str | Path, fmt: str | None = None, trial: int | None = None) -> Path:
+@dataclass(frozen=True)
+class Exported:
+    """A written coefficient file and the provenance it holds: the CLI says from it whether the file is a claimed
+    win."""
+
+    path: Path
+    provenance: Provenance
+
+    @property
+    def claimed_win(self) -> bool:
+        return self.provenance.verdict is not None and self.provenance.verdict.claimed_win
+
+    def caution(self) -> str | None:
+        """What a user should know before applying the file, or None for a claimed win."""
+        if self.claimed_win:
+            return None
+        p = self.provenance
+        if p.verdict is None:
+            return (f"trial {p.trial} has no held-out confirmation: its FID is the search's own, on seeds the search "
+                    f"chose it by")
+        return f"no win is claimed for trial {p.trial}; the study's verdict: {p.verdict.text}"
+
+
+def export(store: Store, study: str, path: str | Path, fmt: str | None = None,
+           trial: int | None = None) -> Exported:
     coeffile.format_of(Path(path), fmt)  # an unknown format is refused before the database is read
     row = chosen_trial(store, study, trial)
     cf = coeffile.CoefficientFile(coefficients_of(row), provenance(store, study, row))
-    return coeffile.write(cf, path, fmt)
+    return Exported(coeffile.write(cf, path, fmt), cf.provenance)
 
 

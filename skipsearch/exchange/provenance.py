@@ -134,6 +134,15 @@ class ConfirmationRecord(_Part):
     second_opinion: OpinionRecord | None = None  # None: none taken on this trial, and older files
 
 
+class VerdictRecord(_Part):
+    """The study's verdict when the file was written (``search.verdict``, the sentence ``best`` and the end of a
+    run print): whether this file's trial is a claimed win, and the sentence, which names the trial it judges. A
+    file exported without a win says so itself, wherever it is copied to."""
+
+    claimed_win: bool
+    text: Annotated[str, Field(min_length=1, max_length=20_000)]
+
+
 class WeightsRef(_Part):
     """A Diff-Tuning trial's fine-tuned state dict, and the recipe it was trained with (the trial's coefficients
     as the database holds them): ``verify`` and ``apply`` refuse a file whose coefficients say otherwise (files
@@ -176,6 +185,7 @@ class Provenance(_Part):
     metric: MetricRef
     search: SearchRecord
     confirmation: ConfirmationRecord | None = None
+    verdict: VerdictRecord | None = None  # None: nothing confirmed when it was written, and older files
     versions: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict, max_length=50)
     exported_at: Annotated[str, Field(max_length=64)] = ""
     weights: WeightsRef | None = None  # Diff-Tuning
