@@ -16,6 +16,7 @@ FID is computed at (``metric.n``, ``metric.rungs``, ``confirm.n``) is at least `
 
 from __future__ import annotations
 
+import math
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -254,7 +255,9 @@ class SecondOpinionSpec(Section):
 
 def _whole(value: Any) -> int | None:
     """A whole number as YAML may give it (3 or 3.0), else None: the field's own check names the problem."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None  # YAML's .inf and .nan too: int() of them would raise instead of naming the field
+    if value != int(value):
         return None
     return int(value)
 

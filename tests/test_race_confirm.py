@@ -86,9 +86,17 @@ def test_the_confirmation_races_by_default_where_it_can(given, race, every, sets
 
 
 def test_a_bad_confirm_n_is_named_not_guessed_around():
-    for bad in ("lots", -5, 0, True):
+    def without_seed_sets(**confirm) -> dict:  # so that seed_sets is derived from n
+        spec = tiny_spec_dict("bad", confirm=confirm)
+        del spec["confirm"]["seed_sets"]
+        return spec
+
+    for bad in ("lots", -5, 0, True, float("inf"), float("nan"), 2.5):  # YAML's .inf and .nan too
         with pytest.raises(UserError, match="confirm.*n"):
-            parse_spec(tiny_spec_dict("bad", confirm={"n": bad}))
+            parse_spec(without_seed_sets(n=bad))
+    for bad in (float("inf"), float("nan")):
+        with pytest.raises(UserError, match="confirm.*seed_sets"):
+            parse_spec(tiny_spec_dict("bad", confirm={"seed_sets": bad}))
 
 
 def test_a_study_stored_before_races_existed_reads_as_the_fixed_confirmation_it_ran(tmp_path):
