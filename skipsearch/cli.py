@@ -78,7 +78,7 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
     command = (f"skipsearch export {result.study} --storage {urls.for_command_line(url)} --format yaml "
                f"-o {result.study}.yaml")
     judged = result.verdict
-    if judged is not None and judged.trial is not None and not judged.win:
+    if judged.trial is not None and not judged.win:
         typer.echo(f"stored in {result.storage}; no win is claimed, so the model as it is (the baseline) stays "
                    f"the choice this study supports; trial {judged.trial}, the best candidate, can still be "
                    f"exported (the file says no win was claimed): {command}")
