@@ -114,6 +114,8 @@ def test_a_kept_baseline_has_no_cost_ratio_and_misses_the_targets(tmp_path):
     (r,) = versus_plain(_spec_file(tmp_path), repeats=1, trials=1, plain_budget=1.5)
     assert r.skipsearch.trial is None and not r.found and r.skipsearch.delta_fid == 0
     assert r.match.judged == () and r.match.evals is None
+    # nor is the plain loop run on past the equal budget for a match it would never be judged for
+    assert len(r.plain_seeds) == r.plain.trials and r.counted_at_network[1] == r.plain.total_evals
     assert math.isnan(r.ratio) and math.isnan(r.match_ratio) and r.match_met is False and r.met is False
     text = table([r])
     assert "evals to winner plain/skipsearch n/a" in text and "to match: n/a: skipsearch confirmed no winner" in text

@@ -49,7 +49,8 @@ each trial that becomes its running best is judged on the held-out seed sets (th
 loop's) until one is at least as good as skipsearch's winner (held-out ΔFID at most skipsearch's). The
 evaluations through that trial, over skipsearch's evaluations to its winner, is the ratio to match (target >= 3).
 When no running best gets there, the ratio is only known to exceed the run's total over skipsearch's
-evaluations to its winner. The equal-budget side is the same run cut at the budget (the first trials of a TPE
+evaluations to its winner. When skipsearch keeps the baseline there is nothing to match, and the plain loop stops
+at the equal budget. The equal-budget side is the same run cut at the budget (the first trials of a TPE
 run do not depend on how many follow; see ``bench.plain_loop``).
 
 **The second space.** skipsearch keeps the baseline when its second opinion disagrees with its winner, so judged
@@ -272,6 +273,8 @@ def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: 
         outcome = run_study(study, nfe)
         at_network_study = counter.count
         equal, run = plain_trials(spec, outcome.total_evals, plain_budget, seed_start)
+        if outcome.trial is None:  # the baseline stays: no plain trial is judged for a match, so none is run for one
+            run = equal
         counter.count = 0
         plain = plain_search(spec, ev, repeat, run, seed_start)
         at_network_plain = counter.count
