@@ -7,8 +7,6 @@ field) instead of failing deep inside sampling. Bounds are the spec's.
 
 from __future__ import annotations
 
-import platform
-from importlib import metadata
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
@@ -19,17 +17,6 @@ from skipsearch.spec import N_MAX, SEED_MAX, Batch, Count, Rho, SamplerSpec, See
 Fid = Annotated[float, Field(ge=0)]
 Hash16 = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
 Name = Annotated[str, Field(min_length=1, max_length=4096)]
-
-
-def versions() -> dict[str, str]:
-    """Package versions stored with every result, so a number can be reproduced months later."""
-    out = {"python": platform.python_version()}
-    for pkg in ("skipsearch", "torch", "torch-fidelity", "optuna", "numpy", "sqlalchemy"):
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = "not installed"
-    return out
 
 
 class _Part(BaseModel):

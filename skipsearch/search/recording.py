@@ -16,7 +16,7 @@ from dataclasses import replace
 import optuna
 
 from skipsearch.errors import FileWriteError, UserError
-from skipsearch.exchange.provenance import versions
+from skipsearch.package_versions import versions
 from skipsearch.files import machine_failure
 from skipsearch.results import Measurement, Rung, Score
 from skipsearch.search.annotations import annotate_baseline, annotate_trial
