@@ -57,6 +57,10 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
                                                      "(sampler seeds 0, 1, ...; default 3); with --imports: runs of "
                                                      "each command "
                                                      "(default 5)."),
+          first_repeat: int = typer.Option(0, "--first-repeat", min=0, max=99,
+                                           help="With --versus-plain: the first repeat's sampler seed (repeats "
+                                                "run from it). A repeat gives the same figures alone or in a "
+                                                "longer run, so repeats can be run apart."),
           plain_budget: float = typer.Option(3.0, "--plain-budget", min=1.0, max=10.0,
                                              help="With --versus-plain: the plain loop runs on to this many times "
                                                   "skipsearch's network evaluations, to find when its winner is "
@@ -85,6 +89,7 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     Example: skipsearch bench --trials 3;  skipsearch bench --ray --trials 8;
     skipsearch bench --spec studies/demo-difftuning.yaml;  skipsearch bench --imports;  skipsearch bench --hooks;
     skipsearch bench --json bench.json;  skipsearch bench --versus-plain --trials 12 --repeats 3;
+    skipsearch bench --versus-plain --first-repeat 1 --repeats 2;
     skipsearch bench --calibration --studies 40;  skipsearch bench --pruners --repeats 3
     """
     from skipsearch.bench import show, write_json
@@ -108,7 +113,7 @@ def bench(spec: Path = typer.Option(Path("studies/demo-skip.yaml"), help="Spec w
     elif versus_plain:
         from skipsearch.bench.versus_plain import bench_versus_plain
 
-        records = bench_versus_plain(spec, repeats or 3, trials, plain_budget)
+        records = bench_versus_plain(spec, repeats or 3, trials, plain_budget, first_repeat)
     else:
         from skipsearch.bench.suites import bench_spec
 

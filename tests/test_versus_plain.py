@@ -108,6 +108,18 @@ def test_the_plain_run_is_judged_until_its_winner_matches_skipsearch(tmp_path):
     # the equal-budget winner's held-out dFID is the same whether judged for the table or for the match
     if r.plain.trial in judged:
         assert dict(r.match.judged)[r.plain.trial] == pytest.approx(r.plain.delta_fid, abs=1e-12)
+    # each repeat's plain trials draw from a block of fresh seeds of its own, so a repeat run alone
+    # (--first-repeat) gives the figures it gave inside the longer run
+    first, second = ({s for span in k.plain_seeds for s in range(*span)} for k in runs)
+    assert first and second and not first & second
+    (alone,) = versus_plain(spec_path, repeats=1, plain_budget=3.0, first_repeat=runs[1].repeat)
+    late = runs[1]
+    assert alone.repeat == late.repeat == 1 and alone.plain_seeds == late.plain_seeds
+    assert alone.skipsearch.trial == late.skipsearch.trial and alone.plain.trial == late.plain.trial
+    assert alone.plain_run.values == pytest.approx(late.plain_run.values, abs=1e-9)
+    assert alone.skipsearch.delta_fid == pytest.approx(late.skipsearch.delta_fid, abs=1e-9)
+    assert [t for t, _ in alone.match.judged] == [t for t, _ in late.match.judged]
+    assert [d for _, d in alone.match.judged] == pytest.approx([d for _, d in late.match.judged], abs=1e-9)
 
 
 def test_a_kept_baseline_has_no_cost_ratio_and_misses_the_targets(tmp_path):
@@ -192,6 +204,10 @@ def test_a_training_method_is_refused_with_a_message(tmp_path):
     for budget in ("0.5", "11", "lots"):
         proc = cli("bench", "--versus-plain", "--spec", str(spec), "--plain-budget", budget, cwd=tmp_path)
         assert proc.returncode == 2 and "--plain-budget" in proc.stderr and "Traceback" not in proc.stderr
+    # repeats share 100 blocks of seeds: a first repeat past them is named, before any spec is read
+    proc = cli("bench", "--versus-plain", "--spec", str(spec), "--first-repeat", "98", "--repeats", "3", cwd=tmp_path)
+    assert proc.returncode != 0 and "--first-repeat must be between 0 and 97" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_default_rungs_halve_down_to_the_kid_subset():

@@ -93,6 +93,7 @@ from skipsearch.spec import MIN_FID_N, TRIALS_MAX, Spec, format_validation_error
 from skipsearch.specfile import load_spec
 
 PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's evaluations
+REPEATS_MAX = 100  # repeats a spec's seeds are divided among: --first-repeat + --repeats at most this
 
 
 class NetworkCounter:
@@ -250,18 +251,29 @@ def held_out_of(rows: pd.DataFrame, trial: int) -> dict[int, float]:
 # --- one repeat, all repeats ----------------------------------------------------------------------------------
 
 
-def plain_trials(spec: Spec, total_evals: int, plain_budget: float, seed_start: int) -> tuple[int, int]:
+def plain_seed_block(judge: Judge, repeat: int) -> range:
+    """The fresh seeds repeat ``repeat``'s plain trials may use: one of ``REPEATS_MAX`` equal blocks between the
+    judging sets' top and 2^31. Fixed per repeat (not chained after the repeats before it), so a repeat run
+    alone (``--first-repeat``) samples what it would in a longer run, and repeats can be split across
+    sessions or machines."""
+    top = heldout_ranges(judge.spec)[-1][1]
+    size = (SEED_MAX + 1 - top) // REPEATS_MAX
+    return range(top + repeat * size, top + (repeat + 1) * size)
+
+
+def plain_trials(spec: Spec, total_evals: int, plain_budget: float, seeds: range) -> tuple[int, int]:
     """Whole plain trials within skipsearch's total (at least one), and within ``plain_budget`` times it."""
     per_trial = spec.confirm.n * spec.sampler.config().nfe
     equal = max(1, total_evals // per_trial)
     run = max(equal, math.floor(plain_budget * total_evals / per_trial))
-    if run * spec.confirm.n + seed_start - 1 > SEED_MAX:
-        raise UserError(f"the plain side's {run} trials of {spec.confirm.n} fresh seeds from {seed_start} would pass "
-                        f"2^31; lower confirm.n, the seeds in the spec or --plain-budget")
+    if run * spec.confirm.n > len(seeds):
+        raise UserError(f"the plain side's {run} trials of {spec.confirm.n} fresh seeds would pass the "
+                        f"{len(seeds):,} seeds each repeat has; lower confirm.n, the seeds in the spec or "
+                        f"--plain-budget")
     return equal, run
 
 
-def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: int, judge: Judge,
+def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, judge: Judge,
                plain_budget: float = 1.0) -> VersusRepeat:
     """skipsearch's study first (its total sets the budget), then the plain loop to ``plain_budget`` times that
     budget, then the winners on the judging seed sets: skipsearch's, the plain one within the equal budget, and
@@ -272,11 +284,12 @@ def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: 
     try:
         outcome = run_study(study, nfe)
         at_network_study = counter.count
-        equal, run = plain_trials(spec, outcome.total_evals, plain_budget, seed_start)
+        seeds = plain_seed_block(judge, repeat)
+        equal, run = plain_trials(spec, outcome.total_evals, plain_budget, seeds)
         if outcome.trial is None:  # the baseline stays: no plain trial is judged for a match, so none is run for one
             run = equal
         counter.count = 0
-        plain = plain_search(spec, ev, repeat, run, seed_start)
+        plain = plain_search(spec, ev, repeat, run, seeds.start)
         at_network_plain = counter.count
     finally:
         counter.close()
@@ -314,36 +327,39 @@ def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, seed_start: 
     return VersusRepeat(repeat=repeat, nfe=nfe, skipsearch=ours, plain=side,
                         skipsearch_confirmation_dfid=outcome.confirmation_dfid,
                         baseline_heldout_fid=statistics.fmean(base.values()), heldout_seeds=heldout_ranges(judge.spec),
-                        plain_seeds=tuple((seed_start + t * n, seed_start + (t + 1) * n) for t in range(run)),
+                        plain_seeds=tuple((seeds.start + t * n, seeds.start + (t + 1) * n) for t in range(run)),
                         counted_at_network=(at_network_study, at_network_plain),
                         confirmation_evals=outcome.confirmation_evals, match=match, plain_run=plain,
                         second_space=judge.second)
 
 
 def versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None,
-                 plain_budget: float = 3.0) -> list[VersusRepeat]:
-    """Both sides for sampler seeds 0 .. repeats-1 (see the module's docstring). ``trials`` overrides the
-    study's trial budget (the plain side's follows from the evaluations skipsearch spent); the plain loop runs to
-    ``plain_budget`` times skipsearch's evaluations."""
-    if not 1 <= repeats <= 100:
-        raise UserError(f"--repeats must be between 1 and 100, got {repeats}")
+                 plain_budget: float = 3.0, first_repeat: int = 0) -> list[VersusRepeat]:
+    """Both sides for sampler seeds ``first_repeat`` .. ``first_repeat + repeats - 1`` (see the module's
+    docstring). ``trials`` overrides the study's trial budget (the plain side's follows from the evaluations
+    skipsearch spent); the plain loop runs to ``plain_budget`` times skipsearch's evaluations. A repeat gives the
+    same figures whichever run it is part of, so ``first_repeat`` lets repeats be run apart."""
+    if not 1 <= repeats <= REPEATS_MAX:
+        raise UserError(f"--repeats must be between 1 and {REPEATS_MAX}, got {repeats}")
+    if not 0 <= first_repeat <= REPEATS_MAX - repeats:
+        raise UserError(f"--first-repeat must be between 0 and {REPEATS_MAX - repeats} (--first-repeat + --repeats "
+                        f"at most {REPEATS_MAX}), got {first_repeat}")
     if not 1.0 <= plain_budget <= PLAIN_BUDGET_MAX:
         raise UserError(f"--plain-budget must be between 1 and {PLAIN_BUDGET_MAX:g}, got {plain_budget:g}")
     spec = load_spec(spec_path)
     check_comparable(spec)
     rungs = spec.metric.rungs or default_rungs(spec)
-    say(header(spec, repeats, rungs, trials, plain_budget))
+    chosen = range(first_repeat, first_repeat + repeats)
+    say(header(spec, chosen, rungs, trials, plain_budget))
     ev = evaluator_for(eval_task(spec, n=spec.confirm.n, seed_start=spec.confirm.seed))
     second, why = second_space(spec)
     say(f"  second space: {second}, both winners' paired debiased dFID on the second opinion's seed sets of the "
         f"judging sets" if second else f"  second space: none ({why})")
-    judge = Judge(judging_spec(spec), second)
-    seed_start, out = heldout_ranges(judge.spec)[-1][1], []  # the plain trials' seeds: above the judging sets
+    judge, out = Judge(judging_spec(spec), second), []
     with tempfile.TemporaryDirectory(prefix="skipsearch-versus-plain-") as tmp:
-        for repeat in range(repeats):
+        for repeat in chosen:
             study = study_spec(spec, repeat, trials, rungs, f"sqlite:///{Path(tmp) / f'r{repeat}.db'}")
-            result = one_repeat(spec, study, ev, repeat, seed_start, judge, plain_budget)
-            seed_start = result.plain_seeds[-1][1]  # the next repeat's plain trials use fresh seeds too
+            result = one_repeat(spec, study, ev, repeat, judge, plain_budget)
             check_counts(result)
             out.append(result)
     return out
@@ -372,10 +388,10 @@ def check_counts(result: VersusRepeat) -> None:
 
 
 def bench_versus_plain(spec_path: Path | str, repeats: int = 3, trials: int | None = None,
-                       plain_budget: float = 3.0) -> list[Record]:
-    """Run both sides ``repeats`` times, print the table, and return the records (``skipsearch bench
-    --versus-plain``)."""
-    results = versus_plain(spec_path, repeats, trials, plain_budget)
+                       plain_budget: float = 3.0, first_repeat: int = 0) -> list[Record]:
+    """Run both sides ``repeats`` times from ``first_repeat``, print the table, and return the records
+    (``skipsearch bench --versus-plain``)."""
+    results = versus_plain(spec_path, repeats, trials, plain_budget, first_repeat)
     print("versus plain, per repeat (held-out dFID = winner - baseline on judging seed sets neither side saw):")
     print(table(results), flush=True)
     return records(results, resolve_device(load_spec(spec_path).device))

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 RATIO_TARGET = f">= {TARGET_RATIO:g}"
 
 
-def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None = None,
+def header(spec: Spec, repeats: range, rungs: tuple[int, ...], trials: int | None = None,
            plain_budget: float = 1.0) -> str:
     s, m, c = spec.sampler, spec.metric, spec.confirm
     if spec.metric.rungs:
@@ -26,7 +26,8 @@ def header(spec: Spec, repeats: int, rungs: tuple[int, ...], trials: int | None 
     else:
         ladder = f"no rungs (the spec has none, and N={m.n} has no whole n/2 rung >= kid_subset_size)"
     return (f"versus plain: {spec.name}, model {spec.model.model_id}, {s.name} {s.steps} steps = {s.config().nfe} NFE, "
-            f"FID in the {m.extractor} feature space, {repeats} repeat(s) (sampler seeds 0..{repeats - 1})\n"
+            f"FID in the {m.extractor} feature space, {len(repeats)} repeat(s) (sampler seeds "
+            f"{repeats.start}..{repeats.stop - 1})\n"
             f"  skipsearch: {spec.search.sampler} sampler, {trials or spec.search.trials} trials at N={m.n}, {ladder}, "
             f"confirmation of baseline + top {c.top_k} at N={c.n} on {c.seed_sets} held-out seed set(s)\n"
             f"  plain: TPE, N={c.n} fresh seeds per trial, torch-fidelity FID, no rungs or baseline, as many "
