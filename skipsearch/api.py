@@ -235,9 +235,8 @@ def best(storage: str | None, study: str) -> BestTrial:
                       for _, r in pareto_front(store.trials_frame(study), shown.objectives).iterrows())
     table = heldout_summary(store, study, spec.confirm.n, shown.references)
     judged = None if table.empty else judge(table, shown.references)
-    return BestTrial(coefficients=coefficients_of(row),
-                     provenance=_export.provenance(store, study, row, table), pareto_front=front, verdict=judged,
-                     method=method_for(spec.kind).display_name(spec), readout=shown)
+    return BestTrial(coefficients=coefficients_of(row), provenance=_export.provenance(store, study, row, table, judged),
+                     pareto_front=front, verdict=judged, method=method_for(spec.kind).display_name(spec), readout=shown)
 
 
 def pareto(storage: str | None, study: str) -> pd.DataFrame:

@@ -131,7 +131,10 @@ def test_cli_run_best_export(tmp_path):
     out = tmp_path / "w.toml"
     proc = cli("export", "cli", "--storage", url, "--format", "toml", "-o", str(out))
     assert proc.returncode == 0 and out.exists(), proc.stderr
-    judged = skipsearch.best(url, "cli").verdict
+    chosen = skipsearch.best(url, "cli")
+    judged = chosen.verdict  # judged once, and the same in best's provenance as in what it shows
+    assert chosen.provenance.verdict.text == judged.text
+    assert chosen.provenance.verdict.claimed_win == (judged.win and judged.trial == chosen.provenance.trial)
     written = coeffile.read(out).provenance.verdict  # the file says what the study's verdict said of it
     assert (written.claimed_win, written.text) == (judged.win, judged.text)
     if not judged.win:  # said where the user looks: at the end of the run, and when the file is written

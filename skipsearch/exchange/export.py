@@ -14,7 +14,7 @@ from skipsearch.exchange import coeffile
 from skipsearch.exchange.provenance import Provenance
 from skipsearch.methods import method_for
 from skipsearch.search.heldout import coefficients_of, heldout_summary
-from skipsearch.search.verdict import interval_of, verdict
+from skipsearch.search.verdict import Verdict, interval_of, verdict
 from skipsearch.spec import Spec
 from skipsearch.specfile import parse_stored
 from skipsearch.storage import Store
@@ -48,9 +48,11 @@ def chosen_trial(store: Store, study: str, trial: int | None = None) -> TrialRow
     return row
 
 
-def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | None = None) -> Provenance:
+def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | None = None,
+               judged: Verdict | None = None) -> Provenance:
     """What reproduces the trial's FID, and the held-out evidence for it, as a schema; the method adds its own.
-    ``table``: the study's ``heldout_summary`` at ``confirm.n``, when the caller has it already. The model's facts
+    ``table``: the study's ``heldout_summary`` at ``confirm.n``, when the caller has it already, and ``judged``
+    its verdict (``best`` shows the same one, so it is judged once). The model's facts
     (its skip points) come from the database, so a study of a model handed over in memory exports in any process."""
     spec = stored_spec(store, study)
     method = method_for(spec.kind)
@@ -76,7 +78,7 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
             **_interval(mine.iloc[0]), **_opinion(mine.iloc[0]),
             "seed_sets": [{"seed_start": int(r.seed_start), "fid": float(r.fid)}
                           | method.heldout_provenance(spec, r) for _, r in conf.iterrows()]},
-        "verdict": _verdict(table, references, row.trial_number),
+        "verdict": _verdict(table, references, row.trial_number, judged),
         "versions": json.loads(row.versions_json),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -85,12 +87,12 @@ def provenance(store: Store, study: str, row: TrialRow, table: pd.DataFrame | No
     return Provenance.model_validate(record | method.provenance(spec, trial, heldout, info))
 
 
-def _verdict(table: pd.DataFrame, references, trial: int) -> dict | None:
+def _verdict(table: pd.DataFrame, references, trial: int, judged: Verdict | None = None) -> dict | None:
     """The study's verdict, as ``best`` says it, and whether it claims a win for ``trial`` (a trial exported with
     ``--trial`` is not the one the verdict judges, so it is no claimed win either); None before any confirmation."""
     if table.empty:
         return None
-    judged = verdict(table, references)
+    judged = verdict(table, references) if judged is None else judged
     return {"claimed_win": bool(judged.win and judged.trial == trial), "text": judged.text}
 
 
