@@ -20,13 +20,14 @@ import math
 import re
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from skipsearch.diffusion.kinds import KARRAS, NAMES, kind_of
 from skipsearch.fields import (BATCH_MAX, N_MAX, RHO_MAX, SEED_MAX, SIGMA_LIMIT, STEPS_MAX, TIMEOUT_MAX, TRIALS_MAX,
                                Batch, Count, DataName, Rate, Rho, Section, Seed, Sigma, Steps)
 from skipsearch.models import FAMILIES, ModelSpec
 from skipsearch.precisions import CUDA_ONLY, split_label
+from skipsearch.spec_errors import shortened
 
 if TYPE_CHECKING:  # sampling's module is torch's: a spec is parsed (``skipsearch best``, ``export``) without it
     from skipsearch.diffusion.generation import SamplerConfig
@@ -52,7 +53,7 @@ __all__ = ["BATCH_MAX", "DEFAULT_STORAGE", "N_MAX", "RHO_MAX", "SEED_MAX", "SIGM
            "TRIALS_MAX", "Batch", "ConfirmSpec", "Count", "MIN_FID_N", "MetricSpec", "ModelSpec", "NAME_RULE", "Rate",
            "ReportEntry", "Rho", "SamplerSpec", "SecondOpinionSpec", "SearchCommon", "Section", "Seed", "Sigma",
            "Spec", "Steps",
-           "check_fid_n", "check_name", "format_validation_error", "science", "shortened"]
+           "check_fid_n", "check_name", "science"]
 
 
 def check_name(name: str) -> str:
@@ -373,28 +374,3 @@ def science(section: BaseModel) -> dict[str, Any]:
         value = getattr(section, name)
         out[name] = science(value) if isinstance(value, BaseModel) else dumped[name]
     return out
-
-
-def shortened(value: object, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _without_tags(loc: tuple) -> tuple:
-    """pydantic puts the chosen family's tag in the location (model.diffusers.path); a reader wrote model.path."""
-    tags = {f.name for f in FAMILIES}
-    return tuple(p for i, p in enumerate(loc) if not (i and loc[i - 1] == "model" and p in tags))
-
-
-def format_validation_error(source: str, err: ValidationError, prefix: str = "") -> str:
-    """One line per bad field: its dotted name, the reason, and (shortened) what was given."""
-    lines = [f"{source}: invalid {'spec' if not prefix else prefix.rstrip('.')}"]
-    for e in err.errors():
-        loc = _without_tags(e["loc"])
-        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")  # report[1].metric
-        field = prefix + dotted if loc else (prefix.rstrip(".") or "(top level)")
-        reason = "unknown field" if e["type"] == "extra_forbidden" else e["msg"].removeprefix("Value error, ")
-        quiet = e["type"] in ("extra_forbidden", "missing", "value_error")
-        shown = "" if quiet else f" (got {shortened(e.get('input'))})"
-        lines.append(f"  {field}: {reason}{shown}")
-    return "\n".join(lines)

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 from skipsearch import textfiles
 from skipsearch.errors import UserError
 from skipsearch.methods import DEFAULT_KIND, METHODS
-from skipsearch.spec import Spec, format_validation_error, science, shortened
+from skipsearch.spec import Spec, science
+from skipsearch.spec_errors import format_validation_error, shortened
 
 __all__ = ["changed_science", "load_spec", "parse_spec", "parse_stored"]
 

@@ -89,7 +89,8 @@ from skipsearch.fields import SEED_MAX
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.methods.sampled import eval_task
 from skipsearch.search.second_opinion import opinion_spec
-from skipsearch.spec import MIN_FID_N, TRIALS_MAX, Spec, format_validation_error
+from skipsearch.spec import MIN_FID_N, TRIALS_MAX, Spec
+from skipsearch.spec_errors import format_validation_error
 from skipsearch.specfile import load_spec
 
 PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's evaluations

@@ -21,7 +21,7 @@ from skipsearch.exchange.provenance import Provenance
 from skipsearch.files import atomic_write_text
 from skipsearch.methods import ALL_COEFFICIENT_TYPES, Coefficients, method_of
 from skipsearch.methods.method import coefficients_adapter
-from skipsearch.spec import format_validation_error
+from skipsearch.spec_errors import format_validation_error
 
 FORMAT = "skipsearch-coefficients/1"
 FORMATS = ("yaml", "json", "toml")
