@@ -55,6 +55,8 @@ def test_both_sides_spend_the_same_budget_on_fresh_seeds(tmp_path, capsys):
     assert r.skipsearch_confirmation_dfid <= 0
     if r.skipsearch.trial is None:
         assert r.skipsearch.delta_fid == 0 and r.skipsearch_confirmation_dfid == 0
+        # and the study's own verdict says why it stays, as `skipsearch best` would
+        assert "repeat 0 study's verdict: Best confirmed candidate, no win claimed: trial" in out
     # skipsearch's winner needs the whole confirmation: at least the baseline's and one candidate's held-out N
     assert r.skipsearch.evals_to_winner >= 2 * per_trial
     seeds = [set(range(*span)) for span in r.plain_seeds]
@@ -288,7 +290,7 @@ def test_the_network_count_sees_a_diffusers_model_under_its_schedulers_and_edms(
     sampler, on the shipped DDPM pipeline."""
     from pathlib import Path
 
-    from skipsearch.bench.versus_plain import NetworkCounter
+    from skipsearch.bench.network_count import NetworkCounter
     from skipsearch.diffusion.family_sampling import network_of
     from skipsearch.timing import Stopwatch
 

@@ -72,62 +72,27 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
-import torch
 from pydantic import ValidationError
 
 from skipsearch import api
+from skipsearch.bench.network_count import NetworkCounter, sampling_copies
 from skipsearch.bench.plain_loop import plain_search
 from skipsearch.bench.measurements import Record
 from skipsearch.bench.versus_judge import (Judge, heldout_ranges, judging_spec,
                                            match_skipsearch, mean_delta)
 from skipsearch.bench.versus_results import Side, VersusRepeat
 from skipsearch.bench.versus_table import header, match_line, records, second_line, side_line, table
-from skipsearch.diffusion.family_sampling import network_of
 from skipsearch.errors import UserError
 from skipsearch.evaluate import Evaluator, evaluator_for, resolve_device
 from skipsearch.fields import SEED_MAX
 from skipsearch.methods import Coefficients, method_for, parse_coefficients
 from skipsearch.methods.sampled import eval_task
-from skipsearch.search.second_opinion import opinion_spec
 from skipsearch.spec import MIN_FID_N, TRIALS_MAX, Spec
 from skipsearch.spec_errors import format_validation_error
 from skipsearch.specfile import load_spec
 
 PLAIN_BUDGET_MAX = 10.0  # the plain loop's run, in multiples of skipsearch's evaluations
 REPEATS_MAX = 100  # repeats a spec's seeds are divided among: --first-repeat + --repeats at most this
-
-
-class NetworkCounter:
-    """Samples passed through the networks' forwards, summed over calls and copies: network evaluations as the
-    models see them, to check the samples x NFE arithmetic of both sides."""
-
-    def __init__(self, *models: torch.nn.Module):
-        self.count = 0
-        distinct = {id(m): m for m in models}.values()  # one copy named twice is still counted once
-        self._handles = [m.register_forward_pre_hook(self._hook, with_kwargs=True) for m in distinct]
-
-    def _hook(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        x = args[0] if args else next(iter(kwargs.values()), None)
-        if isinstance(x, torch.Tensor):
-            self.count += int(x.shape[0])
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-
-
-def sampling_copies(spec: Spec, ev: Evaluator, second: str | None) -> list[torch.nn.Module]:
-    """Every copy of the model a repeat samples through, each once: the objective's evaluator's, and the second
-    opinion's. The cached evaluators share one copy per device (``evaluate.loaded_on``), but a copy the opinion
-    did not share would pass its samples unseen (a warning of exactly their samples x NFE, before the copies were
-    shared), and one hooked twice would count them twice. Each copy is counted at its network (``network_of``):
-    diffusers' schedulers call the UNet, not the denoiser wrapper."""
-    copies = [network_of(ev.loaded.denoiser)]
-    if second is not None:
-        opinion = opinion_spec(spec, second, 0)
-        task = eval_task(opinion, n=opinion.confirm.n, seed_start=opinion.confirm.seed, heldout=True)
-        copies.append(network_of(evaluator_for(task).loaded.denoiser))
-    return list({id(c): c for c in copies}.values())
 
 
 def say(line: str) -> None:
@@ -189,6 +154,7 @@ class StudyOutcome:
     confirmation_evals: int
     trials: int
     wall_s: float
+    verdict: str  # the study's own verdict, as ``skipsearch best`` says it: why the baseline stays, when it does
 
 
 def trial_costs(trials: pd.DataFrame, nfe: int) -> pd.Series:
@@ -214,18 +180,18 @@ def run_study(study: Spec, nfe: int) -> StudyOutcome:
     baseline = parse_coefficients(base.coefficients_json.iloc[0])
     baseline_by_set = held_out_of(rows, int(base.trial_number.iloc[0]))
     total = int(costs.sum()) + confirm_evals
-    won = result.winner
+    won, judged = result.winner, result.verdict  # judged from the stored confirmation: read once
     own = math.nan if won is None else mean_delta(held_out_of(rows, won), baseline_by_set)
-    disagrees = result.verdict is not None and result.verdict.opinion == "disagrees"
+    disagrees = judged.opinion == "disagrees"
     if won is None or own > 0 or disagrees:  # none confirmed, measured worse, or worse in the second space:
         # a user keeps the baseline
         return StudyOutcome(trial=None, coefficients=baseline, baseline=baseline, confirmation_dfid=0.0,
                             evals_to_winner=total, total_evals=total, confirmation_evals=confirm_evals,
-                            trials=len(costs), wall_s=wall)
+                            trials=len(costs), wall_s=wall, verdict=judged.text)
     chosen = parse_coefficients(rows[rows.trial_number == won].coefficients_json.iloc[0])
     return StudyOutcome(trial=won, coefficients=chosen, baseline=baseline, confirmation_dfid=own,
                         evals_to_winner=int(costs[costs.index <= won].sum()) + confirm_evals, total_evals=total,
-                        confirmation_evals=confirm_evals, trials=len(costs), wall_s=wall)
+                        confirmation_evals=confirm_evals, trials=len(costs), wall_s=wall, verdict=judged.text)
 
 
 def opinion_evals(study: Spec, nfe: int) -> int:
@@ -301,6 +267,8 @@ def one_repeat(spec: Spec, study: Spec, ev: Evaluator, repeat: int, judge: Judge
                 evals_to_winner=outcome.evals_to_winner, total_evals=outcome.total_evals, trials=outcome.trials,
                 wall_s=outcome.wall_s)
     say(side_line(repeat, ours))
+    if outcome.trial is None:  # the study's own words for why: none found, measured worse, or the opinion disagreed
+        say(f"repeat {repeat} study's verdict: {outcome.verdict}")
     best = plain.best_within(equal)
     if best is None:
         raise UserError(f"every one of the plain side's first {equal} trials failed; see the trial errors above")
