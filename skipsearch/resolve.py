@@ -64,7 +64,7 @@ def resolve(spec: Spec, source: str = "spec") -> Resolved:
     warnings += input_fits(spec, info, images, "metric.reference", source)
     warnings += check_report(spec.metric.report, device, info, images, source)
     opinion = spec.confirm.second_opinion.extractor
-    if spec.confirm.top_k > 0 and opinion not in ("auto", "none"):
+    if spec.confirm.top_k > 0 and not (spec.confirm.second_opinion.off or spec.confirm.second_opinion.auto):
         warnings += check_extractor(opinion, "confirm.second_opinion.extractor", device, info, images, source)
     warnings += named(source, "sampler", lambda: sampler_fits(spec, info))
     warnings += method_for(spec.kind).check(spec, info, source)

@@ -95,6 +95,36 @@ def test_converted_weights_give_the_torchscript_features(extractor, record_prope
 
 
 @needs_wheel
+def test_the_shipped_features_are_those_of_the_demos_second_space(converted, record_property):
+    """The package ships the reference features of the README demo's second opinion (its 1,797 digits at 16x16,
+    3.5-4.5 minutes of Inception on 2 CPU cores): under today's key (the demo spec's space and reference, the
+    weights, the layer), and equal to what that extractor computes."""
+    from pathlib import Path
+
+    from skipsearch.metrics.reference import SHIPPED, cache_file, reference_key, shipped_features
+    from skipsearch.models import model_info
+    from skipsearch.search.second_opinion import space_for
+    from skipsearch.specfile import load_spec
+
+    spec = load_spec(Path(__file__).parents[1] / "studies" / "demo-skip.yaml")
+    info = model_info(spec.model.name)
+    images = data.load(spec.metric.reference, resolution=info.resolution)
+    label, why = space_for(spec, info, images, "cpu")
+    assert label is not None and label.startswith(INCEPTION_EXTRACTOR), why
+    key = reference_key(images, label, weights=converted)
+    name = cache_file("ref", label, key).name
+    shipped = shipped_features(SHIPPED / name, len(images))
+    assert shipped is not None, (f"skipsearch/weights/{name} is missing or unreadable: the demo's second space, "
+                                 f"its reference or the weights changed; write it with "
+                                 f"skipsearch.metrics.reference.ship")
+    rows = torch.tensor([0, 1, 500, len(images) - 1])
+    extractor = metrics.FeatureExtractor(label, weights=converted)
+    diff = float((shipped["features"][rows] - extractor(images[rows])).abs().max())
+    record_property("max_abs_feature_difference", diff)
+    assert diff <= 1e-4
+
+
+@needs_wheel
 def test_on_a_cpu_inception_takes_small_batches_whatever_the_caller_asks(extractor):
     """metric.batch_size (500 by default) is a sampling batch; at 299x299 a CPU reads Inception faster in
     small ones (features.CPU_BATCH), and the features must not depend on it."""

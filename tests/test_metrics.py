@@ -143,6 +143,51 @@ def test_a_cache_entry_with_features_only_is_completed_without_extracting_again(
         assert set(archive.files) == {"features", "mu", "sigma", "sqrt_sigma"}
 
 
+def test_shipped_features_stand_in_for_the_first_extraction_and_only_when_they_fit(tmp_path, monkeypatch):
+    """A shipped file under the cache entry's name is used on a cold cache, with the very statistics a
+    computation gives; one of another size or dtype is ignored and the features are computed."""
+    from skipsearch.metrics.reference import ship
+
+    fx = FeatureExtractor(DIGITS_EXTRACTOR)
+    images = data.digits(16)[:120]
+    monkeypatch.setenv("SKIPSEARCH_CACHE", str(tmp_path / "computed"))
+    computed = reference(images, fx)
+    shipped = tmp_path / "shipped"
+    file = ship(computed, fx.name, shipped)
+    assert file.name == f"ref-{DIGITS_EXTRACTOR}-{computed.key}.npz"
+
+    class Counting:
+        name, feature = fx.name, fx.feature
+        calls: list[int] = []
+
+        def __call__(self, images, **kw):
+            self.calls.append(len(images))
+            return fx(images, **kw)
+
+    counting = Counting()
+    monkeypatch.setenv("SKIPSEARCH_CACHE", str(tmp_path / "cold"))
+    cold = reference(images, counting, shipped=shipped)
+    assert counting.calls == []
+    for name in ("mu", "sigma", "sqrt_sigma"):
+        torch.testing.assert_close(getattr(cold.stats, name), getattr(computed.stats, name), rtol=0, atol=0)
+    assert (tmp_path / "cold" / file.name).is_file()  # and cached, as a computation would be
+
+    for bad in (computed.features[:-1].float(), computed.features):  # a row short; float64 (not what ships)
+        np.savez_compressed(file, features=bad.numpy())
+        monkeypatch.setenv("SKIPSEARCH_CACHE", str(tmp_path / f"cold-{len(counting.calls)}"))
+        again = reference(images, counting, shipped=shipped)
+        torch.testing.assert_close(again.stats.mu, computed.stats.mu, rtol=0, atol=0)
+    assert counting.calls == [120, 120]
+
+
+def test_ship_refuses_features_that_float32_would_change():
+    from skipsearch.metrics.reference import Reference, ship
+
+    feats = torch.full((4, 3), 1 / 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="float32"):
+        ship(Reference("k", feats, statistics(feats)), DIGITS_EXTRACTOR, None)
+
+
 # --- the metric registry, and precision/recall (Kynkäänniemi et al. 2019) -----------------------------------------
 
 

@@ -174,10 +174,36 @@ def test_auto_picks_the_other_space_or_says_why_not(monkeypatch, tmp_path):
     assert space_for(off, info, images, "cpu")[0] is None
 
 
+def test_auto_at_a_precision_picks_the_other_space_at_that_precision(monkeypatch, tmp_path):
+    """The demo's ``auto@channels_last``: the same choice as ``auto``, in the faster layout; a precision the
+    device cannot compute is no second space, said, like missing weights."""
+    from skipsearch import data
+    from skipsearch.metrics.inception import wheel_weights
+    from skipsearch.models import model_info
+
+    images = data.load("digits", resolution=16)
+    info = model_info("embedded-digits")
+    spec = parse_spec(tiny_spec_dict("auto-cl", confirm={"second_opinion": {"extractor": "auto@channels_last"}}))
+    assert spec.confirm.second_opinion.auto and not spec.confirm.second_opinion.off
+    inception = spec.model_copy(update={"metric": spec.metric.model_copy(update={"extractor": "inception-v3-compat"})})
+    assert space_for(inception, info, images, "cpu") == ("skipsearch-digits@channels_last", "")
+    tf32 = parse_spec(tiny_spec_dict("auto-tf32", confirm={"second_opinion": {"extractor": "auto@tf32"}}))
+    tf32 = tf32.model_copy(update={"metric": tf32.metric.model_copy(update={"extractor": "inception-v3-compat"})})
+    label, why = space_for(tf32, info, images, "cpu")
+    assert label is None and "skipsearch-digits@tf32" in why and "CUDA" in why
+    if wheel_weights() is not None:  # the test command installs it
+        assert space_for(spec, info, images, "cpu") == ("inception-v3-compat@channels_last", "")
+    monkeypatch.setenv("SKIPSEARCH_INCEPTION_WEIGHTS", str(tmp_path / "missing.pt"))
+    label, why = space_for(spec, info, images, "cpu")
+    assert label is None and "inception-v3-compat@channels_last, has no weights installed" in why
+
+
 @pytest.mark.parametrize(("opinion", "field", "says"), [
     ({"extractor": "inception-v9"}, "confirm.second_opinion.extractor", "unknown feature extractor 'inception-v9'"),
     ({"n": 8}, "confirm.second_opinion.n", "at least 16"),
     ({"seed_sets": 1}, "confirm.second_opinion.seed_sets", "greater than or equal to 2"),
+    ({"extractor": "auto@fp64"}, "confirm.second_opinion.extractor", "unknown precision 'fp64'"),
+    ({"extractor": "none@bf16"}, "confirm.second_opinion.extractor", "takes no precision"),
 ])
 def test_a_bad_second_opinion_is_refused_before_anything_is_stored(tmp_path, opinion, field, says):
     db = tmp_path / "bad.db"
