@@ -9,9 +9,10 @@ recomputes them (an entry written before the square root was kept is completed o
 
 Some features ship with the package (``skipsearch/weights/``, under the cache entry's own name, so under the
 same content key): those of the README demo's second space (channels_last Inception) for its reference, the
-1,797 digits at 16x16, which take 3.5 minutes on 2 CPU cores, most of a first demo. They are stored as float32, which is what the extractor computes
-(it only widens to float64), so they are the features bit for bit; anything else (other pixels, weights, layer
-or precision) has another key, finds no shipped file and is computed. ``ship`` writes such a file.
+1,797 digits at 16x16, which take 3.5 minutes on 2 CPU cores, most of a first demo. They are stored as float32,
+which is what the extractor computes (it only widens to float64), so they are the features bit for bit;
+anything else (other pixels, weights, layer or precision) has another key, finds no shipped file and is
+computed. ``ship`` writes such a file.
 """
 
 from __future__ import annotations
