@@ -10,12 +10,12 @@ exception is raised in the driver when the trial is recorded, never dropped.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from skipsearch.methods.method import Profile
+from skipsearch.scratch import scratch_folder
 
 
 class ProfilePlots:
@@ -34,7 +34,7 @@ class ProfilePlots:
         with self._lock:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="skipsearch-plots")
-                self._folder = Path(tempfile.mkdtemp(prefix="skipsearch-plots-"))
+                self._folder = scratch_folder("skipsearch-plots-")
             folder = self._folder / f"trial-{number:06d}"
             self._drawn[number] = self._pool.submit(draw_all, profiles, folder, number)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from skipsearch.errors import UserError
 from skipsearch.progress import Progress
 from skipsearch.results import Rung
+from skipsearch.scratch import scratch_folder
 from skipsearch.search.context import StudyContext
 from skipsearch.search.budget import POLL_S, WAIT, Waiting, counted, evaluated, reserve
 from skipsearch.search.driver import say_budget_reached, trial_line
@@ -324,7 +324,7 @@ def _search(ctx: StudyContext, budget: int, placement: Placement) -> list[Worker
 
     started = _init_ray(placement)
     searcher = _searcher_class()(ctx, budget)
-    workdir = tempfile.mkdtemp(prefix="skipsearch-ray-")
+    workdir = scratch_folder("skipsearch-ray-")
     resources = {"cpu": placement.cpus_per_trial, "gpu": placement.gpus_per_trial}
     tuner = tune.Tuner(
         tune.with_resources(worker_trial, resources),
