@@ -99,10 +99,10 @@ def shipped_features(file: Traversable | Path, n: int) -> dict[str, torch.Tensor
         return None
     with resources.as_file(file) as path:
         entry = cached_arrays(path, ("features",))
-    if entry is None or entry["features"].dtype != torch.float32 or entry["features"].ndim != 2:
+    if entry is None or entry["features"].dtype != torch.float32:
         return None
-    feats = entry["features"].to(torch.float64)
-    return {"features": feats} if len(feats) == n else None
+    feats = {"features": entry["features"].to(torch.float64)}
+    return feats if _sound(feats, n) else None
 
 
 def ship(ref: Reference, extractor: str, folder: Path) -> Path:
