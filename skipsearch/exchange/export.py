@@ -14,9 +14,9 @@ from skipsearch.exchange import coeffile
 from skipsearch.exchange.provenance import Provenance
 from skipsearch.methods import method_for
 from skipsearch.search.heldout import coefficients_of, heldout_summary
+from skipsearch.search.stored_spec import read_stored
 from skipsearch.search.verdict import Verdict, interval_of, verdict
 from skipsearch.spec import Spec
-from skipsearch.specfile import parse_stored
 from skipsearch.storage import Store
 from skipsearch.storage.facts import study_facts
 from skipsearch.storage.records import TrialRow
@@ -25,10 +25,10 @@ from skipsearch.storage.records import TrialRow
 def stored_spec(store: Store, study: str) -> Spec:
     """The spec a study holds, read through today's spec models: its science as created, its operational fields
     (the confirmation's plan, budgets) as the latest run gave them (``Store.follow_spec``)."""
-    raw = store.study_spec(study)
-    if raw is None:
+    spec = read_stored(store, study)
+    if spec is None:
         raise UserError(f"no study named {study!r} in {store.shown_url}")
-    return parse_stored(raw, f"the stored spec of study {study!r}")
+    return spec
 
 
 def chosen_trial(store: Store, study: str, trial: int | None = None) -> TrialRow:

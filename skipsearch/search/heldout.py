@@ -16,7 +16,7 @@ from skipsearch.search.measured import column, reported
 from skipsearch.search.racing import failures_between, plan_of, replay, stored_entrants, stored_judged
 from skipsearch.search.second_opinion import opinion_columns
 from skipsearch.search.verdict import paired_interval
-from skipsearch.specfile import parse_stored
+from skipsearch.search.stored_spec import read_stored
 from skipsearch.storage import Store
 from skipsearch.storage.records import TrialRow
 
@@ -40,7 +40,7 @@ def coefficients_of(row: TrialRow) -> Coefficients:
 
 def study_references(store: Store, study: str) -> dict[str, str]:
     """The further references of the study's method (``Method.references``), read from its stored spec."""
-    spec = _stored_spec(store, study)
+    spec = read_stored(store, study)
     return {} if spec is None else method_for(spec.kind).references(spec)
 
 
@@ -73,7 +73,7 @@ def heldout_summary(store: Store, study: str, n: int | None = None,
     base_nums = [t for t in conf.trial_number.unique() if roles.get(t) == "baseline"]
     if not base_nums:
         return pd.DataFrame()
-    spec = _stored_spec(store, study)
+    spec = read_stored(store, study)
     if references is None:
         references = {} if spec is None else method_for(spec.kind).references(spec)
     domains = list(references)
@@ -100,11 +100,6 @@ def heldout_summary(store: Store, study: str, n: int | None = None,
     if spec is not None and n == spec.confirm.n:
         table = opinion_columns(store, study, spec, table, int(base_nums[0]))
     return table
-
-
-def _stored_spec(store: Store, study: str):
-    raw = store.study_spec(study)
-    return None if raw is None else parse_stored(raw, f"the stored spec of study {study!r}")
 
 
 # what a raced confirmation's summary adds (``racing``): the race's interval on the debiased dFID, the seed sets

@@ -7,8 +7,16 @@ from __future__ import annotations
 
 from skipsearch.errors import UserError
 from skipsearch.spec import Spec
-from skipsearch.specfile import changed_science
+from skipsearch.specfile import changed_science, parse_stored
 from skipsearch.storage import urls
+
+
+def read_stored(store, study: str) -> Spec | None:
+    """The spec a study holds (``store``: a ``Store``), read through today's spec models; None when the database
+    has no study of that name. Readers that can go on without a spec (a summary) take the None; ``export`` and
+    the API's readers turn it into the user's error."""
+    raw = store.study_spec(study)
+    return None if raw is None else parse_stored(raw, f"the stored spec of study {study!r}")
 
 
 def check_same_science(name: str, first: dict, now: Spec) -> None:
