@@ -54,6 +54,8 @@ class RunResult:
     confirmation: pd.DataFrame
     pareto: pd.DataFrame | None = None  # multi-objective studies: the non-dominated trials
     readout: Readout | None = None  # what the study's method says of its columns (None: FID, one objective)
+    # a claimed winner's coefficients that sit at an end of their searched range (``Method.edges``), in words
+    edges: tuple[str, ...] = ()
 
     @property
     def winner(self) -> int | None:
@@ -94,6 +96,7 @@ class BestTrial:
     verdict: Verdict | None = None  # the held-out verdict (95% paired interval), once confirmed
     method: str = ""  # the method as the run's header and the report name it ("FreeU + Skip-Tuning")
     readout: Readout | None = None  # what the study's method says of its columns (the front's, for a table)
+    edges: tuple[str, ...] = ()  # a claimed winner's coefficients at an end of their range (``Method.edges``)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form ``skipsearch best --json`` prints: the method, the provenance's fields, the coefficients,
@@ -109,7 +112,31 @@ class BestTrial:
                 "delta_fid": v.opinion_interval.mean, "low": v.opinion_interval.low, "high": v.opinion_interval.high}
             out["verdict"] = {"trial": v.trial, "win": v.win, "text": v.text, "second_opinion": v.opinion,
                               "second_opinion_interval": second}
+        out["edges"] = list(self.edges)
         return out
+
+
+def edge_note(edges: tuple[str, ...]) -> str | None:
+    """What the end of a run and ``best`` say when a claimed winner's coefficient sits at an end of its range."""
+    if not edges:
+        return None
+    return (f"note: {'; '.join(edges)}. The search could not look beyond, so a better point may lie there: widen "
+            f"the range to look.")
+
+
+def _winner_edges(spec: Spec, table: pd.DataFrame, judged: Verdict | None = None) -> tuple[str, ...]:
+    """``Method.edges`` of a claimed winner (``judged``, else the table's verdict), () without a win: a candidate
+    no better than the baseline at an end of its range says nothing about what lies beyond it."""
+    from skipsearch.methods import method_for, parse_coefficients
+    from skipsearch.search.verdict import verdict
+
+    if table.empty:
+        return ()
+    judged = judged or verdict(table)
+    if not judged.win or judged.trial is None:
+        return ()
+    row = table[table.trial_number == judged.trial].iloc[0]
+    return method_for(spec.kind).edges(spec, parse_coefficients(row.coefficients))
 
 
 @sigterm_as_interrupt()  # SIGTERM records the trial in flight as Ctrl-C does (skipsearch.interrupts)
@@ -164,7 +191,7 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
         shown = readout(spec, unit=True)
         front = pareto_front(frame, shown.objectives) if shown.multi_objective else None
         return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front,
-                         readout=shown)
+                         readout=shown, edges=_winner_edges(spec, conf))
     finally:
         ctx.close()
 
@@ -235,8 +262,10 @@ def best(storage: str | None, study: str) -> BestTrial:
                       for _, r in pareto_front(store.trials_frame(study), shown.objectives).iterrows())
     table = heldout_summary(store, study, spec.confirm.n, shown.references)
     judged = None if table.empty else judge(table, shown.references)
+    shows_winner = judged is not None and judged.trial == int(row.trial_number)
     return BestTrial(coefficients=coefficients_of(row), provenance=_export.provenance(store, study, row, table, judged),
-                     pareto_front=front, verdict=judged, method=method_for(spec.kind).display_name(spec), readout=shown)
+                     pareto_front=front, verdict=judged, method=method_for(spec.kind).display_name(spec),
+                     readout=shown, edges=_winner_edges(spec, table, judged) if shows_winner else ())
 
 
 def pareto(storage: str | None, study: str) -> pd.DataFrame:

@@ -133,3 +133,24 @@ def test_coefficients_validate_their_fields():
         TimeWindowSkip(sigma_lo=2.0, sigma_hi=1.0)
     with pytest.raises(ValueError):
         LinearSkip(rho_top=-1.0)
+
+
+def _search(rho_range):
+    from skipsearch.methods.skip_tuning.skip_spec import SkipSearchSpec
+
+    return SkipSearchSpec(family="linear", rho_range=rho_range)
+
+
+def test_a_rho_at_an_end_of_its_range_is_named_with_the_spec_field():
+    """The README demo's winner (rho_bottom 0.5029 in [0.5, 1.5]) sat at the floor the search could not pass."""
+    from skipsearch.methods.skip_tuning.skip_space import at_edges
+
+    said = at_edges(LinearSkip(rho_top=0.8138, rho_bottom=0.5029), _search((0.5, 1.5)))
+    assert said == ("rho_bottom = 0.5029 at the lower end of search.rho_range [0.5, 1.5]",)
+    said = at_edges(PerLevelSkip(rho=(1.49, 0.9, 0.5)), _search((0.5, 1.5)))
+    assert [s.split(" = ")[0] for s in said] == ["rho_0", "rho_2"] and "upper end" in said[0]
+    window = TimeWindowSkip(rho_top=1.4, rho_bottom=0.7, sigma_lo=0.002, sigma_hi=80.0)  # window ends: not rho
+    assert at_edges(window, _search((0.5, 1.5))) == ()
+    assert at_edges(LinearSkip(rho_top=0.53, rho_bottom=1.46), _search((0.5, 1.5))) == ()  # 3% and 4% in: inside
+    assert at_edges(LinearSkip(rho_top=0.995, rho_bottom=1.0), _search((0.9, 1.001))) == (
+        "rho_bottom = 1 at the upper end of search.rho_range [0.9, 1.001]",)  # 2% of a narrow range

@@ -153,6 +153,13 @@ class Method(ABC):
     def baseline(self, spec: Spec, info: ModelInfo) -> dict[str, float]:
         """The Optuna parameters of the baseline, enqueued as the study's first trial."""
 
+    def edges(self, spec: Spec, coefficients: Coefficients) -> tuple[str, ...]:
+        """Each coefficient of ``coefficients`` that sits at an end of the range the spec let the search draw it
+        from, in words naming the spec field ("rho_bottom = 0.5 at the lower end of search.rho_range [0.5,
+        1.5]"): the search could not look beyond it, so a better point may lie there. () where none does, or
+        where the method's ranges end at meaningful values (FreeU's contain "off")."""
+        return ()
+
     def fidelity(self, spec: Spec) -> Fidelity:
         return Fidelity()
 

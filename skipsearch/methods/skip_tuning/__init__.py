@@ -50,6 +50,11 @@ class SkipTuning(Method):
 
         return space.baseline(spec.search, info.n_levels)
 
+    def edges(self, spec: SkipTuningSpec, coefficients: _Schedule) -> tuple[str, ...]:
+        from skipsearch.methods.skip_tuning import skip_space as space
+
+        return space.at_edges(coefficients, spec.search)
+
     def fidelity(self, spec: SkipTuningSpec) -> Fidelity:
         from skipsearch.methods.sampled import sample_fidelity
 

@@ -36,3 +36,27 @@ def baseline(search: SkipSearchSpec, n_levels: int) -> dict[str, float]:
     if search.family == "time_window":
         params |= {"sigma_a": search.sigma_range[0], "sigma_b": search.sigma_range[1]}
     return params
+
+
+EDGE = 0.02  # a rho within this share of rho_range's width from an end sits at that end
+
+
+def searched_rhos(schedule: _Schedule) -> dict[str, float]:
+    """The schedule's rho values by the Optuna parameter that drew them (window ends are not rho)."""
+    if isinstance(schedule, PerLevelSkip):
+        return {f"rho_{i}": r for i, r in enumerate(schedule.rho)}
+    return {"rho_top": schedule.rho_top, "rho_bottom": schedule.rho_bottom}
+
+
+def at_edges(schedule: _Schedule, search: SkipSearchSpec) -> tuple[str, ...]:
+    """Each rho that sits at an end of ``search.rho_range`` (within ``EDGE`` of its width), said in words. The
+    search could not look past that end, so a better schedule may lie beyond it (the range holds 1 strictly
+    inside, so an end is never the baseline's own value)."""
+    lo, hi = search.rho_range
+    near = EDGE * (hi - lo)
+    said = []
+    for name, rho in searched_rhos(schedule).items():
+        for end, word in ((lo, "lower"), (hi, "upper")):
+            if abs(rho - end) <= near:
+                said.append(f"{name} = {rho:.4g} at the {word} end of search.rho_range [{lo:g}, {hi:g}]")
+    return tuple(said)
