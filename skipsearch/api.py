@@ -116,29 +116,6 @@ class BestTrial:
         return out
 
 
-def edge_note(edges: tuple[str, ...]) -> str | None:
-    """What the end of a run and ``best`` say when a claimed winner's coefficient sits at an end of its range."""
-    if not edges:
-        return None
-    return (f"note: {'; '.join(edges)}. The search could not look beyond, so a better point may lie there: widen "
-            f"the range to look.")
-
-
-def _winner_edges(spec: Spec, table: pd.DataFrame, judged: Verdict | None = None) -> tuple[str, ...]:
-    """``Method.edges`` of a claimed winner (``judged``, else the table's verdict), () without a win: a candidate
-    no better than the baseline at an end of its range says nothing about what lies beyond it."""
-    from skipsearch.methods import method_for, parse_coefficients
-    from skipsearch.search.verdict import verdict
-
-    if table.empty:
-        return ()
-    judged = judged or verdict(table)
-    if not judged.win or judged.trial is None:
-        return ()
-    row = table[table.trial_number == judged.trial].iloc[0]
-    return method_for(spec.kind).edges(spec, parse_coefficients(row.coefficients))
-
-
 @sigterm_as_interrupt()  # SIGTERM records the trial in flight as Ctrl-C does (skipsearch.interrupts)
 def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None = None,
         placement: Placement | None = None, echo: Callable[[str], None] | None = None,
@@ -163,6 +140,7 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
     from skipsearch.search import driver as _driver
     from skipsearch.search.heldout import pareto_front
     from skipsearch.search.readout import readout
+    from skipsearch.search.verdict import winner_edges
     from skipsearch.spec import TRIALS_MAX, Spec
     from skipsearch.specfile import load_spec
 
@@ -191,7 +169,7 @@ def run(spec: Spec | str | Path, storage: str | None = None, trials: int | None 
         shown = readout(spec, unit=True)
         front = pareto_front(frame, shown.objectives) if shown.multi_objective else None
         return RunResult(study=spec.name, storage=ctx.store.shown_url, trials=frame, confirmation=conf, pareto=front,
-                         readout=shown, edges=_winner_edges(spec, conf))
+                         readout=shown, edges=winner_edges(spec, conf))
     finally:
         ctx.close()
 
@@ -249,6 +227,7 @@ def best(storage: str | None, study: str) -> BestTrial:
     from skipsearch.search.heldout import coefficients_of, heldout_summary, pareto_front
     from skipsearch.search.readout import readout
     from skipsearch.search.verdict import verdict as judge
+    from skipsearch.search.verdict import winner_edges
 
     store = _reader(storage)
     row = _export.chosen_trial(store, study)
@@ -265,7 +244,7 @@ def best(storage: str | None, study: str) -> BestTrial:
     shows_winner = judged is not None and judged.trial == int(row.trial_number)
     return BestTrial(coefficients=coefficients_of(row), provenance=_export.provenance(store, study, row, table, judged),
                      pareto_front=front, verdict=judged, method=method_for(spec.kind).display_name(spec),
-                     readout=shown, edges=_winner_edges(spec, table, judged) if shows_winner else ())
+                     readout=shown, edges=winner_edges(spec, table, judged) if shows_winner else ())
 
 
 def pareto(storage: str | None, study: str) -> pd.DataFrame:

@@ -75,7 +75,9 @@ def run(spec: Path = typer.Argument(..., help="Study spec (YAML), e.g. studies/d
     header += f"\n{extra}" if extra else ""
     terminal_tables.print_summary(header, result.trials, result.confirmation, pareto=result.pareto,
                                   readout=result.readout)
-    edge = api.edge_note(result.edges)
+    from skipsearch.search.verdict import edge_note
+
+    edge = edge_note(result.edges)
     if edge:
         typer.echo(edge)
     command = (f"skipsearch export {result.study} --storage {urls.for_command_line(url)} --format yaml "
@@ -131,7 +133,9 @@ def best(study: str = typer.Argument(..., help="Study name."), storage: Optional
         typer.echo(f"  {line}")
     if won.verdict is not None:
         typer.echo(f"  verdict: {won.verdict.text}")
-    edge = api.edge_note(won.edges)
+    from skipsearch.search.verdict import edge_note
+
+    edge = edge_note(won.edges)
     if edge:
         typer.echo(f"  {edge}")
     for line in files:

@@ -82,6 +82,13 @@ def test_notes_carry_the_spec_the_verdict_and_each_candidates_interval(studies):
     study = _load(url, "dash-rungs")
     note = get_note(study)
     assert "## Verdict" in note and study.user_attrs["verdict"] in note and "name: dash-rungs" in note
+    from skipsearch.search.verdict import edge_note
+
+    edges = study.user_attrs["edges"]  # a claimed winner's rho at an end of rho_range: the note says so, as best does
+    assert (edge_note(edges) in note) if edges else ("widen the range" not in note)
+    won = skipsearch.best(url, "dash-rungs")
+    if won.provenance.trial == study.user_attrs["winner"]:
+        assert list(won.edges) == edges
     conf = skipsearch.confirmations(url, "dash-rungs")
     held = study.user_attrs["heldout"]
     assert set(held) == {str(n) for n in conf.trial_number}

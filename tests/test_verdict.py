@@ -100,14 +100,14 @@ def test_fid_infinity_recovers_a_line_in_one_over_n():
 
 
 def test_a_claimed_winner_at_an_end_of_its_range_is_named_and_a_candidate_without_a_win_is_not():
-    from skipsearch.api import _winner_edges, edge_note
+    from skipsearch.search.verdict import edge_note, winner_edges
     from skipsearch.specfile import parse_spec
 
     spec = parse_spec({"name": "edges", "search": {"rho_range": [0.5, 1.5]}})
     at_floor = LinearSkip(rho_top=0.8138, rho_bottom=0.5029).model_dump_json()  # the README demo's winner
     won = _table({3: [-0.30, -0.25, -0.35]}).assign(coefficients=at_floor)
-    said = _winner_edges(spec, won)
+    said = winner_edges(spec, won)
     assert said == ("rho_bottom = 0.5029 at the lower end of search.rho_range [0.5, 1.5]",)
     assert edge_note(said).startswith("note: rho_bottom = 0.5029 at the lower end") and edge_note(()) is None
-    assert _winner_edges(spec, _table({3: [-0.5, 0.1, -0.2]}).assign(coefficients=at_floor)) == ()  # no win
-    assert _winner_edges(spec, _table({3: [-0.30, -0.25, -0.35]})) == ()  # a win well inside the range
+    assert winner_edges(spec, _table({3: [-0.5, 0.1, -0.2]}).assign(coefficients=at_floor)) == ()  # no win
+    assert winner_edges(spec, _table({3: [-0.30, -0.25, -0.35]})) == ()  # a win well inside the range

@@ -25,7 +25,7 @@ from skipsearch.methods.method import Profile
 from skipsearch.previews import png_bytes
 from skipsearch.results import Rung
 from skipsearch.search.context import StudyContext
-from skipsearch.search.verdict import interval_of, verdict
+from skipsearch.search.verdict import edge_note, interval_of, verdict, winner_edges
 from skipsearch.storage.records import TrialRow, number_column
 
 
@@ -136,15 +136,18 @@ def annotate_confirmation(ctx: StudyContext, table: pd.DataFrame) -> None:
     if table.empty:
         return
     judged = verdict(table, ctx.method.references(ctx.spec))
+    edges = winner_edges(ctx.spec, table, judged)
     _set_study_attrs(ctx.study, {"heldout": heldout_attrs(table), "verdict": judged.text,
-                                 "winner": judged.trial, "win": judged.win, "second_opinion": judged.opinion})
+                                 "winner": judged.trial, "win": judged.win, "second_opinion": judged.opinion,
+                                 "edges": list(edges)})
     from optuna_dashboard import save_note
 
     numbers = {t.number: t._trial_id for t in ctx.study.get_trials(deepcopy=False)}
     for r in table.itertuples():
         if int(r.trial_number) in numbers:
             save_note(_TrialNote(ctx.study, numbers[int(r.trial_number)]), _trial_note(r))
-    save_study_note(ctx, judged.text, table)
+    note = edge_note(edges)
+    save_study_note(ctx, judged.text + (f"\n\n{note}" if note else ""), table)
 
 
 def _trial_note(r) -> str:

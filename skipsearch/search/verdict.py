@@ -11,10 +11,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from skipsearch.methods import describe
+from skipsearch.methods import describe, method_for, parse_coefficients
+
+if TYPE_CHECKING:
+    from skipsearch.spec import Spec
 
 LEVEL = 0.95
 
@@ -190,3 +194,24 @@ def _against(domain: str, measures: str, w: pd.Series, b: pd.Series) -> str:
         return ""
     return (f" {domain.capitalize()}-domain FID ({measures}): {mine:.4f} vs baseline {b[f'heldout_{name}']:.4f} "
             f"({w[f'delta_{name}']:+.4f}).")
+
+
+def winner_edges(spec: Spec, table: pd.DataFrame, judged: Verdict | None = None) -> tuple[str, ...]:
+    """``Method.edges`` of a claimed winner (``judged``, else the table's verdict), () without a win: a candidate
+    no better than the baseline at an end of its range says nothing about what lies beyond it."""
+    if table.empty:
+        return ()
+    judged = judged or verdict(table)
+    if not judged.win or judged.trial is None:
+        return ()
+    row = table[table.trial_number == judged.trial].iloc[0]
+    return method_for(spec.kind).edges(spec, parse_coefficients(row.coefficients))
+
+
+def edge_note(edges: Sequence[str]) -> str | None:
+    """What the end of a run, ``best`` and the study's note say when a claimed winner's coefficient sits at an end
+    of its range."""
+    if not edges:
+        return None
+    return (f"note: {'; '.join(edges)}. The search could not look beyond, so a better point may lie there: widen "
+            f"the range to look.")
