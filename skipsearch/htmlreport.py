@@ -25,7 +25,7 @@ from skipsearch.methods import Method, method_for, parse_coefficients
 from skipsearch.methods.method import Profile
 from skipsearch.search.heldout import heldout_reported, heldout_summary
 from skipsearch.search.measured import reported
-from skipsearch.search.verdict import Verdict, verdict
+from skipsearch.search.verdict import Verdict, edge_note, verdict, winner_edges
 from skipsearch.spec import Spec
 from skipsearch.storage import Store, engine_kwargs, urls
 from skipsearch.storage.artifacts import artifact_store
@@ -53,6 +53,7 @@ class StudyData:
     # ``metric.report``'s numbers (``search.measured``): per trial at the search N, per candidate held out
     reported: pd.DataFrame = field(default_factory=pd.DataFrame)
     heldout_reported: pd.DataFrame = field(default_factory=pd.DataFrame)
+    edges: tuple[str, ...] = ()  # a claimed winner's coefficients at an end of their range (``Method.edges``)
 
     @property
     def baseline(self) -> pd.Series | None:
@@ -131,7 +132,8 @@ def gather(url: str, study: str) -> StudyData:
                      confirmations=confirmations[confirmations.n == spec.confirm.n], verdict=judged,
                      importances=_importances(ostudy), profiles=profiles, shown_trial=shown,
                      grids=_grids(ostudy, rdb, artifact_store(url, create=False), numbers),
-                     reported=reported_trials, heldout_reported=reported_heldout)
+                     reported=reported_trials, heldout_reported=reported_heldout,
+                     edges=winner_edges(spec, table, judged))
     rdb.remove_session()
     return data
 
@@ -186,12 +188,17 @@ def _reported(d: StudyData) -> str:
             f"<table class='reported'><tr><th></th>{head}</tr>{body}</table>")
 
 
+def _edges(d: StudyData) -> str:
+    note = edge_note(d.edges)
+    return "" if note is None else f"<p class='why edges'>{html.escape(note)}</p>"
+
+
 def _section(d: StudyData) -> str:
     from skipsearch.dashboards import figures
 
     parts = [f"<section id='study-{html.escape(d.name)}'><h2>{html.escape(d.name)}</h2>", _facts(d),
              f"<p class='verdict {'win' if d.verdict.win else 'nowin'}'><b>Verdict.</b> "
-             f"{html.escape(d.verdict.text)}</p>", _reported(d)]
+             f"{html.escape(d.verdict.text)}</p>", _edges(d), _reported(d)]
     for fig_def in figures.STUDY_FIGURES:
         fig = fig_def.build(d)
         if fig is None:

@@ -4,6 +4,7 @@ headless Chromium. The study facts, trial numbers, notes and pictures are read b
 from __future__ import annotations
 
 import base64
+import html
 import io
 import json
 import os
@@ -229,6 +230,18 @@ def test_report_is_one_self_contained_page_on_several_studies(studies, tmp_path)
         assert f'id="{div}"' in page, div
     assert page.count("<img src='data:image/png;base64,") == 4  # baseline and winner grids of both studies
     assert skipsearch.best(url, "dash-rungs").verdict.text.split(".")[0] in page
+    from skipsearch.search.verdict import edge_note
+
+    for name in ("dash-rungs", "dash-window"):  # the range-end note as the study's note carries it, or none
+        edges = optuna.load_study(study_name=name, storage=url).user_attrs["edges"]
+        assert (html.escape(edge_note(edges)) in page) if edges else ("widen the range" not in page)
+    from dataclasses import replace
+
+    from skipsearch.htmlreport import _section, gather
+
+    at_floor = replace(gather(url, "dash-rungs"), edges=("rho_bottom = 0.5029 at the lower end of search.rho_range "
+                                                          "[0.5, 1.5]",))  # the README demo's winner, as it is said
+    assert html.escape(edge_note(at_floor.edges)) in _section(at_floor)
 
 
 @needs_chromium
